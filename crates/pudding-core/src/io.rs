@@ -1,0 +1,62 @@
+//! Atomic file writing: a reader never sees a half-written artifact.
+
+use crate::CoreError;
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically: the data go to a temporary file in the same
+/// directory, are flushed to disk, and the file is renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
+    let io_err = |source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err)?;
+    tmp.write_all(bytes).map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(())
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically to `path`.
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), CoreError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|source| CoreError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &text)
+}
+
+/// Reads and parses a JSON file, with the path in any error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CoreError> {
+    let bytes = std::fs::read(path).map_err(|source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| CoreError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.json");
+        write_atomic(&path, b"first version, long").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        // No temp files are left behind.
+        let n = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(n, 1);
+    }
+}

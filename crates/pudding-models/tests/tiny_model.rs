@@ -1,0 +1,201 @@
+//! Unit-level checks on tiny random Llama checkpoints written in the real formats:
+//! shapes, causal masking, grouped-query attention, block skipping, KV cache, loaders.
+
+use burn::prelude::*;
+use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
+use pudding_models::gguf::GgmlType;
+use pudding_models::llama::Projection;
+use pudding_models::testing::{write_tiny_llama_gguf, write_tiny_llama_hf, TinyLlamaSpec};
+use pudding_models::{CpuBackend as B, LlamaLm, LlamaModel};
+use std::path::Path;
+
+fn load(path: &Path) -> LlamaLm<B> {
+    LlamaLm::<B>::load(path, &Default::default()).unwrap()
+}
+
+fn tiny(spec: &TinyLlamaSpec) -> (tempfile::TempDir, LlamaLm<B>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_llama_gguf(spec, &path).unwrap();
+    let lm = load(&path);
+    (dir, lm)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn ids_tensor(ids: &[[i64; 6]]) -> Tensor<B, 2, Int> {
+    let flat: Vec<i64> = ids.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(flat, [ids.len(), 6]), &Default::default())
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn logits_have_batch_seq_vocab_shape_and_batches_are_independent() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let model = lm.model();
+    let dense = OmissionSet::dense(4).unwrap();
+    let rows = [[3i64, 70, 80, 90, 100, 5], [7, 8, 9, 10, 11, 12]];
+    let logits = model.forward(ids_tensor(&rows), &dense, None).unwrap();
+    let v = model.config().vocab_size;
+    assert_eq!(logits.dims(), [2, 6, v]);
+    let batched = values(logits);
+    for (i, row) in rows.iter().enumerate() {
+        let single = values(model.forward(ids_tensor(&[*row]), &dense, None).unwrap());
+        let part = &batched[i * 6 * v..(i + 1) * 6 * v];
+        assert!(max_abs_diff(part, &single) < 1e-4);
+    }
+}
+
+#[test]
+fn attention_is_causal() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let skip = OmissionSet::parse("1", 4).unwrap();
+    let a = lm.position_log_probs(&[5, 6, 7, 8, 9, 10], &skip).unwrap();
+    let b = lm
+        .position_log_probs(&[5, 6, 7, 8, 200, 201], &skip)
+        .unwrap();
+    let v = lm.model().config().vocab_size;
+    // Positions 0..4 cannot see tokens 4 and 5.
+    assert!(max_abs_diff(&a[..4 * v], &b[..4 * v]) < 1e-5);
+    assert!(max_abs_diff(&a[4 * v..], &b[4 * v..]) > 1e-3);
+}
+
+/// A GQA model equals the multi-head model whose key/value heads are repeated.
+#[test]
+fn grouped_query_attention_equals_repeated_heads() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let gqa = lm.model();
+    let mut config = gqa.config().clone();
+    let (g, e, r) = (config.n_kv_heads, config.head_dim, config.group_size());
+    config.n_kv_heads = config.n_heads;
+    // Rebuild with the same weights but every k/v head repeated r times (as [in, out]).
+    let device = Default::default();
+    let mut mha = LlamaModel::<B>::random(&config, 1, &device).unwrap();
+    mha.embed = gqa.embed.clone();
+    mha.norm = gqa.norm.clone();
+    for (dst, src) in mha.blocks.iter_mut().zip(&gqa.blocks) {
+        let repeat = |w: &Tensor<B, 2>| {
+            let d = w.dims()[0];
+            w.clone()
+                .reshape([d, g, 1, e])
+                .repeat_dim(2, r)
+                .reshape([d, g * r * e])
+        };
+        dst.attn.q = src.attn.q.clone();
+        dst.attn.k = Projection {
+            weight: repeat(&src.attn.k.weight),
+            bias: None,
+        };
+        dst.attn.v = Projection {
+            weight: repeat(&src.attn.v.weight),
+            bias: None,
+        };
+        dst.attn.o = src.attn.o.clone();
+        dst.attn_norm = src.attn_norm.clone();
+        dst.mlp_norm = src.mlp_norm.clone();
+        dst.mlp = src.mlp.clone();
+    }
+    let dense = OmissionSet::dense(4).unwrap();
+    let rows = [[1i64, 2, 3, 4, 5, 6]];
+    let a = values(gqa.forward(ids_tensor(&rows), &dense, None).unwrap());
+    let b = values(mha.forward(ids_tensor(&rows), &dense, None).unwrap());
+    assert!(max_abs_diff(&a, &b) < 1e-4);
+}
+
+#[test]
+fn skipping_all_but_one_block_equals_the_one_block_model() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let model = lm.model();
+    let skip = OmissionSet::parse("0,1,3", 4).unwrap();
+    let single = model.pruned(&skip).unwrap();
+    assert_eq!(single.config().n_blocks, 1);
+    let rows = [[9i64, 8, 7, 6, 5, 4]];
+    let a = values(model.forward(ids_tensor(&rows), &skip, None).unwrap());
+    let one = OmissionSet::dense(1).unwrap();
+    let b = values(single.forward(ids_tensor(&rows), &one, None).unwrap());
+    assert!(max_abs_diff(&a, &b) < 1e-6);
+    // And skipping really changes the output.
+    let dense = OmissionSet::dense(4).unwrap();
+    let c = values(model.forward(ids_tensor(&rows), &dense, None).unwrap());
+    assert!(max_abs_diff(&a, &c) > 1e-2);
+}
+
+#[test]
+fn kv_cached_generation_equals_full_recomputation() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let prompt = lm.encode("the cat in the hat").unwrap();
+    for skip in ["", "2", "0,3"] {
+        let skip = OmissionSet::parse(skip, 4).unwrap();
+        let config = GenerationConfig {
+            max_new_tokens: 20,
+            ..Default::default()
+        };
+        let cached = lm.generate(&prompt, &skip, &config).unwrap();
+        let uncached = lm.greedy_uncached(&prompt, &skip, 20).unwrap();
+        assert_eq!(cached.ids, uncached, "skip {skip}");
+    }
+}
+
+#[test]
+fn cache_writes_no_entries_for_skipped_blocks_and_rejects_another_set() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let skip = OmissionSet::parse("1,2", 4).unwrap();
+    let mut cache = pudding_models::KvCache::<B>::new(skip.clone());
+    let rows = [[1i64, 2, 3, 4, 5, 6]];
+    lm.model()
+        .forward(ids_tensor(&rows), &skip, Some(&mut cache))
+        .unwrap();
+    assert_eq!(cache.len(), 6);
+    assert_eq!(cache.filled_blocks(), 2);
+    let other = OmissionSet::parse("1", 4).unwrap();
+    let err = lm
+        .model()
+        .forward(ids_tensor(&rows), &other, Some(&mut cache))
+        .unwrap_err();
+    assert!(err.to_string().contains("one omission set must hold"));
+}
+
+/// The GGUF loader (q/k rows permuted by llama.cpp's convention, undone on load) and the
+/// safetensors loader (HF layout) give the same model.
+#[test]
+fn gguf_and_safetensors_loaders_agree() {
+    let spec = TinyLlamaSpec::default();
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama_gguf(&spec, &dir.path().join("m.gguf")).unwrap();
+    write_tiny_llama_hf(&spec, &dir.path().join("hf")).unwrap();
+    let from_gguf = load(&dir.path().join("m.gguf"));
+    let from_hf = load(&dir.path().join("hf"));
+    let ids = from_hf.encode("the quick brown fox 123").unwrap();
+    assert_eq!(ids, from_gguf.encode("the quick brown fox 123").unwrap());
+    let skip = OmissionSet::parse("2", 4).unwrap();
+    let a = from_gguf.position_log_probs(&ids, &skip).unwrap();
+    let b = from_hf.position_log_probs(&ids, &skip).unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-4);
+}
+
+/// Quantised storage stays close to the F32 model (Q8_0 closely, Q4_1 loosely).
+#[test]
+fn quantised_tiny_models_track_f32() {
+    let ids: Vec<u32> = (10..30).collect();
+    let dense = OmissionSet::dense(4).unwrap();
+    let reference = tiny(&TinyLlamaSpec::default()).1;
+    let want = reference.token_logprobs(&ids, &dense).unwrap();
+    for (dtype, tol) in [(GgmlType::Q8_0, 0.05), (GgmlType::Q4_1, 0.6)] {
+        let spec = TinyLlamaSpec {
+            matrix_type: dtype,
+            ..Default::default()
+        };
+        let got = tiny(&spec).1.token_logprobs(&ids, &dense).unwrap();
+        let diff = max_abs_diff(&want, &got);
+        assert!(diff < tol && diff > 0.0, "{dtype:?}: {diff}");
+    }
+}

@@ -1,0 +1,166 @@
+//! `pudding`: fetch the default model, generate with blocks skipped, inspect
+//! log-probabilities.
+
+use clap::{Parser, Subcommand};
+use pudding_cli::backend::{self, Backend};
+use pudding_cli::commands::{generate_text, logprob_report, parse_ids, speed_line};
+use pudding_cli::resolve_model;
+use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
+use pudding_models::assets::{ensure_asset, KNOWN_ASSETS};
+use pudding_models::{LlamaLm, ModelError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pudding",
+    version,
+    about = "Prompt-routed dynamic depth pruning for LLMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch a known asset (default: the SmolLM2-135M-Instruct GGUF) into $PUDDING_HOME.
+    Fetch {
+        /// Asset name (see --list).
+        name: Option<String>,
+        /// List the known assets.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Generate text with a set of blocks skipped.
+    Generate {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Blocks to skip, e.g. "3,7,19" or "10-15" (default: none).
+        #[arg(long, default_value = "")]
+        skip: String,
+        /// Maximum new tokens.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// Sampling temperature; 0 means greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling mass (with --temperature > 0).
+        #[arg(long, default_value_t = 0.9)]
+        top_p: f32,
+        /// Random seed for sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Send the prompt as is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Print per-token log-probabilities as JSON.
+    Logprobs {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Text to score (tokenised without special additions).
+        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        text: Option<String>,
+        /// Token ids to score, comma-separated.
+        #[arg(long)]
+        ids: Option<String>,
+        /// Blocks to skip.
+        #[arg(long, default_value = "")]
+        skip: String,
+    },
+}
+
+fn load(model: Option<PathBuf>) -> Result<LlamaLm<Backend>, ModelError> {
+    let path = resolve_model(model)?;
+    LlamaLm::<Backend>::load(&path, &backend::device())
+}
+
+fn run(cli: Cli) -> Result<(), ModelError> {
+    match cli.command {
+        Command::Fetch { name, list } => {
+            if list {
+                for a in KNOWN_ASSETS {
+                    println!("{}\t{}=={}\t{}", a.name, a.package, a.version, a.member);
+                }
+                return Ok(());
+            }
+            let asset = match name {
+                None => &KNOWN_ASSETS[0],
+                Some(n) => KNOWN_ASSETS.iter().find(|a| a.name == n).ok_or_else(|| {
+                    ModelError::Fetch(format!("unknown asset {n:?}; see `pudding fetch --list`"))
+                })?,
+            };
+            println!("{}", ensure_asset(asset)?.display());
+        }
+        Command::Generate {
+            model,
+            prompt,
+            skip,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            raw,
+        } => {
+            let lm = load(model)?;
+            let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
+            let sampling = if temperature > 0.0 {
+                Sampling::TopP {
+                    temperature,
+                    top_p,
+                    seed,
+                }
+            } else {
+                Sampling::Greedy
+            };
+            let config = GenerationConfig {
+                max_new_tokens: max_tokens,
+                sampling,
+                stop_tokens: lm.stop_tokens().to_vec(),
+            };
+            let g = generate_text(&lm, &prompt, !raw, &skip, &config)?;
+            println!("{}", g.text);
+            eprintln!(
+                "[{}; skipped blocks: {}; {}]",
+                backend::NAME,
+                skip,
+                speed_line(&g)
+            );
+        }
+        Command::Logprobs {
+            model,
+            text,
+            ids,
+            skip,
+        } => {
+            let lm = load(model)?;
+            let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
+            let ids = match (text, ids) {
+                (Some(t), _) => lm.encode(&t)?,
+                (None, Some(i)) => parse_ids(&i)?,
+                (None, None) => unreachable!("clap requires --text or --ids"),
+            };
+            let report = logprob_report(&lm, &ids, &skip)?;
+            let json = serde_json::to_string(&report)
+                .map_err(|e| ModelError::Generation(format!("cannot serialise report: {e}")))?;
+            println!("{json}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

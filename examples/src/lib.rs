@@ -1,0 +1,29 @@
+//! Shared plumbing of the `pudding` CLI and the examples: backend choice, model
+//! resolution (a local path, or the fetched default), and the subcommands' logic.
+
+pub mod backend;
+pub mod commands;
+
+use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::ModelError;
+use std::path::PathBuf;
+
+/// The model to use: `path` when given, else the embedded default (SmolLM2-135M-Instruct),
+/// fetched into the cache on first use.
+pub fn resolve_model(path: Option<PathBuf>) -> Result<PathBuf, ModelError> {
+    match path {
+        Some(p) => {
+            if !p.exists() {
+                return Err(ModelError::Io {
+                    path: p.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such model file or directory",
+                    ),
+                });
+            }
+            Ok(p)
+        }
+        None => ensure_asset(&SMOLLM2_135M_INSTRUCT),
+    }
+}
