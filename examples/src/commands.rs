@@ -2,6 +2,8 @@
 
 use burn::prelude::Backend;
 use pudding_core::{Generation, GenerationConfig, OmissionSet, SkippableLm};
+use pudding_eval::runner::{run_eval, EvalConfig, EvalReport};
+use pudding_eval::tasks::{load_task, TaskName};
 use pudding_models::{LlamaLm, ModelError};
 use serde::Serialize;
 
@@ -89,4 +91,56 @@ pub fn speed_line(g: &Generation) -> String {
         g.ids.len().saturating_sub(1),
         g.decode_tokens_per_sec()
     )
+}
+
+/// Parses a task list: lm-eval names separated by commas, or `paper` for the six tasks of
+/// the paper's table.
+pub fn parse_tasks(text: &str) -> Result<Vec<TaskName>, String> {
+    if text.trim() == "paper" {
+        return Ok(TaskName::PAPER.to_vec());
+    }
+    text.split(',')
+        .map(|t| t.trim().parse::<TaskName>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Runs `pudding eval` with a progress bar (items/s), resuming from `out` if present.
+pub fn run_eval_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    skip: &OmissionSet,
+    tasks: &str,
+    limit: Option<usize>,
+    out: &std::path::Path,
+) -> Result<EvalReport, Box<dyn std::error::Error>> {
+    let tasks = parse_tasks(tasks)?;
+    let method = if skip.is_empty() {
+        "dense".to_string()
+    } else {
+        format!("skip {skip}")
+    };
+    let config = EvalConfig {
+        tasks,
+        limit,
+        skip: skip.clone(),
+        method,
+        checkpoint_every: 50,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut progress = |task: TaskName, done: usize, total: usize| {
+        if bar.prefix() != task.name() {
+            bar.set_prefix(task.name());
+            bar.set_length(total as u64);
+            bar.reset();
+        }
+        bar.set_position(done as u64);
+    };
+    let report = run_eval(lm, &config, out, &mut load_task, &mut progress)?;
+    bar.finish_and_clear();
+    Ok(report)
 }

@@ -21,7 +21,7 @@ pub mod router;
 pub use error::CoreError;
 pub use fingerprint::{FingerprintBuilder, ModelFingerprint};
 pub use generation::{FinishReason, Generation, GenerationConfig, Sampling};
-pub use lm::SkippableLm;
+pub use lm::{ContinuationScore, SkippableLm};
 pub use omission::OmissionSet;
 pub use pool::{Candidate, CandidatePool};
 pub use router::{RouteDecision, Router};

@@ -1,6 +1,23 @@
 //! [`SkippableLm`]: the language-model interface the rest of pudding programs against.
 
 use crate::{Generation, GenerationConfig, ModelFingerprint, OmissionSet};
+use serde::{Deserialize, Serialize};
+
+/// Scores of one continuation after a context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContinuationScore {
+    /// `log p(token_i | context, tokens before i)` for each continuation token.
+    pub logprobs: Vec<f32>,
+    /// Whether every continuation token was the most likely one (greedy).
+    pub is_greedy: bool,
+}
+
+impl ContinuationScore {
+    /// The summed log-likelihood of the continuation (in f64, as lm-evaluation-harness sums).
+    pub fn loglikelihood(&self) -> f64 {
+        self.logprobs.iter().map(|&v| v as f64).sum()
+    }
+}
 
 /// A decoder language model that can run with any [`OmissionSet`] of its blocks skipped.
 ///
@@ -19,6 +36,10 @@ pub trait SkippableLm {
     /// Maximum number of tokens in one sequence.
     fn context_length(&self) -> usize;
 
+    /// The token put before an empty context when scoring (BOS, else end-of-text), as
+    /// lm-evaluation-harness does.
+    fn prefix_token(&self) -> u32;
+
     /// Tokenises text (no special tokens are added).
     fn encode(&self, text: &str) -> Result<Vec<u32>, Self::Error>;
 
@@ -28,6 +49,16 @@ pub trait SkippableLm {
     /// For `ids` of length T, returns T-1 values: entry `i` is
     /// `log p(ids[i+1] | ids[..=i])` under the model with `skip` omitted.
     fn token_logprobs(&self, ids: &[u32], skip: &OmissionSet) -> Result<Vec<f32>, Self::Error>;
+
+    /// Scores several continuations of one shared context: the context is computed once
+    /// and its state reused for every continuation. Both must be non-empty and
+    /// `context.len() + continuation.len()` must fit the context window.
+    fn continuation_logprobs(
+        &self,
+        context: &[u32],
+        continuations: &[Vec<u32>],
+        skip: &OmissionSet,
+    ) -> Result<Vec<ContinuationScore>, Self::Error>;
 
     /// Generates a continuation of `prompt_ids` with a KV cache, `skip` omitted for the
     /// prefill and every decode step.

@@ -11,7 +11,8 @@ use crate::{LlamaConfig, ModelError};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use pudding_core::{
-    FinishReason, Generation, GenerationConfig, ModelFingerprint, OmissionSet, SkippableLm,
+    ContinuationScore, FinishReason, Generation, GenerationConfig, ModelFingerprint, OmissionSet,
+    SkippableLm,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -23,6 +24,7 @@ pub struct LlamaLm<B: Backend> {
     tokenizer: TextTokenizer,
     fingerprint: ModelFingerprint,
     stop_tokens: Vec<u32>,
+    bos_token: Option<u32>,
 }
 
 /// Reads a tensor's values as `f32` on the host.
@@ -34,6 +36,18 @@ pub(crate) fn host_values<B: Backend, const D: usize>(
         .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
     data.convert::<f32>()
         .to_vec::<f32>()
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+}
+
+/// Reads an integer tensor's values as `i64` on the host.
+pub(crate) fn host_ints<B: Backend, const D: usize>(
+    t: Tensor<B, D, Int>,
+) -> Result<Vec<i64>, ModelError> {
+    let data = t
+        .try_into_data()
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+    data.convert::<i64>()
+        .to_vec::<i64>()
         .map_err(|e| ModelError::Backend(format!("{e:?}")))
 }
 
@@ -58,8 +72,10 @@ impl<B: Backend> LlamaLm<B> {
         if let Ok(eos) = file.get_u32("tokenizer.ggml.eos_token_id") {
             stop_tokens.push(eos);
         }
+        let bos = file.get_u32("tokenizer.ggml.bos_token_id").ok();
         let weights = GgufWeights::new(file, &config);
-        Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)
+        let lm = Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)?;
+        Ok(lm.with_bos_token(bos))
     }
 
     /// Loads a Hugging Face checkpoint directory.
@@ -83,8 +99,13 @@ impl<B: Backend> LlamaLm<B> {
                 _ => {}
             }
         }
+        let bos = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("bos_token_id").and_then(|b| b.as_u64()))
+            .map(|b| b as u32);
         let weights = SafetensorsWeights::open_dir(dir)?;
-        Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)
+        let lm = Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)?;
+        Ok(lm.with_bos_token(bos))
     }
 
     /// Assembles a model from a configuration, a weight source and a tokenizer.
@@ -120,7 +141,14 @@ impl<B: Backend> LlamaLm<B> {
             tokenizer,
             fingerprint,
             stop_tokens,
+            bos_token: None,
         }
+    }
+
+    /// Sets the beginning-of-sequence token (used as the prefix of empty contexts).
+    pub fn with_bos_token(mut self, bos: Option<u32>) -> Self {
+        self.bos_token = bos;
+        self
     }
 
     /// The decoder.
@@ -224,6 +252,12 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         self.model.config().max_seq_len
     }
 
+    fn prefix_token(&self) -> u32 {
+        self.bos_token
+            .or_else(|| self.stop_tokens.first().copied())
+            .unwrap_or(0)
+    }
+
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         self.tokenizer.encode(text)
     }
@@ -246,6 +280,59 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             &self.model.device(),
         );
         host_values(logp.gather(2, index))
+    }
+
+    fn continuation_logprobs(
+        &self,
+        context: &[u32],
+        continuations: &[Vec<u32>],
+        skip: &OmissionSet,
+    ) -> Result<Vec<ContinuationScore>, ModelError> {
+        self.check_ids(context)?;
+        for cont in continuations {
+            if cont.is_empty() {
+                return Err(ModelError::Generation(
+                    "a continuation to score must have at least one token".into(),
+                ));
+            }
+            let mut all = context.to_vec();
+            all.extend_from_slice(cont);
+            self.check_ids(&all)?;
+        }
+        let device = self.model.device();
+        let mut cache = KvCache::new(skip.clone());
+        let last = self
+            .model
+            .forward_last(self.tokens_tensor(context), skip, Some(&mut cache))?;
+        let first = host_values(log_softmax(last, 1))?;
+        let first_argmax = crate::sampling::argmax(&first);
+        let mut scores = Vec::with_capacity(continuations.len());
+        for cont in continuations {
+            let mut logprobs = vec![first[cont[0] as usize]];
+            let mut is_greedy = first_argmax == cont[0];
+            if cont.len() > 1 {
+                let n = cont.len() - 1;
+                // The context's keys/values are shared: cloning the cache clones handles.
+                let mut branch = cache.clone();
+                let logits =
+                    self.model
+                        .forward(self.tokens_tensor(&cont[..n]), skip, Some(&mut branch))?;
+                let logp = log_softmax(logits, 2); // [1, n, v]
+                let next: Vec<i64> = cont[1..].iter().map(|&i| i as i64).collect();
+                let index = Tensor::<B, 3, Int>::from_data(
+                    TensorData::new(next.clone(), [1, n, 1]),
+                    &device,
+                );
+                let best = host_ints(logp.clone().argmax(2))?;
+                logprobs.extend(host_values(logp.gather(2, index))?);
+                is_greedy &= best.iter().zip(&next).all(|(b, t)| b == t);
+            }
+            scores.push(ContinuationScore {
+                logprobs,
+                is_greedy,
+            });
+        }
+        Ok(scores)
     }
 
     fn generate(

@@ -62,6 +62,28 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Zero-shot evaluation as lm-evaluation-harness scores it (resumable).
+    Eval {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Blocks to skip for every item (default: none, the dense model).
+        #[arg(long, default_value = "")]
+        skip: String,
+        /// Comma-separated lm-eval task names (arc_easy, arc_challenge, boolq, hellaswag,
+        /// piqa, winogrande, openbookqa, sciq, commonsense_qa, social_iqa, mmlu) or `paper`.
+        #[arg(long, default_value = "paper")]
+        tasks: String,
+        /// Only the first N items of each task.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Results file (JSON); an existing one is resumed.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the Markdown table here.
+        #[arg(long)]
+        table: Option<PathBuf>,
+    },
     /// Print per-token log-probabilities as JSON.
     Logprobs {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
@@ -150,6 +172,24 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 skip,
                 speed_line(&g)
             );
+        }
+        Command::Eval {
+            model,
+            skip,
+            tasks,
+            limit,
+            out,
+            table,
+        } => {
+            let lm = load(model)?;
+            let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
+            let report = pudding_cli::commands::run_eval_command(&lm, &skip, &tasks, limit, &out)
+                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            let md = pudding_eval::runner::markdown_table(std::slice::from_ref(&report));
+            println!("{md}");
+            if let Some(path) = table {
+                pudding_core::io::write_atomic(&path, md.as_bytes())?;
+            }
         }
         Command::Logprobs {
             model,

@@ -1,0 +1,321 @@
+//! Harness runs: score every item of a task split under an omission set, aggregate the
+//! metrics, checkpoint to a results file (atomically) and resume from it.
+
+use crate::scorer::{score_requests, ScoreError};
+use crate::tasks::{
+    aggregate, mean_stderr, DataError, ItemScore, Metric, Split, TaskItem, TaskName,
+};
+use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, SkippableLm};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Errors of a harness run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Task data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Scoring failed.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    /// A results file could not be read or written.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A results file to resume belongs to another model or omission set.
+    #[error("cannot resume from {path}: {reason}; delete it or choose another --out")]
+    ResumeMismatch {
+        /// The results file.
+        path: String,
+        /// What differs.
+        reason: String,
+    },
+}
+
+/// The scored outcome of one item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// Document id in the task split.
+    pub doc_id: usize,
+    /// Summed log-likelihood per choice.
+    pub loglikelihoods: Vec<f64>,
+    /// Whether each choice's continuation is the greedy one.
+    pub is_greedy: Vec<bool>,
+    /// Argmax of the log-likelihoods.
+    pub pred: usize,
+    /// Argmax of the length-normalised log-likelihoods.
+    pub pred_norm: usize,
+    /// Gold choice.
+    pub gold: usize,
+}
+
+impl ItemResult {
+    fn score(&self) -> ItemScore {
+        ItemScore {
+            pred: self.pred,
+            pred_norm: self.pred_norm,
+            gold: self.gold,
+        }
+    }
+}
+
+/// A mean with its standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Mean over items (0..1).
+    pub mean: f64,
+    /// lm-eval's standard error of the mean (None below two items).
+    pub stderr: Option<f64>,
+}
+
+/// Results of one task split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// lm-eval task name.
+    pub task: String,
+    /// Split evaluated.
+    pub split: String,
+    /// The metric reported for this task (`acc` or `acc_norm`).
+    pub metric: String,
+    /// Items scored so far.
+    pub n: usize,
+    /// Items in the (limited) split.
+    pub n_total: usize,
+    /// Accuracy.
+    pub acc: Stat,
+    /// Length-normalised accuracy.
+    pub acc_norm: Stat,
+    /// Seconds spent scoring (summed over resumed runs).
+    pub seconds: f64,
+    /// Per-item outcomes (kept so runs can resume and be re-analysed).
+    pub items: Vec<ItemResult>,
+}
+
+impl TaskResult {
+    /// The value of the reported metric.
+    pub fn reported(&self) -> f64 {
+        if self.metric == "acc_norm" {
+            self.acc_norm.mean
+        } else {
+            self.acc.mean
+        }
+    }
+
+    fn refresh(&mut self) {
+        let scores: Vec<ItemScore> = self.items.iter().map(ItemResult::score).collect();
+        let stat = |metric| {
+            let m = aggregate(&scores, metric);
+            Stat {
+                mean: m.mean,
+                stderr: m.stderr,
+            }
+        };
+        self.acc = stat(Metric::Acc);
+        self.acc_norm = stat(Metric::AccNorm);
+        self.n = self.items.len();
+    }
+}
+
+/// A whole evaluation: one model, one method, several tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The model evaluated.
+    pub model: ModelFingerprint,
+    /// A label for the method (e.g. `dense`, `skip 3,7,19`).
+    pub method: String,
+    /// The omission set used for every item.
+    pub skip: OmissionSet,
+    /// Per-task results, by task name.
+    pub tasks: BTreeMap<String, TaskResult>,
+}
+
+impl EvalReport {
+    /// Mean of the reported metric over the tasks with all items scored.
+    pub fn average(&self) -> f64 {
+        let done: Vec<f64> = self
+            .tasks
+            .values()
+            .filter(|t| t.n == t.n_total)
+            .map(TaskResult::reported)
+            .collect();
+        mean_stderr(&done).mean
+    }
+}
+
+/// What to evaluate.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    /// Tasks, evaluated in this order on their default evaluation split.
+    pub tasks: Vec<TaskName>,
+    /// Use only the first N items of each split.
+    pub limit: Option<usize>,
+    /// Blocks skipped for every item.
+    pub skip: OmissionSet,
+    /// Method label written to the report.
+    pub method: String,
+    /// Write the results file after this many items.
+    pub checkpoint_every: usize,
+}
+
+/// Progress callback: (task, items done, items total).
+pub type Progress<'a> = &'a mut dyn FnMut(TaskName, usize, usize);
+
+/// Scores one item: all its requests, then acc/acc_norm predictions.
+pub fn score_item<L: SkippableLm>(
+    lm: &L,
+    item: &TaskItem,
+    skip: &OmissionSet,
+) -> Result<ItemResult, EvalError> {
+    let scores = score_requests(lm, &item.requests(), skip)?;
+    let loglikelihoods: Vec<f64> = scores.iter().map(|s| s.loglikelihood()).collect();
+    let score = item.score(&loglikelihoods)?;
+    Ok(ItemResult {
+        doc_id: item.doc_id,
+        is_greedy: scores.iter().map(|s| s.is_greedy).collect(),
+        loglikelihoods,
+        pred: score.pred,
+        pred_norm: score.pred_norm,
+        gold: score.gold,
+    })
+}
+
+/// Runs (or resumes) an evaluation, writing `out` atomically every
+/// `checkpoint_every` items and at the end of each task. `load` supplies the items of a
+/// task split (normally [`crate::tasks::load_task`]).
+pub fn run_eval<L: SkippableLm>(
+    lm: &L,
+    config: &EvalConfig,
+    out: &Path,
+    load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
+    progress: Progress<'_>,
+) -> Result<EvalReport, EvalError> {
+    let mut report = if out.exists() {
+        let previous: EvalReport = io::read_json(out)?;
+        let mismatch = |reason: String| EvalError::ResumeMismatch {
+            path: out.display().to_string(),
+            reason,
+        };
+        if &previous.model != lm.fingerprint() {
+            return Err(mismatch(format!(
+                "it holds results of model {}",
+                previous.model
+            )));
+        }
+        if previous.skip != config.skip {
+            return Err(mismatch(format!(
+                "it holds results skipping [{}]",
+                previous.skip
+            )));
+        }
+        previous
+    } else {
+        EvalReport {
+            model: lm.fingerprint().clone(),
+            method: config.method.clone(),
+            skip: config.skip.clone(),
+            tasks: BTreeMap::new(),
+        }
+    };
+    for &task in &config.tasks {
+        let split = task.default_eval_split();
+        let mut items = load(task, split)?;
+        if let Some(limit) = config.limit {
+            items.truncate(limit);
+        }
+        let metric = task.reported_metric();
+        let entry = report
+            .tasks
+            .entry(task.name().to_string())
+            .or_insert_with(|| TaskResult {
+                task: task.name().to_string(),
+                split: split.name().to_string(),
+                metric: metric.name().to_string(),
+                n: 0,
+                n_total: items.len(),
+                acc: Stat {
+                    mean: f64::NAN,
+                    stderr: None,
+                },
+                acc_norm: Stat {
+                    mean: f64::NAN,
+                    stderr: None,
+                },
+                seconds: 0.0,
+                items: Vec::new(),
+            });
+        entry.n_total = items.len();
+        let done: std::collections::HashSet<usize> = entry.items.iter().map(|i| i.doc_id).collect();
+        let start = Instant::now();
+        let mut since_checkpoint = 0;
+        progress(task, entry.items.len(), items.len());
+        for item in items.iter().filter(|i| !done.contains(&i.doc_id)) {
+            let result = score_item(lm, item, &config.skip)?;
+            let entry = report.tasks.get_mut(task.name()).expect("inserted above");
+            entry.items.push(result);
+            since_checkpoint += 1;
+            progress(task, entry.items.len(), items.len());
+            if since_checkpoint >= config.checkpoint_every.max(1) {
+                entry.seconds += start.elapsed().as_secs_f64();
+                entry.refresh();
+                io::write_json_atomic(out, &report)?;
+                let entry = report.tasks.get_mut(task.name()).expect("inserted above");
+                entry.seconds -= start.elapsed().as_secs_f64();
+                since_checkpoint = 0;
+            }
+        }
+        let entry = report.tasks.get_mut(task.name()).expect("inserted above");
+        entry.seconds += start.elapsed().as_secs_f64();
+        entry.items.sort_by_key(|i| i.doc_id);
+        entry.refresh();
+        io::write_json_atomic(out, &report)?;
+    }
+    Ok(report)
+}
+
+/// A Markdown table with one row per report (method) and one column per task, reporting
+/// each task's metric in percent, plus the average.
+pub fn markdown_table(reports: &[EvalReport]) -> String {
+    let mut tasks: Vec<&String> = reports.iter().flat_map(|r| r.tasks.keys()).collect();
+    tasks.sort();
+    tasks.dedup();
+    let mut out = String::from("| method |");
+    for t in &tasks {
+        let metric = reports
+            .iter()
+            .find_map(|r| r.tasks.get(*t))
+            .map(|r| r.metric.as_str())
+            .unwrap_or("");
+        out.push_str(&format!(" {t} ({metric}) |"));
+    }
+    out.push_str(" avg |\n|---|");
+    out.push_str(&"---|".repeat(tasks.len() + 1));
+    out.push('\n');
+    for r in reports {
+        out.push_str(&format!("| {} |", r.method));
+        for t in &tasks {
+            match r.tasks.get(*t) {
+                Some(res) => {
+                    let stderr = match (res.metric.as_str(), res.acc.stderr, res.acc_norm.stderr) {
+                        ("acc_norm", _, Some(e)) | ("acc", Some(e), _) => {
+                            format!(" ± {:.2}", e * 100.0)
+                        }
+                        _ => String::new(),
+                    };
+                    let partial = if res.n < res.n_total {
+                        format!(" ({}/{})", res.n, res.n_total)
+                    } else {
+                        String::new()
+                    };
+                    out.push_str(&format!(
+                        " {:.2}{stderr}{partial} |",
+                        res.reported() * 100.0
+                    ));
+                }
+                None => out.push_str(" - |"),
+            }
+        }
+        out.push_str(&format!(" {:.2} |\n", r.average() * 100.0));
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! The shared scorer: (context, continuation) requests -> summed log-likelihoods, with
+//! lm-evaluation-harness 0.4's tokenisation rule, and each distinct context computed once
+//! and reused for all its continuations. The harness, the candidate search and the router
+//! labels all score through [`score_requests`].
+
+use crate::tasks::Request;
+use pudding_core::{ContinuationScore, OmissionSet, SkippableLm};
+use std::collections::HashMap;
+
+/// Errors of scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The language model failed (bad input, backend error, ...).
+    #[error("model error while scoring: {0}")]
+    Model(String),
+    /// The continuation is empty or cannot fit the context window.
+    #[error("request {index}: {reason}")]
+    BadRequest {
+        /// Index of the request in the batch.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A request tokenised the way lm-evaluation-harness does it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenizedRequest {
+    /// Context tokens (never empty: an empty context becomes the model's prefix token).
+    pub context: Vec<u32>,
+    /// Continuation tokens (never empty).
+    pub continuation: Vec<u32>,
+}
+
+/// lm-evaluation-harness's rule: trailing whitespace of the context moves to the front of
+/// the continuation; context + continuation are tokenised together and split at the
+/// length of the context's own tokenisation (so a merge across the boundary lands in the
+/// continuation). If the whole does not fit `max_len`, the oldest context tokens are
+/// dropped (at least one context token is kept).
+pub fn tokenize_request<L: SkippableLm>(
+    lm: &L,
+    index: usize,
+    request: &Request,
+) -> Result<TokenizedRequest, ScoreError> {
+    let model_err = |e: L::Error| ScoreError::Model(e.to_string());
+    let bad = |reason: String| ScoreError::BadRequest { index, reason };
+    let trimmed = request.context.trim_end();
+    let (context, continuation) = if trimmed.len() < request.context.len() {
+        let spaces = &request.context[trimmed.len()..];
+        (
+            trimmed.to_string(),
+            format!("{spaces}{}", request.continuation),
+        )
+    } else {
+        (request.context.clone(), request.continuation.clone())
+    };
+    if continuation.is_empty() {
+        return Err(bad("the continuation is empty".into()));
+    }
+    let (mut ctx, cont) = if context.is_empty() {
+        let cont = lm.encode(&continuation).map_err(model_err)?;
+        (vec![lm.prefix_token()], cont)
+    } else {
+        let whole = lm
+            .encode(&format!("{context}{continuation}"))
+            .map_err(model_err)?;
+        let n_ctx = lm
+            .encode(&context)
+            .map_err(model_err)?
+            .len()
+            .min(whole.len());
+        (whole[..n_ctx].to_vec(), whole[n_ctx..].to_vec())
+    };
+    if cont.is_empty() {
+        return Err(bad("the continuation has no tokens of its own".into()));
+    }
+    if ctx.is_empty() {
+        ctx.push(lm.prefix_token());
+    }
+    let max_len = lm.context_length();
+    if cont.len() >= max_len {
+        return Err(bad(format!(
+            "the continuation has {} tokens but the model's context holds {max_len}",
+            cont.len()
+        )));
+    }
+    if ctx.len() + cont.len() > max_len {
+        let keep = max_len - cont.len();
+        ctx.drain(..ctx.len() - keep);
+    }
+    Ok(TokenizedRequest {
+        context: ctx,
+        continuation: cont,
+    })
+}
+
+/// Scores every request under `skip`. Requests whose tokenised contexts are identical are
+/// grouped: the context runs once and its KV state is reused for each continuation.
+/// Results come back in request order.
+pub fn score_requests<L: SkippableLm>(
+    lm: &L,
+    requests: &[Request],
+    skip: &OmissionSet,
+) -> Result<Vec<ContinuationScore>, ScoreError> {
+    let tokenized = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| tokenize_request(lm, i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    score_tokenized(lm, &tokenized, skip)
+}
+
+/// [`score_requests`] on already-tokenised requests.
+pub fn score_tokenized<L: SkippableLm>(
+    lm: &L,
+    requests: &[TokenizedRequest],
+    skip: &OmissionSet,
+) -> Result<Vec<ContinuationScore>, ScoreError> {
+    let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
+    let mut by_context: HashMap<&[u32], usize> = HashMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        let g = *by_context.entry(&r.context).or_insert_with(|| {
+            groups.push((&r.context, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    let mut out: Vec<Option<ContinuationScore>> = vec![None; requests.len()];
+    for (context, members) in groups {
+        let continuations: Vec<Vec<u32>> = members
+            .iter()
+            .map(|&i| requests[i].continuation.clone())
+            .collect();
+        let scores = lm
+            .continuation_logprobs(context, &continuations, skip)
+            .map_err(|e| ScoreError::Model(e.to_string()))?;
+        for (i, s) in members.into_iter().zip(scores) {
+            out[i] = Some(s);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|s| s.expect("every request is in one group"))
+        .collect())
+}
+
+/// Scores each request independently from scratch (no shared context, one full forward
+/// per request). Slower; used to measure the benefit of context sharing and to test it.
+pub fn score_requests_unshared<L: SkippableLm>(
+    lm: &L,
+    requests: &[Request],
+    skip: &OmissionSet,
+) -> Result<Vec<ContinuationScore>, ScoreError> {
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let t = tokenize_request(lm, i, r)?;
+            let mut ids = t.context.clone();
+            ids.extend_from_slice(&t.continuation);
+            let all = lm
+                .token_logprobs(&ids, skip)
+                .map_err(|e| ScoreError::Model(e.to_string()))?;
+            let logprobs = all[t.context.len() - 1..].to_vec();
+            Ok(ContinuationScore {
+                logprobs,
+                // Greedy-ness needs the full distribution; this path is for likelihoods.
+                is_greedy: false,
+            })
+        })
+        .collect()
+}
