@@ -1,1 +1,19 @@
-//! stub
+//! # pudding-candidates
+//!
+//! Building candidate omission sets (PuDDing, METHOD.md section 2):
+//!
+//! - [`calibration`]: calibration samples (tokenised with the shared scorer's rule) from
+//!   task items or plain text.
+//! - [`losses`]: the task-likelihood loss `tl`, the likelihood difference `tld`, and a
+//!   perplexity loss, all computed through the shared scorer.
+//! - [`greedy`]: the SLEB-style iterative greedy search, with a checkpoint per phase, and
+//!   two interchangeable trial evaluators: the plain one (shared scorer) and a fast one
+//!   that reuses every hidden state before the trial block.
+
+pub mod calibration;
+pub mod greedy;
+pub mod losses;
+
+pub use calibration::CalibrationSample;
+pub use greedy::{greedy_search, GreedyConfig, GreedyResult, GreedyStep, SearchError};
+pub use losses::LossKind;

@@ -1,0 +1,62 @@
+//! Calibration samples: each a set of tokenised (context, continuation) choices and the
+//! index of the correct one.
+
+use pudding_core::SkippableLm;
+use pudding_eval::scorer::{tokenize_request, ScoreError, TokenizedRequest};
+use pudding_eval::tasks::{Request, TaskItem};
+
+/// One calibration example: its choices tokenised as the harness does, and the gold index.
+/// A plain-text sample (for perplexity) has one choice: the text after the prefix token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalibrationSample {
+    /// Tokenised choices (context + continuation each).
+    pub choices: Vec<TokenizedRequest>,
+    /// Index of the correct choice.
+    pub gold: usize,
+}
+
+/// Tokenises the first `n` items (the reference code takes the first 128 train rows).
+pub fn samples_from_items<L: SkippableLm>(
+    lm: &L,
+    items: &[TaskItem],
+    n: usize,
+) -> Result<Vec<CalibrationSample>, ScoreError> {
+    items
+        .iter()
+        .take(n)
+        .map(|item| {
+            let choices = item
+                .requests()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| tokenize_request(lm, i, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(CalibrationSample {
+                choices,
+                gold: item.gold,
+            })
+        })
+        .collect()
+}
+
+/// Plain-text samples for the perplexity loss: each text is one continuation of the
+/// model's prefix token, scored over all its tokens.
+pub fn samples_from_texts<L: SkippableLm>(
+    lm: &L,
+    texts: &[String],
+) -> Result<Vec<CalibrationSample>, ScoreError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let request = Request {
+                context: String::new(),
+                continuation: text.clone(),
+            };
+            Ok(CalibrationSample {
+                choices: vec![tokenize_request(lm, i, &request)?],
+                gold: 0,
+            })
+        })
+        .collect()
+}

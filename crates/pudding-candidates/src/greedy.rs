@@ -1,0 +1,334 @@
+//! SLEB-style iterative greedy search for k blocks to omit.
+//!
+//! Phase p (1..=k): try switching off each block still on (except the protected first and
+//! last blocks), score every trial by the summed calibration loss, and remove for good the
+//! block whose removal gives the lowest loss. A checkpoint is written after each phase and
+//! a restarted search resumes from it. Ties go to the lowest block index, so the search is
+//! deterministic.
+
+use crate::losses::{sample_loss, total_loss, LossKind};
+use crate::CalibrationSample;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use pudding_core::{io, CoreError, OmissionSet, SkippableLm};
+use pudding_eval::scorer::ScoreError;
+use pudding_models::{LlamaLm, ModelError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Errors of the search.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// Scoring failed.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A core error (omission set, checkpoint I/O).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The request cannot be satisfied.
+    #[error("invalid search: {0}")]
+    Invalid(String),
+}
+
+/// Search settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GreedyConfig {
+    /// Blocks to omit.
+    pub k: usize,
+    /// The first `protect_first` blocks are never removed (reference: 1).
+    pub protect_first: usize,
+    /// The last `protect_last` blocks are never removed (reference: 1).
+    pub protect_last: usize,
+}
+
+impl Default for GreedyConfig {
+    fn default() -> Self {
+        Self {
+            k: 6,
+            protect_first: 1,
+            protect_last: 1,
+        }
+    }
+}
+
+/// One phase of the search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GreedyStep {
+    /// The block removed in this phase.
+    pub block: usize,
+    /// Summed calibration loss with it removed (on top of the earlier phases).
+    pub loss: f64,
+    /// Every trial of the phase: (block, loss).
+    pub trials: Vec<(usize, f64)>,
+}
+
+/// The outcome of a search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GreedyResult {
+    /// The final omission set.
+    pub set: OmissionSet,
+    /// Blocks in the order they were removed.
+    pub order: Vec<usize>,
+    /// Loss of the dense model.
+    pub dense_loss: f64,
+    /// One entry per phase.
+    pub steps: Vec<GreedyStep>,
+}
+
+/// Scores the trials of one phase: given the current set and the candidate blocks, the
+/// summed loss with each candidate additionally removed.
+pub trait TrialEvaluator {
+    /// Summed loss under `set`.
+    fn loss(&mut self, set: &OmissionSet) -> Result<f64, SearchError>;
+    /// Summed loss of `current ∪ {b}` for each `b` in `candidates`.
+    fn phase(
+        &mut self,
+        current: &OmissionSet,
+        candidates: &[usize],
+    ) -> Result<Vec<f64>, SearchError> {
+        candidates
+            .iter()
+            .map(|&b| self.loss(&current.with(b)?))
+            .collect()
+    }
+}
+
+/// The plain evaluator: every trial scores every sample from scratch with the shared
+/// scorer.
+pub struct ScorerEvaluator<'a, L: SkippableLm> {
+    /// The model.
+    pub lm: &'a L,
+    /// Calibration samples.
+    pub samples: &'a [CalibrationSample],
+    /// The loss.
+    pub kind: LossKind,
+}
+
+impl<L: SkippableLm> TrialEvaluator for ScorerEvaluator<'_, L> {
+    fn loss(&mut self, set: &OmissionSet) -> Result<f64, SearchError> {
+        Ok(total_loss(self.lm, self.samples, self.kind, set)?)
+    }
+}
+
+/// The fast evaluator for Llama-family models: a trial that switches off block `b` shares
+/// every hidden state before `b` with the current model, so per sample the inputs of all
+/// blocks are computed once per phase and each trial starts at block `b`.
+pub struct PrefixCacheEvaluator<'a, B: Backend> {
+    /// The model.
+    pub lm: &'a LlamaLm<B>,
+    /// Calibration samples.
+    pub samples: &'a [CalibrationSample],
+    /// The loss.
+    pub kind: LossKind,
+}
+
+/// The rows of one sample's batch: token rows, (context length, continuation) per row, and
+/// the gold row.
+struct SampleBatch {
+    rows: Vec<Vec<u32>>,
+    spans: Vec<(usize, Vec<u32>)>,
+    gold: usize,
+}
+
+impl<B: Backend> PrefixCacheEvaluator<'_, B> {
+    /// The choices this loss needs, as one right-padded batch.
+    fn batch(&self, sample: &CalibrationSample) -> SampleBatch {
+        let chosen: Vec<&pudding_eval::scorer::TokenizedRequest> = match self.kind {
+            LossKind::Tld => sample.choices.iter().collect(),
+            _ => vec![&sample.choices[sample.gold]],
+        };
+        let gold = if self.kind == LossKind::Tld {
+            sample.gold
+        } else {
+            0
+        };
+        let mut rows = Vec::new();
+        let mut spans = Vec::new();
+        for r in chosen {
+            let mut ids = r.context.clone();
+            ids.extend_from_slice(&r.continuation);
+            spans.push((r.context.len(), r.continuation.clone()));
+            rows.push(ids);
+        }
+        SampleBatch { rows, spans, gold }
+    }
+
+    /// Loss of one sample from the final hidden states `[rows, width, d]`.
+    fn loss_from_hidden(
+        &self,
+        hidden: Tensor<B, 3>,
+        spans: &[(usize, Vec<u32>)],
+        gold: usize,
+    ) -> Result<f64, SearchError> {
+        let model = self.lm.model();
+        let logp = log_softmax(model.head(hidden), 2);
+        let [rows, width, _] = logp.dims();
+        // Gather at every position the log-probability of the token that follows.
+        let mut targets = vec![0i64; rows * width];
+        for (row, (start, cont)) in spans.iter().enumerate() {
+            for (i, &t) in cont.iter().enumerate() {
+                targets[row * width + start - 1 + i] = t as i64;
+            }
+        }
+        let index = Tensor::<B, 3, Int>::from_data(
+            TensorData::new(targets, [rows, width, 1]),
+            &logp.device(),
+        );
+        let values = logp
+            .gather(2, index)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| SearchError::Invalid(format!("backend read-back failed: {e:?}")))?;
+        let per_choice: Vec<Vec<f32>> = spans
+            .iter()
+            .enumerate()
+            .map(|(row, (start, cont))| {
+                let from = row * width + start - 1;
+                values[from..from + cont.len()].to_vec()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = per_choice.iter().map(|v| v.as_slice()).collect();
+        Ok(sample_loss(self.kind, &refs, gold))
+    }
+
+    fn tokens(&self, rows: &[Vec<u32>]) -> Tensor<B, 2, Int> {
+        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut flat = Vec::with_capacity(rows.len() * width);
+        for r in rows {
+            flat.extend(r.iter().map(|&t| t as i64));
+            flat.extend(std::iter::repeat_n(0i64, width - r.len()));
+        }
+        Tensor::from_data(
+            TensorData::new(flat, [rows.len(), width]),
+            &self.lm.model().device(),
+        )
+    }
+}
+
+impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
+    fn loss(&mut self, set: &OmissionSet) -> Result<f64, SearchError> {
+        let model = self.lm.model();
+        let mut total = 0.0;
+        for sample in self.samples {
+            let SampleBatch { rows, spans, gold } = self.batch(sample);
+            // Right padding is harmless: causal attention keeps it out of real positions.
+            let hidden = model.forward_hidden(self.tokens(&rows), set, None)?;
+            total += self.loss_from_hidden(hidden, &spans, gold)?;
+        }
+        Ok(total)
+    }
+
+    fn phase(
+        &mut self,
+        current: &OmissionSet,
+        candidates: &[usize],
+    ) -> Result<Vec<f64>, SearchError> {
+        let model = self.lm.model();
+        let n_blocks = current.n_blocks();
+        let mut totals = vec![0.0; candidates.len()];
+        for sample in self.samples {
+            let SampleBatch { rows, spans, gold } = self.batch(sample);
+            // inputs[j] = residual stream entering block j under `current`.
+            let mut inputs = Vec::with_capacity(n_blocks);
+            let mut x = model.embed_tokens(self.tokens(&rows));
+            for j in 0..n_blocks {
+                inputs.push(x.clone());
+                if !current.skips(j) {
+                    x = model.block_forward(j, x, 0);
+                }
+            }
+            for (slot, &b) in candidates.iter().enumerate() {
+                let mut h = inputs[b].clone();
+                for j in (b + 1)..n_blocks {
+                    if !current.skips(j) {
+                        h = model.block_forward(j, h, 0);
+                    }
+                }
+                totals[slot] += self.loss_from_hidden(h, &spans, gold)?;
+            }
+        }
+        Ok(totals)
+    }
+}
+
+/// What is saved after each phase.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    config: GreedyConfig,
+    label: String,
+    dense_loss: f64,
+    steps: Vec<GreedyStep>,
+}
+
+/// Runs the greedy search over a model with `n_blocks` blocks. `label` identifies the run
+/// (model, task, loss, calibration) in the checkpoint, which is resumed only when the label
+/// and config match. `progress(phase, trial, trials)` is called as trials complete phases.
+pub fn greedy_search(
+    evaluator: &mut dyn TrialEvaluator,
+    n_blocks: usize,
+    config: &GreedyConfig,
+    label: &str,
+    checkpoint: Option<&Path>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<GreedyResult, SearchError> {
+    let movable: Vec<usize> =
+        (config.protect_first..n_blocks.saturating_sub(config.protect_last)).collect();
+    if config.k > movable.len() || config.k >= n_blocks {
+        return Err(SearchError::Invalid(format!(
+            "cannot omit {} blocks: only {} of {n_blocks} are unprotected",
+            config.k,
+            movable.len()
+        )));
+    }
+    let mut state = match checkpoint.filter(|p| p.exists()) {
+        Some(path) => {
+            let saved: Checkpoint = io::read_json(path)?;
+            if saved.config != *config || saved.label != label {
+                return Err(SearchError::Invalid(format!(
+                    "checkpoint {} belongs to another search ({}); delete it to start over",
+                    path.display(),
+                    saved.label
+                )));
+            }
+            saved
+        }
+        None => Checkpoint {
+            config: config.clone(),
+            label: label.to_string(),
+            dense_loss: evaluator.loss(&OmissionSet::dense(n_blocks)?)?,
+            steps: Vec::new(),
+        },
+    };
+    let mut set = OmissionSet::new(state.steps.iter().map(|s| s.block), n_blocks)?;
+    while state.steps.len() < config.k {
+        let candidates: Vec<usize> = movable.iter().copied().filter(|b| !set.skips(*b)).collect();
+        progress(state.steps.len() + 1, config.k);
+        let losses = evaluator.phase(&set, &candidates)?;
+        let mut best = 0;
+        for i in 1..losses.len() {
+            if losses[i] < losses[best] {
+                best = i;
+            }
+        }
+        let block = candidates[best];
+        set = set.with(block)?;
+        state.steps.push(GreedyStep {
+            block,
+            loss: losses[best],
+            trials: candidates.iter().copied().zip(losses).collect(),
+        });
+        if let Some(path) = checkpoint {
+            io::write_json_atomic(path, &state)?;
+        }
+    }
+    Ok(GreedyResult {
+        order: state.steps.iter().map(|s| s.block).collect(),
+        set,
+        dense_loss: state.dense_loss,
+        steps: state.steps,
+    })
+}
