@@ -1,6 +1,12 @@
 //! The logic behind each `pudding` subcommand, callable from tests and examples.
 
 use burn::prelude::Backend;
+use pudding_candidates::baselines::{shortened_llama_ppl, shortgpt_block_influence};
+use pudding_candidates::calibration::samples_from_texts;
+use pudding_candidates::greedy::PrefixCacheEvaluator;
+use pudding_candidates::pool::{build_pool, calibration_texts, provenance, sleb};
+use pudding_candidates::{GreedyConfig, LossKind};
+use pudding_core::{Candidate, CandidatePool};
 use pudding_core::{Generation, GenerationConfig, OmissionSet, SkippableLm};
 use pudding_eval::runner::{run_eval, EvalConfig, EvalReport};
 use pudding_eval::tasks::{load_task, TaskName};
@@ -143,4 +149,135 @@ pub fn run_eval_command<B: Backend>(
     let report = run_eval(lm, &config, out, &mut load_task, &mut progress)?;
     bar.finish_and_clear();
     Ok(report)
+}
+
+fn phase_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>24} phase {pos}/{len} {elapsed_precise}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// `pudding candidates`: builds and writes a PuDDing candidate pool.
+pub fn candidates_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    tasks: &str,
+    losses: &str,
+    k: usize,
+    calib: usize,
+    out: &std::path::Path,
+    checkpoints: Option<&std::path::Path>,
+) -> Result<CandidatePool, Box<dyn std::error::Error>> {
+    let tasks = parse_tasks(tasks)?;
+    let losses = losses
+        .split(',')
+        .map(|l| l.parse::<LossKind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = GreedyConfig {
+        k,
+        ..Default::default()
+    };
+    let bar = phase_bar();
+    let start = std::time::Instant::now();
+    let pool = build_pool(
+        lm,
+        &tasks,
+        &losses,
+        &config,
+        calib,
+        checkpoints,
+        &mut |label, p, n| {
+            bar.set_prefix(label.to_string());
+            bar.set_length(n as u64);
+            bar.set_position(p as u64 - 1);
+        },
+    )?;
+    bar.finish_and_clear();
+    pool.save(out)?;
+    println!(
+        "{} candidates from {} searches in {:.0} s -> {}",
+        pool.len(),
+        tasks.len() * losses.len(),
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
+    for (i, c) in pool.candidates.iter().enumerate() {
+        println!("  {i}: skip {}", c.set);
+    }
+    Ok(pool)
+}
+
+/// Tokens kept of each calibration passage for the perplexity-based baselines.
+pub const CALIBRATION_TEXT_TOKENS: usize = 128;
+
+/// `pudding baseline`: one static baseline's omission set as a one-candidate pool.
+pub fn baseline_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    method: &str,
+    k: usize,
+    calib: usize,
+    out: &std::path::Path,
+) -> Result<CandidatePool, Box<dyn std::error::Error>> {
+    let config = GreedyConfig {
+        k,
+        ..Default::default()
+    };
+    let texts = calibration_texts(calib)?;
+    let start = std::time::Instant::now();
+    let (set, provenance) = match method {
+        "sleb" => {
+            let bar = phase_bar();
+            bar.set_prefix("sleb");
+            let r = sleb(
+                lm,
+                &texts,
+                CALIBRATION_TEXT_TOKENS,
+                &config,
+                None,
+                &mut |p, n| {
+                    bar.set_length(n as u64);
+                    bar.set_position(p as u64 - 1);
+                },
+            )?;
+            bar.finish_and_clear();
+            let prov = provenance("sleb", None, LossKind::Perplexity, calib, &r);
+            (r.set, prov)
+        }
+        "shortgpt" => {
+            let samples = samples_from_texts(lm, &texts, CALIBRATION_TEXT_TOKENS)?;
+            let r = shortgpt_block_influence(lm, &samples, &config)?;
+            let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
+            (r.set, prov)
+        }
+        "shortened-ppl" => {
+            let samples = samples_from_texts(lm, &texts, CALIBRATION_TEXT_TOKENS)?;
+            let mut evaluator = PrefixCacheEvaluator {
+                lm,
+                samples: &samples,
+                kind: LossKind::Perplexity,
+            };
+            let r = shortened_llama_ppl(&mut evaluator, lm.n_blocks(), &config)?;
+            let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
+            (r.set, prov)
+        }
+        other => {
+            return Err(
+                format!("unknown baseline {other:?}; use sleb, shortgpt or shortened-ppl").into(),
+            )
+        }
+    };
+    let pool = CandidatePool::new(
+        lm.fingerprint().clone(),
+        vec![Candidate { set, provenance }],
+    )?;
+    pool.save(out)?;
+    println!(
+        "{method}: skip {} ({:.0} s) -> {}",
+        pool.candidates[0].set,
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(pool)
 }

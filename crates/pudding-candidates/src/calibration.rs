@@ -3,7 +3,7 @@
 
 use pudding_core::SkippableLm;
 use pudding_eval::scorer::{tokenize_request, ScoreError, TokenizedRequest};
-use pudding_eval::tasks::{Request, TaskItem};
+use pudding_eval::tasks::TaskItem;
 
 /// One calibration example: its choices tokenised as the harness does, and the gold index.
 /// A plain-text sample (for perplexity) has one choice: the text after the prefix token.
@@ -40,21 +40,33 @@ pub fn samples_from_items<L: SkippableLm>(
 }
 
 /// Plain-text samples for the perplexity loss: each text is one continuation of the
-/// model's prefix token, scored over all its tokens.
+/// model's prefix token, scored over all its tokens, cut to its first `max_tokens` tokens
+/// (and always to what fits the context window).
 pub fn samples_from_texts<L: SkippableLm>(
     lm: &L,
     texts: &[String],
+    max_tokens: usize,
 ) -> Result<Vec<CalibrationSample>, ScoreError> {
+    let limit = max_tokens.min(lm.context_length().saturating_sub(1)).max(1);
     texts
         .iter()
         .enumerate()
-        .map(|(i, text)| {
-            let request = Request {
-                context: String::new(),
-                continuation: text.clone(),
-            };
+        .map(|(index, text)| {
+            let mut ids = lm
+                .encode(text)
+                .map_err(|e| ScoreError::Model(e.to_string()))?;
+            if ids.is_empty() {
+                return Err(ScoreError::BadRequest {
+                    index,
+                    reason: "the calibration text is empty".into(),
+                });
+            }
+            ids.truncate(limit);
             Ok(CalibrationSample {
-                choices: vec![tokenize_request(lm, i, &request)?],
+                choices: vec![TokenizedRequest {
+                    context: vec![lm.prefix_token()],
+                    continuation: ids,
+                }],
                 gold: 0,
             })
         })

@@ -9,10 +9,16 @@
 //! - [`greedy`]: the SLEB-style iterative greedy search, with a checkpoint per phase, and
 //!   two interchangeable trial evaluators: the plain one (shared scorer) and a fast one
 //!   that reuses every hidden state before the trial block.
+//! - [`pool`]: one search per (task, loss) into a [`pudding_core::CandidatePool`], SLEB,
+//!   and the generic calibration text.
+//! - [`baselines`]: ShortGPT block influence and Shortened LLaMA's PPL criterion (SLEB is
+//!   the greedy search with the perplexity loss).
 
+pub mod baselines;
 pub mod calibration;
 pub mod greedy;
 pub mod losses;
+pub mod pool;
 
 pub use calibration::CalibrationSample;
 pub use greedy::{greedy_search, GreedyConfig, GreedyResult, GreedyStep, SearchError};

@@ -106,6 +106,51 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build a PuDDing candidate pool: one greedy search per (task, loss).
+    Candidates {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Calibration tasks (lm-eval names, comma-separated).
+        #[arg(
+            long,
+            default_value = "arc_challenge,arc_easy,hellaswag,piqa,winogrande"
+        )]
+        tasks: String,
+        /// Losses (tl, tld), comma-separated.
+        #[arg(long, default_value = "tl,tld")]
+        losses: String,
+        /// Blocks to omit.
+        #[arg(short = 'k', long, default_value_t = 6)]
+        k: usize,
+        /// Calibration rows per task (the first N train rows).
+        #[arg(long, default_value_t = 128)]
+        calib: usize,
+        /// Output pool (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Directory for per-search checkpoints (resume after an interruption).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Build a static baseline's one-candidate pool: sleb, shortgpt or shortened-ppl.
+    Baseline {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// sleb | shortgpt | shortened-ppl.
+        #[arg(long)]
+        method: String,
+        /// Blocks to omit.
+        #[arg(short = 'k', long, default_value_t = 6)]
+        k: usize,
+        /// Calibration passages (BoolQ train passages).
+        #[arg(long, default_value_t = 32)]
+        calib: usize,
+        /// Output pool (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print per-token log-probabilities as JSON.
     Logprobs {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
@@ -252,6 +297,38 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             if let Some(path) = out {
                 pudding_core::io::write_json_atomic(&path, &report)?;
             }
+        }
+        Command::Candidates {
+            model,
+            tasks,
+            losses,
+            k,
+            calib,
+            out,
+            checkpoints,
+        } => {
+            let lm = load(model)?;
+            pudding_cli::commands::candidates_command(
+                &lm,
+                &tasks,
+                &losses,
+                k,
+                calib,
+                &out,
+                checkpoints.as_deref(),
+            )
+            .map_err(|e| ModelError::Generation(e.to_string()))?;
+        }
+        Command::Baseline {
+            model,
+            method,
+            k,
+            calib,
+            out,
+        } => {
+            let lm = load(model)?;
+            pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out)
+                .map_err(|e| ModelError::Generation(e.to_string()))?;
         }
         Command::Logprobs {
             model,

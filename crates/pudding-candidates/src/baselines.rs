@@ -1,0 +1,133 @@
+//! Static depth-pruning baselines, each giving one omission set for a model:
+//!
+//! - **SLEB**: [`crate::greedy_search`] with the perplexity loss on plain text.
+//! - **ShortGPT (Block Influence)**: one shot; `BI_j = 1 - cos(h_in, h_out)` of block `j`,
+//!   averaged over tokens; drop the k blocks with the lowest BI.
+//! - **Shortened LLaMA (PPL)**: one shot; the perplexity with each block removed alone;
+//!   drop the k blocks whose removal hurts least.
+
+use crate::greedy::{SearchError, TrialEvaluator};
+use crate::{CalibrationSample, GreedyConfig};
+use burn::prelude::*;
+use pudding_core::OmissionSet;
+use pudding_models::LlamaLm;
+use serde::{Deserialize, Serialize};
+
+/// A one-shot baseline's outcome: a score per block and the chosen set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockScores {
+    /// Method name (`shortgpt_bi`, `shortened_llama_ppl`).
+    pub method: String,
+    /// One score per block (lower = more removable); protected blocks hold `None`.
+    pub scores: Vec<Option<f64>>,
+    /// The k most removable unprotected blocks.
+    pub set: OmissionSet,
+}
+
+fn pick_lowest(
+    method: &str,
+    scores: Vec<Option<f64>>,
+    k: usize,
+) -> Result<BlockScores, SearchError> {
+    let n = scores.len();
+    let mut ranked: Vec<(usize, f64)> = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .collect();
+    if k > ranked.len() {
+        return Err(SearchError::Invalid(format!(
+            "cannot omit {k} blocks: only {} are unprotected",
+            ranked.len()
+        )));
+    }
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let set = OmissionSet::new(ranked[..k].iter().map(|r| r.0), n)?;
+    Ok(BlockScores {
+        method: method.to_string(),
+        scores,
+        set,
+    })
+}
+
+fn unprotected(n_blocks: usize, config: &GreedyConfig) -> Vec<usize> {
+    (config.protect_first..n_blocks.saturating_sub(config.protect_last)).collect()
+}
+
+/// ShortGPT's Block Influence on the dense model, averaged over every token of every
+/// sample's correct choice (context + continuation).
+pub fn shortgpt_block_influence<B: Backend>(
+    lm: &LlamaLm<B>,
+    samples: &[CalibrationSample],
+    config: &GreedyConfig,
+) -> Result<BlockScores, SearchError> {
+    let model = lm.model();
+    let n_blocks = model.config().n_blocks;
+    let device = model.device();
+    let mut sums = vec![0.0f64; n_blocks];
+    let mut tokens_seen = 0usize;
+    for sample in samples {
+        let r = &sample.choices[sample.gold];
+        let ids: Vec<i64> = r
+            .context
+            .iter()
+            .chain(&r.continuation)
+            .map(|&t| t as i64)
+            .collect();
+        let n = ids.len();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+        let mut x = model.embed_tokens(tokens);
+        for (j, sum) in sums.iter_mut().enumerate() {
+            let y = model.block_forward(j, x.clone(), 0);
+            let dot = (x.clone() * y.clone()).sum_dim(2);
+            let norms =
+                (x.clone().powi_scalar(2).sum_dim(2) * y.clone().powi_scalar(2).sum_dim(2)).sqrt();
+            let cos = (dot / norms.clamp_min(1e-12)).sum();
+            let total = cos
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .map_err(|e| SearchError::Invalid(format!("backend read-back failed: {e:?}")))?[0];
+            *sum += n as f64 - total; // sum over tokens of (1 - cos)
+            x = y;
+        }
+        tokens_seen += n;
+    }
+    let keep = unprotected(n_blocks, config);
+    let scores = (0..n_blocks)
+        .map(|j| {
+            keep.contains(&j)
+                .then(|| sums[j] / tokens_seen.max(1) as f64)
+        })
+        .collect();
+    pick_lowest("shortgpt_bi", scores, config.k)
+}
+
+/// Shortened LLaMA's PPL criterion: the loss (use the perplexity loss) with each
+/// unprotected block removed alone.
+pub fn shortened_llama_ppl(
+    evaluator: &mut dyn TrialEvaluator,
+    n_blocks: usize,
+    config: &GreedyConfig,
+) -> Result<BlockScores, SearchError> {
+    let blocks = unprotected(n_blocks, config);
+    let losses = evaluator.phase(&OmissionSet::dense(n_blocks)?, &blocks)?;
+    let mut scores = vec![None; n_blocks];
+    for (b, l) in blocks.into_iter().zip(losses) {
+        scores[b] = Some(l);
+    }
+    pick_lowest("shortened_llama_ppl", scores, config.k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_lowest;
+
+    #[test]
+    fn picks_the_k_lowest_unprotected_scores() {
+        let s = vec![None, Some(0.5), Some(0.1), Some(0.3), None];
+        let r = pick_lowest("x", s.clone(), 2).unwrap();
+        assert_eq!(r.set.blocks(), &[2, 3]);
+        assert!(pick_lowest("x", s, 4).is_err());
+    }
+}
