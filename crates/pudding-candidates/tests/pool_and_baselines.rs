@@ -42,7 +42,7 @@ fn pool_has_one_candidate_per_distinct_search_result() {
         &mut |_, _, _| {},
     )
     .unwrap();
-    assert!(pool.len() >= 1 && pool.len() <= 4);
+    assert!(!pool.is_empty() && pool.len() <= 4);
     let sources: usize = pool
         .candidates
         .iter()
