@@ -7,6 +7,7 @@
 //! - [`CandidatePool`]: the ordered candidate omission sets a router chooses between.
 //! - [`SkippableLm`]: a language model that scores and generates under an omission set.
 //! - [`Router`] and [`RouteDecision`]: prompt -> candidate index, with per-candidate scores.
+//! - [`Pudding`]: route once per prompt, then generate with the chosen set.
 //! - [`io::write_atomic`]: every file pudding writes goes through a temp file and a rename.
 
 pub mod error;
@@ -15,6 +16,7 @@ pub mod generation;
 pub mod io;
 pub mod lm;
 pub mod omission;
+pub mod pipeline;
 pub mod pool;
 pub mod router;
 
@@ -23,5 +25,6 @@ pub use fingerprint::{FingerprintBuilder, ModelFingerprint};
 pub use generation::{FinishReason, Generation, GenerationConfig, Sampling};
 pub use lm::{ContinuationScore, SkippableLm};
 pub use omission::OmissionSet;
+pub use pipeline::{PipelineError, Pudding};
 pub use pool::{Candidate, CandidatePool};
 pub use router::{RouteDecision, Router};

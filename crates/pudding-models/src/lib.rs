@@ -8,9 +8,12 @@
 //!   [`pudding_core::SkippableLm`] (log-probabilities, KV-cached generation).
 //! - Loading from GGUF ([`gguf`], dequantisation included) or Hugging Face safetensors
 //!   ([`weights`]); tokenizers from `tokenizer.json` or GGUF metadata ([`tokenizer`]).
+//! - [`bert::BertEncoder`]: a BERT-family encoder with mean pooling (the router's
+//!   prompt encoder).
 //! - [`assets`]: fetching the real SmolLM2 weights into the cache.
 
 pub mod assets;
+pub mod bert;
 pub mod cache;
 pub mod config;
 pub mod error;

