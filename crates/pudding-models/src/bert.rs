@@ -126,7 +126,11 @@ impl<B: Backend> BertEncoder<B> {
                 config.hidden_act
             )));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(ModelError::Config(format!(
                 "hidden size {} is not divisible into {} heads",
                 config.hidden_size, config.num_attention_heads
