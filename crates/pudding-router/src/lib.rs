@@ -1,1 +1,19 @@
-//! stub
+//! # pudding-router
+//!
+//! The PuDDing router (METHOD.md section 3): it reads a prompt and predicts, for each
+//! candidate omission set of a pool, the mean per-token log-likelihood the LLM would give
+//! the correct answer with those blocks skipped; routing picks the argmax.
+//!
+//! - [`labels`]: training labels computed with the shared scorer (resumable JSON lines).
+//! - [`head`]: the MLP head on top of a frozen BERT encoder, saved as safetensors.
+//! - [`train`]: AdamW on MSE with warm-up + linear decay, weight decay, gradient clipping,
+//!   a seeded 80/20 split, per-epoch metrics (MSE, top-1 agreement, regret), early stopping.
+//! - [`router`]: [`router::PuddingRouter`], implementing [`pudding_core::Router`].
+
+pub mod error;
+pub mod head;
+pub mod labels;
+pub mod router;
+pub mod train;
+
+pub use error::RouterError;

@@ -1,0 +1,208 @@
+//! Router training labels: for each training prompt, the vector over the pool's candidates
+//! of the mean per-token log-likelihood of the correct answer (raw, not normalised),
+//! computed with the shared scorer. Written as JSON lines: a header line naming the pool,
+//! then one row per prompt, appended as they are computed so a run can resume.
+
+use crate::RouterError;
+use pudding_core::{CandidatePool, SkippableLm};
+use pudding_eval::scorer::score_requests;
+use pudding_eval::tasks::TaskItem;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+/// What text the router reads for a training row or at inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouterInput {
+    /// The prompt alone: the context the LLM will see, without any answer (deployment).
+    Prompt,
+    /// The reference code's input: the prompt followed by the first answer choice.
+    PromptAndFirstChoice,
+}
+
+impl RouterInput {
+    /// The router text of a task item.
+    pub fn text(self, item: &TaskItem) -> String {
+        match self {
+            RouterInput::Prompt => item.prompt.clone(),
+            RouterInput::PromptAndFirstChoice => {
+                format!("{}{}", item.context(0), item.continuations[0])
+            }
+        }
+    }
+}
+
+/// The first line of a labels file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelsHeader {
+    /// [`CandidatePool::id`] of the pool the labels are for.
+    pub pool_id: String,
+    /// Number of candidates (label length).
+    pub n_candidates: usize,
+    /// Router input mode.
+    pub input: RouterInput,
+}
+
+/// One training row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelRow {
+    /// lm-eval task name.
+    pub task: String,
+    /// Document id.
+    pub doc_id: usize,
+    /// The router's input text.
+    pub text: String,
+    /// Mean per-token log-likelihood of the correct answer under each candidate.
+    pub label: Vec<f32>,
+}
+
+/// A labels file in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Labels {
+    /// The header.
+    pub header: LabelsHeader,
+    /// The rows, in file order.
+    pub rows: Vec<LabelRow>,
+}
+
+/// The label of one item: mean per-token log-likelihood of its gold continuation under
+/// each candidate.
+pub fn item_label<L: SkippableLm>(
+    lm: &L,
+    pool: &CandidatePool,
+    item: &TaskItem,
+) -> Result<Vec<f32>, RouterError> {
+    let gold = item.requests()[item.gold].clone();
+    pool.candidates
+        .iter()
+        .map(|c| {
+            let s = score_requests(lm, std::slice::from_ref(&gold), &c.set)?;
+            let lp = &s[0].logprobs;
+            Ok((lp.iter().map(|&v| v as f64).sum::<f64>() / lp.len().max(1) as f64) as f32)
+        })
+        .collect()
+}
+
+/// Reads a labels file (header + rows), with the line of any malformed row.
+pub fn read_labels(path: &Path) -> Result<Labels, RouterError> {
+    let file = std::fs::File::open(path).map_err(|source| pudding_core::CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let malformed = |line: usize, reason: String| RouterError::Malformed {
+        what: "labels file",
+        path: path.display().to_string(),
+        line,
+        reason,
+    };
+    let mut lines = std::io::BufReader::new(file).lines();
+    let header_text = lines
+        .next()
+        .ok_or_else(|| malformed(1, "empty file".into()))?
+        .map_err(|e| malformed(1, e.to_string()))?;
+    let header: LabelsHeader =
+        serde_json::from_str(&header_text).map_err(|e| malformed(1, e.to_string()))?;
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let line = line.map_err(|e| malformed(i + 2, e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: LabelRow =
+            serde_json::from_str(&line).map_err(|e| malformed(i + 2, e.to_string()))?;
+        if row.label.len() != header.n_candidates || row.label.iter().any(|v| !v.is_finite()) {
+            return Err(malformed(
+                i + 2,
+                format!("label must hold {} finite values", header.n_candidates),
+            ));
+        }
+        rows.push(row);
+    }
+    Ok(Labels { header, rows })
+}
+
+/// Computes labels for `items` (tagged with their task name) into `out`, appending to an
+/// existing file for the same pool and skipping rows already present. `progress(done,
+/// total)` is called after each row.
+pub fn generate_labels<L: SkippableLm>(
+    lm: &L,
+    pool: &CandidatePool,
+    items: &[TaskItem],
+    input: RouterInput,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Labels, RouterError> {
+    pool.check_model(lm.fingerprint())?;
+    let header = LabelsHeader {
+        pool_id: pool.id(),
+        n_candidates: pool.len(),
+        input,
+    };
+    let mut done: HashSet<(String, usize)> = HashSet::new();
+    if out.exists() {
+        drop_partial_last_line(out)?;
+        let existing = read_labels(out)?;
+        if existing.header != header {
+            return Err(RouterError::Mismatch(format!(
+                "labels file {} was made for another pool or input mode",
+                out.display()
+            )));
+        }
+        done.extend(existing.rows.iter().map(|r| (r.task.clone(), r.doc_id)));
+    } else {
+        let line =
+            serde_json::to_string(&header).map_err(|e| RouterError::Invalid(e.to_string()))?;
+        pudding_core::io::write_atomic(out, format!("{line}\n").as_bytes())?;
+    }
+    let io_err = |source| pudding_core::CoreError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .map_err(io_err)?;
+    let total = items.len();
+    let mut count = done.len().min(total);
+    progress(count, total);
+    for item in items {
+        let key = (item.task.name().to_string(), item.doc_id);
+        if done.contains(&key) {
+            continue;
+        }
+        let row = LabelRow {
+            task: key.0.clone(),
+            doc_id: item.doc_id,
+            text: input.text(item),
+            label: item_label(lm, pool, item)?,
+        };
+        // One complete line per row, flushed: an interrupted run loses at most the row
+        // being written, which the next run recomputes.
+        let line = serde_json::to_string(&row).map_err(|e| RouterError::Invalid(e.to_string()))?;
+        file.write_all(format!("{line}\n").as_bytes())
+            .map_err(io_err)?;
+        file.flush().map_err(io_err)?;
+        done.insert(key);
+        count += 1;
+        progress(count, total);
+    }
+    read_labels(out)
+}
+
+/// An interrupted append can leave a last line without its newline: cut it off so the
+/// row is recomputed.
+fn drop_partial_last_line(path: &Path) -> Result<(), RouterError> {
+    let io_err = |source| pudding_core::CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io_err)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    pudding_core::io::write_atomic(path, &bytes[..keep])?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! [`PuddingRouter`]: encoder + head + pool, saved as a directory (`head.safetensors` +
+//! `router.json`) and loaded back with checks that it belongs to the pool and model.
+
+use crate::head::RouterHead;
+use crate::labels::RouterInput;
+use crate::train::{EpochMetrics, TrainConfig};
+use crate::RouterError;
+use burn::prelude::*;
+use pudding_core::{io, CandidatePool, ModelFingerprint, Router};
+use pudding_models::bert::BertEncoder;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The JSON card stored next to the router weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouterCard {
+    /// Encoder name (e.g. `all-MiniLM-L6-v2`).
+    pub encoder: String,
+    /// Tokens of router input kept (longer prompts are cut).
+    pub max_tokens: usize,
+    /// Input mode the head was trained on.
+    pub input: RouterInput,
+    /// The LLM the pool was built for.
+    pub model: ModelFingerprint,
+    /// [`CandidatePool::id`] of the pool.
+    pub pool_id: String,
+    /// Candidates (output width).
+    pub n_candidates: usize,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// The kept epoch's validation metrics.
+    pub metrics: EpochMetrics,
+    /// Training and validation rows.
+    pub rows: (usize, usize),
+}
+
+/// A trained router for one pool.
+pub struct PuddingRouter<B: Backend> {
+    encoder: BertEncoder<B>,
+    head: RouterHead<B>,
+    pool: CandidatePool,
+    card: RouterCard,
+}
+
+impl<B: Backend> PuddingRouter<B> {
+    /// Assembles a router (checks the card matches the pool).
+    pub fn new(
+        encoder: BertEncoder<B>,
+        head: RouterHead<B>,
+        pool: CandidatePool,
+        card: RouterCard,
+    ) -> Result<Self, RouterError> {
+        if card.pool_id != pool.id() || card.n_candidates != pool.len() {
+            return Err(RouterError::Mismatch(format!(
+                "the router was trained for pool {} ({} candidates), not this pool {} ({})",
+                &card.pool_id[..12.min(card.pool_id.len())],
+                card.n_candidates,
+                &pool.id()[..12],
+                pool.len()
+            )));
+        }
+        Ok(Self {
+            encoder,
+            head,
+            pool,
+            card,
+        })
+    }
+
+    /// Writes `dir/head.safetensors` and `dir/router.json`.
+    pub fn save(&self, dir: &Path) -> Result<(), RouterError> {
+        self.head.save(&dir.join("head.safetensors"))?;
+        io::write_json_atomic(&dir.join("router.json"), &self.card)?;
+        Ok(())
+    }
+
+    /// Loads a router directory for `pool`, with the encoder; errors when the router was
+    /// trained for another pool.
+    pub fn load(
+        dir: &Path,
+        pool: CandidatePool,
+        encoder: BertEncoder<B>,
+        device: &B::Device,
+    ) -> Result<Self, RouterError> {
+        let card: RouterCard = io::read_json(&dir.join("router.json"))?;
+        let d_in = encoder.config().hidden_size;
+        let head = RouterHead::load(
+            &dir.join("head.safetensors"),
+            d_in,
+            card.n_candidates,
+            device,
+        )?;
+        Self::new(encoder, head, pool, card)
+    }
+
+    /// The card.
+    pub fn card(&self) -> &RouterCard {
+        &self.card
+    }
+}
+
+impl<B: Backend> Router for PuddingRouter<B> {
+    type Error = RouterError;
+
+    fn pool(&self) -> &CandidatePool {
+        &self.pool
+    }
+
+    fn scores(&self, prompt: &str) -> Result<Vec<f32>, RouterError> {
+        let embedding = self.encoder.embed(&[prompt], self.card.max_tokens)?;
+        let scores = self.head.forward(embedding);
+        scores
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| RouterError::Invalid(format!("{e:?}")))
+    }
+}

@@ -1,0 +1,137 @@
+//! Router training, saving/loading, labels with resume, and mismatch errors.
+
+use burn::backend::Autodiff;
+use pudding_core::{Candidate, CandidatePool, OmissionSet, SkippableLm};
+use pudding_eval::tasks::{load_task, Split, TaskName};
+use pudding_models::sampling::SplitMix64;
+use pudding_models::testing::{write_tiny_llama_gguf, TinyLlamaSpec};
+use pudding_models::{CpuBackend as B, LlamaLm};
+use pudding_router::head::RouterHead;
+use pudding_router::labels::{generate_labels, read_labels, RouterInput};
+use pudding_router::train::{train_head, TrainConfig};
+
+/// Labels that are a fixed linear function of the inputs: a head must learn to route.
+#[test]
+fn head_learns_a_learnable_routing_problem() {
+    let mut rng = SplitMix64::new(3);
+    let (n, d, m) = (300, 16, 4);
+    let w: Vec<f32> = (0..d * m).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let inputs: Vec<Vec<f32>> = (0..n)
+        .map(|_| (0..d).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect())
+        .collect();
+    let labels: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|x| {
+            (0..m)
+                .map(|j| (0..d).map(|i| x[i] * w[i * m + j]).sum::<f32>() - 2.0)
+                .collect()
+        })
+        .collect();
+    let config = TrainConfig {
+        hidden: 32,
+        epochs: 60,
+        lr: 3e-3,
+        ..Default::default()
+    };
+    let outcome =
+        train_head::<Autodiff<B>>(&inputs, &labels, &config, &Default::default(), &mut |_| {})
+            .unwrap();
+    let first = &outcome.history[0];
+    assert!(
+        outcome.best.val_mse < first.val_mse / 4.0,
+        "{:?}",
+        outcome.best
+    );
+    assert!(outcome.best.val_top1 > 0.6, "{:?}", outcome.best);
+    assert_eq!(outcome.val_rows.len(), 60);
+    // Save / load gives the same predictions; wrong shapes are a typed error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("head.safetensors");
+    outcome.head.save(&path).unwrap();
+    let loaded = RouterHead::<B>::load(&path, d, m, &Default::default()).unwrap();
+    let x = burn::tensor::Tensor::<B, 2>::from_data(
+        burn::tensor::TensorData::new(inputs[0].clone(), [1, d]),
+        &Default::default(),
+    );
+    let a = outcome
+        .head
+        .forward(x.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let b = loaded.forward(x).into_data().to_vec::<f32>().unwrap();
+    assert_eq!(a, b);
+    assert!(RouterHead::<B>::load(&path, d, m + 1, &Default::default()).is_err());
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(RouterHead::<B>::load(&path, d, m, &Default::default()).is_err());
+}
+
+#[test]
+fn labels_resume_and_reject_another_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_llama_gguf(&TinyLlamaSpec::default(), &path).unwrap();
+    let lm = LlamaLm::<B>::load(&path, &Default::default()).unwrap();
+    let pool = CandidatePool::new(
+        lm.fingerprint().clone(),
+        ["1", "2", "1,2"]
+            .iter()
+            .map(|s| Candidate {
+                set: OmissionSet::parse(s, 4).unwrap(),
+                provenance: serde_json::Value::Null,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let items = load_task(TaskName::ArcEasy, Split::Train).unwrap();
+    let out = dir.path().join("labels.jsonl");
+    generate_labels(
+        &lm,
+        &pool,
+        &items[..3],
+        RouterInput::Prompt,
+        &out,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    // Simulate an interrupted append, then resume to 5 rows: only 2 new rows computed.
+    let mut text = std::fs::read_to_string(&out).unwrap();
+    text.push_str("{\"task\":\"arc_e");
+    std::fs::write(&out, text).unwrap();
+    let mut calls = 0;
+    let labels = generate_labels(
+        &lm,
+        &pool,
+        &items[..5],
+        RouterInput::Prompt,
+        &out,
+        &mut |_, _| calls += 1,
+    )
+    .unwrap();
+    assert_eq!(labels.rows.len(), 5);
+    assert_eq!(calls, 3, "one initial progress call + two new rows");
+    assert!(labels
+        .rows
+        .iter()
+        .all(|r| r.label.len() == 3 && r.label.iter().all(|v| *v < 0.0)));
+    assert_eq!(labels.rows[0].text, items[0].prompt);
+    assert_eq!(read_labels(&out).unwrap(), labels);
+    // Another pool (different sets) refuses this labels file.
+    let other = CandidatePool::new(
+        lm.fingerprint().clone(),
+        vec![Candidate {
+            set: OmissionSet::parse("3", 4).unwrap(),
+            provenance: serde_json::Value::Null,
+        }],
+    )
+    .unwrap();
+    assert!(generate_labels(
+        &lm,
+        &other,
+        &items[..5],
+        RouterInput::Prompt,
+        &out,
+        &mut |_, _| {}
+    )
+    .is_err());
+}
