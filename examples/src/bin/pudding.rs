@@ -153,6 +153,69 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Compute router training labels (resumable JSON lines) for a pool.
+    Labels {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The candidate pool.
+        #[arg(long)]
+        pool: PathBuf,
+        /// Tasks whose train rows are labelled.
+        #[arg(
+            long,
+            default_value = "arc_challenge,arc_easy,hellaswag,piqa,winogrande"
+        )]
+        tasks: String,
+        /// Rows per task (the first N train rows after the calibration rows).
+        #[arg(long, default_value_t = 200)]
+        rows: usize,
+        /// Skip the first N train rows of each task (the candidate search's calibration rows).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Router input: `prompt` or `prompt_and_first_choice`.
+        #[arg(long, default_value = "prompt")]
+        input: String,
+        /// Output labels file (appended to and resumed).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train a router head (frozen all-MiniLM-L6-v2 encoder) on a labels file.
+    TrainRouter {
+        /// The candidate pool.
+        #[arg(long)]
+        pool: PathBuf,
+        /// The labels file.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Output directory (head.safetensors + router.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Maximum epochs.
+        #[arg(long, default_value_t = 200)]
+        epochs: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Route a prompt with a trained router, then generate with the chosen blocks skipped.
+    Route {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The candidate pool.
+        #[arg(long)]
+        pool: PathBuf,
+        /// The router directory.
+        #[arg(long)]
+        router: PathBuf,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Maximum new tokens.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+    },
     /// Print per-token log-probabilities as JSON.
     Logprobs {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
@@ -335,6 +398,42 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         } => {
             let lm = load(model)?;
             pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out)
+                .map_err(|e| ModelError::Generation(e.to_string()))?;
+        }
+        Command::Labels {
+            model,
+            pool,
+            tasks,
+            rows,
+            offset,
+            input,
+            out,
+        } => {
+            let lm = load(model)?;
+            pudding_cli::router_commands::labels_command(
+                &lm, &pool, &tasks, rows, offset, &input, &out,
+            )
+            .map_err(|e| ModelError::Generation(e.to_string()))?;
+        }
+        Command::TrainRouter {
+            pool,
+            labels,
+            out,
+            epochs,
+            seed,
+        } => {
+            pudding_cli::router_commands::train_router_command(&pool, &labels, &out, epochs, seed)
+                .map_err(|e| ModelError::Generation(e.to_string()))?;
+        }
+        Command::Route {
+            model,
+            pool,
+            router,
+            prompt,
+            max_tokens,
+        } => {
+            let lm = load(model)?;
+            pudding_cli::router_commands::route_command(&lm, &pool, &router, &prompt, max_tokens)
                 .map_err(|e| ModelError::Generation(e.to_string()))?;
         }
         Command::Logprobs {

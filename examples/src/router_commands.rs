@@ -1,0 +1,171 @@
+//! `pudding labels`, `pudding train-router` and `pudding route`.
+
+use crate::backend::{self, Backend};
+use crate::commands::{parse_tasks, speed_line};
+use burn::backend::Autodiff;
+use burn::prelude::Backend as BackendTrait;
+use pudding_core::{CandidatePool, GenerationConfig, Pudding, SkippableLm};
+use pudding_eval::tasks::{load_task, Split};
+use pudding_models::assets::ensure_minilm;
+use pudding_models::bert::BertEncoder;
+use pudding_models::LlamaLm;
+use pudding_router::labels::{generate_labels, read_labels, RouterInput};
+use pudding_router::router::{PuddingRouter, RouterCard};
+use pudding_router::train::{train_head, TrainConfig};
+use std::error::Error;
+use std::path::Path;
+
+/// Tokens of router input kept.
+pub const ROUTER_MAX_TOKENS: usize = 256;
+
+/// Loads the default router encoder (fetched on first use).
+pub fn load_encoder<B: BackendTrait>(device: &B::Device) -> Result<BertEncoder<B>, Box<dyn Error>> {
+    Ok(BertEncoder::load(&ensure_minilm()?, device)?)
+}
+
+/// `pudding labels`.
+pub fn labels_command<B: BackendTrait>(
+    lm: &LlamaLm<B>,
+    pool: &Path,
+    tasks: &str,
+    rows: usize,
+    offset: usize,
+    input: &str,
+    out: &Path,
+) -> Result<(), Box<dyn Error>> {
+    let pool = CandidatePool::load(pool)?;
+    let input: RouterInput = serde_json::from_value(serde_json::Value::String(input.to_string()))
+        .map_err(|_| {
+        format!("unknown router input {input:?}; use prompt or prompt_and_first_choice")
+    })?;
+    let mut items = Vec::new();
+    for task in parse_tasks(tasks)? {
+        let all = load_task(task, Split::Train)?;
+        items.extend(all.into_iter().skip(offset).take(rows));
+    }
+    let bar = indicatif::ProgressBar::new(items.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "labels [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let labels = generate_labels(lm, &pool, &items, input, out, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    println!("{} labelled rows -> {}", labels.rows.len(), out.display());
+    Ok(())
+}
+
+/// `pudding train-router`: embeds every labelled prompt with the frozen encoder, trains
+/// the head, writes the router directory.
+pub fn train_router_command(
+    pool: &Path,
+    labels: &Path,
+    out: &Path,
+    epochs: usize,
+    seed: u64,
+) -> Result<(), Box<dyn Error>> {
+    let pool = CandidatePool::load(pool)?;
+    let labels = read_labels(labels)?;
+    if labels.header.pool_id != pool.id() {
+        return Err("the labels file was made for another pool".into());
+    }
+    let device = backend::device();
+    let encoder = load_encoder::<Backend>(&device)?;
+    let start = std::time::Instant::now();
+    let mut inputs = Vec::with_capacity(labels.rows.len());
+    for chunk in labels.rows.chunks(16) {
+        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+        let e = encoder
+            .embed(&texts, ROUTER_MAX_TOKENS)?
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
+        let d = encoder.config().hidden_size;
+        inputs.extend(e.chunks(d).map(|c| c.to_vec()));
+    }
+    let embed_secs = start.elapsed().as_secs_f64();
+    let targets: Vec<Vec<f32>> = labels.rows.iter().map(|r| r.label.clone()).collect();
+    let config = TrainConfig {
+        epochs,
+        seed,
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let outcome = train_head::<Autodiff<Backend>>(&inputs, &targets, &config, &device, &mut |m| {
+        if m.epoch % 10 == 0 || m.epoch == 1 {
+            eprintln!(
+                "epoch {:>3}: train mse {:.4}  val mse {:.4}  top-1 {:.3}  regret {:.4}",
+                m.epoch, m.train_mse, m.val_mse, m.val_top1, m.val_regret
+            );
+        }
+    })?;
+    let n_val = outcome.val_rows.len();
+    let card = RouterCard {
+        encoder: "all-MiniLM-L6-v2".into(),
+        max_tokens: ROUTER_MAX_TOKENS,
+        input: labels.header.input,
+        model: pool.fingerprint.clone(),
+        pool_id: pool.id(),
+        n_candidates: pool.len(),
+        train: config,
+        metrics: outcome.best.clone(),
+        rows: (labels.rows.len() - n_val, n_val),
+    };
+    let router = PuddingRouter::new(encoder, outcome.head, pool, card)?;
+    router.save(out)?;
+    println!(
+        "router -> {} (embedding {:.1} s, training {:.1} s, best epoch {}: val mse {:.4}, top-1 {:.3}, regret {:.4})",
+        out.display(),
+        embed_secs,
+        start.elapsed().as_secs_f64(),
+        outcome.best.epoch,
+        outcome.best.val_mse,
+        outcome.best.val_top1,
+        outcome.best.val_regret
+    );
+    Ok(())
+}
+
+/// Loads a pool + router directory for `lm` (errors if they were made for another model).
+pub fn load_router<B: BackendTrait>(
+    pool: &Path,
+    router: &Path,
+    device: &B::Device,
+) -> Result<PuddingRouter<B>, Box<dyn Error>> {
+    let pool = CandidatePool::load(pool)?;
+    let encoder = load_encoder::<B>(device)?;
+    Ok(PuddingRouter::load(router, pool, encoder, device)?)
+}
+
+/// `pudding route`.
+pub fn route_command(
+    lm: &LlamaLm<Backend>,
+    pool: &Path,
+    router: &Path,
+    prompt: &str,
+    max_tokens: usize,
+) -> Result<(), Box<dyn Error>> {
+    let router = load_router::<Backend>(pool, router, &backend::device())?;
+    let pipeline = Pudding::new(lm, &router)?;
+    let ids = lm.encode(&lm.chat_prompt(prompt))?;
+    let config = GenerationConfig {
+        max_new_tokens: max_tokens,
+        stop_tokens: lm.stop_tokens().to_vec(),
+        ..Default::default()
+    };
+    let (decision, g) = pipeline.generate(prompt, &ids, &config)?;
+    println!("{}", g.text);
+    eprintln!(
+        "[routed to candidate {} (skip {}) in {:.1} ms; scores {:?}; {}]",
+        decision.candidate,
+        decision.set,
+        decision.router_secs * 1e3,
+        decision.scores,
+        speed_line(&g)
+    );
+    Ok(())
+}
