@@ -8,7 +8,7 @@ use pudding_candidates::pool::{build_pool, calibration_texts, provenance, sleb};
 use pudding_candidates::{GreedyConfig, LossKind};
 use pudding_core::{Candidate, CandidatePool};
 use pudding_core::{Generation, GenerationConfig, OmissionSet, SkippableLm};
-use pudding_eval::runner::{run_eval, EvalConfig, EvalReport};
+use pudding_eval::runner::{run_eval, EvalConfig, EvalReport, SetChooser};
 use pudding_eval::tasks::{load_task, TaskName};
 use pudding_models::{LlamaLm, ModelError};
 use serde::Serialize;
@@ -111,24 +111,18 @@ pub fn parse_tasks(text: &str) -> Result<Vec<TaskName>, String> {
 }
 
 /// Runs `pudding eval` with a progress bar (items/s), resuming from `out` if present.
+/// `chooser` picks each item's omission set (static, routed or oracle).
 pub fn run_eval_command<B: Backend>(
     lm: &LlamaLm<B>,
-    skip: &OmissionSet,
+    chooser: &mut dyn SetChooser,
     tasks: &str,
     limit: Option<usize>,
     out: &std::path::Path,
 ) -> Result<EvalReport, Box<dyn std::error::Error>> {
     let tasks = parse_tasks(tasks)?;
-    let method = if skip.is_empty() {
-        "dense".to_string()
-    } else {
-        format!("skip {skip}")
-    };
     let config = EvalConfig {
         tasks,
         limit,
-        skip: skip.clone(),
-        method,
         checkpoint_every: 50,
     };
     let bar = indicatif::ProgressBar::new(0);
@@ -146,7 +140,7 @@ pub fn run_eval_command<B: Backend>(
         }
         bar.set_position(done as u64);
     };
-    let report = run_eval(lm, &config, out, &mut load_task, &mut progress)?;
+    let report = run_eval(lm, &config, chooser, out, &mut load_task, &mut progress)?;
     bar.finish_and_clear();
     Ok(report)
 }

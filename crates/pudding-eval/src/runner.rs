@@ -23,6 +23,9 @@ pub enum EvalError {
     /// A results file could not be read or written.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// Choosing the omission set failed (router error).
+    #[error("choosing the omission set failed: {0}")]
+    Choose(String),
     /// A results file to resume belongs to another model or omission set.
     #[error("cannot resume from {path}: {reason}; delete it or choose another --out")]
     ResumeMismatch {
@@ -48,6 +51,14 @@ pub struct ItemResult {
     pub pred_norm: usize,
     /// Gold choice.
     pub gold: usize,
+    /// Index of the pool candidate used (routed and oracle runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<usize>,
+    /// Blocks skipped for this item.
+    pub skip: Vec<usize>,
+    /// Seconds spent choosing the set (routing), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_secs: Option<f64>,
 }
 
 impl ItemResult {
@@ -122,10 +133,8 @@ impl TaskResult {
 pub struct EvalReport {
     /// The model evaluated.
     pub model: ModelFingerprint,
-    /// A label for the method (e.g. `dense`, `skip 3,7,19`).
+    /// A label for the method (e.g. `dense`, `static 3,7,19`, `routed <pool id>`).
     pub method: String,
-    /// The omission set used for every item.
-    pub skip: OmissionSet,
     /// Per-task results, by task name.
     pub tasks: BTreeMap<String, TaskResult>,
 }
@@ -150,12 +159,99 @@ pub struct EvalConfig {
     pub tasks: Vec<TaskName>,
     /// Use only the first N items of each split.
     pub limit: Option<usize>,
-    /// Blocks skipped for every item.
-    pub skip: OmissionSet,
-    /// Method label written to the report.
-    pub method: String,
+
     /// Write the results file after this many items.
     pub checkpoint_every: usize,
+}
+
+/// The omission set chosen for one item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// Blocks to skip for the whole item.
+    pub set: OmissionSet,
+    /// The pool candidate, when the set comes from a pool.
+    pub candidate: Option<usize>,
+    /// Seconds spent choosing (routing).
+    pub secs: Option<f64>,
+}
+
+/// Chooses the omission set of each item: one fixed set, a router, or the oracle.
+pub trait SetChooser {
+    /// A label identifying the method (stored in the report; a resumed run must match).
+    fn label(&self) -> String;
+    /// The set for `item`.
+    fn choose(&mut self, item: &TaskItem) -> Result<Choice, EvalError>;
+}
+
+/// The same set for every item (dense, or a static baseline).
+pub struct StaticChooser(pub OmissionSet);
+
+impl SetChooser for StaticChooser {
+    fn label(&self) -> String {
+        if self.0.is_empty() {
+            "dense".into()
+        } else {
+            format!("static {}", self.0)
+        }
+    }
+    fn choose(&mut self, _: &TaskItem) -> Result<Choice, EvalError> {
+        Ok(Choice {
+            set: self.0.clone(),
+            candidate: None,
+            secs: None,
+        })
+    }
+}
+
+/// PuDDing: the router reads the item's prompt (the context, without answers) once.
+pub struct RoutedChooser<'a, R: pudding_core::Router>(pub &'a R);
+
+impl<R: pudding_core::Router> SetChooser for RoutedChooser<'_, R> {
+    fn label(&self) -> String {
+        format!("routed {}", &self.0.pool().id()[..12])
+    }
+    fn choose(&mut self, item: &TaskItem) -> Result<Choice, EvalError> {
+        let d = self
+            .0
+            .route(&item.prompt)
+            .map_err(|e| EvalError::Choose(e.to_string()))?;
+        Ok(Choice {
+            set: d.set,
+            candidate: Some(d.candidate),
+            secs: Some(d.router_secs),
+        })
+    }
+}
+
+/// The oracle: per item, the candidate under which the correct answer has the highest
+/// mean per-token log-likelihood (the router's training target), found by scoring.
+pub struct OracleChooser<'a, L: SkippableLm> {
+    /// The model.
+    pub lm: &'a L,
+    /// The pool.
+    pub pool: &'a pudding_core::CandidatePool,
+}
+
+impl<L: SkippableLm> SetChooser for OracleChooser<'_, L> {
+    fn label(&self) -> String {
+        format!("oracle {}", &self.pool.id()[..12])
+    }
+    fn choose(&mut self, item: &TaskItem) -> Result<Choice, EvalError> {
+        let gold = item.requests()[item.gold].clone();
+        let mut best = (f64::NEG_INFINITY, 0);
+        for (i, c) in self.pool.candidates.iter().enumerate() {
+            let s = score_requests(self.lm, std::slice::from_ref(&gold), &c.set)?;
+            let mean = s[0].loglikelihood() / s[0].logprobs.len().max(1) as f64;
+            if mean > best.0 {
+                best = (mean, i);
+            }
+        }
+        Ok(Choice {
+            set: self.pool.candidates[best.1].set.clone(),
+            candidate: Some(best.1),
+            secs: None,
+        })
+    }
 }
 
 /// Progress callback: (task, items done, items total).
@@ -167,6 +263,24 @@ pub fn score_item<L: SkippableLm>(
     item: &TaskItem,
     skip: &OmissionSet,
 ) -> Result<ItemResult, EvalError> {
+    score_item_with(
+        lm,
+        item,
+        &Choice {
+            set: skip.clone(),
+            candidate: None,
+            secs: None,
+        },
+    )
+}
+
+/// Scores one item under a chosen set, recording the choice.
+pub fn score_item_with<L: SkippableLm>(
+    lm: &L,
+    item: &TaskItem,
+    choice: &Choice,
+) -> Result<ItemResult, EvalError> {
+    let skip = &choice.set;
     let scores = score_requests(lm, &item.requests(), skip)?;
     let loglikelihoods: Vec<f64> = scores.iter().map(|s| s.loglikelihood()).collect();
     let score = item.score(&loglikelihoods)?;
@@ -177,6 +291,9 @@ pub fn score_item<L: SkippableLm>(
         pred: score.pred,
         pred_norm: score.pred_norm,
         gold: score.gold,
+        candidate: choice.candidate,
+        skip: skip.blocks().to_vec(),
+        router_secs: choice.secs,
     })
 }
 
@@ -186,6 +303,7 @@ pub fn score_item<L: SkippableLm>(
 pub fn run_eval<L: SkippableLm>(
     lm: &L,
     config: &EvalConfig,
+    chooser: &mut dyn SetChooser,
     out: &Path,
     load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
     progress: Progress<'_>,
@@ -202,18 +320,17 @@ pub fn run_eval<L: SkippableLm>(
                 previous.model
             )));
         }
-        if previous.skip != config.skip {
+        if previous.method != chooser.label() {
             return Err(mismatch(format!(
-                "it holds results skipping [{}]",
-                previous.skip
+                "it holds results of method {:?}",
+                previous.method
             )));
         }
         previous
     } else {
         EvalReport {
             model: lm.fingerprint().clone(),
-            method: config.method.clone(),
-            skip: config.skip.clone(),
+            method: chooser.label(),
             tasks: BTreeMap::new(),
         }
     };
@@ -250,7 +367,8 @@ pub fn run_eval<L: SkippableLm>(
         let mut since_checkpoint = 0;
         progress(task, entry.items.len(), items.len());
         for item in items.iter().filter(|i| !done.contains(&i.doc_id)) {
-            let result = score_item(lm, item, &config.skip)?;
+            let choice = chooser.choose(item)?;
+            let result = score_item_with(lm, item, &choice)?;
             let entry = report.tasks.get_mut(task.name()).expect("inserted above");
             entry.items.push(result);
             since_checkpoint += 1;

