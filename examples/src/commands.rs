@@ -5,6 +5,7 @@ use pudding_candidates::baselines::{shortened_llama_ppl, shortgpt_block_influenc
 use pudding_candidates::calibration::samples_from_texts;
 use pudding_candidates::greedy::PrefixCacheEvaluator;
 use pudding_candidates::pool::{build_pool, calibration_texts, provenance, sleb};
+use pudding_candidates::report::{pool_markdown, pool_svg};
 use pudding_candidates::{GreedyConfig, LossKind};
 use pudding_core::{Candidate, CandidatePool};
 use pudding_core::{Generation, GenerationConfig, OmissionSet, SkippableLm};
@@ -190,6 +191,8 @@ pub fn candidates_command<B: Backend>(
     )?;
     bar.finish_and_clear();
     pool.save(out)?;
+    pudding_core::io::write_atomic(&out.with_extension("md"), pool_markdown(&pool).as_bytes())?;
+    pudding_core::io::write_atomic(&out.with_extension("svg"), pool_svg(&pool).as_bytes())?;
     println!(
         "{} candidates from {} searches in {:.0} s -> {}",
         pool.len(),

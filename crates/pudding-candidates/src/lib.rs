@@ -11,6 +11,7 @@
 //!   that reuses every hidden state before the trial block.
 //! - [`pool`]: one search per (task, loss) into a [`pudding_core::CandidatePool`], SLEB,
 //!   and the generic calibration text.
+//! - [`report`]: Markdown table and SVG grid of a pool.
 //! - [`baselines`]: ShortGPT block influence and Shortened LLaMA's PPL criterion (SLEB is
 //!   the greedy search with the perplexity loss).
 
@@ -19,6 +20,7 @@ pub mod calibration;
 pub mod greedy;
 pub mod losses;
 pub mod pool;
+pub mod report;
 
 pub use calibration::CalibrationSample;
 pub use greedy::{greedy_search, GreedyConfig, GreedyResult, GreedyStep, SearchError};

@@ -83,6 +83,18 @@ impl<B: Backend> RouterHead<B> {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_bytes(&bytes, path, d_in, n_candidates, device)
+    }
+
+    /// Parses safetensors bytes written by [`RouterHead::save`] (`path` names them in
+    /// errors).
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        d_in: usize,
+        n_candidates: usize,
+        device: &B::Device,
+    ) -> Result<Self, RouterError> {
         let malformed = |reason: String| RouterError::Malformed {
             what: "router weights",
             path: path.display().to_string(),
@@ -90,7 +102,7 @@ impl<B: Backend> RouterHead<B> {
             reason,
         };
         let st =
-            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| malformed(e.to_string()))?;
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
         let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), RouterError> {
             let view = st
                 .tensor(name)

@@ -93,6 +93,33 @@ impl<B: Backend> PuddingRouter<B> {
         Self::new(encoder, head, pool, card)
     }
 
+    /// Builds a router from in-memory artifacts (e.g. `include_bytes!` of a committed
+    /// router): the card's JSON and the head's safetensors bytes.
+    pub fn from_bytes(
+        card_json: &str,
+        head_safetensors: &[u8],
+        pool: CandidatePool,
+        encoder: BertEncoder<B>,
+        device: &B::Device,
+    ) -> Result<Self, RouterError> {
+        let card: RouterCard =
+            serde_json::from_str(card_json).map_err(|e| RouterError::Malformed {
+                what: "router card",
+                path: "(embedded)".into(),
+                line: e.line(),
+                reason: e.to_string(),
+            })?;
+        let d_in = encoder.config().hidden_size;
+        let head = RouterHead::from_bytes(
+            head_safetensors,
+            Path::new("(embedded)"),
+            d_in,
+            card.n_candidates,
+            device,
+        )?;
+        Self::new(encoder, head, pool, card)
+    }
+
     /// The card.
     pub fn card(&self) -> &RouterCard {
         &self.card
