@@ -125,74 +125,91 @@ pub struct PrefixCacheEvaluator<'a, B: Backend> {
     pub kind: LossKind,
 }
 
-/// The rows of one sample's batch: token rows, (context length, continuation) per row, and
-/// the gold row.
+/// Samples scored together as one right-padded batch: token rows, the (context length,
+/// continuation) of each row, and per sample its rows and gold row.
 struct SampleBatch {
     rows: Vec<Vec<u32>>,
     spans: Vec<(usize, Vec<u32>)>,
-    gold: usize,
+    /// Per sample: (first row, number of rows, gold row relative to the first).
+    samples: Vec<(usize, usize, usize)>,
 }
 
+/// Samples per batch: bounds the memory of the stored block inputs.
+const SAMPLES_PER_BATCH: usize = 16;
+
 impl<B: Backend> PrefixCacheEvaluator<'_, B> {
-    /// The choices this loss needs, as one right-padded batch.
-    fn batch(&self, sample: &CalibrationSample) -> SampleBatch {
-        let chosen: Vec<&pudding_eval::scorer::TokenizedRequest> = match self.kind {
-            LossKind::Tld => sample.choices.iter().collect(),
-            _ => vec![&sample.choices[sample.gold]],
+    /// The choices each sample's loss needs, all samples in one batch.
+    fn batch(&self, samples: &[CalibrationSample]) -> SampleBatch {
+        let mut batch = SampleBatch {
+            rows: Vec::new(),
+            spans: Vec::new(),
+            samples: Vec::new(),
         };
-        let gold = if self.kind == LossKind::Tld {
-            sample.gold
-        } else {
-            0
-        };
-        let mut rows = Vec::new();
-        let mut spans = Vec::new();
-        for r in chosen {
-            let mut ids = r.context.clone();
-            ids.extend_from_slice(&r.continuation);
-            spans.push((r.context.len(), r.continuation.clone()));
-            rows.push(ids);
+        for sample in samples {
+            let (chosen, gold) = match self.kind {
+                LossKind::Tld => (sample.choices.iter().collect::<Vec<_>>(), sample.gold),
+                _ => (vec![&sample.choices[sample.gold]], 0),
+            };
+            batch.samples.push((batch.rows.len(), chosen.len(), gold));
+            for r in chosen {
+                let mut ids = r.context.clone();
+                ids.extend_from_slice(&r.continuation);
+                batch.spans.push((r.context.len(), r.continuation.clone()));
+                batch.rows.push(ids);
+            }
         }
-        SampleBatch { rows, spans, gold }
+        batch
     }
 
-    /// Loss of one sample from the final hidden states `[rows, width, d]`.
+    /// Summed loss of a batch's samples from the final hidden states `[rows, width, d]`.
+    /// Only the positions that predict continuation tokens go through the output head
+    /// (the head is the most expensive matrix of a small model, and calibration contexts
+    /// are long).
     fn loss_from_hidden(
         &self,
         hidden: Tensor<B, 3>,
-        spans: &[(usize, Vec<u32>)],
-        gold: usize,
+        batch: &SampleBatch,
     ) -> Result<f64, SearchError> {
         let model = self.lm.model();
-        let logp = log_softmax(model.head(hidden), 2);
-        let [rows, width, _] = logp.dims();
-        // Gather at every position the log-probability of the token that follows.
-        let mut targets = vec![0i64; rows * width];
-        for (row, (start, cont)) in spans.iter().enumerate() {
+        let [rows, width, d] = hidden.dims();
+        let device = hidden.device();
+        let mut positions = Vec::new();
+        let mut targets = Vec::new();
+        for (row, (start, cont)) in batch.spans.iter().enumerate() {
             for (i, &t) in cont.iter().enumerate() {
-                targets[row * width + start - 1 + i] = t as i64;
+                positions.push((row * width + start - 1 + i) as i64);
+                targets.push(t as i64);
             }
         }
-        let index = Tensor::<B, 3, Int>::from_data(
-            TensorData::new(targets, [rows, width, 1]),
-            &logp.device(),
-        );
+        let n = positions.len();
+        let picked = hidden
+            .reshape([rows * width, d])
+            .select(
+                0,
+                Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device),
+            )
+            .reshape([1, n, d]);
+        let logp = log_softmax(model.head(picked), 2); // [1, n, v]
+        let index = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, n, 1]), &device);
         let values = logp
             .gather(2, index)
             .into_data()
             .convert::<f32>()
             .to_vec::<f32>()
             .map_err(|e| SearchError::Invalid(format!("backend read-back failed: {e:?}")))?;
-        let per_choice: Vec<Vec<f32>> = spans
+        let mut per_row = Vec::with_capacity(batch.spans.len());
+        let mut at = 0;
+        for (_, cont) in &batch.spans {
+            per_row.push(&values[at..at + cont.len()]);
+            at += cont.len();
+        }
+        Ok(batch
+            .samples
             .iter()
-            .enumerate()
-            .map(|(row, (start, cont))| {
-                let from = row * width + start - 1;
-                values[from..from + cont.len()].to_vec()
+            .map(|&(first, count, gold)| {
+                sample_loss(self.kind, &per_row[first..first + count], gold)
             })
-            .collect();
-        let refs: Vec<&[f32]> = per_choice.iter().map(|v| v.as_slice()).collect();
-        Ok(sample_loss(self.kind, &refs, gold))
+            .sum())
     }
 
     fn tokens(&self, rows: &[Vec<u32>]) -> Tensor<B, 2, Int> {
@@ -213,11 +230,11 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
     fn loss(&mut self, set: &OmissionSet) -> Result<f64, SearchError> {
         let model = self.lm.model();
         let mut total = 0.0;
-        for sample in self.samples {
-            let SampleBatch { rows, spans, gold } = self.batch(sample);
+        for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
+            let batch = self.batch(chunk);
             // Right padding is harmless: causal attention keeps it out of real positions.
-            let hidden = model.forward_hidden(self.tokens(&rows), set, None)?;
-            total += self.loss_from_hidden(hidden, &spans, gold)?;
+            let hidden = model.forward_hidden(self.tokens(&batch.rows), set, None)?;
+            total += self.loss_from_hidden(hidden, &batch)?;
         }
         Ok(total)
     }
@@ -230,11 +247,11 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
         let model = self.lm.model();
         let n_blocks = current.n_blocks();
         let mut totals = vec![0.0; candidates.len()];
-        for sample in self.samples {
-            let SampleBatch { rows, spans, gold } = self.batch(sample);
+        for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
+            let batch = self.batch(chunk);
             // inputs[j] = residual stream entering block j under `current`.
             let mut inputs = Vec::with_capacity(n_blocks);
-            let mut x = model.embed_tokens(self.tokens(&rows));
+            let mut x = model.embed_tokens(self.tokens(&batch.rows));
             for j in 0..n_blocks {
                 inputs.push(x.clone());
                 if !current.skips(j) {
@@ -248,7 +265,7 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
                         h = model.block_forward(j, h, 0);
                     }
                 }
-                totals[slot] += self.loss_from_hidden(h, &spans, gold)?;
+                totals[slot] += self.loss_from_hidden(h, &batch)?;
             }
         }
         Ok(totals)
