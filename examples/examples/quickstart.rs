@@ -1,27 +1,34 @@
-//! The main job: fetch the default model if needed, then answer one prompt with the dense
-//! model and with a set of blocks skipped, printing both answers and their speed.
+//! The main job: fetch the default model if needed, route a prompt with the embedded
+//! default PuDDing router (a pool of candidate omission sets for SmolLM2-135M-Instruct
+//! and a router head on all-MiniLM-L6-v2), then answer it with the dense model and with
+//! the routed blocks skipped, printing the chosen candidate and the speed against dense.
 //!
 //! ```text
 //! cargo run --release --example quickstart
-//! cargo run --release --example quickstart -- --prompt "Why is the sky blue?" --skip 3,12,16,17,18,26
+//! cargo run --release --example quickstart -- --prompt "Why is the sky blue?"
+//! cargo run --release --example quickstart -- --skip 3,12,16,17,18,26   # a fixed set instead
 //! ```
 
 use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, speed_line};
 use pudding_cli::resolve_model;
-use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
-use pudding_models::{LlamaLm, ModelError};
+use pudding_cli::router_commands::load_encoder;
+use pudding_core::{CandidatePool, GenerationConfig, OmissionSet, Pudding, SkippableLm};
+use pudding_models::LlamaLm;
+use pudding_router::router::PuddingRouter;
+use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Blocks skipped when `--skip` is not given: the first three blocks an SLEB-style greedy
-/// search removes from SmolLM2-135M-Instruct (mean token NLL on short calibration texts;
-/// see docs/benchmarks.md). Six (`3,12,16,17,18,26`) already damages answers visibly.
-const DEFAULT_SKIP: &str = "12,16,17";
+/// The embedded default: a k=3 pool for SmolLM2-135M-Instruct and its router
+/// (docs/router.md says how they were made).
+const DEFAULT_POOL: &str = include_str!("../default/pool-k3.json");
+const DEFAULT_ROUTER_CARD: &str = include_str!("../default/router-k3/router.json");
+const DEFAULT_ROUTER_HEAD: &[u8] = include_bytes!("../default/router-k3/head.safetensors");
 
 struct Args {
     prompt: String,
-    skip: String,
+    skip: Option<String>,
     max_tokens: usize,
     model: Option<PathBuf>,
 }
@@ -29,7 +36,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         prompt: "What is the capital of France? Answer in one sentence.".into(),
-        skip: DEFAULT_SKIP.into(),
+        skip: None,
         max_tokens: 48,
         model: None,
     };
@@ -38,7 +45,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--prompt" => args.prompt = value()?,
-            "--skip" => args.skip = value()?,
+            "--skip" => args.skip = Some(value()?),
             "--max-tokens" => {
                 args.max_tokens = value()?
                     .parse()
@@ -55,11 +62,11 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn run(args: Args) -> Result<(), ModelError> {
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let path = resolve_model(args.model)?;
     println!("model: {} (backend: {})", path.display(), backend::NAME);
-    let lm = LlamaLm::<Backend>::load(&path, &backend::device())?;
-    let skip = OmissionSet::parse(&args.skip, lm.n_blocks())?;
+    let device = backend::device();
+    let lm = LlamaLm::<Backend>::load(&path, &device)?;
     let dense = OmissionSet::dense(lm.n_blocks())?;
     let config = GenerationConfig {
         max_new_tokens: args.max_tokens,
@@ -67,17 +74,51 @@ fn run(args: Args) -> Result<(), ModelError> {
         ..Default::default()
     };
     println!("prompt: {}\n", args.prompt);
+
+    // The omission set: a fixed one from --skip, else the embedded router's choice.
+    let (skip, how) = match &args.skip {
+        Some(s) => (
+            OmissionSet::parse(s, lm.n_blocks())?,
+            "given with --skip".to_string(),
+        ),
+        None => {
+            let pool: CandidatePool = serde_json::from_str(DEFAULT_POOL)?;
+            if pool.check_model(lm.fingerprint()).is_err() {
+                return Err("the embedded router is for SmolLM2-135M-Instruct; with another --model pass --skip".into());
+            }
+            let encoder = load_encoder::<Backend>(&device)?;
+            let router = PuddingRouter::from_bytes(
+                DEFAULT_ROUTER_CARD,
+                DEFAULT_ROUTER_HEAD,
+                pool,
+                encoder,
+                &device,
+            )?;
+            let pipeline = Pudding::new(&lm, &router)?;
+            // Warm the router once so the reported time is the steady state.
+            pipeline.route(&args.prompt)?;
+            let decision = pipeline.route(&args.prompt)?;
+            let how = format!(
+                "routed: candidate {} of {}, predicted scores {:?}, router {:.1} ms",
+                decision.candidate,
+                router.card().n_candidates,
+                decision
+                    .scores
+                    .iter()
+                    .map(|s| (s * 1000.0).round() / 1000.0)
+                    .collect::<Vec<_>>(),
+                decision.router_secs * 1e3
+            );
+            (decision.set, how)
+        }
+    };
+
     // Warm-up so the first timed run does not pay one-off allocation costs.
-    let _ = generate_text(
-        &lm,
-        &args.prompt,
-        true,
-        &dense,
-        &GenerationConfig {
-            max_new_tokens: 2,
-            ..config.clone()
-        },
-    )?;
+    let warm = GenerationConfig {
+        max_new_tokens: 2,
+        ..config.clone()
+    };
+    let _ = generate_text(&lm, &args.prompt, true, &dense, &warm)?;
     let d = generate_text(&lm, &args.prompt, true, &dense, &config)?;
     println!(
         "dense ({} blocks):\n  {}\n  [{}]\n",
@@ -87,7 +128,7 @@ fn run(args: Args) -> Result<(), ModelError> {
     );
     let s = generate_text(&lm, &args.prompt, true, &skip, &config)?;
     println!(
-        "skipping blocks {} ({} of {}):\n  {}\n  [{}]\n",
+        "skipping blocks {} ({} of {}; {how}):\n  {}\n  [{}]\n",
         skip,
         skip.len(),
         lm.n_blocks(),
@@ -105,12 +146,12 @@ fn run(args: Args) -> Result<(), ModelError> {
 }
 
 fn main() -> ExitCode {
-    let result = parse_args()
-        .map_err(|e| eprintln!("error: {e}"))
-        .and_then(|a| run(a).map_err(|e| eprintln!("error: {e}")));
-    if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let result = parse_args().map_err(|e| e.into()).and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
