@@ -8,19 +8,15 @@ use pudding_candidates::{greedy_search, GreedyConfig, LossKind};
 use pudding_core::OmissionSet;
 use pudding_eval::tasks::{load_task, Split, TaskName};
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
-use pudding_models::testing::{write_tiny_llama_gguf, TinyLlamaSpec};
+use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
 use pudding_models::{CpuBackend as B, LlamaLm};
 
 fn tiny() -> (tempfile::TempDir, LlamaLm<B>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
     let spec = TinyLlamaSpec {
         n_blocks: 6,
         ..Default::default()
     };
-    write_tiny_llama_gguf(&spec, &path).unwrap();
-    let lm = LlamaLm::<B>::load(&path, &Default::default()).unwrap();
-    (dir, lm)
+    load_tiny_llama::<B>(&spec).unwrap()
 }
 
 #[test]

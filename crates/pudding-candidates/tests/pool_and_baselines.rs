@@ -8,19 +8,15 @@ use pudding_candidates::pool::{build_pool, calibration_texts, sleb};
 use pudding_candidates::{GreedyConfig, LossKind};
 use pudding_core::{CandidatePool, SkippableLm};
 use pudding_eval::tasks::TaskName;
-use pudding_models::testing::{write_tiny_llama_gguf, TinyLlamaSpec};
+use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
 use pudding_models::{CpuBackend as B, LlamaLm};
 
 fn tiny() -> (tempfile::TempDir, LlamaLm<B>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
     let spec = TinyLlamaSpec {
         n_blocks: 6,
         ..Default::default()
     };
-    write_tiny_llama_gguf(&spec, &path).unwrap();
-    let lm = LlamaLm::<B>::load(&path, &Default::default()).unwrap();
-    (dir, lm)
+    load_tiny_llama::<B>(&spec).unwrap()
 }
 
 #[test]

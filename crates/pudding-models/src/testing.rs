@@ -4,7 +4,8 @@
 
 use crate::gguf::{GgmlType, GgufWriter};
 use crate::sampling::SplitMix64;
-use crate::ModelError;
+use crate::weights::permute_rotary_rows;
+use crate::{LlamaLm, ModelError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -164,23 +165,6 @@ pub fn tiny_weights(
     w
 }
 
-/// llama.cpp's q/k row permutation (HF rotate-half layout -> interleaved pairs).
-fn permute_rotary_rows(data: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut out = vec![0.0; data.len()];
-    for h in 0..n_heads {
-        for part in 0..2 {
-            for i in 0..half {
-                let hf = h * head_dim + part * half + i;
-                let gguf = h * head_dim + 2 * i + part;
-                out[gguf * cols..(gguf + 1) * cols]
-                    .copy_from_slice(&data[hf * cols..(hf + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 /// Builds the GGUF writer of a tiny Llama (metadata, tokenizer, tensors). Tests may edit
 /// it (drop a tensor, change a key) before writing.
 pub fn tiny_llama_gguf(spec: &TinyLlamaSpec) -> Result<GgufWriter, ModelError> {
@@ -275,4 +259,19 @@ pub fn write_tiny_llama_hf(spec: &TinyLlamaSpec, dir: &Path) -> Result<(), Model
         }
     })?;
     Ok(())
+}
+
+/// Writes a tiny Llama GGUF into a fresh temporary directory and loads it on `B`'s default
+/// device. Keep the directory alive as long as the model is used.
+pub fn load_tiny_llama<B: burn::prelude::Backend>(
+    spec: &TinyLlamaSpec,
+) -> Result<(tempfile::TempDir, LlamaLm<B>), ModelError> {
+    let dir = tempfile::tempdir().map_err(|source| ModelError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_llama_gguf(spec, &path)?;
+    let lm = LlamaLm::<B>::load(&path, &Default::default())?;
+    Ok((dir, lm))
 }

@@ -72,17 +72,16 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
     Some(format!("blk.{index}.{gguf_tail}"))
 }
 
-/// Undoes llama.cpp's `permute` of query/key projection rows.
-///
-/// llama.cpp's converter reorders, within each head of `head_dim` rows, the HF rotate-half
-/// layout (first half, second half) into interleaved pairs: GGUF row `2*i + half` holds
-/// HF row `half * head_dim/2 + i`. `data` is row-major `[n_heads * head_dim, cols]`
-/// (`cols = 1` for a bias); the result is in the HF layout.
-pub fn unpermute_rotary_rows(
+/// Moves query/key projection rows between the HF rotate-half layout and llama.cpp's
+/// interleaved layout. Within each head of `head_dim` rows, HF row `half * head_dim/2 + i`
+/// is GGUF row `2*i + half`. `data` is row-major `[n_heads * head_dim, cols]` (`cols = 1`
+/// for a bias).
+fn move_rotary_rows(
     data: &[f32],
     n_heads: usize,
     head_dim: usize,
     cols: usize,
+    to_gguf: bool,
 ) -> Vec<f32> {
     let half = head_dim / 2;
     let mut out = vec![0.0f32; data.len()];
@@ -91,12 +90,33 @@ pub fn unpermute_rotary_rows(
             for i in 0..half {
                 let hf_row = h * head_dim + part * half + i;
                 let gguf_row = h * head_dim + 2 * i + part;
-                out[hf_row * cols..(hf_row + 1) * cols]
-                    .copy_from_slice(&data[gguf_row * cols..(gguf_row + 1) * cols]);
+                let (from, to) = if to_gguf {
+                    (hf_row, gguf_row)
+                } else {
+                    (gguf_row, hf_row)
+                };
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&data[from * cols..(from + 1) * cols]);
             }
         }
     }
     out
+}
+
+/// Undoes llama.cpp's `permute` of query/key projection rows (GGUF -> HF layout).
+pub fn unpermute_rotary_rows(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<f32> {
+    move_rotary_rows(data, n_heads, head_dim, cols, false)
+}
+
+/// llama.cpp's `permute` of query/key projection rows (HF -> GGUF layout), used to write
+/// GGUF files.
+pub fn permute_rotary_rows(data: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    move_rotary_rows(data, n_heads, head_dim, cols, true)
 }
 
 /// Weights from a llama.cpp GGUF file (memory-mapped; dequantised per tensor on request).

@@ -5,7 +5,9 @@ use burn::prelude::*;
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::gguf::GgmlType;
 use pudding_models::llama::Projection;
-use pudding_models::testing::{write_tiny_llama_gguf, write_tiny_llama_hf, TinyLlamaSpec};
+use pudding_models::testing::{
+    load_tiny_llama, write_tiny_llama_gguf, write_tiny_llama_hf, TinyLlamaSpec,
+};
 use pudding_models::{CpuBackend as B, LlamaLm, LlamaModel};
 use std::path::Path;
 
@@ -14,11 +16,7 @@ fn load(path: &Path) -> LlamaLm<B> {
 }
 
 fn tiny(spec: &TinyLlamaSpec) -> (tempfile::TempDir, LlamaLm<B>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    write_tiny_llama_gguf(spec, &path).unwrap();
-    let lm = load(&path);
-    (dir, lm)
+    load_tiny_llama::<B>(spec).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
