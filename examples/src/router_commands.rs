@@ -78,12 +78,7 @@ pub fn train_router_command(
     let mut inputs = Vec::with_capacity(labels.rows.len());
     for chunk in labels.rows.chunks(16) {
         let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-        let e = encoder
-            .embed(&texts, ROUTER_MAX_TOKENS)?
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
+        let e = pudding_models::host_values(encoder.embed(&texts, ROUTER_MAX_TOKENS)?)?;
         let d = encoder.config().hidden_size;
         inputs.extend(e.chunks(d).map(|c| c.to_vec()));
     }

@@ -191,12 +191,7 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
             .reshape([1, n, d]);
         let logp = log_softmax(model.head(picked), 2); // [1, n, v]
         let index = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, n, 1]), &device);
-        let values = logp
-            .gather(2, index)
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| SearchError::Invalid(format!("backend read-back failed: {e:?}")))?;
+        let values = pudding_models::host_values(logp.gather(2, index))?;
         let mut per_row = Vec::with_capacity(batch.spans.len());
         let mut at = 0;
         for (_, cont) in &batch.spans {

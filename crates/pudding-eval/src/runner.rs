@@ -237,11 +237,11 @@ impl<L: SkippableLm> SetChooser for OracleChooser<'_, L> {
         format!("oracle {}", &self.pool.id()[..12])
     }
     fn choose(&mut self, item: &TaskItem) -> Result<Choice, EvalError> {
-        let gold = item.requests()[item.gold].clone();
         let mut best = (f64::NEG_INFINITY, 0);
-        for (i, c) in self.pool.candidates.iter().enumerate() {
-            let s = score_requests(self.lm, std::slice::from_ref(&gold), &c.set)?;
-            let mean = s[0].loglikelihood() / s[0].logprobs.len().max(1) as f64;
+        for (i, mean) in gold_mean_loglikelihoods(self.lm, self.pool, item)?
+            .into_iter()
+            .enumerate()
+        {
             if mean > best.0 {
                 best = (mean, i);
             }
@@ -252,6 +252,24 @@ impl<L: SkippableLm> SetChooser for OracleChooser<'_, L> {
             secs: None,
         })
     }
+}
+
+/// For each candidate of `pool`, the mean per-token log-likelihood of `item`'s correct
+/// continuation with that candidate's blocks skipped: the oracle's criterion and the
+/// router's training label.
+pub fn gold_mean_loglikelihoods<L: SkippableLm>(
+    lm: &L,
+    pool: &pudding_core::CandidatePool,
+    item: &TaskItem,
+) -> Result<Vec<f64>, ScoreError> {
+    let gold = item.requests()[item.gold].clone();
+    pool.candidates
+        .iter()
+        .map(|c| {
+            let s = score_requests(lm, std::slice::from_ref(&gold), &c.set)?;
+            Ok(s[0].loglikelihood() / s[0].logprobs.len().max(1) as f64)
+        })
+        .collect()
 }
 
 /// Progress callback: (task, items done, items total).

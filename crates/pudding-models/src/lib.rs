@@ -30,7 +30,7 @@ pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use error::ModelError;
 pub use llama::LlamaModel;
-pub use lm::LlamaLm;
+pub use lm::{host_values, LlamaLm};
 pub use tokenizer::TextTokenizer;
 
 /// The default CPU backend: Burn's `flex` (gemm-based, SIMD, multi-threaded), `f32`.

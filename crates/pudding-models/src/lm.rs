@@ -27,10 +27,9 @@ pub struct LlamaLm<B: Backend> {
     bos_token: Option<u32>,
 }
 
-/// Reads a tensor's values as `f32` on the host.
-pub(crate) fn host_values<B: Backend, const D: usize>(
-    t: Tensor<B, D>,
-) -> Result<Vec<f32>, ModelError> {
+/// Reads a tensor's values as `f32` on the host (any backend float type), with a typed
+/// error if the backend cannot read it back.
+pub fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, ModelError> {
     let data = t
         .try_into_data()
         .map_err(|e| ModelError::Backend(format!("{e:?}")))?;

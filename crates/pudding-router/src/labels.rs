@@ -5,7 +5,7 @@
 
 use crate::RouterError;
 use pudding_core::{CandidatePool, SkippableLm};
-use pudding_eval::scorer::score_requests;
+use pudding_eval::runner::gold_mean_loglikelihoods;
 use pudding_eval::tasks::TaskItem;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -74,15 +74,10 @@ pub fn item_label<L: SkippableLm>(
     pool: &CandidatePool,
     item: &TaskItem,
 ) -> Result<Vec<f32>, RouterError> {
-    let gold = item.requests()[item.gold].clone();
-    pool.candidates
-        .iter()
-        .map(|c| {
-            let s = score_requests(lm, std::slice::from_ref(&gold), &c.set)?;
-            let lp = &s[0].logprobs;
-            Ok((lp.iter().map(|&v| v as f64).sum::<f64>() / lp.len().max(1) as f64) as f32)
-        })
-        .collect()
+    Ok(gold_mean_loglikelihoods(lm, pool, item)?
+        .into_iter()
+        .map(|v| v as f32)
+        .collect())
 }
 
 /// Reads a labels file (header + rows), with the line of any malformed row.

@@ -135,11 +135,6 @@ impl<B: Backend> Router for PuddingRouter<B> {
 
     fn scores(&self, prompt: &str) -> Result<Vec<f32>, RouterError> {
         let embedding = self.encoder.embed(&[prompt], self.card.max_tokens)?;
-        let scores = self.head.forward(embedding);
-        scores
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| RouterError::Invalid(format!("{e:?}")))
+        Ok(pudding_models::host_values(self.head.forward(embedding))?)
     }
 }

@@ -203,12 +203,7 @@ pub fn train_head<AB: AutodiffBackend>(
             step += 1;
         }
         let valid = head.valid();
-        let pred = valid
-            .forward(val_x.clone())
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| RouterError::Invalid(format!("{e:?}")))?;
+        let pred = pudding_models::host_values(valid.forward(val_x.clone()))?;
         let (val_mse, val_top1, val_regret) = route_metrics(&pred, &val_y, m);
         let metrics = EpochMetrics {
             epoch,
