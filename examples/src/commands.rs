@@ -1,7 +1,9 @@
 //! The logic behind each `pudding` subcommand, callable from tests and examples.
 
 use burn::prelude::Backend;
-use pudding_candidates::baselines::{shortened_llama_ppl, shortgpt_block_influence};
+use pudding_candidates::baselines::{
+    shortened_llama_ppl, shortened_llama_taylor, shortgpt_block_influence,
+};
 use pudding_candidates::calibration::samples_from_texts;
 use pudding_candidates::greedy::PrefixCacheEvaluator;
 use pudding_candidates::pool::{build_pool, calibration_texts, provenance, sleb};
@@ -259,10 +261,29 @@ pub fn baseline_command<B: Backend>(
             let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
             (r.set, prov)
         }
+        "taylor" => {
+            // Each text as the model reads it: the prefix token, then the passage.
+            let texts: Vec<Vec<u32>> = samples_from_texts(lm, &texts, CALIBRATION_TEXT_TOKENS)?
+                .into_iter()
+                .map(|s| {
+                    let r = &s.choices[s.gold];
+                    r.context.iter().chain(&r.continuation).copied().collect()
+                })
+                .collect();
+            let tracked = lm
+                .model()
+                .clone()
+                .into_autodiff::<burn::backend::Autodiff<B>>()
+                .map_blocks(|b| b.map_params(&mut |t| t.require_grad(), &mut |t| t.require_grad()));
+            let r = shortened_llama_taylor(&tracked, &texts, &config)?;
+            let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
+            (r.set, prov)
+        }
         other => {
-            return Err(
-                format!("unknown baseline {other:?}; use sleb, shortgpt or shortened-ppl").into(),
+            return Err(format!(
+                "unknown baseline {other:?}; use sleb, shortgpt, shortened-ppl or taylor"
             )
+            .into())
         }
     };
     let pool = CandidatePool::new(

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod commands;
 pub mod router_commands;
+pub mod shape_bench;
 
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
 use pudding_models::ModelError;

@@ -250,16 +250,12 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
             for j in 0..n_blocks {
                 inputs.push(x.clone());
                 if !current.skips(j) {
-                    x = model.block_forward(j, x, 0);
+                    x = model.block_forward(j, x, 0)?;
                 }
             }
             for (slot, &b) in candidates.iter().enumerate() {
-                let mut h = inputs[b].clone();
-                for j in (b + 1)..n_blocks {
-                    if !current.skips(j) {
-                        h = model.block_forward(j, h, 0);
-                    }
-                }
+                let rest = ((b + 1)..n_blocks).filter(|&j| !current.skips(j));
+                let h = model.run_blocks(rest, inputs[b].clone(), 0)?;
                 totals[slot] += self.loss_from_hidden(h, &batch)?;
             }
         }

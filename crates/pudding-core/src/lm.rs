@@ -68,4 +68,20 @@ pub trait SkippableLm {
         skip: &OmissionSet,
         config: &GenerationConfig,
     ) -> Result<Generation, Self::Error>;
+
+    /// Generates for several prompts that share one omission set, as one batch where the
+    /// model supports it. The result is in prompt order and equals what [`Self::generate`]
+    /// gives for each prompt alone (each row samples with its own generator seeded from
+    /// `config`). The default runs the prompts one by one.
+    fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        skip: &OmissionSet,
+        config: &GenerationConfig,
+    ) -> Result<Vec<Generation>, Self::Error> {
+        prompts
+            .iter()
+            .map(|p| self.generate(p, skip, config))
+            .collect()
+    }
 }

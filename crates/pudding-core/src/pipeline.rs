@@ -51,4 +51,49 @@ impl<'a, L: SkippableLm, R: Router> Pudding<'a, L, R> {
             .map_err(|e| PipelineError::Model(e.to_string()))?;
         Ok((decision, generation))
     }
+
+    /// Routes every request once, groups the requests routed to the same omission set and
+    /// generates each group as one batch ([`SkippableLm::generate_batch`]). Each request
+    /// is `(router_text, prompt_ids)`; results come back in request order.
+    pub fn generate_many(
+        &self,
+        requests: &[(String, Vec<u32>)],
+        config: &GenerationConfig,
+    ) -> Result<Vec<(RouteDecision, Generation)>, PipelineError> {
+        let decisions = requests
+            .iter()
+            .map(|(text, _)| self.route(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut results: Vec<Option<Generation>> = vec![None; requests.len()];
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, d) in decisions.iter().enumerate() {
+            match groups.iter_mut().find(|(c, _)| *c == d.candidate) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((d.candidate, vec![i])),
+            }
+        }
+        for (_, members) in groups {
+            let prompts: Vec<Vec<u32>> = members.iter().map(|&i| requests[i].1.clone()).collect();
+            let set = &decisions[members[0]].set;
+            let generations = self
+                .lm
+                .generate_batch(&prompts, set, config)
+                .map_err(|e| PipelineError::Model(e.to_string()))?;
+            if generations.len() != members.len() {
+                return Err(PipelineError::Model(format!(
+                    "generate_batch returned {} generations for {} prompts",
+                    generations.len(),
+                    members.len()
+                )));
+            }
+            for (i, g) in members.into_iter().zip(generations) {
+                results[i] = Some(g);
+            }
+        }
+        let generations = results
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| PipelineError::Model("a batch returned fewer generations".into()))?;
+        Ok(decisions.into_iter().zip(generations).collect())
+    }
 }

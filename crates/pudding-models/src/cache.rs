@@ -15,6 +15,8 @@ pub struct KvCache<B: Backend> {
     blocks: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     skip: OmissionSet,
     len: usize,
+    /// Padding slots at the start of each batch row (empty: no padding, any batch size).
+    left_pad: Vec<usize>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -24,7 +26,34 @@ impl<B: Backend> KvCache<B> {
             blocks: vec![None; skip.n_blocks()],
             skip,
             len: 0,
+            left_pad: Vec::new(),
         }
+    }
+
+    /// An empty cache for a batch of left-padded prompts: row `i` starts with
+    /// `left_pad[i]` padding slots that no real token attends to, and its first real token
+    /// gets position 0 (batched generation of prompts of different lengths).
+    pub fn with_left_padding(skip: OmissionSet, left_pad: Vec<usize>) -> Self {
+        Self {
+            left_pad,
+            ..Self::new(skip)
+        }
+    }
+
+    /// Padding slots at the start of each row (empty when the batch is not padded).
+    pub fn left_pad(&self) -> &[usize] {
+        &self.left_pad
+    }
+
+    /// Errors unless a batch of `rows` rows fits this cache's padding layout.
+    pub fn check_batch(&self, rows: usize) -> Result<(), ModelError> {
+        if !self.left_pad.is_empty() && self.left_pad.len() != rows {
+            return Err(ModelError::Cache(format!(
+                "the cache was made for a padded batch of {} rows but the input has {rows}",
+                self.left_pad.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Number of positions already cached.
@@ -91,6 +120,7 @@ impl<B: Backend> KvCache<B> {
                 .collect(),
             skip: self.skip.clone(),
             len: self.len,
+            left_pad: self.left_pad.repeat(n),
         }
     }
 

@@ -200,6 +200,54 @@ impl LlamaConfig {
         Ok(())
     }
 
+    /// The shape of SmolLM2-135M (30 blocks, hidden 576, FFN 1536, 9/3 heads, vocabulary
+    /// 49152, tied head), with a context of `max_seq_len` tokens.
+    pub fn smollm2_135m_shape(max_seq_len: usize) -> Self {
+        Self {
+            architecture: "llama".into(),
+            n_blocks: 30,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            rope_theta: 100_000.0,
+            rope_scaling: None,
+            rms_norm_eps: 1e-5,
+            max_seq_len,
+            tie_word_embeddings: true,
+            attention_bias: false,
+        }
+    }
+
+    /// The shape of Llama-3.1-8B (32 blocks, hidden 4096, FFN 14336, 32/8 heads,
+    /// vocabulary 128256, untied head, Llama-3 RoPE scaling), with a context of
+    /// `max_seq_len` tokens (the rotary tables are sized to it).
+    pub fn llama31_8b_shape(max_seq_len: usize) -> Self {
+        Self {
+            architecture: "llama".into(),
+            n_blocks: 32,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 128,
+            vocab_size: 128_256,
+            rope_theta: 500_000.0,
+            rope_scaling: Some(Llama3RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            }),
+            rms_norm_eps: 1e-5,
+            max_seq_len,
+            tie_word_embeddings: false,
+            attention_bias: false,
+        }
+    }
+
     /// Query heads per key/value head.
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads

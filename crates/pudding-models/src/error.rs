@@ -93,4 +93,13 @@ pub enum ModelError {
     /// Tensor data could not be read back from the backend.
     #[error("backend error: {0}")]
     Backend(String),
+    /// A block the omission set keeps is not loaded (memory-constrained mode).
+    #[error("block {block} is not resident; switch the model to this omission set first (it loads the missing blocks)")]
+    BlockNotResident {
+        /// The block index.
+        block: usize,
+    },
+    /// Inputs of a batch do not agree with each other.
+    #[error("invalid batch: {0}")]
+    Batch(String),
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod gguf;
 pub mod llama;
 pub mod lm;
+pub mod resident;
 pub mod rope;
 pub mod sampling;
 pub mod testing;
@@ -30,7 +31,8 @@ pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use error::ModelError;
 pub use llama::LlamaModel;
-pub use lm::{host_values, LlamaLm};
+pub use lm::{generate_ids, host_values, BatchIds, Checkpoint, LlamaLm};
+pub use resident::{ResidentLlamaLm, SwitchReport};
 pub use tokenizer::TextTokenizer;
 
 /// The default CPU backend: Burn's `flex` (gemm-based, SIMD, multi-threaded), `f32`.

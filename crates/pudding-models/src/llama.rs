@@ -77,20 +77,71 @@ pub struct Attention<B: Backend> {
     head_dim: usize,
 }
 
-/// Additive causal mask `[1, 1, r*s, t]`: query row `(rep, i)` at position `offset + i` sees
-/// keys `0..=offset + i`.
-fn causal_mask<B: Backend>(
-    reps: usize,
-    seq: usize,
-    offset: usize,
-    device: &B::Device,
-) -> Tensor<B, 4> {
+/// What every block of one forward call shares: the rotary tables of the new tokens'
+/// positions and the additive attention mask. Built once per call, not once per block.
+#[derive(Clone, Debug)]
+pub struct StepContext<B: Backend> {
+    /// `[1 or b, 1, s, e]`.
+    cos: Tensor<B, 4>,
+    /// `[1 or b, 1, s, e]`.
+    sin: Tensor<B, 4>,
+    /// Additive mask `[1 or b, 1, r*s, t]` (query row `(rep, i)` is row `rep * s + i`), or
+    /// `None` when every query may see every key (one new token, no padding).
+    mask: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> StepContext<B> {
+    /// `s` new tokens at slots `offset..offset + s` of every row. `left_pad[i]` (empty: no
+    /// padding) is the number of padding slots at the start of row `i`: row `i`'s token at
+    /// slot `j` has position `j - left_pad[i]`, and no real query sees a padding key.
+    pub fn new(
+        rope: &RotaryTables<B>,
+        reps: usize,
+        seq: usize,
+        offset: usize,
+        left_pad: &[usize],
+        device: &B::Device,
+    ) -> Self {
+        let total = offset + seq;
+        if left_pad.iter().all(|&p| p == 0) {
+            let (cos, sin) = rope.window(offset, seq);
+            let mask = (seq > 1).then(|| {
+                let mask = mask_rows(reps, seq, offset, 0);
+                Tensor::from_data(TensorData::new(mask, [1, 1, reps * seq, total]), device)
+            });
+            return Self { cos, sin, mask };
+        }
+        let batch = left_pad.len();
+        let positions: Vec<usize> = left_pad
+            .iter()
+            .flat_map(|&pad| (offset..total).map(move |slot| slot.saturating_sub(pad)))
+            .collect();
+        let (cos, sin) = rope.at_positions(&positions, batch, seq);
+        let mask: Vec<f32> = left_pad
+            .iter()
+            .flat_map(|&pad| mask_rows(reps, seq, offset, pad))
+            .collect();
+        let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, reps * seq, total]), device);
+        Self {
+            cos,
+            sin,
+            mask: Some(mask),
+        }
+    }
+}
+
+/// Mask rows of one batch row: query `(rep, i)` at slot `offset + i` sees keys `pad..=slot`.
+/// A padding query (slot < pad) sees only itself, so its softmax stays finite; nothing
+/// real ever reads it.
+fn mask_rows(reps: usize, seq: usize, offset: usize, pad: usize) -> Vec<f32> {
     let total = offset + seq;
     let mut mask = Vec::with_capacity(reps * seq * total);
     for _ in 0..reps {
         for i in 0..seq {
+            let slot = offset + i;
+            let first = if slot < pad { slot } else { pad };
             mask.extend((0..total).map(|j| {
-                if j <= offset + i {
+                if j >= first && j <= slot {
                     0.0f32
                 } else {
                     f32::NEG_INFINITY
@@ -98,40 +149,38 @@ fn causal_mask<B: Backend>(
             }));
         }
     }
-    Tensor::from_data(TensorData::new(mask, [1, 1, reps * seq, total]), device)
+    mask
 }
 
 impl<B: Backend> Attention<B> {
-    /// `x`: `[b, s, d]` (already normalised) at positions `offset..offset+s`; returns
-    /// `[b, s, d]`. With a cache, this block's keys/values are appended and attention
-    /// spans every cached position.
+    /// `x`: `[b, s, d]` (already normalised) for the new tokens described by `step`;
+    /// returns `[b, s, d]`. With a cache, this block's keys/values are appended and
+    /// attention spans every cached slot.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RotaryTables<B>,
-        offset: usize,
+        step: &StepContext<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, g, e) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let r = h / g;
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, e]).swap_dims(1, 2);
-        let q = rope.apply(heads(self.q.forward(x.clone()), h), offset);
-        let k = rope.apply(heads(self.k.forward(x.clone()), g), offset);
+        let q = rope.rotate(heads(self.q.forward(x.clone()), h), &step.cos, &step.sin);
+        let k = rope.rotate(heads(self.k.forward(x.clone()), g), &step.cos, &step.sin);
         let v = heads(self.v.forward(x), g);
         let (k, v) = match cache {
             Some((cache, block)) => cache.append(block, k, v),
             None => (k, v),
         };
-        let t = k.dims()[2];
         // Group the r query heads that share a key/value head into one matrix of r*s rows,
         // so keys and values are used as they are, without repeating them r times.
         let q = q.reshape([b, g, r * s, e]);
         let scale = 1.0 / (e as f64).sqrt();
         let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [b, g, r*s, t]
-        if s > 1 {
-            let mask = causal_mask::<B>(r, s, t - s, &scores.device());
-            scores = scores + mask;
+        if let Some(mask) = &step.mask {
+            scores = scores + mask.clone();
         }
         let out = softmax(scores, 3).matmul(v); // [b, g, r*s, e]
         let out = out
@@ -175,18 +224,19 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    /// `x`: `[b, s, d]` residual stream at positions `offset..offset+s` -> `[b, s, d]`.
+    /// `x`: `[b, s, d]` residual stream of the new tokens described by `step` ->
+    /// `[b, s, d]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RotaryTables<B>,
-        offset: usize,
+        step: &StepContext<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let x = x.clone()
             + self
                 .attn
-                .forward(self.attn_norm.forward(x), rope, offset, cache);
+                .forward(self.attn_norm.forward(x), rope, step, cache);
         x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
     }
 }
@@ -197,8 +247,9 @@ pub struct LlamaModel<B: Backend> {
     config: LlamaConfig,
     /// Token embeddings `[v, d]`.
     pub embed: Tensor<B, 2>,
-    /// The transformer blocks, in order.
-    pub blocks: Vec<Block<B>>,
+    /// The transformer blocks, in order; `None` for a block that is not resident
+    /// (memory-constrained mode: only the blocks an omission set keeps are loaded).
+    pub blocks: Vec<Option<Block<B>>>,
     /// Final norm.
     pub norm: RmsNorm<B>,
     /// Untied output head `[d, v]`; `None` when tied to `embed`.
@@ -281,6 +332,149 @@ impl<B: Backend> ParamSource<B> for Random<'_, B> {
     }
 }
 
+/// Builds block `i` of `c` from `src`.
+fn build_block<B: Backend>(
+    c: &LlamaConfig,
+    src: &mut dyn ParamSource<B>,
+    i: usize,
+) -> Result<Block<B>, ModelError> {
+    let (d, e) = (c.hidden_size, c.head_dim);
+    let (qd, kvd) = (c.n_heads * e, c.n_kv_heads * e);
+    let p = |part: &str| format!("model.layers.{i}.{part}");
+    let proj = |src: &mut dyn ParamSource<B>, name: String, out: usize, inp: usize| {
+        let bias_name = name.replace(".weight", ".bias");
+        let weight = src.matrix(&name, out, inp)?;
+        let bias = if name.contains("self_attn.")
+            && !name.contains("o_proj")
+            && c.attention_bias
+            && src.has(&bias_name)
+        {
+            Some(src.vector(&bias_name, out)?)
+        } else {
+            None
+        };
+        Ok::<_, ModelError>(Projection { weight, bias })
+    };
+    let attn = Attention {
+        q: proj(src, p("self_attn.q_proj.weight"), qd, d)?,
+        k: proj(src, p("self_attn.k_proj.weight"), kvd, d)?,
+        v: proj(src, p("self_attn.v_proj.weight"), kvd, d)?,
+        o: proj(src, p("self_attn.o_proj.weight"), d, qd)?,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: e,
+    };
+    let mlp = Mlp {
+        gate: proj(src, p("mlp.gate_proj.weight"), c.intermediate_size, d)?,
+        up: proj(src, p("mlp.up_proj.weight"), c.intermediate_size, d)?,
+        down: proj(src, p("mlp.down_proj.weight"), d, c.intermediate_size)?,
+    };
+    Ok(Block {
+        attn_norm: RmsNorm {
+            weight: src.vector(&p("input_layernorm.weight"), d)?,
+            eps: c.rms_norm_eps,
+        },
+        attn,
+        mlp_norm: RmsNorm {
+            weight: src.vector(&p("post_attention_layernorm.weight"), d)?,
+            eps: c.rms_norm_eps,
+        },
+        mlp,
+    })
+}
+
+impl<B: Backend> Block<B> {
+    /// Number of parameters of this block.
+    pub fn param_count(&self) -> usize {
+        let proj = |p: &Projection<B>| {
+            p.weight.shape().num_elements() + p.bias.as_ref().map_or(0, |b| b.dims()[0])
+        };
+        proj(&self.attn.q)
+            + proj(&self.attn.k)
+            + proj(&self.attn.v)
+            + proj(&self.attn.o)
+            + proj(&self.mlp.gate)
+            + proj(&self.mlp.up)
+            + proj(&self.mlp.down)
+            + self.attn_norm.weight.dims()[0]
+            + self.mlp_norm.weight.dims()[0]
+    }
+
+    /// Every parameter of the block, matrices and vectors apart, as `(HF name suffix,
+    /// tensor)` in a fixed order. The tensors are clones of the block's own (the same
+    /// autodiff nodes), so gradients can be read for them.
+    #[allow(clippy::type_complexity)]
+    pub fn params(
+        &self,
+    ) -> (
+        Vec<(&'static str, Tensor<B, 2>)>,
+        Vec<(&'static str, Tensor<B, 1>)>,
+    ) {
+        let matrices = vec![
+            ("self_attn.q_proj.weight", self.attn.q.weight.clone()),
+            ("self_attn.k_proj.weight", self.attn.k.weight.clone()),
+            ("self_attn.v_proj.weight", self.attn.v.weight.clone()),
+            ("self_attn.o_proj.weight", self.attn.o.weight.clone()),
+            ("mlp.gate_proj.weight", self.mlp.gate.weight.clone()),
+            ("mlp.up_proj.weight", self.mlp.up.weight.clone()),
+            ("mlp.down_proj.weight", self.mlp.down.weight.clone()),
+        ];
+        let mut vectors = vec![
+            ("input_layernorm.weight", self.attn_norm.weight.clone()),
+            (
+                "post_attention_layernorm.weight",
+                self.mlp_norm.weight.clone(),
+            ),
+        ];
+        for (name, p) in [
+            ("self_attn.q_proj.bias", &self.attn.q),
+            ("self_attn.k_proj.bias", &self.attn.k),
+            ("self_attn.v_proj.bias", &self.attn.v),
+        ] {
+            if let Some(b) = &p.bias {
+                vectors.push((name, b.clone()));
+            }
+        }
+        (matrices, vectors)
+    }
+
+    /// Applies `f` to every parameter tensor (e.g. to mark them as requiring gradients).
+    pub fn map_params(
+        self,
+        f2: &mut impl FnMut(Tensor<B, 2>) -> Tensor<B, 2>,
+        f1: &mut impl FnMut(Tensor<B, 1>) -> Tensor<B, 1>,
+    ) -> Self {
+        let mut proj = |p: Projection<B>| Projection {
+            weight: f2(p.weight),
+            bias: p.bias.map(&mut *f1),
+        };
+        let attn = Attention {
+            q: proj(self.attn.q),
+            k: proj(self.attn.k),
+            v: proj(self.attn.v),
+            o: proj(self.attn.o),
+            ..self.attn
+        };
+        let mlp = Mlp {
+            gate: proj(self.mlp.gate),
+            up: proj(self.mlp.up),
+            down: proj(self.mlp.down),
+        };
+        Block {
+            attn_norm: RmsNorm {
+                weight: f1(self.attn_norm.weight),
+                eps: self.attn_norm.eps,
+            },
+            attn,
+            mlp_norm: RmsNorm {
+                weight: f1(self.mlp_norm.weight),
+                eps: self.mlp_norm.eps,
+            },
+            mlp,
+        }
+    }
+}
+
 impl<B: Backend> LlamaModel<B> {
     /// Builds the model from a checkpoint (weights by HF name, already in HF layout).
     pub fn from_weights(
@@ -288,7 +482,21 @@ impl<B: Backend> LlamaModel<B> {
         source: &dyn WeightSource,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
-        Self::build(config, &mut FromCheckpoint { source, device }, device)
+        let all = OmissionSet::dense(config.n_blocks)?;
+        Self::build(config, &mut FromCheckpoint { source, device }, &all, device)
+    }
+
+    /// Memory-constrained mode: builds the model with only the blocks `skip` keeps
+    /// resident (the embedding, final norm and head always are). The others stay in the
+    /// checkpoint until [`Self::make_resident`] loads them.
+    pub fn from_weights_resident(
+        config: &LlamaConfig,
+        source: &dyn WeightSource,
+        skip: &OmissionSet,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        skip.check_blocks(config.n_blocks)?;
+        Self::build(config, &mut FromCheckpoint { source, device }, skip, device)
     }
 
     /// A model with random weights of `config`'s shape (tests, benchmarks of large shapes
@@ -299,63 +507,29 @@ impl<B: Backend> LlamaModel<B> {
             device,
             bias: config.attention_bias,
         };
-        Self::build(config, &mut source, device)
+        let all = OmissionSet::dense(config.n_blocks)?;
+        Self::build(config, &mut source, &all, device)
     }
 
     fn build(
         config: &LlamaConfig,
         src: &mut dyn ParamSource<B>,
+        skip: &OmissionSet,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         config.validate()?;
         let c = config;
-        let (d, e) = (c.hidden_size, c.head_dim);
-        let (qd, kvd) = (c.n_heads * e, c.n_kv_heads * e);
-        let embed_name = "model.embed_tokens.weight";
+        let d = c.hidden_size;
         // The embedding is used as is ([v, d]) for look-ups; `matrix` transposes, so undo it.
-        let embed = src.matrix(embed_name, c.vocab_size, d)?.transpose();
-        let proj = |src: &mut dyn ParamSource<B>, name: String, out: usize, inp: usize| {
-            let bias_name = name.replace(".weight", ".bias");
-            let weight = src.matrix(&name, out, inp)?;
-            let bias = if name.contains("self_attn.")
-                && !name.contains("o_proj")
-                && c.attention_bias
-                && src.has(&bias_name)
-            {
-                Some(src.vector(&bias_name, out)?)
-            } else {
-                None
-            };
-            Ok::<_, ModelError>(Projection { weight, bias })
-        };
+        let embed = src
+            .matrix("model.embed_tokens.weight", c.vocab_size, d)?
+            .transpose();
         let mut blocks = Vec::with_capacity(c.n_blocks);
         for i in 0..c.n_blocks {
-            let p = |part: &str| format!("model.layers.{i}.{part}");
-            let attn = Attention {
-                q: proj(src, p("self_attn.q_proj.weight"), qd, d)?,
-                k: proj(src, p("self_attn.k_proj.weight"), kvd, d)?,
-                v: proj(src, p("self_attn.v_proj.weight"), kvd, d)?,
-                o: proj(src, p("self_attn.o_proj.weight"), d, qd)?,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: e,
-            };
-            let mlp = Mlp {
-                gate: proj(src, p("mlp.gate_proj.weight"), c.intermediate_size, d)?,
-                up: proj(src, p("mlp.up_proj.weight"), c.intermediate_size, d)?,
-                down: proj(src, p("mlp.down_proj.weight"), d, c.intermediate_size)?,
-            };
-            blocks.push(Block {
-                attn_norm: RmsNorm {
-                    weight: src.vector(&p("input_layernorm.weight"), d)?,
-                    eps: c.rms_norm_eps,
-                },
-                attn,
-                mlp_norm: RmsNorm {
-                    weight: src.vector(&p("post_attention_layernorm.weight"), d)?,
-                    eps: c.rms_norm_eps,
-                },
-                mlp,
+            blocks.push(if skip.skips(i) {
+                None
+            } else {
+                Some(build_block(c, src, i)?)
             });
         }
         let norm = RmsNorm {
@@ -377,14 +551,156 @@ impl<B: Backend> LlamaModel<B> {
         })
     }
 
+    /// Loads from `source` every block `skip` keeps that is not resident yet and, when
+    /// `evict` is true, drops the resident blocks `skip` omits. Returns the blocks loaded.
+    pub fn make_resident(
+        &mut self,
+        source: &dyn WeightSource,
+        skip: &OmissionSet,
+        evict: bool,
+    ) -> Result<Vec<usize>, ModelError> {
+        skip.check_blocks(self.config.n_blocks)?;
+        let device = self.device();
+        let mut src = FromCheckpoint {
+            source,
+            device: &device,
+        };
+        let mut loaded = Vec::new();
+        for i in 0..self.config.n_blocks {
+            if skip.skips(i) {
+                if evict {
+                    self.blocks[i] = None;
+                }
+            } else if self.blocks[i].is_none() {
+                self.blocks[i] = Some(build_block(&self.config, &mut src, i)?);
+                loaded.push(i);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The same model on the autodiff backend `A` (weights copied as leaves that do not
+    /// require gradients yet; see [`Self::map_blocks`] and [`Block::map_params`]).
+    pub fn into_autodiff<A>(self) -> LlamaModel<A>
+    where
+        A: burn::tensor::backend::AutodiffBackend<InnerBackend = B>,
+    {
+        let t2 = |t: Tensor<B, 2>| Tensor::<A, 2>::from_inner(t);
+        let t1 = |t: Tensor<B, 1>| Tensor::<A, 1>::from_inner(t);
+        let proj = |p: Projection<B>| Projection {
+            weight: t2(p.weight),
+            bias: p.bias.map(t1),
+        };
+        let norm = |n: RmsNorm<B>| RmsNorm {
+            weight: t1(n.weight),
+            eps: n.eps,
+        };
+        let blocks = self
+            .blocks
+            .into_iter()
+            .map(|b| {
+                b.map(|b| Block {
+                    attn_norm: norm(b.attn_norm),
+                    attn: Attention {
+                        q: proj(b.attn.q),
+                        k: proj(b.attn.k),
+                        v: proj(b.attn.v),
+                        o: proj(b.attn.o),
+                        n_heads: b.attn.n_heads,
+                        n_kv_heads: b.attn.n_kv_heads,
+                        head_dim: b.attn.head_dim,
+                    },
+                    mlp_norm: norm(b.mlp_norm),
+                    mlp: Mlp {
+                        gate: proj(b.mlp.gate),
+                        up: proj(b.mlp.up),
+                        down: proj(b.mlp.down),
+                    },
+                })
+            })
+            .collect();
+        LlamaModel {
+            config: self.config,
+            embed: t2(self.embed),
+            blocks,
+            norm: norm(self.norm),
+            lm_head: self.lm_head.map(t2),
+            rope: self.rope.into_autodiff(),
+        }
+    }
+
+    /// Indices of the blocks currently resident.
+    pub fn resident_blocks(&self) -> Vec<usize> {
+        (0..self.blocks.len())
+            .filter(|&i| self.blocks[i].is_some())
+            .collect()
+    }
+
+    /// Number of parameters resident now (embedding, head, norms and resident blocks).
+    pub fn resident_params(&self) -> usize {
+        let blocks: usize = self.blocks.iter().flatten().map(Block::param_count).sum();
+        blocks
+            + self.embed.shape().num_elements()
+            + self
+                .lm_head
+                .as_ref()
+                .map_or(0, |h| h.shape().num_elements())
+            + self.norm.weight.dims()[0]
+    }
+
+    /// Block `index`, or a typed error when it is not resident (or out of range).
+    pub fn block(&self, index: usize) -> Result<&Block<B>, ModelError> {
+        if index >= self.blocks.len() {
+            return Err(pudding_core::CoreError::BlockOutOfRange {
+                block: index,
+                n_blocks: self.blocks.len(),
+            }
+            .into());
+        }
+        self.blocks[index]
+            .as_ref()
+            .ok_or(ModelError::BlockNotResident { block: index })
+    }
+
+    /// Replaces every resident block by `f(block)` (e.g. to track gradients).
+    pub fn map_blocks(mut self, mut f: impl FnMut(Block<B>) -> Block<B>) -> Self {
+        self.blocks = self.blocks.into_iter().map(|b| b.map(&mut f)).collect();
+        self
+    }
+
     /// A statically pruned copy holding only the blocks `skip` keeps (renumbered
     /// `0..L-k`): running it dense equals running `self` with `skip` omitted.
     pub fn pruned(&self, skip: &OmissionSet) -> Result<Self, ModelError> {
         skip.check_blocks(self.config.n_blocks)?;
         let mut pruned = self.clone();
-        pruned.blocks = skip.kept().map(|i| self.blocks[i].clone()).collect();
+        pruned.blocks = skip
+            .kept()
+            .map(|i| self.block(i).cloned().map(Some))
+            .collect::<Result<_, _>>()?;
         pruned.config.n_blocks = pruned.blocks.len();
         Ok(pruned)
+    }
+
+    /// Errors unless `ids` is a non-empty sequence of in-vocabulary ids that fits the
+    /// context window.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<(), ModelError> {
+        let config = &self.config;
+        if ids.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        if ids.len() > config.max_seq_len {
+            return Err(ModelError::PromptTooLong {
+                len: ids.len(),
+                max: config.max_seq_len,
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+            return Err(ModelError::TokenOutOfVocab {
+                id,
+                vocab: config.vocab_size,
+            });
+        }
+        Ok(())
     }
 
     /// The hyper-parameters.
@@ -407,9 +723,43 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     /// Runs block `index` on the residual stream `x` (`[b, s, d]`, positions
-    /// `offset..offset+s`, no cache).
-    pub fn block_forward(&self, index: usize, x: Tensor<B, 3>, offset: usize) -> Tensor<B, 3> {
-        self.blocks[index].forward(x, &self.rope, offset, None)
+    /// `offset..offset+s`, no cache, no padding).
+    pub fn block_forward(
+        &self,
+        index: usize,
+        x: Tensor<B, 3>,
+        offset: usize,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let block = self.block(index)?;
+        let step = self.step_context(x.dims()[1], offset, &[]);
+        Ok(block.forward(x, &self.rope, &step, None))
+    }
+
+    /// Runs `blocks` in the given order on `x` (`[b, s, d]`, positions `offset..offset+s`,
+    /// no cache, no padding), sharing one rotary/mask context among them.
+    pub fn run_blocks(
+        &self,
+        blocks: impl IntoIterator<Item = usize>,
+        mut x: Tensor<B, 3>,
+        offset: usize,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let step = self.step_context(x.dims()[1], offset, &[]);
+        for index in blocks {
+            x = self.block(index)?.forward(x, &self.rope, &step, None);
+        }
+        Ok(x)
+    }
+
+    fn step_context(&self, seq: usize, offset: usize, left_pad: &[usize]) -> StepContext<B> {
+        let c = &self.config;
+        StepContext::new(
+            &self.rope,
+            c.n_heads / c.n_kv_heads,
+            seq,
+            offset,
+            left_pad,
+            &self.device(),
+        )
     }
 
     /// Final norm and output head: `[b, s, d]` -> logits `[b, s, v]`.
@@ -427,7 +777,8 @@ impl<B: Backend> LlamaModel<B> {
 
     /// The residual stream after every kept block: `tokens` `[b, s]` -> `[b, s, d]`
     /// (before the final norm). Skipped blocks are the identity and, with a cache, write
-    /// no entries. With a cache the new tokens sit at positions `cache.len()..`.
+    /// no entries. With a cache the new tokens sit at slots `cache.len()..`, and a cache
+    /// made with [`KvCache::with_left_padding`] masks each row's padding slots.
     pub fn forward_hidden(
         &self,
         tokens: Tensor<B, 2, Int>,
@@ -435,13 +786,14 @@ impl<B: Backend> LlamaModel<B> {
         mut cache: Option<&mut KvCache<B>>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         skip.check_blocks(self.config.n_blocks)?;
-        let [_, s] = tokens.dims();
-        let offset = match cache.as_deref() {
+        let [b, s] = tokens.dims();
+        let (offset, left_pad) = match cache.as_deref() {
             Some(c) => {
                 c.check_skip(skip)?;
-                c.len()
+                c.check_batch(b)?;
+                (c.len(), c.left_pad().to_vec())
             }
-            None => 0,
+            None => (0, Vec::new()),
         };
         if s == 0 {
             return Err(ModelError::EmptyPrompt);
@@ -452,17 +804,21 @@ impl<B: Backend> LlamaModel<B> {
                 max: self.config.max_seq_len,
             });
         }
+        let kept: Vec<&Block<B>> = skip
+            .kept()
+            .map(|i| self.block(i))
+            .collect::<Result<_, _>>()?;
+        let step = self.step_context(s, offset, &left_pad);
         let mut x = self.embed_tokens(tokens);
-        for block in skip.kept() {
-            let block_cache = cache.as_deref_mut().map(|c| (c, block));
-            x = self.blocks[block].forward(x, &self.rope, offset, block_cache);
+        for (block, index) in kept.into_iter().zip(skip.kept()) {
+            let block_cache = cache.as_deref_mut().map(|c| (c, index));
+            x = block.forward(x, &self.rope, &step, block_cache);
         }
         if let Some(c) = cache {
             c.advance(s);
         }
         Ok(x)
     }
-
     /// Logits for every position: `tokens` `[b, s]` -> `[b, s, v]`.
     pub fn forward(
         &self,

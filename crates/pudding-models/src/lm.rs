@@ -27,6 +27,97 @@ pub struct LlamaLm<B: Backend> {
     bos_token: Option<u32>,
 }
 
+/// An opened checkpoint: configuration, tokenizer, special tokens and a handle on the
+/// weights (memory-mapped; nothing is copied to the backend yet).
+pub struct Checkpoint {
+    /// Hyper-parameters.
+    pub config: LlamaConfig,
+    /// The tokenizer shipped with the checkpoint.
+    pub tokenizer: TextTokenizer,
+    /// End-of-sequence ids named by the checkpoint.
+    pub stop_tokens: Vec<u32>,
+    /// Beginning-of-sequence id, if any.
+    pub bos_token: Option<u32>,
+    /// The weights, by Hugging Face name.
+    pub weights: Box<dyn WeightSource>,
+}
+
+impl Checkpoint {
+    /// Opens a `.gguf` file or a Hugging Face directory.
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        if path.is_dir() {
+            Self::open_hf_dir(path)
+        } else {
+            Self::open_gguf(path)
+        }
+    }
+
+    /// Opens a GGUF file (tokenizer rebuilt from its metadata).
+    pub fn open_gguf(path: &Path) -> Result<Self, ModelError> {
+        let file = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&file)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let stop_tokens = file
+            .get_u32("tokenizer.ggml.eos_token_id")
+            .ok()
+            .into_iter()
+            .collect();
+        let bos_token = file.get_u32("tokenizer.ggml.bos_token_id").ok();
+        let weights = Box::new(GgufWeights::new(file, &config));
+        Ok(Self {
+            config,
+            tokenizer,
+            stop_tokens,
+            bos_token,
+            weights,
+        })
+    }
+
+    /// Opens a Hugging Face checkpoint directory.
+    pub fn open_hf_dir(dir: &Path) -> Result<Self, ModelError> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config = LlamaConfig::from_hf_json(&text)?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let value = serde_json::from_str::<serde_json::Value>(&text).ok();
+        let mut stop_tokens = Vec::new();
+        match value.as_ref().and_then(|v| v.get("eos_token_id")) {
+            Some(serde_json::Value::Number(n)) => stop_tokens.extend(n.as_u64().map(|v| v as u32)),
+            Some(serde_json::Value::Array(a)) => {
+                stop_tokens.extend(a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)))
+            }
+            _ => {}
+        }
+        let bos_token = value
+            .as_ref()
+            .and_then(|v| v.get("bos_token_id").and_then(|b| b.as_u64()))
+            .map(|b| b as u32);
+        let weights = Box::new(SafetensorsWeights::open_dir(dir)?);
+        Ok(Self {
+            config,
+            tokenizer,
+            stop_tokens,
+            bos_token,
+            weights,
+        })
+    }
+
+    /// Copies every weight to `device` and returns the ready model.
+    pub fn into_lm<B: Backend>(self, device: &B::Device) -> Result<LlamaLm<B>, ModelError> {
+        let lm = LlamaLm::from_parts(
+            &self.config,
+            self.weights.as_ref(),
+            self.tokenizer,
+            self.stop_tokens,
+            device,
+        )?;
+        Ok(lm.with_bos_token(self.bos_token))
+    }
+}
+
 /// Reads a tensor's values as `f32` on the host (any backend float type), with a typed
 /// error if the backend cannot read it back.
 pub fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, ModelError> {
@@ -54,57 +145,18 @@ impl<B: Backend> LlamaLm<B> {
     /// Loads a model from a `.gguf` file or from a Hugging Face directory (config.json,
     /// `*.safetensors` (+ index), tokenizer.json).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        if path.is_dir() {
-            Self::load_hf_dir(path, device)
-        } else {
-            Self::load_gguf(path, device)
-        }
+        Checkpoint::open(path)?.into_lm(device)
     }
 
     /// Loads a GGUF file (weights dequantised to the backend's float type, tokenizer from
     /// the metadata).
     pub fn load_gguf(path: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let file = GgufFile::open(path)?;
-        let config = LlamaConfig::from_gguf(&file)?;
-        let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let mut stop_tokens = Vec::new();
-        if let Ok(eos) = file.get_u32("tokenizer.ggml.eos_token_id") {
-            stop_tokens.push(eos);
-        }
-        let bos = file.get_u32("tokenizer.ggml.bos_token_id").ok();
-        let weights = GgufWeights::new(file, &config);
-        let lm = Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)?;
-        Ok(lm.with_bos_token(bos))
+        Checkpoint::open_gguf(path)?.into_lm(device)
     }
 
     /// Loads a Hugging Face checkpoint directory.
     pub fn load_hf_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config = LlamaConfig::from_hf_json(&text)?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let mut stop_tokens = Vec::new();
-        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
-            match value.get("eos_token_id") {
-                Some(serde_json::Value::Number(n)) => {
-                    stop_tokens.extend(n.as_u64().map(|v| v as u32))
-                }
-                Some(serde_json::Value::Array(a)) => {
-                    stop_tokens.extend(a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)))
-                }
-                _ => {}
-            }
-        }
-        let bos = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("bos_token_id").and_then(|b| b.as_u64()))
-            .map(|b| b as u32);
-        let weights = SafetensorsWeights::open_dir(dir)?;
-        let lm = Self::from_parts(&config, &weights, tokenizer, stop_tokens, device)?;
-        Ok(lm.with_bos_token(bos))
+        Checkpoint::open_hf_dir(dir)?.into_lm(device)
     }
 
     /// Assembles a model from a configuration, a weight source and a tokenizer.
@@ -112,10 +164,27 @@ impl<B: Backend> LlamaLm<B> {
         config: &LlamaConfig,
         weights: &dyn WeightSource,
         tokenizer: TextTokenizer,
-        mut stop_tokens: Vec<u32>,
+        stop_tokens: Vec<u32>,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let model = LlamaModel::from_weights(config, weights, device)?;
+        Ok(Self::assemble(
+            model,
+            config,
+            weights,
+            tokenizer,
+            stop_tokens,
+        ))
+    }
+
+    /// Wraps a model built from `weights` with its tokenizer, fingerprint and stop tokens.
+    pub(crate) fn assemble(
+        model: LlamaModel<B>,
+        config: &LlamaConfig,
+        weights: &dyn WeightSource,
+        tokenizer: TextTokenizer,
+        mut stop_tokens: Vec<u32>,
+    ) -> Self {
         let fingerprint = weights.fingerprint(config);
         // Chat models end a turn with these even when the file names another EOS.
         for end in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"] {
@@ -125,7 +194,12 @@ impl<B: Backend> LlamaLm<B> {
                 }
             }
         }
-        Ok(Self::new(model, tokenizer, fingerprint, stop_tokens))
+        Self::new(model, tokenizer, fingerprint, stop_tokens)
+    }
+
+    /// Mutable access to the model (crate-internal: residency changes).
+    pub(crate) fn model_mut(&mut self) -> &mut LlamaModel<B> {
+        &mut self.model
     }
 
     /// Wraps an already-built model.
@@ -178,23 +252,7 @@ impl<B: Backend> LlamaLm<B> {
 
     /// Checks ids are non-empty, in the vocabulary and fit the context.
     pub fn check_ids(&self, ids: &[u32]) -> Result<(), ModelError> {
-        let config = self.model.config();
-        if ids.is_empty() {
-            return Err(ModelError::EmptyPrompt);
-        }
-        if ids.len() > config.max_seq_len {
-            return Err(ModelError::PromptTooLong {
-                len: ids.len(),
-                max: config.max_seq_len,
-            });
-        }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
-            return Err(ModelError::TokenOutOfVocab {
-                id,
-                vocab: config.vocab_size,
-            });
-        }
-        Ok(())
+        self.model.check_ids(ids)
     }
 
     fn tokens_tensor(&self, ids: &[u32]) -> Tensor<B, 2, Int> {
@@ -360,58 +418,160 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         skip: &OmissionSet,
         config: &GenerationConfig,
     ) -> Result<Generation, ModelError> {
-        self.check_ids(prompt_ids)?;
-        skip.check_blocks(self.n_blocks())?;
-        let mut sampler = Sampler::new(&config.sampling)?;
-        let max_len = self.context_length();
-        let mut cache = KvCache::new(skip.clone());
-        let mut ids = Vec::new();
-        let mut finish = FinishReason::Length;
-
-        let start = Instant::now();
-        let logits =
-            self.model
-                .forward_last(self.tokens_tensor(prompt_ids), skip, Some(&mut cache))?;
-        let mut next = if config.max_new_tokens > 0 {
-            Some(sampler.sample(&host_values(logits)?))
-        } else {
-            None
-        };
-        let prefill_secs = start.elapsed().as_secs_f64();
-
-        let start = Instant::now();
-        while let Some(token) = next.take() {
-            ids.push(token);
-            if config.stop_tokens.contains(&token) {
-                finish = FinishReason::Stop;
-                break;
-            }
-            if ids.len() >= config.max_new_tokens {
-                break;
-            }
-            if cache.len() + 1 > max_len {
-                finish = FinishReason::ContextFull;
-                break;
-            }
-            let logits =
-                self.model
-                    .forward_last(self.tokens_tensor(&[token]), skip, Some(&mut cache))?;
-            next = Some(sampler.sample(&host_values(logits)?));
-        }
-        let decode_secs = start.elapsed().as_secs_f64();
-
-        let text_ids: &[u32] = match (finish, ids.last()) {
-            (FinishReason::Stop, Some(_)) => &ids[..ids.len() - 1],
-            _ => &ids,
-        };
-        let text = self.tokenizer.decode(text_ids)?;
-        Ok(Generation {
-            prompt_ids: prompt_ids.to_vec(),
-            ids,
-            text,
-            finish,
-            prefill_secs,
-            decode_secs,
-        })
+        let mut out =
+            self.generate_batch(std::slice::from_ref(&prompt_ids.to_vec()), skip, config)?;
+        out.pop()
+            .ok_or_else(|| ModelError::Generation("no generation returned".into()))
     }
+
+    /// One batch for all prompts (see [`generate_ids`]); every row gets the batch's
+    /// prefill and decode times.
+    fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        skip: &OmissionSet,
+        config: &GenerationConfig,
+    ) -> Result<Vec<Generation>, ModelError> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = generate_ids(&self.model, prompts, skip, config, self.prefix_token())?;
+        prompts
+            .iter()
+            .zip(batch.ids)
+            .zip(batch.finish)
+            .map(|((prompt, ids), finish)| {
+                let text_ids: &[u32] = match (finish, ids.last()) {
+                    (FinishReason::Stop, Some(_)) => &ids[..ids.len() - 1],
+                    _ => &ids,
+                };
+                Ok(Generation {
+                    prompt_ids: prompt.clone(),
+                    text: self.tokenizer.decode(text_ids)?,
+                    ids,
+                    finish,
+                    prefill_secs: batch.prefill_secs,
+                    decode_secs: batch.decode_secs,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Token ids generated for a batch of prompts, with timings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchIds {
+    /// Generated ids per prompt (a final stop token included).
+    pub ids: Vec<Vec<u32>>,
+    /// Why each row ended.
+    pub finish: Vec<FinishReason>,
+    /// Seconds of the batched prefill (first tokens chosen).
+    pub prefill_secs: f64,
+    /// Seconds of every decode step after it.
+    pub decode_secs: f64,
+}
+
+/// KV-cached generation for a batch of prompts under one omission set, on token ids.
+///
+/// Prompts are left-padded with `filler` to the longest, the padding masked out and every
+/// row run at its own positions; rows that finish ride along (fed `filler`, ignored) until
+/// the last one stops. Each row samples with its own generator seeded from `config`, so a
+/// row's tokens equal those of the prompt generated alone. One difference: the context
+/// limit applies to the padded width.
+pub fn generate_ids<B: Backend>(
+    model: &LlamaModel<B>,
+    prompts: &[Vec<u32>],
+    skip: &OmissionSet,
+    config: &GenerationConfig,
+    filler: u32,
+) -> Result<BatchIds, ModelError> {
+    if prompts.is_empty() {
+        return Err(ModelError::Batch("no prompts to generate from".into()));
+    }
+    for p in prompts {
+        model.check_ids(p)?;
+    }
+    model.check_ids(&[filler])?;
+    skip.check_blocks(model.config().n_blocks)?;
+    let rows = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+    let filler = i64::from(filler);
+    let mut padded = Vec::with_capacity(rows * width);
+    for (p, &pad) in prompts.iter().zip(&pads) {
+        padded.extend(std::iter::repeat_n(filler, pad));
+        padded.extend(p.iter().map(|&t| i64::from(t)));
+    }
+    let device = model.device();
+    let vocab = model.config().vocab_size;
+    let max_len = model.config().max_seq_len;
+    let mut samplers = prompts
+        .iter()
+        .map(|_| Sampler::new(&config.sampling))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cache = if pads.iter().all(|&p| p == 0) {
+        KvCache::new(skip.clone())
+    } else {
+        KvCache::with_left_padding(skip.clone(), pads)
+    };
+    let mut ids: Vec<Vec<u32>> = vec![Vec::new(); rows];
+    let mut finish: Vec<Option<FinishReason>> = vec![None; rows];
+
+    let start = Instant::now();
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(padded, [rows, width]), &device);
+    let mut next: Vec<Option<u32>> = if config.max_new_tokens > 0 {
+        let logits = host_values(model.forward_last(tokens, skip, Some(&mut cache))?)?;
+        samplers
+            .iter_mut()
+            .zip(logits.chunks(vocab))
+            .map(|(s, row)| Some(s.sample(row)))
+            .collect()
+    } else {
+        finish.fill(Some(FinishReason::Length));
+        vec![None; rows]
+    };
+    let prefill_secs = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    loop {
+        for row in 0..rows {
+            let Some(token) = next[row].take() else {
+                continue;
+            };
+            ids[row].push(token);
+            if config.stop_tokens.contains(&token) {
+                finish[row] = Some(FinishReason::Stop);
+            } else if ids[row].len() >= config.max_new_tokens {
+                finish[row] = Some(FinishReason::Length);
+            } else if cache.len() + 1 > max_len {
+                finish[row] = Some(FinishReason::ContextFull);
+            }
+        }
+        if finish.iter().all(Option::is_some) {
+            break;
+        }
+        let step: Vec<i64> = (0..rows)
+            .map(|row| match (finish[row], ids[row].last()) {
+                (None, Some(&t)) => i64::from(t),
+                _ => filler,
+            })
+            .collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(step, [rows, 1]), &device);
+        let logits = host_values(model.forward_last(tokens, skip, Some(&mut cache))?)?;
+        for (row, logits) in logits.chunks(vocab).enumerate() {
+            if finish[row].is_none() {
+                next[row] = Some(samplers[row].sample(logits));
+            }
+        }
+    }
+    let decode_secs = start.elapsed().as_secs_f64();
+    Ok(BatchIds {
+        ids,
+        finish: finish
+            .into_iter()
+            .map(|f| f.unwrap_or(FinishReason::Length))
+            .collect(),
+        prefill_secs,
+        decode_secs,
+    })
 }

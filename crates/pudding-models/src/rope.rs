@@ -69,16 +69,51 @@ impl<B: Backend> RotaryTables<B> {
         }
     }
 
-    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` whose tokens sit at positions
-    /// `offset..offset + seq`.
-    pub fn apply(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
-        let seq = x.dims()[2];
+    /// The same tables on the autodiff backend `A` (constants, no gradients).
+    pub fn into_autodiff<A>(self) -> RotaryTables<A>
+    where
+        A: burn::tensor::backend::AutodiffBackend<InnerBackend = B>,
+    {
+        RotaryTables {
+            cos: Tensor::from_inner(self.cos),
+            sin: Tensor::from_inner(self.sin),
+            head_dim: self.head_dim,
+        }
+    }
+
+    /// Tables for positions `offset..offset + seq`, shared by every row: `([1, 1, seq,
+    /// head_dim], [1, 1, seq, head_dim])` (cos, sin).
+    pub fn window(&self, offset: usize, seq: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let take = |t: &Tensor<B, 2>| t.clone().narrow(0, offset, seq).unsqueeze::<4>();
+        (take(&self.cos), take(&self.sin))
+    }
+
+    /// Tables for a position per row and token: `positions` is `[batch * seq]` row-major;
+    /// returns `([batch, 1, seq, head_dim], [batch, 1, seq, head_dim])` (cos, sin).
+    pub fn at_positions(
+        &self,
+        positions: &[usize],
+        batch: usize,
+        seq: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let device = self.cos.device();
+        let index: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [batch * seq]), &device);
+        let take = |t: &Tensor<B, 2>| {
+            t.clone()
+                .select(0, index.clone())
+                .reshape([batch, 1, seq, self.head_dim])
+        };
+        (take(&self.cos), take(&self.sin))
+    }
+
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`) with tables from [`Self::window`] or
+    /// [`Self::at_positions`] (broadcast over heads, and over rows when their batch is 1).
+    pub fn rotate(&self, x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
         let half = self.head_dim / 2;
-        let cos = self.cos.clone().narrow(0, offset, seq).unsqueeze::<4>();
-        let sin = self.sin.clone().narrow(0, offset, seq).unsqueeze::<4>();
         let first = x.clone().narrow(3, 0, half);
         let second = x.clone().narrow(3, half, half);
         let rotated = Tensor::cat(vec![second.neg(), first], 3);
-        x * cos + rotated * sin
+        x * cos.clone() + rotated * sin.clone()
     }
 }

@@ -6,7 +6,7 @@
 
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
-use pudding_models::{CpuBackend as B, LlamaLm, ModelError};
+use pudding_models::{CpuBackend as B, LlamaLm, ModelError, ResidentLlamaLm};
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -177,6 +177,65 @@ fn cached_greedy_generation_equals_uncached_and_the_reference() {
         assert_eq!(cached.ids, uncached, "skip {:?}", case.skip);
         assert_eq!(cached.ids, case.greedy, "skip {:?}", case.skip);
     }
+}
+
+#[test]
+fn batched_generation_matches_the_reference_per_omission_set() {
+    let lm = model();
+    let greedy: GreedyReference =
+        serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).unwrap();
+    let mut sets: Vec<Vec<usize>> = greedy.cases.iter().map(|c| c.skip.clone()).collect();
+    sets.sort();
+    sets.dedup();
+    for skip_blocks in sets {
+        let skip = OmissionSet::new(skip_blocks.iter().copied(), 30).unwrap();
+        // The reference prompts, plus shorter copies so that the batch needs padding.
+        let cases: Vec<&GreedyCase> = greedy
+            .cases
+            .iter()
+            .filter(|c| c.skip == skip_blocks)
+            .collect();
+        let mut prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.ids.clone()).collect();
+        prompts.push(cases[0].ids[..cases[0].ids.len() / 2].to_vec());
+        let n = cases.iter().map(|c| c.greedy.len()).max().unwrap();
+        let config = GenerationConfig {
+            max_new_tokens: n,
+            ..Default::default()
+        };
+        let batch = lm.generate_batch(&prompts, &skip, &config).unwrap();
+        for (case, g) in cases.iter().zip(&batch) {
+            assert_eq!(g.ids[..case.greedy.len()], case.greedy[..], "skip {skip}");
+        }
+        let short = lm
+            .generate(prompts.last().unwrap(), &skip, &config)
+            .unwrap();
+        assert_eq!(batch.last().unwrap().ids, short.ids, "skip {skip}");
+    }
+}
+
+#[test]
+fn resident_mode_holds_only_kept_blocks_of_the_real_model() {
+    let path = ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap();
+    let skip = OmissionSet::parse("10-19", 30).unwrap();
+    let (mut resident, report) =
+        ResidentLlamaLm::<B>::open(&path, &skip, &Default::default()).unwrap();
+    assert_eq!(report.loaded.len(), 20);
+    // 20 of 30 blocks plus the (tied) embedding: about 0.74 of the full model.
+    let fraction = report.resident_bytes as f64 / report.full_bytes as f64;
+    assert!((0.70..0.78).contains(&fraction), "{fraction}");
+    let ids = model().encode("The capital of France is Paris.").unwrap();
+    assert_eq!(
+        resident.lm().token_logprobs(&ids, &skip).unwrap(),
+        model().token_logprobs(&ids, &skip).unwrap()
+    );
+    let other = OmissionSet::parse("3,12,16,17,18,26", 30).unwrap();
+    let report = resident.switch_to(&other).unwrap();
+    assert_eq!(report.loaded, vec![10, 11, 13, 14, 15, 19]);
+    assert_eq!(report.evicted, vec![3, 26]);
+    assert_eq!(
+        resident.lm().token_logprobs(&ids, &other).unwrap(),
+        model().token_logprobs(&ids, &other).unwrap()
+    );
 }
 
 #[test]

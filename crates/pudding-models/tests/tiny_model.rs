@@ -80,7 +80,12 @@ fn grouped_query_attention_equals_repeated_heads() {
     let mut mha = LlamaModel::<B>::random(&config, 1, &device).unwrap();
     mha.embed = gqa.embed.clone();
     mha.norm = gqa.norm.clone();
-    for (dst, src) in mha.blocks.iter_mut().zip(&gqa.blocks) {
+    for (dst, src) in mha
+        .blocks
+        .iter_mut()
+        .flatten()
+        .zip(gqa.blocks.iter().flatten())
+    {
         let repeat = |w: &Tensor<B, 2>| {
             let d = w.dims()[0];
             w.clone()

@@ -146,12 +146,12 @@ enum Command {
         #[arg(long)]
         checkpoints: Option<PathBuf>,
     },
-    /// Build a static baseline's one-candidate pool: sleb, shortgpt or shortened-ppl.
+    /// Build a static baseline's one-candidate pool: sleb, shortgpt, shortened-ppl or taylor.
     Baseline {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// sleb | shortgpt | shortened-ppl.
+        /// sleb | shortgpt | shortened-ppl | taylor.
         #[arg(long)]
         method: String,
         /// Blocks to omit.
