@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod commands;
+pub mod e2e_report;
+pub mod reproduce;
 pub mod router_commands;
 pub mod shape_bench;
 

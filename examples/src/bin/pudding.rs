@@ -164,6 +164,59 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The whole comparison for a model, resumable: candidate pools, static baselines,
+    /// router labels and training, evaluation of dense / baselines / PuDDing / oracle on
+    /// the paper's tasks and on unseen tasks, speed; tables and plots in --out.
+    Reproduce {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "results/smollm2")]
+        out: PathBuf,
+        /// Numbers of skipped blocks, comma-separated.
+        #[arg(short = 'k', long, default_value = "3,6")]
+        k: String,
+        /// Tasks for the candidate search and the router labels.
+        #[arg(
+            long,
+            default_value = "arc_challenge,arc_easy,hellaswag,piqa,winogrande"
+        )]
+        calib_tasks: String,
+        /// Losses of the candidate search.
+        #[arg(long, default_value = "tl,tld")]
+        losses: String,
+        /// Calibration rows per task for the candidate search.
+        #[arg(long, default_value_t = 128)]
+        calib: usize,
+        /// Calibration passages of the static baselines.
+        #[arg(long, default_value_t = 32)]
+        baseline_calib: usize,
+        /// Static baselines to compare.
+        #[arg(long, default_value = "sleb,shortgpt,shortened-ppl,taylor")]
+        baselines: String,
+        /// Labelled train rows per calibration task for the router.
+        #[arg(long, default_value_t = 200)]
+        label_rows: usize,
+        /// Router training epochs.
+        #[arg(long, default_value_t = 200)]
+        router_epochs: usize,
+        /// Evaluation tasks (`paper` = the six of the paper).
+        #[arg(long, default_value = "paper")]
+        tasks: String,
+        /// Tasks the router never saw (empty: none).
+        #[arg(long, default_value = "openbookqa,sciq,commonsense_qa,social_iqa,mmlu")]
+        unseen: String,
+        /// First N items of each evaluation task (default: full splits).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// First N items of each unseen task (default: full splits).
+        #[arg(long)]
+        unseen_limit: Option<usize>,
+        /// Timed repeats of the speed benchmark (0: skip it).
+        #[arg(long, default_value_t = 3)]
+        bench_repeats: usize,
+    },
     /// Compute router training labels (resumable JSON lines) for a pool.
     Labels {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
@@ -458,6 +511,60 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         } => {
             let lm = load(model)?;
             pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out)
+                .map_err(|e| ModelError::Generation(e.to_string()))?;
+        }
+        Command::Reproduce {
+            model,
+            out,
+            k,
+            calib_tasks,
+            losses,
+            calib,
+            baseline_calib,
+            baselines,
+            label_rows,
+            router_epochs,
+            tasks,
+            unseen,
+            limit,
+            unseen_limit,
+            bench_repeats,
+        } => {
+            let lm = load(model)?;
+            let bad = |e: String| ModelError::Generation(e);
+            let parse = |t: &str| {
+                if t.trim().is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    pudding_cli::commands::parse_tasks(t).map_err(bad)
+                }
+            };
+            let ks = k
+                .split(',')
+                .map(|v| v.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("-k: {e}")))?;
+            let config = pudding_cli::reproduce::ReproduceConfig {
+                out,
+                ks,
+                calib_tasks: parse(&calib_tasks)?,
+                losses,
+                calib,
+                baseline_calib,
+                baselines: baselines
+                    .split(',')
+                    .map(|b| b.trim().to_string())
+                    .filter(|b| !b.is_empty())
+                    .collect(),
+                label_rows,
+                router_epochs,
+                eval_tasks: parse(&tasks)?,
+                unseen_tasks: parse(&unseen)?,
+                eval_limit: limit,
+                unseen_limit,
+                bench_repeats,
+            };
+            pudding_cli::reproduce::reproduce(&lm, &config)
                 .map_err(|e| ModelError::Generation(e.to_string()))?;
         }
         Command::Labels {
