@@ -9,8 +9,6 @@
 //! (medians over repeats, ratio to the ideal), and batched vs one-by-one generation; writes
 //! JSON + Markdown. The model needs about 16 GB (bf16) at the Llama-3.1-8B shape.
 
-use burn::tensor::backend::set_default_float_dtype;
-use burn::tensor::FloatDType;
 use clap::Parser;
 use pudding_cli::backend::{self, Backend};
 use pudding_cli::shape_bench::{
@@ -79,17 +77,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "smollm2" | "smollm2-135m" => LlamaConfig::smollm2_135m_shape(context),
         other => return Err(format!("unknown shape {other:?}: llama3.1-8b or smollm2").into()),
     };
+    backend::set_float_dtype(&args.dtype)?;
     let device = backend::device();
-    let dtype = match args.dtype.as_str() {
-        "f32" => None,
-        "f16" => Some(FloatDType::F16),
-        "bf16" => Some(FloatDType::BF16),
-        other => return Err(format!("unknown dtype {other:?}: f32, f16 or bf16").into()),
-    };
-    if let Some(dtype) = dtype {
-        set_default_float_dtype::<Backend>(&device, dtype)
-            .map_err(|e| format!("{} cannot run in {}: {e:?}", backend::NAME, args.dtype))?;
-    }
     let skip = match &args.skip {
         Some(text) => OmissionSet::parse(text, config.n_blocks)?,
         None => spread_skip(config.n_blocks, args.skip_count)?,

@@ -7,6 +7,7 @@
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --prompt "Why is the sky blue?"
 //! cargo run --release --example quickstart -- --skip 3,12,16,17,18,26   # a fixed set instead
+//! cargo run --release --example quickstart --features cuda -- --dtype bf16  # NVIDIA GPU
 //! ```
 
 use pudding_cli::backend::{self, Backend};
@@ -31,6 +32,7 @@ struct Args {
     skip: Option<String>,
     max_tokens: usize,
     model: Option<PathBuf>,
+    dtype: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         skip: None,
         max_tokens: 48,
         model: None,
+        dtype: "f32".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,9 +55,10 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| "--max-tokens takes a number")?
             }
             "--model" => args.model = Some(PathBuf::from(value()?)),
+            "--dtype" => args.dtype = value()?,
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --prompt, --skip, --max-tokens, --model"
+                    "unknown argument {other}; use --prompt, --skip, --max-tokens, --model, --dtype"
                 ))
             }
         }
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    backend::set_float_dtype(&args.dtype)?;
     let path = resolve_model(args.model)?;
     println!("model: {} (backend: {})", path.display(), backend::NAME);
     let device = backend::device();

@@ -39,3 +39,18 @@ mod chosen {
 }
 
 pub use chosen::{device, Backend, NAME};
+
+/// Makes `dtype` (`f32`, `f16` or `bf16`) the float type of every tensor created on the
+/// backend's device from now on: weights are converted while loading, activations stay in
+/// it (norms, softmax and the logits run in f32). Call it before loading anything.
+pub fn set_float_dtype(dtype: &str) -> Result<(), String> {
+    use burn::tensor::FloatDType;
+    let float = match dtype {
+        "f32" => return Ok(()),
+        "f16" => FloatDType::F16,
+        "bf16" => FloatDType::BF16,
+        other => return Err(format!("unknown dtype {other:?}: use f32, f16 or bf16")),
+    };
+    burn::tensor::backend::set_default_float_dtype::<Backend>(&device(), float)
+        .map_err(|e| format!("{NAME} cannot use {dtype}: {e:?}"))
+}

@@ -220,6 +220,7 @@ pub fn run_shape_bench<B: Backend>(
             skip: skip.clone(),
             repeats: cfg.repeats,
             rows,
+            router: None,
         },
         batching,
     })

@@ -35,6 +35,44 @@ pub struct BenchReport {
     pub repeats: usize,
     /// Measurements.
     pub rows: Vec<BenchRow>,
+    /// Router latency against the dense 128-token prefill, when a router was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterLatency>,
+}
+
+/// How long routing takes (tokenise + encode + head) compared with the LLM's dense
+/// prefill of a 128-token prompt, on the same machine in the same run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouterLatency {
+    /// Prompts routed.
+    pub prompts: usize,
+    /// Median seconds per routing decision.
+    pub median_secs: f64,
+    /// Every measurement (seconds).
+    pub runs: Vec<f64>,
+    /// Median seconds of the dense 128-token prefill.
+    pub prefill_128_dense_secs: f64,
+    /// `median_secs / prefill_128_dense_secs` (target: below 0.02).
+    pub ratio: f64,
+}
+
+/// Routes every prompt `repeats` times (after one untimed warm-up) and returns the
+/// seconds of each decision, as the router measures them.
+pub fn router_latencies<R: pudding_core::Router>(
+    router: &R,
+    prompts: &[String],
+    repeats: usize,
+) -> Result<Vec<f64>, R::Error> {
+    if let Some(p) = prompts.first() {
+        router.route(p)?;
+    }
+    let mut runs = Vec::with_capacity(prompts.len() * repeats);
+    for _ in 0..repeats {
+        for p in prompts {
+            runs.push(router.route(p)?.router_secs);
+        }
+    }
+    Ok(runs)
 }
 
 /// What to measure.
@@ -145,6 +183,7 @@ pub fn run_bench<L: SkippableLm>(
         skip: skip.clone(),
         repeats: config.repeats,
         rows,
+        router: None,
     })
 }
 
@@ -162,6 +201,15 @@ pub fn bench_markdown(report: &BenchReport) -> String {
         out.push_str(&format!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
             r.workload, r.dense_secs, r.skipped_secs, r.ratio, r.ideal_ratio
+        ));
+    }
+    if let Some(r) = &report.router {
+        out.push_str(&format!(
+            "\nrouter: median {:.2} ms per prompt over {} prompts = {:.2}% of the dense 128-token prefill ({:.1} ms)\n",
+            1e3 * r.median_secs,
+            r.prompts,
+            100.0 * r.ratio,
+            1e3 * r.prefill_128_dense_secs
         ));
     }
     out

@@ -10,7 +10,7 @@ use crate::weights::{HostTensor, WeightSource};
 use crate::{LlamaConfig, ModelError};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::Distribution;
+use burn::tensor::{DType, Distribution, FloatDType};
 use pudding_core::OmissionSet;
 
 /// A dense projection `y = x W + b` with `W` stored `[in, out]`.
@@ -38,6 +38,20 @@ impl<B: Backend> Projection<B> {
     }
 }
 
+/// Runs `f` in f32 when `x` is half precision, returning the result in `x`'s dtype: sums
+/// of squares and softmax normalisers lose too much in f16/bf16 (as llama.cpp and
+/// transformers, norms and softmax run in f32 whatever the weights are stored in).
+fn in_f32<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    match x.dtype() {
+        DType::F16 => f(x.cast(FloatDType::F32)).cast(FloatDType::F16),
+        DType::BF16 => f(x.cast(FloatDType::F32)).cast(FloatDType::BF16),
+        _ => f(x),
+    }
+}
+
 /// Root-mean-square layer norm: `x / sqrt(mean(x^2) + eps) * weight`.
 #[derive(Clone, Debug)]
 pub struct RmsNorm<B: Backend> {
@@ -50,14 +64,16 @@ pub struct RmsNorm<B: Backend> {
 impl<B: Backend> RmsNorm<B> {
     /// `x`: `[b, s, d]` -> `[b, s, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let inv_rms = x
-            .clone()
-            .powi_scalar(2)
-            .mean_dim(2)
-            .add_scalar(self.eps)
-            .sqrt()
-            .recip();
-        x * inv_rms * self.weight.clone().unsqueeze::<3>()
+        in_f32(x, |x| {
+            let inv_rms = x
+                .clone()
+                .powi_scalar(2)
+                .mean_dim(2)
+                .add_scalar(self.eps)
+                .sqrt()
+                .recip();
+            x * inv_rms * self.weight.clone().cast(FloatDType::F32).unsqueeze::<3>()
+        })
     }
 }
 
@@ -178,11 +194,15 @@ impl<B: Backend> Attention<B> {
         // so keys and values are used as they are, without repeating them r times.
         let q = q.reshape([b, g, r * s, e]);
         let scale = 1.0 / (e as f64).sqrt();
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [b, g, r*s, t]
-        if let Some(mask) = &step.mask {
-            scores = scores + mask.clone();
-        }
-        let out = softmax(scores, 3).matmul(v); // [b, g, r*s, e]
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [b, g, r*s, t]
+        let probs = in_f32(scores, |scores| {
+            let scores = match &step.mask {
+                Some(mask) => scores + mask.clone().cast(FloatDType::F32),
+                None => scores,
+            };
+            softmax(scores, 3)
+        });
+        let out = probs.matmul(v); // [b, g, r*s, e]
         let out = out
             .reshape([b, h, s, e])
             .swap_dims(1, 2)
@@ -762,7 +782,8 @@ impl<B: Backend> LlamaModel<B> {
         )
     }
 
-    /// Final norm and output head: `[b, s, d]` -> logits `[b, s, v]`.
+    /// Final norm and output head: `[b, s, d]` -> logits `[b, s, v]`, always in f32 (so
+    /// log-softmax and sampling are exact whatever the weights' precision).
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.norm.forward(hidden);
         let [b, s, d] = x.dims();
@@ -773,6 +794,7 @@ impl<B: Backend> LlamaModel<B> {
         x.reshape([b * s, d])
             .matmul(weight)
             .reshape([b, s, self.config.vocab_size])
+            .cast(FloatDType::F32)
     }
 
     /// The residual stream after every kept block: `tokens` `[b, s]` -> `[b, s, d]`

@@ -22,6 +22,10 @@ use std::process::ExitCode;
     about = "Prompt-routed dynamic depth pruning for LLMs"
 )]
 struct Cli {
+    /// Float type of weights and activations: f32, f16 or bf16 (half precision is meant
+    /// for the GPU backends; on the CPU it saves memory but runs slower).
+    #[arg(long, global = true, default_value = "f32")]
+    dtype: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,7 +119,30 @@ enum Command {
         /// Comma-separated generation lengths (after a 128-token prompt).
         #[arg(long, default_value = "128,256")]
         generate: String,
+        /// With --router: the router's pool; router latency is then measured on the first
+        /// 50 ARC-Easy test prompts and compared with the dense 128-token prefill.
+        #[arg(long)]
+        pool: Option<PathBuf>,
+        /// Router directory (with --pool).
+        #[arg(long)]
+        router: Option<PathBuf>,
         /// Write the JSON report here (the Markdown table goes to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Memory-constrained mode: open the model with only the blocks --skip keeps
+    /// resident, then switch to --switch-to; reports resident bytes and switch times.
+    Resident {
+        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The omission set to open with.
+        #[arg(long)]
+        skip: String,
+        /// Omission sets to switch to, in order (`;`-separated, e.g. "3,7,19;10-15").
+        #[arg(long, default_value = "")]
+        switch_to: String,
+        /// Write the JSON report here.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -303,6 +330,7 @@ fn load(model: Option<PathBuf>) -> Result<LlamaLm<Backend>, ModelError> {
 }
 
 fn run(cli: Cli) -> Result<(), ModelError> {
+    backend::set_float_dtype(&cli.dtype).map_err(ModelError::Config)?;
     match cli.command {
         Command::Fetch { name, list } => {
             if list {
@@ -441,12 +469,58 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 pudding_core::io::write_atomic(&path, md.as_bytes())?;
             }
         }
+        Command::Resident {
+            model,
+            skip,
+            switch_to,
+            out,
+        } => {
+            let path = resolve_model(model)?;
+            let n_blocks = pudding_models::Checkpoint::open(&path)?.config.n_blocks;
+            let first = OmissionSet::parse(&skip, n_blocks)?;
+            let (mut resident, report) = pudding_models::ResidentLlamaLm::<Backend>::open(
+                &path,
+                &first,
+                &backend::device(),
+            )?;
+            let mut reports = vec![(first, report)];
+            for text in switch_to.split(';').filter(|t| !t.trim().is_empty()) {
+                let set = OmissionSet::parse(text, n_blocks)?;
+                let report = resident.switch_to(&set)?;
+                reports.push((set, report));
+            }
+            println!("| omission set | loaded blocks | evicted blocks | time (s) | resident MB | full MB |\n|---|---|---|---|---|---|");
+            for (set, r) in &reports {
+                println!(
+                    "| {} | {} | {} | {:.3} | {:.1} | {:.1} |",
+                    if set.is_empty() {
+                        "none".to_string()
+                    } else {
+                        set.to_string()
+                    },
+                    r.loaded.len(),
+                    r.evicted.len(),
+                    r.switch_secs,
+                    r.resident_bytes as f64 / 1e6,
+                    r.full_bytes as f64 / 1e6
+                );
+            }
+            if let Some(path) = out {
+                let json: Vec<_> = reports
+                    .iter()
+                    .map(|(set, r)| serde_json::json!({"skip": set, "report": r}))
+                    .collect();
+                pudding_core::io::write_json_atomic(&path, &json)?;
+            }
+        }
         Command::Bench {
             model,
             skip,
             repeats,
             prefill,
             generate,
+            pool,
+            router,
             out,
         } => {
             let lm = load(model)?;
@@ -468,7 +542,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 repeats,
             };
             let c = lm.model().config();
-            let report = pudding_eval::bench::run_bench(
+            let mut report = pudding_eval::bench::run_bench(
                 &lm,
                 &skip,
                 &config,
@@ -476,6 +550,50 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 c.vocab_size as u32,
                 c.ideal_ratio(skip.len()),
             )?;
+            if let (Some(pool), Some(router)) = (pool, router) {
+                let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
+                let router = pudding_cli::router_commands::load_router::<Backend>(
+                    &pool,
+                    &router,
+                    &backend::device(),
+                )
+                .map_err(err)?;
+                let prompts: Vec<String> = pudding_eval::tasks::load_task(
+                    pudding_eval::tasks::TaskName::ArcEasy,
+                    pudding_eval::tasks::TaskName::ArcEasy.default_eval_split(),
+                )
+                .map_err(|e| ModelError::Generation(e.to_string()))?
+                .into_iter()
+                .take(50)
+                .map(|i| i.prompt)
+                .collect();
+                let runs = pudding_eval::bench::router_latencies(&router, &prompts, repeats.max(1))
+                    .map_err(|e| ModelError::Generation(e.to_string()))?;
+                let prefill_128 =
+                    lm.encode(&"The quick brown fox jumps over the lazy dog. ".repeat(20))?;
+                let ids = &prefill_128[..128.min(prefill_128.len())];
+                let dense = OmissionSet::dense(lm.n_blocks())?;
+                let once = pudding_core::GenerationConfig {
+                    max_new_tokens: 1,
+                    ..Default::default()
+                };
+                lm.generate(ids, &dense, &once)?;
+                let mut prefill_runs = Vec::new();
+                for _ in 0..repeats.max(1) {
+                    let start = std::time::Instant::now();
+                    lm.generate(ids, &dense, &once)?;
+                    prefill_runs.push(start.elapsed().as_secs_f64());
+                }
+                let median = pudding_eval::bench::median(&runs);
+                let prefill = pudding_eval::bench::median(&prefill_runs);
+                report.router = Some(pudding_eval::bench::RouterLatency {
+                    prompts: prompts.len(),
+                    median_secs: median,
+                    runs,
+                    prefill_128_dense_secs: prefill,
+                    ratio: median / prefill,
+                });
+            }
             println!("{}", pudding_eval::bench::bench_markdown(&report));
             if let Some(path) = out {
                 pudding_core::io::write_json_atomic(&path, &report)?;

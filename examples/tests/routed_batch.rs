@@ -1,0 +1,57 @@
+//! The `Pudding` pipeline on the real model with the embedded default router: several
+//! prompts routed once each, grouped by omission set and generated as batches, give the
+//! same decisions and tokens as routing and generating each prompt alone.
+
+use pudding_cli::router_commands::load_encoder;
+use pudding_core::{CandidatePool, GenerationConfig, Pudding, SkippableLm};
+use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::{cpu_device, CpuBackend as B, LlamaLm};
+use pudding_router::router::PuddingRouter;
+
+#[test]
+fn grouped_batched_generation_equals_one_by_one() {
+    let device = cpu_device();
+    let lm = LlamaLm::<B>::load(&ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap(), &device).unwrap();
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
+    let router = PuddingRouter::from_bytes(
+        include_str!("../default/router-k3/router.json"),
+        include_bytes!("../default/router-k3/head.safetensors"),
+        pool,
+        load_encoder::<B>(&device).unwrap(),
+        &device,
+    )
+    .unwrap();
+    let pipeline = Pudding::new(&lm, &router).unwrap();
+    let questions = [
+        "What is the capital of France?",
+        "Name a primary colour.",
+        "Which gas do plants take in from the air?",
+        "How many legs does a spider have?",
+        "What is 2 + 2?",
+    ];
+    let requests: Vec<(String, Vec<u32>)> = questions
+        .iter()
+        .map(|q| (q.to_string(), lm.encode(&lm.chat_prompt(q)).unwrap()))
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: 12,
+        stop_tokens: lm.stop_tokens().to_vec(),
+        ..Default::default()
+    };
+    let batched = pipeline.generate_many(&requests, &config).unwrap();
+    assert_eq!(batched.len(), requests.len());
+    let mut sets = std::collections::BTreeSet::new();
+    for ((text, ids), (decision, generation)) in requests.iter().zip(&batched) {
+        let (alone_decision, alone) = pipeline.generate(text, ids, &config).unwrap();
+        assert_eq!(decision.candidate, alone_decision.candidate, "{text}");
+        assert_eq!(generation.ids, alone.ids, "{text}");
+        assert_eq!(generation.prompt_ids, *ids);
+        sets.insert(decision.set.to_string());
+    }
+    eprintln!(
+        "{} distinct omission sets among {} prompts",
+        sets.len(),
+        requests.len()
+    );
+}
