@@ -106,7 +106,9 @@ pub fn train_router_command(
         model: pool.fingerprint.clone(),
         pool_id: pool.id(),
         n_candidates: pool.len(),
-        train: config,
+        train: Some(config),
+        finetune: None,
+        encoder_dir: None,
         metrics: outcome.best.clone(),
         rows: (labels.rows.len() - n_val, n_val),
     };
@@ -132,8 +134,80 @@ pub fn load_router<B: BackendTrait>(
     device: &B::Device,
 ) -> Result<PuddingRouter<B>, Box<dyn Error>> {
     let pool = CandidatePool::load(pool)?;
-    let encoder = load_encoder::<B>(device)?;
+    let card: RouterCard = pudding_core::io::read_json(&router.join("router.json"))?;
+    let encoder = match &card.encoder_dir {
+        Some(sub) => BertEncoder::load(&router.join(sub), device)?,
+        None => load_encoder::<B>(device)?,
+    };
     Ok(PuddingRouter::load(router, pool, encoder, device)?)
+}
+
+/// `pudding train-router --mode full`: fine-tunes the encoder and the head together
+/// (METHOD.md's setting; `config` carries its defaults), checkpointing every epoch under
+/// `out/checkpoints/`, and writes the router directory with the fine-tuned encoder in
+/// `out/encoder/`.
+pub fn finetune_router_command(
+    pool: &Path,
+    labels: &Path,
+    out: &Path,
+    config: &pudding_router::finetune::FinetuneConfig,
+) -> Result<(), Box<dyn Error>> {
+    let pool = CandidatePool::load(pool)?;
+    let labels = read_labels(labels)?;
+    if labels.header.pool_id != pool.id() {
+        return Err("the labels file was made for another pool".into());
+    }
+    let device = backend::device();
+    let encoder = BertEncoder::<Autodiff<Backend>>::load(&ensure_minilm()?, &device)?;
+    let texts: Vec<String> = labels.rows.iter().map(|r| r.text.clone()).collect();
+    let targets: Vec<Vec<f32>> = labels.rows.iter().map(|r| r.label.clone()).collect();
+    let start = std::time::Instant::now();
+    let outcome = pudding_router::finetune::finetune::<Autodiff<Backend>>(
+        encoder,
+        &texts,
+        &targets,
+        config,
+        &out.join("checkpoints"),
+        &device,
+        &mut |m| {
+            eprintln!(
+                "epoch {:>3}: train mse {:.4}  val mse {:.4}  top-1 {:.3}  regret {:.4}  ({:.0} s)",
+                m.epoch,
+                m.train_mse,
+                m.val_mse,
+                m.val_top1,
+                m.val_regret,
+                start.elapsed().as_secs_f64()
+            )
+        },
+    )?;
+    let n_val = outcome.val_rows.len();
+    let card = RouterCard {
+        encoder: "all-MiniLM-L6-v2 (fine-tuned)".into(),
+        max_tokens: config.max_tokens,
+        input: labels.header.input,
+        model: pool.fingerprint.clone(),
+        pool_id: pool.id(),
+        n_candidates: pool.len(),
+        train: None,
+        finetune: Some(config.clone()),
+        encoder_dir: Some("encoder".into()),
+        metrics: outcome.best.clone(),
+        rows: (labels.rows.len() - n_val, n_val),
+    };
+    let encoder = BertEncoder::<Backend>::load(&outcome.encoder_dir, &device)?;
+    let router = PuddingRouter::new(encoder, outcome.head, pool, card)?;
+    router.save(out)?;
+    println!(
+        "fine-tuned router -> {} ({:.0} s, best epoch {}: val mse {:.4}, top-1 {:.3}, regret {:.4})",
+        out.display(),
+        start.elapsed().as_secs_f64(),
+        outcome.best.epoch,
+        outcome.best.val_mse,
+        outcome.best.val_top1,
+        outcome.best.val_regret
+    );
+    Ok(())
 }
 
 /// `pudding route`.

@@ -10,11 +10,11 @@ use crate::weights::{SafetensorsWeights, WeightSource};
 use crate::ModelError;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Hyper-parameters of a BERT encoder (from HF `config.json`).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
     /// Hidden size (d).
     pub hidden_size: usize,
@@ -95,6 +95,46 @@ struct Layer<B: Backend> {
     intermediate: Dense<B>,
     output: Dense<B>,
     out_norm: LayerNorm<B>,
+}
+
+/// One parameter of the encoder, by rank.
+#[derive(Clone, Debug)]
+pub enum BertParam<B: Backend> {
+    /// A matrix (embedding table `[rows, d]` or dense weight `[in, out]`).
+    Matrix(Tensor<B, 2>),
+    /// A vector (bias, LayerNorm weight or bias).
+    Vector(Tensor<B, 1>),
+}
+
+/// Transforms parameters one by one (see [`BertEncoder::map_params`]); `index` is the
+/// parameter's position in [`BertEncoder::params`].
+pub trait ParamMapper<B: Backend> {
+    /// A matrix parameter; must return the same shape.
+    fn matrix(&mut self, index: usize, t: Tensor<B, 2>) -> Tensor<B, 2>;
+    /// A vector parameter; must return the same shape.
+    fn vector(&mut self, index: usize, t: Tensor<B, 1>) -> Tensor<B, 1>;
+}
+
+fn map_norm<B: Backend>(
+    n: LayerNorm<B>,
+    i: &mut usize,
+    m: &mut dyn ParamMapper<B>,
+) -> LayerNorm<B> {
+    let gamma = m.vector(*i, n.gamma);
+    let beta = m.vector(*i + 1, n.beta);
+    *i += 2;
+    LayerNorm {
+        gamma,
+        beta,
+        eps: n.eps,
+    }
+}
+
+fn map_dense<B: Backend>(d: Dense<B>, i: &mut usize, m: &mut dyn ParamMapper<B>) -> Dense<B> {
+    let weight = m.matrix(*i, d.weight);
+    let bias = m.vector(*i + 1, d.bias);
+    *i += 2;
+    Dense { weight, bias }
 }
 
 /// The BERT encoder with its tokenizer.
@@ -224,6 +264,141 @@ impl<B: Backend> BertEncoder<B> {
             tokenizer,
             config,
         })
+    }
+
+    /// Every parameter as `(HF name without the "bert." prefix, tensor)` in a fixed
+    /// order. Dense weights are in this crate's `[in, out]` layout (the transpose of HF's).
+    /// The tensors are clones of the encoder's own (the same autodiff nodes).
+    pub fn params(&self) -> Vec<(String, BertParam<B>)> {
+        let mut out = vec![
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                BertParam::Matrix(self.word.clone()),
+            ),
+            (
+                "embeddings.position_embeddings.weight".to_string(),
+                BertParam::Matrix(self.position.clone()),
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                BertParam::Matrix(self.token_type.clone()),
+            ),
+        ];
+        let norm = |out: &mut Vec<(String, BertParam<B>)>, name: &str, n: &LayerNorm<B>| {
+            out.push((format!("{name}.weight"), BertParam::Vector(n.gamma.clone())));
+            out.push((format!("{name}.bias"), BertParam::Vector(n.beta.clone())));
+        };
+        let dense = |out: &mut Vec<(String, BertParam<B>)>, name: &str, l: &Dense<B>| {
+            out.push((
+                format!("{name}.weight"),
+                BertParam::Matrix(l.weight.clone()),
+            ));
+            out.push((format!("{name}.bias"), BertParam::Vector(l.bias.clone())));
+        };
+        norm(&mut out, "embeddings.LayerNorm", &self.embed_norm);
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = |s: &str| format!("encoder.layer.{i}.{s}");
+            dense(&mut out, &p("attention.self.query"), &l.query);
+            dense(&mut out, &p("attention.self.key"), &l.key);
+            dense(&mut out, &p("attention.self.value"), &l.value);
+            dense(&mut out, &p("attention.output.dense"), &l.attn_out);
+            norm(&mut out, &p("attention.output.LayerNorm"), &l.attn_norm);
+            dense(&mut out, &p("intermediate.dense"), &l.intermediate);
+            dense(&mut out, &p("output.dense"), &l.output);
+            norm(&mut out, &p("output.LayerNorm"), &l.out_norm);
+        }
+        out
+    }
+
+    /// Replaces every parameter through `mapper`, visiting them in [`Self::params`] order
+    /// with their index there (e.g. to mark them as requiring gradients, or to apply an
+    /// optimiser step).
+    pub fn map_params(self, mapper: &mut dyn ParamMapper<B>) -> Self {
+        let mut i = 0usize;
+        let matrix = |t: Tensor<B, 2>, i: &mut usize, m: &mut dyn ParamMapper<B>| {
+            *i += 1;
+            m.matrix(*i - 1, t)
+        };
+        let word = matrix(self.word, &mut i, mapper);
+        let position = matrix(self.position, &mut i, mapper);
+        let token_type = matrix(self.token_type, &mut i, mapper);
+        let embed_norm = map_norm(self.embed_norm, &mut i, mapper);
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| Layer {
+                query: map_dense(l.query, &mut i, mapper),
+                key: map_dense(l.key, &mut i, mapper),
+                value: map_dense(l.value, &mut i, mapper),
+                attn_out: map_dense(l.attn_out, &mut i, mapper),
+                attn_norm: map_norm(l.attn_norm, &mut i, mapper),
+                intermediate: map_dense(l.intermediate, &mut i, mapper),
+                output: map_dense(l.output, &mut i, mapper),
+                out_norm: map_norm(l.out_norm, &mut i, mapper),
+            })
+            .collect();
+        Self {
+            config: self.config,
+            word,
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            tokenizer: self.tokenizer,
+        }
+    }
+
+    /// Writes the encoder as a Hugging Face directory (`config.json`, `tokenizer.json`,
+    /// `model.safetensors` in HF layout, f32) that [`Self::load`] reads back.
+    pub fn save_dir(&self, dir: &Path) -> Result<(), ModelError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ModelError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, p) in self.params() {
+            let (shape, values) = match p {
+                BertParam::Matrix(t) => {
+                    let is_dense = !name.starts_with("embeddings.");
+                    let t = if is_dense { t.transpose() } else { t };
+                    (t.dims().to_vec(), host_values(t)?)
+                }
+                BertParam::Vector(t) => (t.dims().to_vec(), host_values(t)?),
+            };
+            tensors.push((
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
+        }
+        let views = tensors
+            .iter()
+            .map(|(n, shape, bytes)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (n.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ModelError::Safetensors {
+                path: dir.join("model.safetensors"),
+                reason: e.to_string(),
+            })?;
+        let bytes = safetensors::serialize(views, None).map_err(|e| ModelError::Safetensors {
+            path: dir.join("model.safetensors"),
+            reason: e.to_string(),
+        })?;
+        let write = |name: &str, data: &[u8]| {
+            pudding_core::io::write_atomic(&dir.join(name), data).map_err(ModelError::from)
+        };
+        write("model.safetensors", &bytes)?;
+        write(
+            "config.json",
+            serde_json::to_string_pretty(&self.config)
+                .map_err(|e| ModelError::Config(e.to_string()))?
+                .as_bytes(),
+        )?;
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        Ok(())
     }
 
     /// The hyper-parameters.

@@ -8,9 +8,11 @@
 //! - [`head`]: the MLP head on top of a frozen BERT encoder, saved as safetensors.
 //! - [`train`]: AdamW on MSE with warm-up + linear decay, weight decay, gradient clipping,
 //!   a seeded 80/20 split, per-epoch metrics (MSE, top-1 agreement, regret), early stopping.
+//! - [`finetune`]: the paper's full fine-tuning of encoder + head (per-epoch checkpoints).
 //! - [`router`]: [`router::PuddingRouter`], implementing [`pudding_core::Router`].
 
 pub mod error;
+pub mod finetune;
 pub mod head;
 pub mod labels;
 pub mod router;

@@ -1,6 +1,7 @@
 //! [`PuddingRouter`]: encoder + head + pool, saved as a directory (`head.safetensors` +
 //! `router.json`) and loaded back with checks that it belongs to the pool and model.
 
+use crate::finetune::FinetuneConfig;
 use crate::head::RouterHead;
 use crate::labels::RouterInput;
 use crate::train::{EpochMetrics, TrainConfig};
@@ -26,8 +27,16 @@ pub struct RouterCard {
     pub pool_id: String,
     /// Candidates (output width).
     pub n_candidates: usize,
-    /// Training settings.
-    pub train: TrainConfig,
+    /// Training settings of the frozen-encoder head (absent for a full fine-tune).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainConfig>,
+    /// Settings of a full fine-tune (encoder + head), when the router was made that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneConfig>,
+    /// Subdirectory of the router directory holding the fine-tuned encoder (a Hugging
+    /// Face BERT directory); `None`: the stock encoder named by `encoder`, frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_dir: Option<String>,
     /// The kept epoch's validation metrics.
     pub metrics: EpochMetrics,
     /// Training and validation rows.
@@ -67,9 +76,13 @@ impl<B: Backend> PuddingRouter<B> {
         })
     }
 
-    /// Writes `dir/head.safetensors` and `dir/router.json`.
+    /// Writes `dir/head.safetensors` and `dir/router.json` (and, for a fine-tuned
+    /// encoder, the encoder as `dir/<card.encoder_dir>/`).
     pub fn save(&self, dir: &Path) -> Result<(), RouterError> {
         self.head.save(&dir.join("head.safetensors"))?;
+        if let Some(sub) = &self.card.encoder_dir {
+            self.encoder.save_dir(&dir.join(sub))?;
+        }
         io::write_json_atomic(&dir.join("router.json"), &self.card)?;
         Ok(())
     }

@@ -103,6 +103,22 @@ pub fn route_metrics(pred: &[f32], labels: &[f32], m: usize) -> (f64, f64, f64) 
     (mse / n, top1 / n, regret / n)
 }
 
+/// The seeded train/validation split: `(validation rows, training rows)`, at least one
+/// row in each (`n >= 2`).
+pub fn split_rows(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    split_with(n, val_fraction, &mut SplitMix64::new(seed))
+}
+
+fn split_with(n: usize, val_fraction: f64, rng: &mut SplitMix64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let n_val = ((n as f64 * val_fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    (order[..n_val].to_vec(), order[n_val..].to_vec())
+}
+
 fn matrix<B: Backend>(rows: &[&Vec<f32>], width: usize, device: &B::Device) -> Tensor<B, 2> {
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
     Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
@@ -128,16 +144,8 @@ pub fn train_head<AB: AutodiffBackend>(
     if inputs.iter().any(|x| x.len() != d) || labels.iter().any(|y| y.len() != m) || m == 0 {
         return Err(RouterError::Invalid("rows of unequal width".into()));
     }
-    // Seeded split.
     let mut rng = SplitMix64::new(config.seed);
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    let n_val = ((n as f64 * config.val_fraction).round() as usize).clamp(1, n - 1);
-    let val_rows: Vec<usize> = order[..n_val].to_vec();
-    let mut train_rows: Vec<usize> = order[n_val..].to_vec();
+    let (val_rows, mut train_rows) = split_with(n, config.val_fraction, &mut rng);
 
     AB::seed(device, config.seed);
     let mut head = RouterHead::<AB>::new(d, config.hidden, m, device);

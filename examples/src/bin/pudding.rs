@@ -282,9 +282,26 @@ enum Command {
         /// Output directory (head.safetensors + router.json).
         #[arg(long)]
         out: PathBuf,
-        /// Maximum epochs.
-        #[arg(long, default_value_t = 200)]
-        epochs: usize,
+        /// `head`: an MLP head on the frozen encoder (small, fast; the default). `full`:
+        /// fine-tune encoder + head together (the paper's setting; METHOD.md defaults,
+        /// checkpoints in OUT/checkpoints/epoch-NNN, the encoder saved in OUT/encoder).
+        #[arg(long, default_value = "head")]
+        mode: String,
+        /// Maximum epochs (default: 200 for `head`, 10 for `full`).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Peak learning rate of `full` (default 1e-5).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Linear warm-up steps of `full` (default 500, capped at the total steps).
+        #[arg(long)]
+        warmup_steps: Option<usize>,
+        /// Batch size of `full` (default 32).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Router input tokens kept by `full` (default 256).
+        #[arg(long)]
+        max_tokens: Option<usize>,
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -704,11 +721,40 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             pool,
             labels,
             out,
+            mode,
             epochs,
+            lr,
+            warmup_steps,
+            batch_size,
+            max_tokens,
             seed,
         } => {
-            pudding_cli::router_commands::train_router_command(&pool, &labels, &out, epochs, seed)
-                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            let result = match mode.as_str() {
+                "head" => pudding_cli::router_commands::train_router_command(
+                    &pool,
+                    &labels,
+                    &out,
+                    epochs.unwrap_or(200),
+                    seed,
+                ),
+                "full" => {
+                    let d = pudding_router::finetune::FinetuneConfig::default();
+                    let config = pudding_router::finetune::FinetuneConfig {
+                        epochs: epochs.unwrap_or(d.epochs),
+                        lr: lr.unwrap_or(d.lr),
+                        warmup_steps: warmup_steps.unwrap_or(d.warmup_steps),
+                        batch_size: batch_size.unwrap_or(d.batch_size),
+                        max_tokens: max_tokens.unwrap_or(d.max_tokens),
+                        seed,
+                        ..d
+                    };
+                    pudding_cli::router_commands::finetune_router_command(
+                        &pool, &labels, &out, &config,
+                    )
+                }
+                other => Err(format!("unknown --mode {other:?}: head or full").into()),
+            };
+            result.map_err(|e| ModelError::Generation(e.to_string()))?;
         }
         Command::Route {
             model,
