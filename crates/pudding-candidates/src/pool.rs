@@ -123,6 +123,37 @@ pub fn provenance(
     })
 }
 
+/// Merges pools built for the same model (e.g. searches run in separate sessions) into
+/// one: candidates in order of first appearance, identical sets merged with their
+/// provenance sources concatenated. Errors when the pools belong to different models.
+pub fn merge_pools(pools: &[CandidatePool]) -> Result<CandidatePool, SearchError> {
+    let first = pools
+        .first()
+        .ok_or_else(|| SearchError::Invalid("no pools to merge".into()))?;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for pool in pools {
+        pool.check_model(&first.fingerprint)?;
+        for c in &pool.candidates {
+            let sources = c.provenance["sources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| vec![c.provenance.clone()]);
+            match candidates.iter_mut().find(|e| e.set == c.set) {
+                Some(existing) => {
+                    if let Some(list) = existing.provenance["sources"].as_array_mut() {
+                        list.extend(sources);
+                    }
+                }
+                None => candidates.push(Candidate {
+                    set: c.set.clone(),
+                    provenance: json!({ "sources": sources }),
+                }),
+            }
+        }
+    }
+    Ok(CandidatePool::new(first.fingerprint.clone(), candidates)?)
+}
+
 fn add_candidate(candidates: &mut Vec<Candidate>, result: GreedyResult, source: serde_json::Value) {
     match candidates.iter_mut().find(|c| c.set == result.set) {
         Some(existing) => {

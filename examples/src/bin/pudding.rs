@@ -244,6 +244,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         bench_repeats: usize,
     },
+    /// Merge candidate pools of the same model (identical sets merged, provenance kept).
+    MergePools {
+        /// Output pool (JSON; a Markdown report and an SVG plot are written next to it).
+        #[arg(long)]
+        out: PathBuf,
+        /// The pools to merge, in order.
+        pools: Vec<PathBuf>,
+    },
     /// Compute router training labels (resumable JSON lines) for a pool.
     Labels {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
@@ -701,6 +709,27 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             };
             pudding_cli::reproduce::reproduce(&lm, &config)
                 .map_err(|e| ModelError::Generation(e.to_string()))?;
+        }
+        Command::MergePools { out, pools } => {
+            let pools = pools
+                .iter()
+                .map(|p| pudding_core::CandidatePool::load(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let merged = pudding_candidates::pool::merge_pools(&pools)
+                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            merged.save(&out)?;
+            pudding_core::io::write_atomic(
+                &out.with_extension("md"),
+                pudding_candidates::report::pool_markdown(&merged).as_bytes(),
+            )?;
+            pudding_core::io::write_atomic(
+                &out.with_extension("svg"),
+                pudding_candidates::report::pool_svg(&merged).as_bytes(),
+            )?;
+            println!("{} candidates -> {}", merged.len(), out.display());
+            for (i, c) in merged.candidates.iter().enumerate() {
+                println!("  {i}: skip {}", c.set);
+            }
         }
         Command::Labels {
             model,
