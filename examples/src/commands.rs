@@ -229,12 +229,14 @@ pub fn baseline_command<B: Backend>(
         "sleb" => {
             let bar = phase_bar();
             bar.set_prefix("sleb");
+            // Resumable: each finished phase is kept next to the output.
+            let checkpoint = out.with_extension("sleb-checkpoint.json");
             let r = sleb(
                 lm,
                 &texts,
                 CALIBRATION_TEXT_TOKENS,
                 &config,
-                None,
+                Some(&checkpoint),
                 &mut |p, n| {
                     bar.set_length(n as u64);
                     bar.set_position(p as u64 - 1);

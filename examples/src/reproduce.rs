@@ -311,24 +311,41 @@ pub fn reproduce<B: Backend>(
         omission_frequency: BTreeMap::new(),
         speed: Vec::new(),
     };
-    if let Some(dense) = results.get(&("paper", "dense".to_string())) {
-        analysis.eval_items = dense.iter().map(|(t, i)| (t.clone(), i.len())).collect();
+    for &task in &cfg.eval_tasks {
+        analysis
+            .eval_items
+            .insert(task.name().to_string(), items(task, cfg.eval_limit)?.len());
+    }
+    // The doc ids each task is scored on (the first `limit` items), so that files holding
+    // more items (from a run with a larger limit) are read consistently.
+    let mut scored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (_, tasks, limit) in groups {
+        for &task in tasks.iter() {
+            let ids = items(task, limit)?.iter().map(|i| i.doc_id).collect();
+            scored.insert(task.name().to_string(), ids);
+        }
     }
     let static_row = |method: String, k: usize, set: &OmissionSet| -> MethodRow {
         let label = set_label(set);
         let mut tasks = BTreeMap::new();
         let mut averages = Vec::new();
-        for (group, _, _) in groups {
+        for (group, names, _) in groups {
             let Some(o) = results.get(&(group, label.clone())) else {
                 averages.push(None);
                 continue;
             };
-            let per_task: Vec<f64> = o
+            let per_task: Vec<f64> = names
                 .iter()
-                .map(|(task, items)| {
-                    let acc = mean(items.values().map(|i| f64::from(u8::from(i.correct))));
-                    tasks.insert(task.clone(), acc);
-                    acc
+                .filter_map(|task| {
+                    let items = o.get(task.name())?;
+                    let ids = scored.get(task.name())?;
+                    let acc = mean(
+                        ids.iter()
+                            .filter_map(|id| items.get(id))
+                            .map(|i| f64::from(u8::from(i.correct))),
+                    );
+                    tasks.insert(task.name().to_string(), acc);
+                    Some(acc)
                 })
                 .collect();
             averages.push(Some(mean(per_task)));

@@ -111,15 +111,28 @@ fn merging_pools_dedups_sets_and_keeps_every_source() {
         set: OmissionSet::parse(blocks, 6).unwrap(),
         provenance: serde_json::json!({"sources": [{"task": task}]}),
     };
-    let a = CandidatePool::new(fp.clone(), vec![cand("1,2", "arc_easy"), cand("3,4", "piqa")])
-        .unwrap();
-    let b = CandidatePool::new(fp.clone(), vec![cand("3,4", "hellaswag"), cand("2,4", "piqa")])
-        .unwrap();
+    let a = CandidatePool::new(
+        fp.clone(),
+        vec![cand("1,2", "arc_easy"), cand("3,4", "piqa")],
+    )
+    .unwrap();
+    let b = CandidatePool::new(
+        fp.clone(),
+        vec![cand("3,4", "hellaswag"), cand("2,4", "piqa")],
+    )
+    .unwrap();
     let merged = merge_pools(&[a.clone(), b]).unwrap();
-    let sets: Vec<String> = merged.candidates.iter().map(|c| c.set.to_string()).collect();
+    let sets: Vec<String> = merged
+        .candidates
+        .iter()
+        .map(|c| c.set.to_string())
+        .collect();
     assert_eq!(sets, ["1,2", "3,4", "2,4"]);
     assert_eq!(
-        merged.candidates[1].provenance["sources"].as_array().unwrap().len(),
+        merged.candidates[1].provenance["sources"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
     let (_other_dir, other) = load_tiny_llama::<B>(&TinyLlamaSpec {
