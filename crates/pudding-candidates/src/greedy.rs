@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use pudding_core::{io, CoreError, OmissionSet, SkippableLm};
 use pudding_eval::scorer::ScoreError;
+use pudding_models::llama::StepContext;
 use pudding_models::{LlamaLm, ModelError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -125,24 +126,47 @@ pub struct PrefixCacheEvaluator<'a, B: Backend> {
     pub kind: LossKind,
 }
 
-/// Samples scored together as one right-padded batch: token rows, the (context length,
-/// continuation) of each row, and per sample its rows and gold row.
+/// Samples scored together as one right-padded batch. The choices of a sample that share
+/// one context are packed into a single row, `context ++ cont_0 ++ cont_1 ++ ...`: every
+/// continuation sits at the positions it would have after the context alone and sees only
+/// the context and itself (a tree-shaped mask), so the context is computed once per sample
+/// instead of once per choice, with the same result.
 struct SampleBatch {
     rows: Vec<Vec<u32>>,
-    spans: Vec<(usize, Vec<u32>)>,
-    /// Per sample: (first row, number of rows, gold row relative to the first).
+    /// Per row and token: the rotary position.
+    positions: Vec<Vec<usize>>,
+    /// Per row and token: 0 for the shared context, `c + 1` for continuation `c`.
+    segments: Vec<Vec<usize>>,
+    /// Per choice: (row, positions whose next-token distribution predicts each
+    /// continuation token, the continuation tokens).
+    predicted: Vec<(usize, Vec<usize>, Vec<u32>)>,
+    /// Per sample: (first choice, number of choices, gold choice relative to the first).
     samples: Vec<(usize, usize, usize)>,
 }
 
 /// Samples per batch: bounds the memory of the stored block inputs.
 const SAMPLES_PER_BATCH: usize = 16;
 
+/// Segment of padding tokens: seen by no real token.
+const PADDING: usize = usize::MAX;
+
 impl<B: Backend> PrefixCacheEvaluator<'_, B> {
     /// The choices each sample's loss needs, all samples in one batch.
-    fn batch(&self, samples: &[CalibrationSample]) -> SampleBatch {
+    fn batch(&self, samples: &[CalibrationSample]) -> Result<SampleBatch, SearchError> {
+        if samples
+            .iter()
+            .flat_map(|s| &s.choices)
+            .any(|r| r.context.is_empty() || r.continuation.is_empty())
+        {
+            return Err(SearchError::Invalid(
+                "a calibration request has an empty context or continuation".into(),
+            ));
+        }
         let mut batch = SampleBatch {
             rows: Vec::new(),
-            spans: Vec::new(),
+            positions: Vec::new(),
+            segments: Vec::new(),
+            predicted: Vec::new(),
             samples: Vec::new(),
         };
         for sample in samples {
@@ -150,15 +174,73 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
                 LossKind::Tld => (sample.choices.iter().collect::<Vec<_>>(), sample.gold),
                 _ => (vec![&sample.choices[sample.gold]], 0),
             };
-            batch.samples.push((batch.rows.len(), chosen.len(), gold));
-            for r in chosen {
-                let mut ids = r.context.clone();
-                ids.extend_from_slice(&r.continuation);
-                batch.spans.push((r.context.len(), r.continuation.clone()));
+            batch
+                .samples
+                .push((batch.predicted.len(), chosen.len(), gold));
+            let shared = chosen.iter().all(|r| r.context == chosen[0].context);
+            if shared {
+                let context = &chosen[0].context;
+                let l = context.len();
+                let row = batch.rows.len();
+                let mut ids = context.clone();
+                let mut positions: Vec<usize> = (0..l).collect();
+                let mut segments = vec![0; l];
+                for (c, r) in chosen.iter().enumerate() {
+                    let start = ids.len();
+                    let n = r.continuation.len();
+                    ids.extend_from_slice(&r.continuation);
+                    positions.extend(l..l + n);
+                    segments.extend(std::iter::repeat_n(c + 1, n));
+                    // Token 0 is predicted by the last context token, token j by j - 1.
+                    let at = std::iter::once(l - 1).chain(start..start + n - 1).collect();
+                    batch.predicted.push((row, at, r.continuation.clone()));
+                }
                 batch.rows.push(ids);
+                batch.positions.push(positions);
+                batch.segments.push(segments);
+            } else {
+                for r in chosen {
+                    let row = batch.rows.len();
+                    let (l, n) = (r.context.len(), r.continuation.len());
+                    let mut ids = r.context.clone();
+                    ids.extend_from_slice(&r.continuation);
+                    batch.predicted.push((
+                        row,
+                        (l - 1..l - 1 + n).collect(),
+                        r.continuation.clone(),
+                    ));
+                    batch.positions.push((0..l + n).collect());
+                    batch.segments.push(vec![0; l + n]);
+                    batch.rows.push(ids);
+                }
             }
         }
-        batch
+        Ok(batch)
+    }
+
+    /// Token ids `[rows, width]` (right-padded) and the packed step context.
+    fn inputs(&self, batch: &SampleBatch) -> (Tensor<B, 2, Int>, StepContext<B>) {
+        let width = batch.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let n = batch.rows.len();
+        let mut flat = Vec::with_capacity(n * width);
+        let mut positions = Vec::with_capacity(n * width);
+        let mut segments = Vec::with_capacity(n * width);
+        for ((r, p), g) in batch.rows.iter().zip(&batch.positions).zip(&batch.segments) {
+            let pad = width - r.len();
+            flat.extend(r.iter().map(|&t| t as i64));
+            flat.extend(std::iter::repeat_n(0i64, pad));
+            positions.extend_from_slice(p);
+            positions.extend(std::iter::repeat_n(0, pad));
+            segments.extend_from_slice(g);
+            segments.extend(std::iter::repeat_n(PADDING, pad));
+        }
+        let model = self.lm.model();
+        let tokens = Tensor::from_data(TensorData::new(flat, [n, width]), &model.device());
+        let step = model.packed_step(n, width, &positions, |row, i, j| {
+            let (si, sj) = (segments[row * width + i], segments[row * width + j]);
+            j <= i && (sj == 0 || sj == si)
+        });
+        (tokens, step)
     }
 
     /// Summed loss of a batch's samples from the final hidden states `[rows, width, d]`.
@@ -175,9 +257,9 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
         let device = hidden.device();
         let mut positions = Vec::new();
         let mut targets = Vec::new();
-        for (row, (start, cont)) in batch.spans.iter().enumerate() {
-            for (i, &t) in cont.iter().enumerate() {
-                positions.push((row * width + start - 1 + i) as i64);
+        for (row, at, cont) in &batch.predicted {
+            for (&p, &t) in at.iter().zip(cont) {
+                positions.push((row * width + p) as i64);
                 targets.push(t as i64);
             }
         }
@@ -192,32 +274,19 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
         let logp = log_softmax(model.head(picked), 2); // [1, n, v]
         let index = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, n, 1]), &device);
         let values = pudding_models::host_values(logp.gather(2, index))?;
-        let mut per_row = Vec::with_capacity(batch.spans.len());
+        let mut per_choice = Vec::with_capacity(batch.predicted.len());
         let mut at = 0;
-        for (_, cont) in &batch.spans {
-            per_row.push(&values[at..at + cont.len()]);
+        for (_, _, cont) in &batch.predicted {
+            per_choice.push(&values[at..at + cont.len()]);
             at += cont.len();
         }
         Ok(batch
             .samples
             .iter()
             .map(|&(first, count, gold)| {
-                sample_loss(self.kind, &per_row[first..first + count], gold)
+                sample_loss(self.kind, &per_choice[first..first + count], gold)
             })
             .sum())
-    }
-
-    fn tokens(&self, rows: &[Vec<u32>]) -> Tensor<B, 2, Int> {
-        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut flat = Vec::with_capacity(rows.len() * width);
-        for r in rows {
-            flat.extend(r.iter().map(|&t| t as i64));
-            flat.extend(std::iter::repeat_n(0i64, width - r.len()));
-        }
-        Tensor::from_data(
-            TensorData::new(flat, [rows.len(), width]),
-            &self.lm.model().device(),
-        )
     }
 }
 
@@ -226,9 +295,9 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
         let model = self.lm.model();
         let mut total = 0.0;
         for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
-            let batch = self.batch(chunk);
-            // Right padding is harmless: causal attention keeps it out of real positions.
-            let hidden = model.forward_hidden(self.tokens(&batch.rows), set, None)?;
+            let batch = self.batch(chunk)?;
+            let (tokens, step) = self.inputs(&batch);
+            let hidden = model.run_blocks_in(&step, set.kept(), model.embed_tokens(tokens))?;
             total += self.loss_from_hidden(hidden, &batch)?;
         }
         Ok(total)
@@ -243,19 +312,20 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
         let n_blocks = current.n_blocks();
         let mut totals = vec![0.0; candidates.len()];
         for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
-            let batch = self.batch(chunk);
+            let batch = self.batch(chunk)?;
+            let (tokens, step) = self.inputs(&batch);
             // inputs[j] = residual stream entering block j under `current`.
             let mut inputs = Vec::with_capacity(n_blocks);
-            let mut x = model.embed_tokens(self.tokens(&batch.rows));
+            let mut x = model.embed_tokens(tokens);
             for j in 0..n_blocks {
                 inputs.push(x.clone());
                 if !current.skips(j) {
-                    x = model.block_forward(j, x, 0)?;
+                    x = model.run_blocks_in(&step, [j], x)?;
                 }
             }
             for (slot, &b) in candidates.iter().enumerate() {
                 let rest = ((b + 1)..n_blocks).filter(|&j| !current.skips(j));
-                let h = model.run_blocks(rest, inputs[b].clone(), 0)?;
+                let h = model.run_blocks_in(&step, rest, inputs[b].clone())?;
                 totals[slot] += self.loss_from_hidden(h, &batch)?;
             }
         }

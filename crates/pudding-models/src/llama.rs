@@ -146,6 +146,44 @@ impl<B: Backend> StepContext<B> {
     }
 }
 
+impl<B: Backend> StepContext<B> {
+    /// A custom layout for a forward without a cache (packed sequences): token `i` of row
+    /// `r` sits at rotary position `positions[r * seq + i]`, and query `i` may attend key `j`
+    /// of its row iff `visible(r, i, j)`. Every query must see at least one key (itself,
+    /// normally), or its softmax is undefined.
+    pub fn custom(
+        rope: &RotaryTables<B>,
+        reps: usize,
+        batch: usize,
+        seq: usize,
+        positions: &[usize],
+        visible: impl Fn(usize, usize, usize) -> bool,
+        device: &B::Device,
+    ) -> Self {
+        let (cos, sin) = rope.at_positions(positions, batch, seq);
+        let mut mask = Vec::with_capacity(batch * reps * seq * seq);
+        for row in 0..batch {
+            for _ in 0..reps {
+                for i in 0..seq {
+                    mask.extend((0..seq).map(|j| {
+                        if visible(row, i, j) {
+                            0.0f32
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    }));
+                }
+            }
+        }
+        let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, reps * seq, seq]), device);
+        Self {
+            cos,
+            sin,
+            mask: Some(mask),
+        }
+    }
+}
+
 /// Mask rows of one batch row: query `(rep, i)` at slot `offset + i` sees keys `pad..=slot`.
 /// A padding query (slot < pad) sees only itself, so its softmax stays finite; nothing
 /// real ever reads it.
@@ -766,6 +804,40 @@ impl<B: Backend> LlamaModel<B> {
         let step = self.step_context(x.dims()[1], offset, &[]);
         for index in blocks {
             x = self.block(index)?.forward(x, &self.rope, &step, None);
+        }
+        Ok(x)
+    }
+
+    /// The step context of a packed batch (see [`StepContext::custom`]): `positions` is
+    /// `[batch * seq]`, `visible(row, query, key)` the attention pattern.
+    pub fn packed_step(
+        &self,
+        batch: usize,
+        seq: usize,
+        positions: &[usize],
+        visible: impl Fn(usize, usize, usize) -> bool,
+    ) -> StepContext<B> {
+        let c = &self.config;
+        StepContext::custom(
+            &self.rope,
+            c.n_heads / c.n_kv_heads,
+            batch,
+            seq,
+            positions,
+            visible,
+            &self.device(),
+        )
+    }
+
+    /// Runs `blocks` in order on `x` (`[b, s, d]`) under a given step context (no cache).
+    pub fn run_blocks_in(
+        &self,
+        step: &StepContext<B>,
+        blocks: impl IntoIterator<Item = usize>,
+        mut x: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        for index in blocks {
+            x = self.block(index)?.forward(x, &self.rope, step, None);
         }
         Ok(x)
     }
