@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --prompt "Why is the sky blue?"
+//! cargo run --release --example quickstart -- --k 6     # the k = 6 router (6 of 30 blocks)
 //! cargo run --release --example quickstart -- --skip 3,12,16,17,18,26   # a fixed set instead
 //! cargo run --release --example quickstart --features cuda -- --dtype bf16  # NVIDIA GPU
 //! ```
@@ -21,11 +22,22 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The embedded default: a k=3 pool for SmolLM2-135M-Instruct and its router
-/// (docs/router.md says how they were made).
-const DEFAULT_POOL: &str = include_str!("../default/pool-k3.json");
-const DEFAULT_ROUTER_CARD: &str = include_str!("../default/router-k3/router.json");
-const DEFAULT_ROUTER_HEAD: &[u8] = include_bytes!("../default/router-k3/head.safetensors");
+/// The embedded defaults: k = 3 and k = 6 pools for SmolLM2-135M-Instruct and their
+/// routers (docs/router.md says how they were made): (pool, router card, router head).
+const DEFAULTS: [(usize, &str, &str, &[u8]); 2] = [
+    (
+        3,
+        include_str!("../default/pool-k3.json"),
+        include_str!("../default/router-k3/router.json"),
+        include_bytes!("../default/router-k3/head.safetensors"),
+    ),
+    (
+        6,
+        include_str!("../default/pool-k6.json"),
+        include_str!("../default/router-k6/router.json"),
+        include_bytes!("../default/router-k6/head.safetensors"),
+    ),
+];
 
 struct Args {
     prompt: String,
@@ -33,6 +45,7 @@ struct Args {
     max_tokens: usize,
     model: Option<PathBuf>,
     dtype: String,
+    k: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         max_tokens: 48,
         model: None,
         dtype: "f32".into(),
+        k: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,9 +70,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--model" => args.model = Some(PathBuf::from(value()?)),
             "--dtype" => args.dtype = value()?,
+            "--k" => args.k = value()?.parse().map_err(|_| "--k takes 3 or 6")?,
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --prompt, --skip, --max-tokens, --model, --dtype"
+                    "unknown argument {other}; use --prompt, --skip, --k, --max-tokens, --model, --dtype"
                 ))
             }
         }
@@ -87,18 +102,16 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "given with --skip".to_string(),
         ),
         None => {
-            let pool: CandidatePool = serde_json::from_str(DEFAULT_POOL)?;
+            let (_, pool_json, card_json, head_bytes) = DEFAULTS
+                .iter()
+                .find(|d| d.0 == args.k)
+                .ok_or("the embedded routers are for k = 3 and k = 6")?;
+            let pool: CandidatePool = serde_json::from_str(pool_json)?;
             if pool.check_model(lm.fingerprint()).is_err() {
                 return Err("the embedded router is for SmolLM2-135M-Instruct; with another --model pass --skip".into());
             }
             let encoder = load_encoder::<Backend>(&device)?;
-            let router = PuddingRouter::from_bytes(
-                DEFAULT_ROUTER_CARD,
-                DEFAULT_ROUTER_HEAD,
-                pool,
-                encoder,
-                &device,
-            )?;
+            let router = PuddingRouter::from_bytes(card_json, head_bytes, pool, encoder, &device)?;
             let pipeline = Pudding::new(&lm, &router)?;
             // Warm the router once so the reported time is the steady state.
             pipeline.route(&args.prompt)?;
