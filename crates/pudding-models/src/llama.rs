@@ -363,13 +363,13 @@ struct Random<'a, B: Backend> {
 }
 
 impl<B: Backend> ParamSource<B> for Random<'_, B> {
+    /// Drawn in the checkpoint layout `[out, in]` and transposed, like
+    /// [`FromCheckpoint::matrix`]: the same memory layout as a loaded model, so benchmarks
+    /// on random weights run the same kernels (a contiguous `[in, out]` matrix makes the
+    /// CPU's matrix-vector products several times slower).
     fn matrix(&mut self, _: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>, ModelError> {
         let std = 1.0 / (inp as f64).sqrt();
-        Ok(Tensor::random(
-            [inp, out],
-            Distribution::Normal(0.0, std),
-            self.device,
-        ))
+        Ok(Tensor::random([out, inp], Distribution::Normal(0.0, std), self.device).transpose())
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError> {
         if name.ends_with("bias") {
