@@ -311,20 +311,23 @@ pub fn reproduce<B: Backend>(
         omission_frequency: BTreeMap::new(),
         speed: Vec::new(),
     };
-    for &task in &cfg.eval_tasks {
-        analysis
-            .eval_items
-            .insert(task.name().to_string(), items(task, cfg.eval_limit)?.len());
-    }
-    // The doc ids each task is scored on (the first `limit` items), so that files holding
-    // more items (from a run with a larger limit) are read consistently.
-    let mut scored: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    // Each task's evaluation items (the first `limit`), loaded once: they fix the doc ids
+    // every set is read on (so files holding more items, from a run with a larger limit,
+    // are read consistently) and they are what the router reads.
+    let mut task_items: BTreeMap<String, Vec<TaskItem>> = BTreeMap::new();
     for (_, tasks, limit) in groups {
         for &task in tasks.iter() {
-            let ids = items(task, limit)?.iter().map(|i| i.doc_id).collect();
-            scored.insert(task.name().to_string(), ids);
+            task_items.insert(task.name().to_string(), items(task, limit)?);
         }
     }
+    for &task in &cfg.eval_tasks {
+        let n = task_items.get(task.name()).map_or(0, Vec::len);
+        analysis.eval_items.insert(task.name().to_string(), n);
+    }
+    let scored: BTreeMap<&str, Vec<usize>> = task_items
+        .iter()
+        .map(|(name, items)| (name.as_str(), items.iter().map(|i| i.doc_id).collect()))
+        .collect();
     let static_row = |method: String, k: usize, set: &OmissionSet| -> MethodRow {
         let label = set_label(set);
         let mut tasks = BTreeMap::new();
@@ -400,7 +403,7 @@ pub fn reproduce<B: Backend>(
         };
         let mut frequency = BTreeMap::new();
         let mut router_secs = Vec::new();
-        for (group, tasks, limit) in groups {
+        for (group, tasks, _) in groups {
             let per_candidate: Vec<&Outcomes> = pool
                 .candidates
                 .iter()
@@ -418,7 +421,7 @@ pub fn reproduce<B: Backend>(
                 let mut single_ok = vec![Vec::new(); pool.len()];
                 let mut task_counts = vec![0usize; pool.len()];
                 let mut omitted = vec![0usize; lm.n_blocks()];
-                for item in items(task, limit)? {
+                for item in task_items.get(&name).into_iter().flatten() {
                     let looked_up: Option<Vec<Outcome>> = per_candidate
                         .iter()
                         .map(|o| o.get(&name).and_then(|t| t.get(&item.doc_id)).copied())
@@ -426,7 +429,7 @@ pub fn reproduce<B: Backend>(
                     let Some(outcome) = looked_up else {
                         continue; // not evaluated (yet) under every candidate
                     };
-                    let choice = chooser.choose(&item)?;
+                    let choice = chooser.choose(item)?;
                     let chosen = choice.candidate.unwrap_or(0);
                     router_secs.extend(choice.secs);
                     let mut oracle = 0;

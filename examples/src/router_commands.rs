@@ -9,7 +9,7 @@ use pudding_eval::tasks::{load_task, Split};
 use pudding_models::assets::ensure_minilm;
 use pudding_models::bert::BertEncoder;
 use pudding_models::LlamaLm;
-use pudding_router::labels::{generate_labels, read_labels, RouterInput};
+use pudding_router::labels::{generate_labels, read_labels, Labels, RouterInput};
 use pudding_router::router::{PuddingRouter, RouterCard};
 use pudding_router::train::{train_head, TrainConfig};
 use std::error::Error;
@@ -58,6 +58,19 @@ pub fn labels_command<B: BackendTrait>(
     Ok(())
 }
 
+/// Loads a pool and a labels file, checking the labels were made for that pool.
+fn load_pool_and_labels(
+    pool: &Path,
+    labels: &Path,
+) -> Result<(CandidatePool, Labels), Box<dyn Error>> {
+    let pool = CandidatePool::load(pool)?;
+    let labels = read_labels(labels)?;
+    if labels.header.pool_id != pool.id() {
+        return Err("the labels file was made for another pool".into());
+    }
+    Ok((pool, labels))
+}
+
 /// `pudding train-router`: embeds every labelled prompt with the frozen encoder, trains
 /// the head, writes the router directory.
 pub fn train_router_command(
@@ -67,11 +80,7 @@ pub fn train_router_command(
     epochs: usize,
     seed: u64,
 ) -> Result<(), Box<dyn Error>> {
-    let pool = CandidatePool::load(pool)?;
-    let labels = read_labels(labels)?;
-    if labels.header.pool_id != pool.id() {
-        return Err("the labels file was made for another pool".into());
-    }
+    let (pool, labels) = load_pool_and_labels(pool, labels)?;
     let device = backend::device();
     let encoder = load_encoder::<Backend>(&device)?;
     let start = std::time::Instant::now();
@@ -152,11 +161,7 @@ pub fn finetune_router_command(
     out: &Path,
     config: &pudding_router::finetune::FinetuneConfig,
 ) -> Result<(), Box<dyn Error>> {
-    let pool = CandidatePool::load(pool)?;
-    let labels = read_labels(labels)?;
-    if labels.header.pool_id != pool.id() {
-        return Err("the labels file was made for another pool".into());
-    }
+    let (pool, labels) = load_pool_and_labels(pool, labels)?;
     let device = backend::device();
     let encoder = BertEncoder::<Autodiff<Backend>>::load(&ensure_minilm()?, &device)?;
     let texts: Vec<String> = labels.rows.iter().map(|r| r.text.clone()).collect();

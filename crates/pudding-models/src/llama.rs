@@ -788,24 +788,8 @@ impl<B: Backend> LlamaModel<B> {
         x: Tensor<B, 3>,
         offset: usize,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        let block = self.block(index)?;
         let step = self.step_context(x.dims()[1], offset, &[]);
-        Ok(block.forward(x, &self.rope, &step, None))
-    }
-
-    /// Runs `blocks` in the given order on `x` (`[b, s, d]`, positions `offset..offset+s`,
-    /// no cache, no padding), sharing one rotary/mask context among them.
-    pub fn run_blocks(
-        &self,
-        blocks: impl IntoIterator<Item = usize>,
-        mut x: Tensor<B, 3>,
-        offset: usize,
-    ) -> Result<Tensor<B, 3>, ModelError> {
-        let step = self.step_context(x.dims()[1], offset, &[]);
-        for index in blocks {
-            x = self.block(index)?.forward(x, &self.rope, &step, None);
-        }
-        Ok(x)
+        self.run_blocks_in(&step, [index], x)
     }
 
     /// The step context of a packed batch (see [`StepContext::custom`]): `positions` is
@@ -817,10 +801,9 @@ impl<B: Backend> LlamaModel<B> {
         positions: &[usize],
         visible: impl Fn(usize, usize, usize) -> bool,
     ) -> StepContext<B> {
-        let c = &self.config;
         StepContext::custom(
             &self.rope,
-            c.n_heads / c.n_kv_heads,
+            self.config.group_size(),
             batch,
             seq,
             positions,
@@ -843,10 +826,9 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     fn step_context(&self, seq: usize, offset: usize, left_pad: &[usize]) -> StepContext<B> {
-        let c = &self.config;
         StepContext::new(
             &self.rope,
-            c.n_heads / c.n_kv_heads,
+            self.config.group_size(),
             seq,
             offset,
             left_pad,

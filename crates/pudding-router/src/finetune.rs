@@ -9,7 +9,7 @@
 //! correction, decoupled decay), with their gradients clipped by their global norm.
 
 use crate::head::RouterHead;
-use crate::train::{route_metrics, split_rows, EpochMetrics};
+use crate::train::{linear_schedule, route_metrics, shuffle, split_rows, EpochMetrics};
 use crate::RouterError;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -216,13 +216,7 @@ pub fn finetune<AB: AutodiffBackend>(
     let batch = config.batch_size.max(1);
     let total_steps = (train_rows.len().div_ceil(batch) * config.epochs).max(1);
     let warmup = config.warmup_steps.clamp(1, total_steps);
-    let lr_at = |step: usize| -> f64 {
-        if step < warmup {
-            config.lr * (step + 1) as f64 / warmup as f64
-        } else {
-            config.lr * (total_steps - step) as f64 / (total_steps - warmup).max(1) as f64
-        }
-    };
+    let lr_at = |step| linear_schedule(config.lr, warmup, total_steps, step);
     let targets = |rows: &[usize]| -> Tensor<AB, 2> {
         let flat: Vec<f32> = rows
             .iter()
@@ -239,10 +233,7 @@ pub fn finetune<AB: AutodiffBackend>(
     let mut since_best = 0;
     let mut step = 0;
     for epoch in 1..=config.epochs {
-        for i in (1..train_rows.len()).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            train_rows.swap(i, j);
-        }
+        shuffle(&mut train_rows, &mut rng);
         let mut train_mse = 0.0;
         for chunk in train_rows.chunks(batch) {
             let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();

@@ -103,6 +103,24 @@ pub fn route_metrics(pred: &[f32], labels: &[f32], m: usize) -> (f64, f64, f64) 
     (mse / n, top1 / n, regret / n)
 }
 
+/// Fisher-Yates shuffle driven by `rng` (the order every training loop here uses).
+pub fn shuffle(rows: &mut [usize], rng: &mut SplitMix64) {
+    for i in (1..rows.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        rows.swap(i, j);
+    }
+}
+
+/// Learning rate at 0-based `step` of `total` steps: linear warm-up over `warmup` steps to
+/// `peak`, then linear decay to 0.
+pub fn linear_schedule(peak: f64, warmup: usize, total: usize, step: usize) -> f64 {
+    if step < warmup {
+        peak * (step + 1) as f64 / warmup as f64
+    } else {
+        peak * (total - step) as f64 / (total - warmup).max(1) as f64
+    }
+}
+
 /// The seeded train/validation split: `(validation rows, training rows)`, at least one
 /// row in each (`n >= 2`).
 pub fn split_rows(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
@@ -111,10 +129,7 @@ pub fn split_rows(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<us
 
 fn split_with(n: usize, val_fraction: f64, rng: &mut SplitMix64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
+    shuffle(&mut order, rng);
     let n_val = ((n as f64 * val_fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
     (order[..n_val].to_vec(), order[n_val..].to_vec())
 }
@@ -170,22 +185,13 @@ pub fn train_head<AB: AutodiffBackend>(
     let steps_per_epoch = train_rows.len().div_ceil(batch);
     let total_steps = (steps_per_epoch * config.epochs).max(1);
     let warmup = ((total_steps as f64 * config.warmup_fraction) as usize).max(1);
-    let lr_at = |step: usize| -> f64 {
-        if step < warmup {
-            config.lr * (step + 1) as f64 / warmup as f64
-        } else {
-            config.lr * (total_steps - step) as f64 / (total_steps - warmup).max(1) as f64
-        }
-    };
+    let lr_at = |step| linear_schedule(config.lr, warmup, total_steps, step);
     let mut history = Vec::new();
     let mut best: Option<(EpochMetrics, RouterHead<AB::InnerBackend>)> = None;
     let mut since_best = 0;
     let mut step = 0;
     for epoch in 1..=config.epochs {
-        for i in (1..train_rows.len()).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            train_rows.swap(i, j);
-        }
+        shuffle(&mut train_rows, &mut rng);
         let mut train_mse = 0.0;
         for chunk in train_rows.chunks(batch) {
             let x = matrix::<AB>(
