@@ -52,6 +52,8 @@ pub struct ReproduceConfig {
     pub label_rows: usize,
     /// Router training epochs.
     pub router_epochs: usize,
+    /// Encoder layers the routers use (the first N; `None`: all).
+    pub router_encoder_layers: Option<usize>,
     /// Evaluation tasks (the paper's six).
     pub eval_tasks: Vec<TaskName>,
     /// Tasks the router never saw in training.
@@ -268,7 +270,14 @@ pub fn reproduce<B: Backend>(
                 &labels,
             )?;
             step(&format!("router training, k = {k}"));
-            train_router_command(&pool_path, &labels, &router_dir, cfg.router_epochs, 42)?;
+            train_router_command(
+                &pool_path,
+                &labels,
+                &router_dir,
+                cfg.router_epochs,
+                42,
+                cfg.router_encoder_layers,
+            )?;
         }
         pools.insert(k, pool);
     }

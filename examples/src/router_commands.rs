@@ -79,10 +79,14 @@ pub fn train_router_command(
     out: &Path,
     epochs: usize,
     seed: u64,
+    encoder_layers: Option<usize>,
 ) -> Result<(), Box<dyn Error>> {
     let (pool, labels) = load_pool_and_labels(pool, labels)?;
     let device = backend::device();
-    let encoder = load_encoder::<Backend>(&device)?;
+    let mut encoder = load_encoder::<Backend>(&device)?;
+    if let Some(n) = encoder_layers {
+        encoder = encoder.truncate_layers(n)?;
+    }
     let start = std::time::Instant::now();
     let mut inputs = Vec::with_capacity(labels.rows.len());
     for chunk in labels.rows.chunks(16) {
@@ -118,6 +122,7 @@ pub fn train_router_command(
         train: Some(config),
         finetune: None,
         encoder_dir: None,
+        encoder_layers,
         metrics: outcome.best.clone(),
         rows: (labels.rows.len() - n_val, n_val),
     };
@@ -160,10 +165,14 @@ pub fn finetune_router_command(
     labels: &Path,
     out: &Path,
     config: &pudding_router::finetune::FinetuneConfig,
+    encoder_layers: Option<usize>,
 ) -> Result<(), Box<dyn Error>> {
     let (pool, labels) = load_pool_and_labels(pool, labels)?;
     let device = backend::device();
-    let encoder = BertEncoder::<Autodiff<Backend>>::load(&ensure_minilm()?, &device)?;
+    let mut encoder = BertEncoder::<Autodiff<Backend>>::load(&ensure_minilm()?, &device)?;
+    if let Some(n) = encoder_layers {
+        encoder = encoder.truncate_layers(n)?;
+    }
     let texts: Vec<String> = labels.rows.iter().map(|r| r.text.clone()).collect();
     let targets: Vec<Vec<f32>> = labels.rows.iter().map(|r| r.label.clone()).collect();
     let start = std::time::Instant::now();
@@ -197,6 +206,7 @@ pub fn finetune_router_command(
         train: None,
         finetune: Some(config.clone()),
         encoder_dir: Some("encoder".into()),
+        encoder_layers,
         metrics: outcome.best.clone(),
         rows: (labels.rows.len() - n_val, n_val),
     };

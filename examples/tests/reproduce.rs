@@ -27,6 +27,7 @@ fn reproduce_runs_every_step_and_resumes() {
         baselines: vec!["shortgpt".into(), "taylor".into()],
         label_rows: 5,
         router_epochs: 3,
+        router_encoder_layers: Some(2),
         eval_tasks: vec![TaskName::ArcEasy, TaskName::BoolQ],
         unseen_tasks: vec![TaskName::SciQ],
         eval_limit: Some(3),
@@ -49,6 +50,10 @@ fn reproduce_runs_every_step_and_resumes() {
     ] {
         assert!(out.path().join(file).exists(), "{file} missing");
     }
+    // The router uses the first two encoder layers, as configured, and says so.
+    let card: pudding_router::router::RouterCard =
+        pudding_core::io::read_json(&out.path().join("router-k1/router.json")).unwrap();
+    assert_eq!(card.encoder_layers, Some(2));
     let methods: Vec<&str> = first.methods.iter().map(|m| m.method.as_str()).collect();
     for m in [
         "Dense",

@@ -55,3 +55,32 @@ fn grouped_batched_generation_equals_one_by_one() {
         requests.len()
     );
 }
+
+/// The embedded router was trained on the encoder's first three layers: its card says so,
+/// loading it truncates the stock encoder, and an encoder with fewer layers is refused.
+#[test]
+fn embedded_router_uses_three_encoder_layers_and_refuses_fewer() {
+    let device = cpu_device();
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
+    let load = |encoder| {
+        PuddingRouter::<B>::from_bytes(
+            include_str!("../default/router-k3/router.json"),
+            include_bytes!("../default/router-k3/head.safetensors"),
+            pool.clone(),
+            encoder,
+            &device,
+        )
+    };
+    let stock = load_encoder::<B>(&device).unwrap();
+    let too_small = stock.clone().truncate_layers(2).unwrap();
+    let router = load(stock).unwrap();
+    assert_eq!(router.card().encoder_layers, Some(3));
+    let err = load(too_small)
+        .err()
+        .expect("a 2-layer encoder must be refused");
+    assert!(
+        matches!(err, pudding_router::RouterError::Mismatch(_)),
+        "{err}"
+    );
+}

@@ -145,8 +145,9 @@ class Bert:
     def lin(self, x, prefix):
         return x @ self.t[prefix + ".weight"].T + self.t[prefix + ".bias"]
 
-    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """ids, mask: [B, L] ints.  Returns last hidden state [B, L, H] (float64)."""
+    def forward(self, ids: np.ndarray, mask: np.ndarray, n_layers=None) -> np.ndarray:
+        """ids, mask: [B, L] ints.  Returns the hidden state [B, L, H] (float64) after the
+        first `n_layers` layers (default: all)."""
         B, L = ids.shape
         t = self.t
         h = (
@@ -157,7 +158,7 @@ class Bert:
         h = self.ln(h, "embeddings.LayerNorm")
         mask_add = np.where(mask[:, None, None, :] > 0, 0.0, MASK_NEG)  # [B,1,1,L] over keys
         scale = 1.0 / math.sqrt(self.head_dim)
-        for i in range(self.n_layers):
+        for i in range(self.n_layers if n_layers is None else n_layers):
             p = f"encoder.layer.{i}."
 
             def heads(x):
@@ -225,6 +226,11 @@ def main():
         mp = mean_pool(h, mask[0])
         return ids[0], h, mp, l2n(mp)
 
+    def mean_pooled_after(text, n_layers):
+        ids = np.array([encode(text)])
+        mask = np.ones_like(ids)
+        return mean_pool(model.forward(ids, mask, n_layers)[0], mask[0])
+
     cases = []
     singles = {}
     for text in TEXTS:
@@ -239,6 +245,7 @@ def main():
             + f'\n "last_hidden_first_token":{fmt(h[0])},'
             + f'\n "last_hidden_last_token":{fmt(h[-1])},'
             + f'\n "mean_pooled":{fmt(mp)},'
+            + f'\n "mean_pooled_first_3_layers":{fmt(mean_pooled_after(text, 3))},'
             + f'\n "normalized":{fmt(nv)}'
             + "}"
         )

@@ -11,6 +11,7 @@ struct Case {
     text: String,
     ids: Vec<u32>,
     mean_pooled: Vec<f32>,
+    mean_pooled_first_3_layers: Vec<f32>,
 }
 
 #[derive(Deserialize)]
@@ -59,5 +60,26 @@ fn minilm_embeddings_match_the_reference_within_1e4() {
     let d = encoder.config().hidden_size;
     for (i, case) in reference.cases.iter().take(2).enumerate() {
         assert!(max_abs_diff(&batch[i * d..(i + 1) * d], &case.mean_pooled) < 1e-4);
+    }
+}
+
+/// The encoder cut to its first three layers (a faster router encoder) against the same
+/// numpy forward stopped after three layers; out-of-range layer counts are typed errors.
+#[test]
+fn minilm_truncated_to_three_layers_matches_the_reference() {
+    let dir = ensure_minilm().expect("fetch all-MiniLM-L6-v2");
+    let reference: Reference = serde_json::from_str(include_str!("fixtures/minilm_reference.json"))
+        .expect("reference fixture");
+    let encoder = BertEncoder::<B>::load(&dir, &Default::default()).unwrap();
+    assert!(encoder.clone().truncate_layers(0).is_err());
+    assert!(encoder.clone().truncate_layers(7).is_err());
+    let encoder = encoder.truncate_layers(3).unwrap();
+    assert_eq!(encoder.config().num_hidden_layers, 3);
+    for case in &reference.cases {
+        let ours = encoder.embed_one(&case.text, 512).unwrap();
+        let diff = max_abs_diff(&ours, &case.mean_pooled_first_3_layers);
+        assert!(diff < 1e-4, "{:?}: max diff {diff}", case.text);
+        // Not trivially equal to the full encoder's embedding.
+        assert!(max_abs_diff(&ours, &case.mean_pooled) > 1e-2);
     }
 }

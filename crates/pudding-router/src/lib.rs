@@ -6,8 +6,11 @@
 //!
 //! - [`labels`]: training labels computed with the shared scorer (resumable JSON lines).
 //! - [`head`]: the MLP head on top of a frozen BERT encoder, saved as safetensors.
-//! - [`train`]: AdamW on MSE with warm-up + linear decay, weight decay, gradient clipping,
-//!   a seeded 80/20 split, per-epoch metrics (MSE, top-1 agreement, regret), early stopping.
+//! - [`train`]: the head trained with burn-train's `Learner`: AdamW on MSE with warm-up +
+//!   linear decay, weight decay, gradient clipping, a seeded 80/20 split, per-epoch metrics
+//!   (MSE, top-1 agreement, regret), best-epoch checkpoint, early stopping.
+//! - [`learner`]: the burn-train pieces that training uses (batcher, steps, schedule,
+//!   routing metrics, epoch log, best-epoch strategy).
 //! - [`finetune`]: the paper's full fine-tuning of encoder + head (per-epoch checkpoints).
 //! - [`router`]: [`router::PuddingRouter`], implementing [`pudding_core::Router`].
 
@@ -15,6 +18,7 @@ pub mod error;
 pub mod finetune;
 pub mod head;
 pub mod labels;
+pub mod learner;
 pub mod router;
 pub mod train;
 

@@ -37,6 +37,10 @@ pub struct RouterCard {
     /// Face BERT directory); `None`: the stock encoder named by `encoder`, frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_dir: Option<String>,
+    /// Encoder layers used (the first N of `encoder`); `None`: all of them. A router
+    /// whose card says N truncates the stock encoder to N layers when it is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_layers: Option<usize>,
     /// The kept epoch's validation metrics.
     pub metrics: EpochMetrics,
     /// Training and validation rows.
@@ -52,9 +56,10 @@ pub struct PuddingRouter<B: Backend> {
 }
 
 impl<B: Backend> PuddingRouter<B> {
-    /// Assembles a router (checks the card matches the pool).
+    /// Assembles a router (checks the card matches the pool; truncates the encoder to the
+    /// card's `encoder_layers`, and errors if the encoder has fewer).
     pub fn new(
-        encoder: BertEncoder<B>,
+        mut encoder: BertEncoder<B>,
         head: RouterHead<B>,
         pool: CandidatePool,
         card: RouterCard,
@@ -67,6 +72,17 @@ impl<B: Backend> PuddingRouter<B> {
                 &pool.id()[..12],
                 pool.len()
             )));
+        }
+        if let Some(n) = card.encoder_layers {
+            let have = encoder.config().num_hidden_layers;
+            if have < n {
+                return Err(RouterError::Mismatch(format!(
+                    "the router was trained on {n} encoder layers but the encoder has {have}"
+                )));
+            }
+            if have > n {
+                encoder = encoder.truncate_layers(n)?;
+            }
         }
         Ok(Self {
             encoder,

@@ -1,14 +1,25 @@
-//! Training the router head on frozen-encoder embeddings: AdamW on the MSE between the
-//! predicted and the label vectors, linear warm-up then linear decay, weight decay,
-//! gradient-norm clipping, mini-batches, a seeded train/validation split, per-epoch
-//! metrics, and early stopping on validation MSE (the best epoch's weights are kept).
+//! Training the router head on frozen-encoder embeddings with burn-train's `Learner`:
+//! AdamW on the MSE between the predicted and the label vectors, linear warm-up then
+//! linear decay, weight decay, gradient-norm clipping, mini-batches, a seeded
+//! train/validation split, per-epoch metrics (MSE, top-1 agreement, regret), and early
+//! stopping on validation MSE (the best epoch's checkpoint is kept). Also the split,
+//! shuffle and schedule helpers the full fine-tune shares.
 
 use crate::head::RouterHead;
+use crate::learner::{
+    BestEpoch, EpochLog, RoutingMetric, RoutingMetricKind, Row, RowBatcher, Silent,
+    WarmupLinearDecay,
+};
 use crate::RouterError;
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::InMemDataset;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::AdamWConfig;
 use burn::prelude::*;
+use burn::record::DefaultRecorder;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::{Learner, SupervisedTraining};
 use pudding_core::router::argmax;
 use pudding_models::sampling::SplitMix64;
 use serde::{Deserialize, Serialize};
@@ -134,12 +145,11 @@ fn split_with(n: usize, val_fraction: f64, rng: &mut SplitMix64) -> (Vec<usize>,
     (order[..n_val].to_vec(), order[n_val..].to_vec())
 }
 
-fn matrix<B: Backend>(rows: &[&Vec<f32>], width: usize, device: &B::Device) -> Tensor<B, 2> {
-    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
-}
-
-/// Trains a head mapping `inputs[i]` (embeddings, all the same width) to `labels[i]`.
+/// Trains a head mapping `inputs[i]` (embeddings, all the same width) to `labels[i]` with
+/// burn-train's `Learner` (see [`crate::learner`]): AdamW with weight decay and gradient
+/// clipping, the warm-up + linear-decay schedule, seeded shuffling, validation metrics
+/// every epoch, a checkpoint of the best epoch (in a temporary directory) and early
+/// stopping. Returns the best epoch's head; `on_epoch` then sees every epoch's metrics.
 pub fn train_head<AB: AutodiffBackend>(
     inputs: &[Vec<f32>],
     labels: &[Vec<f32>],
@@ -159,86 +169,79 @@ pub fn train_head<AB: AutodiffBackend>(
     if inputs.iter().any(|x| x.len() != d) || labels.iter().any(|y| y.len() != m) || m == 0 {
         return Err(RouterError::Invalid("rows of unequal width".into()));
     }
-    let mut rng = SplitMix64::new(config.seed);
-    let (val_rows, mut train_rows) = split_with(n, config.val_fraction, &mut rng);
+    if config.epochs == 0 {
+        return Err(RouterError::Invalid(
+            "training needs at least one epoch".into(),
+        ));
+    }
+    let (val_rows, train_rows) = split_rows(n, config.val_fraction, config.seed);
+    let rows = |indices: &[usize]| -> Vec<Row> {
+        indices
+            .iter()
+            .map(|&i| Row {
+                input: inputs[i].clone(),
+                label: labels[i].clone(),
+            })
+            .collect()
+    };
+    let batch = config.batch_size.max(1);
+    let total_steps = (train_rows.len().div_ceil(batch) * config.epochs).max(1);
+    let warmup = ((total_steps as f64 * config.warmup_fraction) as usize).max(1);
+    let train_loader = DataLoaderBuilder::new(RowBatcher)
+        .batch_size(batch)
+        .shuffle(config.seed)
+        .set_device(device.clone())
+        .build(InMemDataset::new(rows(&train_rows)));
+    let valid_loader = DataLoaderBuilder::<AB::InnerBackend, Row, _>::new(RowBatcher)
+        .batch_size(batch)
+        .set_device(device.clone())
+        .build(InMemDataset::new(rows(&val_rows)));
 
     AB::seed(device, config.seed);
-    let mut head = RouterHead::<AB>::new(d, config.hidden, m, device);
-    let mut optim = AdamWConfig::new()
+    let head = RouterHead::<AB>::new(d, config.hidden, m, device);
+    let optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(Some(
-            burn::optim::grad_clipping::GradientClippingConfig::Norm(config.grad_clip),
-        ))
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)))
         .init::<AB, RouterHead<AB>>();
-    let inner_device = device.clone();
-    let val_x = matrix::<AB::InnerBackend>(
-        &val_rows.iter().map(|&i| &inputs[i]).collect::<Vec<_>>(),
-        d,
-        &inner_device,
-    );
-    let val_y: Vec<f32> = val_rows
-        .iter()
-        .flat_map(|&i| labels[i].iter().copied())
-        .collect();
+    let schedule = WarmupLinearDecay::new(config.lr, warmup, total_steps);
 
-    let batch = config.batch_size.max(1);
-    let steps_per_epoch = train_rows.len().div_ceil(batch);
-    let total_steps = (steps_per_epoch * config.epochs).max(1);
-    let warmup = ((total_steps as f64 * config.warmup_fraction) as usize).max(1);
-    let lr_at = |step| linear_schedule(config.lr, warmup, total_steps, step);
-    let mut history = Vec::new();
-    let mut best: Option<(EpochMetrics, RouterHead<AB::InnerBackend>)> = None;
-    let mut since_best = 0;
-    let mut step = 0;
-    for epoch in 1..=config.epochs {
-        shuffle(&mut train_rows, &mut rng);
-        let mut train_mse = 0.0;
-        for chunk in train_rows.chunks(batch) {
-            let x = matrix::<AB>(
-                &chunk.iter().map(|&i| &inputs[i]).collect::<Vec<_>>(),
-                d,
-                device,
-            );
-            let y = matrix::<AB>(
-                &chunk.iter().map(|&i| &labels[i]).collect::<Vec<_>>(),
-                m,
-                device,
-            );
-            let loss = (head.forward(x) - y).powi_scalar(2).mean();
-            train_mse += loss
-                .clone()
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .map_err(|e| RouterError::Invalid(format!("{e:?}")))?[0]
-                * chunk.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
-            head = optim.step(lr_at(step), head, grads);
-            step += 1;
-        }
-        let valid = head.valid();
-        let pred = pudding_models::host_values(valid.forward(val_x.clone()))?;
-        let (val_mse, val_top1, val_regret) = route_metrics(&pred, &val_y, m);
-        let metrics = EpochMetrics {
-            epoch,
-            train_mse: train_mse / train_rows.len() as f64,
-            val_mse,
-            val_top1,
-            val_regret,
-        };
-        on_epoch(&metrics);
-        history.push(metrics.clone());
-        if best.as_ref().is_none_or(|(b, _)| val_mse < b.val_mse) {
-            best = Some((metrics, valid));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= config.patience {
-                break;
-            }
-        }
-    }
-    let (best, head) = best.expect("at least one epoch ran");
+    let artifacts = tempfile::tempdir().map_err(|source| pudding_core::CoreError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let log = EpochLog::default();
+    let best_epoch = BestEpoch::new(log.clone(), config.patience.max(1));
+    use RoutingMetricKind::{Mse, Regret, Top1};
+    SupervisedTraining::new(artifacts.path(), train_loader, valid_loader)
+        .num_epochs(config.epochs)
+        .renderer(Silent)
+        .with_application_logger(None)
+        .with_metric_logger(log.clone())
+        .metric_train_numeric(RoutingMetric::new(Mse))
+        .metric_valid_numeric(RoutingMetric::new(Mse))
+        .metric_valid_numeric(RoutingMetric::new(Top1))
+        .metric_valid_numeric(RoutingMetric::new(Regret))
+        .with_file_checkpointer(DefaultRecorder::new())
+        .with_checkpointing_strategy(best_epoch.clone())
+        .early_stopping(best_epoch.clone())
+        .launch(Learner::new(head, optim, schedule));
+
+    let history = log.history();
+    history.iter().for_each(on_epoch);
+    let best_index = best_epoch
+        .best_epoch()
+        .ok_or_else(|| RouterError::Invalid("training logged no validation epoch".into()))?;
+    let best = log
+        .metrics(best_index)
+        .ok_or_else(|| RouterError::Invalid(format!("no metrics for epoch {best_index}")))?;
+    let checkpoint = artifacts
+        .path()
+        .join("checkpoint")
+        .join(format!("model-{best_index}"));
+    let head = RouterHead::<AB>::new(d, config.hidden, m, device)
+        .load_file(checkpoint, &DefaultRecorder::new(), device)
+        .map_err(|e| RouterError::Invalid(format!("best checkpoint: {e}")))?
+        .valid();
     Ok(TrainOutcome {
         head,
         history,

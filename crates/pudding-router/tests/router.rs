@@ -8,7 +8,7 @@ use pudding_models::testing::{write_tiny_llama_gguf, TinyLlamaSpec};
 use pudding_models::{CpuBackend as B, LlamaLm};
 use pudding_router::head::RouterHead;
 use pudding_router::labels::{generate_labels, read_labels, RouterInput};
-use pudding_router::train::{train_head, TrainConfig};
+use pudding_router::train::{route_metrics, train_head, TrainConfig};
 
 /// Labels that are a fixed linear function of the inputs: a head must learn to route.
 #[test]
@@ -64,6 +64,73 @@ fn head_learns_a_learnable_routing_problem() {
     assert!(RouterHead::<B>::load(&path, d, m + 1, &Default::default()).is_err());
     std::fs::write(&path, b"garbage").unwrap();
     assert!(RouterHead::<B>::load(&path, d, m, &Default::default()).is_err());
+}
+
+/// burn-train's loop with our best-epoch strategy: the head returned is the best epoch's
+/// (its validation metrics, recomputed here from its predictions, are the logged ones),
+/// the best epoch is the lowest validation MSE of the history, and training stops
+/// `patience` epochs after it when the labels are noise.
+#[test]
+fn training_keeps_the_best_epoch_and_stops_early() {
+    let mut rng = SplitMix64::new(11);
+    let (n, d, m) = (80, 8, 3);
+    let inputs: Vec<Vec<f32>> = (0..n)
+        .map(|_| (0..d).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect())
+        .collect();
+    // Labels unrelated to the inputs: validation MSE bottoms out early, then overfits.
+    let labels: Vec<Vec<f32>> = (0..n)
+        .map(|_| (0..m).map(|_| rng.next_f64() as f32 * 4.0 - 6.0).collect())
+        .collect();
+    let config = TrainConfig {
+        hidden: 64,
+        epochs: 300,
+        lr: 1e-2,
+        patience: 5,
+        batch_size: 16,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let outcome =
+        train_head::<Autodiff<B>>(&inputs, &labels, &config, &Default::default(), &mut |e| {
+            seen.push(e.epoch)
+        })
+        .unwrap();
+    let epochs: Vec<usize> = outcome.history.iter().map(|e| e.epoch).collect();
+    assert_eq!(seen, epochs);
+    assert_eq!(epochs, (1..=epochs.len()).collect::<Vec<_>>());
+    assert!(
+        epochs.len() < config.epochs,
+        "no early stop: {} epochs",
+        epochs.len()
+    );
+    let lowest = outcome
+        .history
+        .iter()
+        .min_by(|a, b| a.val_mse.total_cmp(&b.val_mse))
+        .unwrap();
+    assert_eq!(outcome.best, *lowest);
+    assert_eq!(epochs.len(), outcome.best.epoch + config.patience);
+    // The returned weights are that epoch's: recompute its validation metrics.
+    let rows = &outcome.val_rows;
+    let x = burn::tensor::Tensor::<B, 2>::from_data(
+        burn::tensor::TensorData::new(
+            rows.iter()
+                .flat_map(|&i| inputs[i].clone())
+                .collect::<Vec<f32>>(),
+            [rows.len(), d],
+        ),
+        &Default::default(),
+    );
+    let pred = outcome.head.forward(x).into_data().to_vec::<f32>().unwrap();
+    let y: Vec<f32> = rows.iter().flat_map(|&i| labels[i].clone()).collect();
+    let (mse, top1, regret) = route_metrics(&pred, &y, m);
+    assert!(
+        (mse - outcome.best.val_mse).abs() < 1e-4,
+        "{mse} vs {:?}",
+        outcome.best
+    );
+    assert!((top1 - outcome.best.val_top1).abs() < 1e-9);
+    assert!((regret - outcome.best.val_regret).abs() < 1e-4);
 }
 
 #[test]

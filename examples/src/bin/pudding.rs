@@ -228,6 +228,9 @@ enum Command {
         /// Router training epochs.
         #[arg(long, default_value_t = 200)]
         router_epochs: usize,
+        /// Routers use only the first N encoder layers (default: all).
+        #[arg(long)]
+        encoder_layers: Option<usize>,
         /// Evaluation tasks (`paper` = the six of the paper).
         #[arg(long, default_value = "paper")]
         tasks: String,
@@ -310,6 +313,10 @@ enum Command {
         /// Router input tokens kept by `full` (default 256).
         #[arg(long)]
         max_tokens: Option<usize>,
+        /// Use only the first N layers of the encoder (faster routing: latency is about
+        /// proportional to N; recorded in the card, applied when the router is loaded).
+        #[arg(long)]
+        encoder_layers: Option<usize>,
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -667,6 +674,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             baselines,
             label_rows,
             router_epochs,
+            encoder_layers,
             tasks,
             unseen,
             limit,
@@ -701,6 +709,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                     .collect(),
                 label_rows,
                 router_epochs,
+                router_encoder_layers: encoder_layers,
                 eval_tasks: parse(&tasks)?,
                 unseen_tasks: parse(&unseen)?,
                 eval_limit: limit,
@@ -756,6 +765,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             warmup_steps,
             batch_size,
             max_tokens,
+            encoder_layers,
             seed,
         } => {
             let result = match mode.as_str() {
@@ -765,6 +775,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                     &out,
                     epochs.unwrap_or(200),
                     seed,
+                    encoder_layers,
                 ),
                 "full" => {
                     let d = pudding_router::finetune::FinetuneConfig::default();
@@ -778,7 +789,11 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                         ..d
                     };
                     pudding_cli::router_commands::finetune_router_command(
-                        &pool, &labels, &out, &config,
+                        &pool,
+                        &labels,
+                        &out,
+                        &config,
+                        encoder_layers,
                     )
                 }
                 other => Err(format!("unknown --mode {other:?}: head or full").into()),
