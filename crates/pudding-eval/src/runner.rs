@@ -382,7 +382,7 @@ pub fn run_eval<L: SkippableLm>(
         entry.n_total = items.len();
         let done: std::collections::HashSet<usize> = entry.items.iter().map(|i| i.doc_id).collect();
         let start = Instant::now();
-        let mut since_checkpoint = 0;
+        let (mut since_checkpoint, mut scored) = (0, 0);
         progress(task, entry.items.len(), items.len());
         for item in items.iter().filter(|i| !done.contains(&i.doc_id)) {
             let choice = chooser.choose(item)?;
@@ -390,18 +390,23 @@ pub fn run_eval<L: SkippableLm>(
             let entry = report.tasks.get_mut(task.name()).expect("inserted above");
             entry.items.push(result);
             since_checkpoint += 1;
+            scored += 1;
             progress(task, entry.items.len(), items.len());
             if since_checkpoint >= config.checkpoint_every.max(1) {
-                entry.seconds += start.elapsed().as_secs_f64();
+                let elapsed = start.elapsed().as_secs_f64();
+                entry.seconds += elapsed;
                 entry.refresh();
                 io::write_json_atomic(out, &report)?;
                 let entry = report.tasks.get_mut(task.name()).expect("inserted above");
-                entry.seconds -= start.elapsed().as_secs_f64();
+                entry.seconds -= elapsed;
                 since_checkpoint = 0;
             }
         }
         let entry = report.tasks.get_mut(task.name()).expect("inserted above");
-        entry.seconds += start.elapsed().as_secs_f64();
+        // A resumed task with nothing left to score keeps its recorded time.
+        if scored > 0 {
+            entry.seconds += start.elapsed().as_secs_f64();
+        }
         entry.items.sort_by_key(|i| i.doc_id);
         entry.refresh();
         io::write_json_atomic(out, &report)?;
