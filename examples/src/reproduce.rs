@@ -16,7 +16,7 @@ use pudding_core::{CandidatePool, OmissionSet, SkippableLm};
 use pudding_eval::bench::{median, run_bench, BenchConfig, BenchReport};
 use pudding_eval::runner::{EvalReport, RoutedChooser, SetChooser, StaticChooser};
 use pudding_eval::scorer::tokenize_request;
-use pudding_eval::tasks::{load_task, TaskItem, TaskName};
+use pudding_eval::tasks::{limit_items, load_task, TaskItem, TaskName};
 use pudding_models::LlamaLm;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -212,13 +212,13 @@ fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     }
 }
 
-/// The evaluation items of a task (first `limit`).
+/// The evaluation items of a task (all, or `limit` of them as [`limit_items`] picks).
 fn items(task: TaskName, limit: Option<usize>) -> Result<Vec<TaskItem>, Box<dyn Error>> {
-    let mut items = load_task(task, task.default_eval_split())?;
-    if let Some(limit) = limit {
-        items.truncate(limit);
-    }
-    Ok(items)
+    let items = load_task(task, task.default_eval_split())?;
+    Ok(match limit {
+        Some(limit) => limit_items(items, limit),
+        None => items,
+    })
 }
 
 /// Runs (or resumes) everything and writes `E2E.md`, `e2e.json` and the plots to `out`.

@@ -157,7 +157,8 @@ impl EvalReport {
 pub struct EvalConfig {
     /// Tasks, evaluated in this order on their default evaluation split.
     pub tasks: Vec<TaskName>,
-    /// Use only the first N items of each split.
+    /// Use only N items of each split ([`crate::tasks::limit_items`]: the first N; for
+    /// MMLU the subjects in turn).
     pub limit: Option<usize>,
 
     /// Write the results file after this many items.
@@ -356,7 +357,7 @@ pub fn run_eval<L: SkippableLm>(
         let split = task.default_eval_split();
         let mut items = load(task, split)?;
         if let Some(limit) = config.limit {
-            items.truncate(limit);
+            items = crate::tasks::limit_items(items, limit);
         }
         let metric = task.reported_metric();
         let entry = report

