@@ -10,7 +10,7 @@
 //! ours wait for the store's end-of-epoch event, so every decision sees the whole epoch.
 
 use crate::head::RouterHead;
-use crate::train::{linear_schedule, EpochMetrics};
+use crate::train::{linear_schedule, route_metrics, EpochMetrics};
 use burn::backend::Flex;
 use burn::data::dataloader::batcher::Batcher;
 use burn::lr_scheduler::LrScheduler;
@@ -30,7 +30,6 @@ use burn::train::renderer::{
     MetricsRendererTraining, ProgressType, TrainingProgress,
 };
 use burn::train::{EarlyStoppingStrategy, InferenceStep, RegressionOutput, TrainOutput, TrainStep};
-use pudding_core::router::argmax;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -225,21 +224,12 @@ impl Metric for RoutingMetric {
     fn update(&mut self, item: &RoutingInput, _metadata: &MetricMetadata) -> SerializedEntry {
         let m = item.m.max(1);
         let n = item.labels.len() / m;
-        let mut total = 0.0;
-        for (p, l) in item.predictions.chunks(m).zip(item.labels.chunks(m)) {
-            total += match self.kind {
-                RoutingMetricKind::Mse => {
-                    p.iter()
-                        .zip(l)
-                        .map(|(a, b)| ((a - b) as f64).powi(2))
-                        .sum::<f64>()
-                        / m as f64
-                }
-                RoutingMetricKind::Top1 => (argmax(p) == argmax(l)) as u8 as f64,
-                RoutingMetricKind::Regret => (l[argmax(l)] - l[argmax(p)]) as f64,
-            };
-        }
-        let value = total / n.max(1) as f64;
+        let (mse, top1, regret) = route_metrics(&item.predictions, &item.labels, m);
+        let value = match self.kind {
+            RoutingMetricKind::Mse => mse,
+            RoutingMetricKind::Top1 => top1,
+            RoutingMetricKind::Regret => regret,
+        };
         self.state
             .update(value, n, FormatOptions::new(self.name()).precision(4))
     }
