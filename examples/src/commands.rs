@@ -11,7 +11,7 @@ use pudding_candidates::report::{pool_markdown, pool_svg};
 use pudding_candidates::{GreedyConfig, LossKind};
 use pudding_core::{Candidate, CandidatePool};
 use pudding_core::{Generation, GenerationConfig, OmissionSet, SkippableLm};
-use pudding_eval::runner::{run_eval, EvalConfig, EvalReport, SetChooser};
+use pudding_eval::runner::{run_eval, run_eval_sets, EvalConfig, EvalReport, SetChooser};
 use pudding_eval::tasks::{load_task, TaskName};
 use pudding_models::{LlamaLm, ModelError};
 use serde::Serialize;
@@ -113,6 +113,39 @@ pub fn parse_tasks(text: &str) -> Result<Vec<TaskName>, String> {
         .collect()
 }
 
+/// A progress bar for evaluations: task name, items done, items/s, eta.
+fn eval_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Moves `bar` to `done` of `total` items of `task` (restarting it when the task changes).
+fn show_progress(bar: &indicatif::ProgressBar, task: TaskName, done: usize, total: usize) {
+    if bar.prefix() != task.name() {
+        bar.set_prefix(task.name());
+        bar.set_length(total as u64);
+        bar.reset();
+    }
+    bar.set_position(done as u64);
+}
+
+fn eval_config(
+    tasks: &str,
+    limit: Option<usize>,
+) -> Result<EvalConfig, Box<dyn std::error::Error>> {
+    Ok(EvalConfig {
+        tasks: parse_tasks(tasks)?,
+        limit,
+        checkpoint_every: 50,
+    })
+}
+
 /// Runs `pudding eval` with a progress bar (items/s), resuming from `out` if present.
 /// `chooser` picks each item's omission set (static, routed or oracle).
 pub fn run_eval_command<B: Backend>(
@@ -122,30 +155,29 @@ pub fn run_eval_command<B: Backend>(
     limit: Option<usize>,
     out: &std::path::Path,
 ) -> Result<EvalReport, Box<dyn std::error::Error>> {
-    let tasks = parse_tasks(tasks)?;
-    let config = EvalConfig {
-        tasks,
-        limit,
-        checkpoint_every: 50,
-    };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut progress = |task: TaskName, done: usize, total: usize| {
-        if bar.prefix() != task.name() {
-            bar.set_prefix(task.name());
-            bar.set_length(total as u64);
-            bar.reset();
-        }
-        bar.set_position(done as u64);
-    };
+    let config = eval_config(tasks, limit)?;
+    let bar = eval_bar();
+    let mut progress = |task, done, total| show_progress(&bar, task, done, total);
     let report = run_eval(lm, &config, chooser, out, &mut load_task, &mut progress)?;
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// Evaluates several fixed omission sets in one pass (`run_eval_sets`): `outs[i]` is the
+/// resumable results file of `sets[i]`.
+pub fn run_eval_sets_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    sets: &[OmissionSet],
+    tasks: &str,
+    limit: Option<usize>,
+    outs: &[std::path::PathBuf],
+) -> Result<Vec<EvalReport>, Box<dyn std::error::Error>> {
+    let config = eval_config(tasks, limit)?;
+    let bar = eval_bar();
+    let mut progress = |task, done, total| show_progress(&bar, task, done, total);
+    let reports = run_eval_sets(lm, &config, sets, outs, &mut load_task, &mut progress)?;
+    bar.finish_and_clear();
+    Ok(reports)
 }
 
 fn phase_bar() -> indicatif::ProgressBar {

@@ -2,19 +2,20 @@
 //!
 //! For each k: candidate pool -> static baselines -> router labels -> router; then every
 //! distinct omission set (dense, each baseline, each pool candidate) is evaluated once
-//! per item, and PuDDing and the oracle are read off those per-item results: PuDDing
+//! per item (all sets in one pass, sharing the blocks whose input they share), and
+//! PuDDing and the oracle are read off those per-item results: PuDDing
 //! takes the candidate the router picks for the item, the oracle the candidate under
 //! which the correct answer is most likely (the router's training target). Scoring is
 //! deterministic, so this equals running the routed and oracle evaluations separately,
 //! at a fraction of the cost. Every step is skipped when its output exists and every
 //! evaluation resumes from its partial file.
 
-use crate::commands::{baseline_command, candidates_command, run_eval_command};
+use crate::commands::{baseline_command, candidates_command, run_eval_sets_command};
 use crate::router_commands::{labels_command, load_router, train_router_command};
 use burn::prelude::Backend;
 use pudding_core::{CandidatePool, OmissionSet, SkippableLm};
 use pudding_eval::bench::{median, run_bench, BenchConfig, BenchReport};
-use pudding_eval::runner::{EvalReport, RoutedChooser, SetChooser, StaticChooser};
+use pudding_eval::runner::{EvalReport, RoutedChooser, SetChooser};
 use pudding_eval::scorer::tokenize_request;
 use pudding_eval::tasks::{limit_items, load_task, TaskItem, TaskName};
 use pudding_models::LlamaLm;
@@ -300,15 +301,21 @@ pub fn reproduce<B: Backend>(
             continue;
         }
         std::fs::create_dir_all(out.join("eval").join(group))?;
-        for set in &sets {
-            let path = out
-                .join("eval")
-                .join(group)
-                .join(format!("{}.json", set_label(set)));
-            step(&format!("evaluate {} on the {group} tasks", set_label(set)));
-            let mut chooser = StaticChooser(set.clone());
-            let report = run_eval_command(lm, &mut chooser, &task_list(tasks), limit, &path)?;
-            results.insert((group, set_label(set)), outcomes(&report));
+        let paths: Vec<PathBuf> = sets
+            .iter()
+            .map(|set| {
+                out.join("eval")
+                    .join(group)
+                    .join(format!("{}.json", set_label(set)))
+            })
+            .collect();
+        step(&format!(
+            "evaluate {} omission sets in one pass on the {group} tasks",
+            sets.len()
+        ));
+        let reports = run_eval_sets_command(lm, &sets, &task_list(tasks), limit, &paths)?;
+        for (set, report) in sets.iter().zip(&reports) {
+            results.insert((group, set_label(set)), outcomes(report));
         }
     }
 

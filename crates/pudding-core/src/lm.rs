@@ -60,6 +60,20 @@ pub trait SkippableLm {
         skip: &OmissionSet,
     ) -> Result<Vec<ContinuationScore>, Self::Error>;
 
+    /// [`Self::continuation_logprobs`] under each of `sets`: entry `i` holds the scores
+    /// under `sets[i]`. Implementations may share work between the sets (a block whose
+    /// input is the same under several sets runs once); the default scores set by set.
+    fn continuation_logprobs_sets(
+        &self,
+        context: &[u32],
+        continuations: &[Vec<u32>],
+        sets: &[OmissionSet],
+    ) -> Result<Vec<Vec<ContinuationScore>>, Self::Error> {
+        sets.iter()
+            .map(|set| self.continuation_logprobs(context, continuations, set))
+            .collect()
+    }
+
     /// Generates a continuation of `prompt_ids` with a KV cache, `skip` omitted for the
     /// prefill and every decode step.
     fn generate(

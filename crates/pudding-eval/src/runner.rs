@@ -1,14 +1,14 @@
 //! Harness runs: score every item of a task split under an omission set, aggregate the
 //! metrics, checkpoint to a results file (atomically) and resume from it.
 
-use crate::scorer::{score_requests, ScoreError};
+use crate::scorer::{score_requests, score_requests_sets, ScoreError};
 use crate::tasks::{
     aggregate, mean_stderr, DataError, ItemScore, Metric, Split, TaskItem, TaskName,
 };
 use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, SkippableLm};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Errors of a harness run.
@@ -26,6 +26,9 @@ pub enum EvalError {
     /// Choosing the omission set failed (router error).
     #[error("choosing the omission set failed: {0}")]
     Choose(String),
+    /// The request is inconsistent (e.g. a different number of sets and results files).
+    #[error("invalid evaluation request: {0}")]
+    Invalid(String),
     /// A results file to resume belongs to another model or omission set.
     #[error("cannot resume from {path}: {reason}; delete it or choose another --out")]
     ResumeMismatch {
@@ -264,11 +267,15 @@ pub fn gold_mean_loglikelihoods<L: SkippableLm>(
     item: &TaskItem,
 ) -> Result<Vec<f64>, ScoreError> {
     let gold = item.requests()[item.gold].clone();
-    pool.candidates
-        .iter()
-        .map(|c| {
-            let s = score_requests(lm, std::slice::from_ref(&gold), &c.set)?;
-            Ok(s[0].loglikelihood() / s[0].logprobs.len().max(1) as f64)
+    let sets: Vec<OmissionSet> = pool.candidates.iter().map(|c| c.set.clone()).collect();
+    let per_set = score_requests_sets(lm, std::slice::from_ref(&gold), &sets)?;
+    per_set
+        .into_iter()
+        .map(|scores| {
+            let s = scores.first().ok_or_else(|| {
+                ScoreError::Model("no score returned for the correct continuation".into())
+            })?;
+            Ok(s.loglikelihood() / s.logprobs.len().max(1) as f64)
         })
         .collect()
 }
@@ -299,8 +306,16 @@ pub fn score_item_with<L: SkippableLm>(
     item: &TaskItem,
     choice: &Choice,
 ) -> Result<ItemResult, EvalError> {
-    let skip = &choice.set;
-    let scores = score_requests(lm, &item.requests(), skip)?;
+    let scores = score_requests(lm, &item.requests(), &choice.set)?;
+    item_result(item, choice, &scores)
+}
+
+/// An item's result from the scores of its requests under `choice`.
+fn item_result(
+    item: &TaskItem,
+    choice: &Choice,
+    scores: &[pudding_core::ContinuationScore],
+) -> Result<ItemResult, EvalError> {
     let loglikelihoods: Vec<f64> = scores.iter().map(|s| s.loglikelihood()).collect();
     let score = item.score(&loglikelihoods)?;
     Ok(ItemResult {
@@ -311,9 +326,82 @@ pub fn score_item_with<L: SkippableLm>(
         pred_norm: score.pred_norm,
         gold: score.gold,
         candidate: choice.candidate,
-        skip: skip.blocks().to_vec(),
+        skip: choice.set.blocks().to_vec(),
         router_secs: choice.secs,
     })
+}
+
+/// Opens the results file `out` to resume it (it must hold the same model and method), or
+/// starts an empty report.
+fn open_report<L: SkippableLm>(
+    lm: &L,
+    out: &Path,
+    method: String,
+) -> Result<EvalReport, EvalError> {
+    if !out.exists() {
+        return Ok(EvalReport {
+            model: lm.fingerprint().clone(),
+            method,
+            tasks: BTreeMap::new(),
+        });
+    }
+    let previous: EvalReport = io::read_json(out)?;
+    let mismatch = |reason: String| EvalError::ResumeMismatch {
+        path: out.display().to_string(),
+        reason,
+    };
+    if &previous.model != lm.fingerprint() {
+        return Err(mismatch(format!(
+            "it holds results of model {}",
+            previous.model
+        )));
+    }
+    if previous.method != method {
+        return Err(mismatch(format!(
+            "it holds results of method {:?}",
+            previous.method
+        )));
+    }
+    Ok(previous)
+}
+
+/// The items of `task` that `config` evaluates.
+fn task_items(
+    config: &EvalConfig,
+    task: TaskName,
+    load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
+) -> Result<Vec<TaskItem>, EvalError> {
+    let mut items = load(task, task.default_eval_split())?;
+    if let Some(limit) = config.limit {
+        items = crate::tasks::limit_items(items, limit);
+    }
+    Ok(items)
+}
+
+/// The report's entry for `task` (created empty if missing), its total set to `n_total`.
+fn task_entry(report: &mut EvalReport, task: TaskName, n_total: usize) -> &mut TaskResult {
+    let entry = report
+        .tasks
+        .entry(task.name().to_string())
+        .or_insert_with(|| TaskResult {
+            task: task.name().to_string(),
+            split: task.default_eval_split().name().to_string(),
+            metric: task.reported_metric().name().to_string(),
+            n: 0,
+            n_total,
+            acc: Stat {
+                mean: f64::NAN,
+                stderr: None,
+            },
+            acc_norm: Stat {
+                mean: f64::NAN,
+                stderr: None,
+            },
+            seconds: 0.0,
+            items: Vec::new(),
+        });
+    entry.n_total = n_total;
+    entry
 }
 
 /// Runs (or resumes) an evaluation, writing `out` atomically every
@@ -327,60 +415,10 @@ pub fn run_eval<L: SkippableLm>(
     load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
     progress: Progress<'_>,
 ) -> Result<EvalReport, EvalError> {
-    let mut report = if out.exists() {
-        let previous: EvalReport = io::read_json(out)?;
-        let mismatch = |reason: String| EvalError::ResumeMismatch {
-            path: out.display().to_string(),
-            reason,
-        };
-        if &previous.model != lm.fingerprint() {
-            return Err(mismatch(format!(
-                "it holds results of model {}",
-                previous.model
-            )));
-        }
-        if previous.method != chooser.label() {
-            return Err(mismatch(format!(
-                "it holds results of method {:?}",
-                previous.method
-            )));
-        }
-        previous
-    } else {
-        EvalReport {
-            model: lm.fingerprint().clone(),
-            method: chooser.label(),
-            tasks: BTreeMap::new(),
-        }
-    };
+    let mut report = open_report(lm, out, chooser.label())?;
     for &task in &config.tasks {
-        let split = task.default_eval_split();
-        let mut items = load(task, split)?;
-        if let Some(limit) = config.limit {
-            items = crate::tasks::limit_items(items, limit);
-        }
-        let metric = task.reported_metric();
-        let entry = report
-            .tasks
-            .entry(task.name().to_string())
-            .or_insert_with(|| TaskResult {
-                task: task.name().to_string(),
-                split: split.name().to_string(),
-                metric: metric.name().to_string(),
-                n: 0,
-                n_total: items.len(),
-                acc: Stat {
-                    mean: f64::NAN,
-                    stderr: None,
-                },
-                acc_norm: Stat {
-                    mean: f64::NAN,
-                    stderr: None,
-                },
-                seconds: 0.0,
-                items: Vec::new(),
-            });
-        entry.n_total = items.len();
+        let items = task_items(config, task, load)?;
+        let entry = task_entry(&mut report, task, items.len());
         let done: std::collections::HashSet<usize> = entry.items.iter().map(|i| i.doc_id).collect();
         let start = Instant::now();
         let (mut since_checkpoint, mut scored) = (0, 0);
@@ -413,6 +451,100 @@ pub fn run_eval<L: SkippableLm>(
         io::write_json_atomic(out, &report)?;
     }
     Ok(report)
+}
+
+/// Runs (or resumes) the evaluation of several fixed omission sets in one pass over the
+/// items: `outs[i]` receives what [`run_eval`] with a [`StaticChooser`] for `sets[i]`
+/// would write, and a file of either kind resumes the other. Each item is scored once
+/// for the sets still missing it, through [`score_requests_sets`], so blocks with the same
+/// input under several sets run once. A task's `seconds` in each file is that file's share
+/// of the pass (each item's time divided among the sets scored on it).
+pub fn run_eval_sets<L: SkippableLm>(
+    lm: &L,
+    config: &EvalConfig,
+    sets: &[OmissionSet],
+    outs: &[PathBuf],
+    load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
+    progress: Progress<'_>,
+) -> Result<Vec<EvalReport>, EvalError> {
+    if sets.len() != outs.len() {
+        return Err(EvalError::Invalid(format!(
+            "{} omission sets but {} results files",
+            sets.len(),
+            outs.len()
+        )));
+    }
+    let mut reports: Vec<EvalReport> = sets
+        .iter()
+        .zip(outs)
+        .map(|(set, out)| open_report(lm, out, StaticChooser(set.clone()).label()))
+        .collect::<Result<_, _>>()?;
+    let write_all = |reports: &[EvalReport]| -> Result<(), EvalError> {
+        for (report, out) in reports.iter().zip(outs) {
+            io::write_json_atomic(out, report)?;
+        }
+        Ok(())
+    };
+    for &task in &config.tasks {
+        let items = task_items(config, task, load)?;
+        let done: Vec<std::collections::HashSet<usize>> = reports
+            .iter_mut()
+            .map(|r| {
+                task_entry(r, task, items.len())
+                    .items
+                    .iter()
+                    .map(|i| i.doc_id)
+                    .collect()
+            })
+            .collect();
+        let finished = |doc_id: usize| done.iter().filter(|d| d.contains(&doc_id)).count();
+        let mut complete = items
+            .iter()
+            .filter(|i| finished(i.doc_id) == sets.len())
+            .count();
+        progress(task, complete, items.len());
+        let mut since_checkpoint = 0;
+        for item in &items {
+            let missing: Vec<usize> = (0..sets.len())
+                .filter(|&s| !done[s].contains(&item.doc_id))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let start = Instant::now();
+            let wanted: Vec<OmissionSet> = missing.iter().map(|&s| sets[s].clone()).collect();
+            let per_set = score_requests_sets(lm, &item.requests(), &wanted)?;
+            let share = start.elapsed().as_secs_f64() / missing.len() as f64;
+            for (&s, scores) in missing.iter().zip(&per_set) {
+                let choice = Choice {
+                    set: sets[s].clone(),
+                    candidate: None,
+                    secs: None,
+                };
+                let result = item_result(item, &choice, scores)?;
+                let entry = task_entry(&mut reports[s], task, items.len());
+                entry.items.push(result);
+                entry.seconds += share;
+            }
+            complete += 1;
+            since_checkpoint += 1;
+            progress(task, complete, items.len());
+            if since_checkpoint >= config.checkpoint_every.max(1) {
+                for r in reports.iter_mut() {
+                    task_entry(r, task, items.len()).refresh();
+                }
+                write_all(&reports)?;
+                since_checkpoint = 0;
+            }
+        }
+        for r in reports.iter_mut() {
+            let entry = task_entry(r, task, items.len());
+            entry.items.sort_by_key(|i| i.doc_id);
+            entry.refresh();
+        }
+        write_all(&reports)?;
+    }
+    Ok(reports)
 }
 
 /// A Markdown table with one row per report (method) and one column per task, reporting

@@ -116,6 +116,37 @@ pub fn score_tokenized<L: SkippableLm>(
     requests: &[TokenizedRequest],
     skip: &OmissionSet,
 ) -> Result<Vec<ContinuationScore>, ScoreError> {
+    let mut per_set = score_tokenized_sets(lm, requests, std::slice::from_ref(skip))?;
+    Ok(per_set.pop().unwrap_or_default())
+}
+
+/// Scores every request under each of `sets` in one pass: entry `i` holds the scores
+/// under `sets[i]`, in request order. Besides each distinct context running once, a block
+/// whose input is the same under several sets runs once for all of them (see
+/// [`SkippableLm::continuation_logprobs_sets`]); the scores equal [`score_requests`] set by
+/// set.
+pub fn score_requests_sets<L: SkippableLm>(
+    lm: &L,
+    requests: &[Request],
+    sets: &[OmissionSet],
+) -> Result<Vec<Vec<ContinuationScore>>, ScoreError> {
+    let tokenized = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| tokenize_request(lm, i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    score_tokenized_sets(lm, &tokenized, sets)
+}
+
+/// [`score_requests_sets`] on already-tokenised requests.
+pub fn score_tokenized_sets<L: SkippableLm>(
+    lm: &L,
+    requests: &[TokenizedRequest],
+    sets: &[OmissionSet],
+) -> Result<Vec<Vec<ContinuationScore>>, ScoreError> {
+    if sets.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
     let mut by_context: HashMap<&[u32], usize> = HashMap::new();
     for (i, r) in requests.iter().enumerate() {
@@ -125,23 +156,40 @@ pub fn score_tokenized<L: SkippableLm>(
         });
         groups[g].1.push(i);
     }
-    let mut out: Vec<Option<ContinuationScore>> = vec![None; requests.len()];
+    let mut out: Vec<Vec<Option<ContinuationScore>>> = vec![vec![None; requests.len()]; sets.len()];
     for (context, members) in groups {
         let continuations: Vec<Vec<u32>> = members
             .iter()
             .map(|&i| requests[i].continuation.clone())
             .collect();
-        let scores = lm
-            .continuation_logprobs(context, &continuations, skip)
+        let per_set = lm
+            .continuation_logprobs_sets(context, &continuations, sets)
             .map_err(|e| ScoreError::Model(e.to_string()))?;
-        for (i, s) in members.into_iter().zip(scores) {
-            out[i] = Some(s);
+        if per_set.len() != sets.len() {
+            return Err(ScoreError::Model(format!(
+                "the model returned scores for {} sets, not {}",
+                per_set.len(),
+                sets.len()
+            )));
+        }
+        for (set_out, scores) in out.iter_mut().zip(per_set) {
+            for (&i, s) in members.iter().zip(scores) {
+                set_out[i] = Some(s);
+            }
         }
     }
-    Ok(out
-        .into_iter()
-        .map(|s| s.expect("every request is in one group"))
-        .collect())
+    out.into_iter()
+        .map(|set_out| {
+            set_out
+                .into_iter()
+                .map(|s| {
+                    s.ok_or_else(|| {
+                        ScoreError::Model("the model returned too few continuation scores".into())
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Scores each request independently from scratch (no shared context, one full forward

@@ -2,8 +2,12 @@
 //! use) and the real ARC data.
 
 use pudding_core::{OmissionSet, SkippableLm};
-use pudding_eval::runner::score_item;
-use pudding_eval::scorer::{score_requests, score_requests_unshared, tokenize_request};
+use pudding_eval::runner::{
+    run_eval, run_eval_sets, score_item, EvalConfig, EvalError, EvalReport, StaticChooser,
+};
+use pudding_eval::scorer::{
+    score_requests, score_requests_sets, score_requests_unshared, tokenize_request,
+};
 use pudding_eval::tasks::{load_task, Request, Split, TaskName};
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
 use pudding_models::{CpuBackend as B, LlamaLm};
@@ -95,4 +99,116 @@ fn arc_easy_first_40_items_score_as_published() {
         })
         .count();
     assert!(skipped < correct, "skipped {skipped} vs dense {correct}");
+}
+
+/// All candidate sets scored in one pass (blocks shared where the sets agree) give the
+/// scores of one pass per set, on real items with several contexts (HellaSwag, BoolQ).
+#[test]
+fn several_sets_in_one_pass_score_as_one_pass_per_set() {
+    let lm = model();
+    let sets: Vec<OmissionSet> = ["", "7,18,19", "14,16,17", "4,6,15", "12,17,18"]
+        .iter()
+        .map(|s| OmissionSet::parse(s, 30).unwrap())
+        .collect();
+    for task in [TaskName::HellaSwag, TaskName::WinoGrande] {
+        let items = load_task(task, task.default_eval_split()).unwrap();
+        for item in items.iter().take(2) {
+            let requests = item.requests();
+            let together = score_requests_sets(lm, &requests, &sets).unwrap();
+            for (set, scores) in sets.iter().zip(&together) {
+                let alone = score_requests(lm, &requests, set).unwrap();
+                for (t, a) in scores.iter().zip(&alone) {
+                    assert_eq!(t.logprobs.len(), a.logprobs.len());
+                    assert!((t.loglikelihood() - a.loglikelihood()).abs() < 1e-4);
+                    assert_eq!(t.is_greedy, a.is_greedy);
+                }
+            }
+        }
+    }
+}
+
+/// The one-pass evaluation of several static sets writes the files one run per set
+/// writes, and each kind resumes the other.
+#[test]
+fn one_pass_evaluation_writes_and_resumes_per_set_files() {
+    let lm = model();
+    let dir = tempfile::tempdir().unwrap();
+    let sets: Vec<OmissionSet> = ["", "3,7,19"]
+        .iter()
+        .map(|s| OmissionSet::parse(s, 30).unwrap())
+        .collect();
+    let config = |limit| EvalConfig {
+        tasks: vec![TaskName::ArcEasy, TaskName::Piqa],
+        limit: Some(limit),
+        checkpoint_every: 2,
+    };
+    let separate: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("separate-{i}.json")))
+        .collect();
+    let together: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("together-{i}.json")))
+        .collect();
+    let mut load = |t, s| load_task(t, s);
+    let mut quiet = |_, _, _| {};
+    // The first set is started alone on 2 items; the one pass completes it to 4 and runs
+    // the second set from nothing.
+    run_eval(
+        lm,
+        &config(2),
+        &mut StaticChooser(sets[0].clone()),
+        &together[0],
+        &mut load,
+        &mut quiet,
+    )
+    .unwrap();
+    let reports = run_eval_sets(lm, &config(4), &sets, &together, &mut load, &mut quiet).unwrap();
+    for (i, set) in sets.iter().enumerate() {
+        let alone = run_eval(
+            lm,
+            &config(4),
+            &mut StaticChooser(set.clone()),
+            &separate[i],
+            &mut load,
+            &mut quiet,
+        )
+        .unwrap();
+        let on_disk: EvalReport = pudding_core::io::read_json(&together[i]).unwrap();
+        assert_eq!(on_disk.method, alone.method);
+        for (name, task) in &alone.tasks {
+            let other = &on_disk.tasks[name];
+            assert_eq!((other.n, other.n_total), (4, 4));
+            assert_eq!(other.acc, task.acc);
+            assert_eq!(other.acc_norm, task.acc_norm);
+            for (a, b) in task.items.iter().zip(&other.items) {
+                assert_eq!(
+                    (a.doc_id, a.pred, a.pred_norm),
+                    (b.doc_id, b.pred, b.pred_norm)
+                );
+                for (x, y) in a.loglikelihoods.iter().zip(&b.loglikelihoods) {
+                    assert!((x - y).abs() < 1e-4);
+                }
+            }
+        }
+        assert_eq!(reports[i].tasks["piqa"].n, 4);
+    }
+    // A second one pass over the per-set files has nothing left to score.
+    let again = run_eval_sets(lm, &config(4), &sets, &separate, &mut load, &mut quiet).unwrap();
+    for (i, r) in again.iter().enumerate() {
+        let before: EvalReport = pudding_core::io::read_json(&separate[i]).unwrap();
+        for (name, task) in &before.tasks {
+            let after = &r.tasks[name];
+            assert_eq!(after.n, task.n);
+            assert!((after.seconds - task.seconds).abs() <= 1e-9 * task.seconds.max(1.0));
+        }
+    }
+    // Files of another set, or a count that does not match, are refused.
+    let swapped = [together[1].clone(), together[0].clone()];
+    assert!(matches!(
+        run_eval_sets(lm, &config(4), &sets, &swapped, &mut load, &mut quiet),
+        Err(EvalError::ResumeMismatch { .. })
+    ));
+    assert!(matches!(
+        run_eval_sets(lm, &config(4), &sets, &together[..1], &mut load, &mut quiet),
+        Err(EvalError::Invalid(_))
+    ));
 }

@@ -101,6 +101,21 @@ impl<B: Backend> KvCache<B> {
         merged
     }
 
+    /// Block `block`'s keys and values (`None` before the first forward or when skipped).
+    pub(crate) fn block_entry(&self, block: usize) -> Option<(Tensor<B, 4>, Tensor<B, 4>)> {
+        self.blocks[block].clone()
+    }
+
+    /// Replaces block `block`'s keys and values (used when several requests share the
+    /// same block input, so one computed entry serves all of them).
+    pub(crate) fn set_block_entry(
+        &mut self,
+        block: usize,
+        entry: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) {
+        self.blocks[block] = entry;
+    }
+
     /// Records that `new` positions were added by a forward pass.
     pub(crate) fn advance(&mut self, new: usize) {
         self.len += new;

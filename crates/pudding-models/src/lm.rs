@@ -345,6 +345,22 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         continuations: &[Vec<u32>],
         skip: &OmissionSet,
     ) -> Result<Vec<ContinuationScore>, ModelError> {
+        let mut per_set =
+            self.continuation_logprobs_sets(context, continuations, std::slice::from_ref(skip))?;
+        per_set
+            .pop()
+            .ok_or_else(|| ModelError::Generation("no scores returned".into()))
+    }
+
+    /// The context runs once per distinct block input ([`LlamaModel::forward_hidden_sets`]),
+    /// then all continuations of all sets run as one right-padded batch per set on top of
+    /// the shared context state.
+    fn continuation_logprobs_sets(
+        &self,
+        context: &[u32],
+        continuations: &[Vec<u32>],
+        sets: &[OmissionSet],
+    ) -> Result<Vec<Vec<ContinuationScore>>, ModelError> {
         self.check_ids(context)?;
         for cont in continuations {
             if cont.is_empty() {
@@ -357,21 +373,18 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             self.check_ids(&all)?;
         }
         let device = self.model.device();
-        let mut cache = KvCache::new(skip.clone());
-        let last = self
-            .model
-            .forward_last(self.tokens_tensor(context), skip, Some(&mut cache))?;
-        let first = host_values(log_softmax(last, 1))?;
-        let first_argmax = crate::sampling::argmax(&first);
-        // All continuations run as one batch on top of the shared context: each row is
-        // right-padded, and padding sits after every real token, so causal attention
-        // keeps it from influencing the positions that are read.
+        let mut caches: Vec<KvCache<B>> = sets.iter().map(|s| KvCache::new(s.clone())).collect();
+        let hidden =
+            self.model
+                .forward_hidden_sets(self.tokens_tensor(context), sets, Some(&mut caches))?;
+        // Padding sits after every real token of a row, so causal attention keeps it from
+        // influencing the positions that are read.
         let n_rows = continuations.len();
         let width = continuations.iter().map(|c| c.len() - 1).max().unwrap_or(0);
-        let (mut rest_logprobs, mut rest_best) = (Vec::new(), Vec::new());
-        if width > 0 {
+        let mut rest_hidden: Vec<Option<Tensor<B, 3>>> = vec![None; sets.len()];
+        let mut targets = Vec::with_capacity(n_rows * width);
+        if width > 0 && n_rows > 0 {
             let mut inputs = Vec::with_capacity(n_rows * width);
-            let mut targets = Vec::with_capacity(n_rows * width);
             for cont in continuations {
                 let n = cont.len() - 1;
                 inputs.extend(cont[..n].iter().map(|&t| t as i64));
@@ -381,35 +394,53 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             }
             let tokens =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [n_rows, width]), &device);
-            let mut batch_cache = cache.repeat_batch(n_rows);
-            let logits = self.model.forward(tokens, skip, Some(&mut batch_cache))?;
-            let logp = log_softmax(logits, 2); // [rows, width, v]
-            let index = Tensor::<B, 3, Int>::from_data(
-                TensorData::new(targets, [n_rows, width, 1]),
-                &device,
-            );
-            rest_best = host_ints(logp.clone().argmax(2))?;
-            rest_logprobs = host_values(logp.gather(2, index))?;
+            let mut batch_caches: Vec<KvCache<B>> =
+                caches.iter().map(|c| c.repeat_batch(n_rows)).collect();
+            let rest = self
+                .model
+                .forward_hidden_sets(tokens, sets, Some(&mut batch_caches))?;
+            rest_hidden = rest.into_iter().map(Some).collect();
         }
-        let mut scores = Vec::with_capacity(n_rows);
-        for (row, cont) in continuations.iter().enumerate() {
-            let n = cont.len() - 1;
-            let mut logprobs = vec![first[cont[0] as usize]];
-            let mut is_greedy = first_argmax == cont[0];
-            if n > 0 {
-                let span = row * width..row * width + n;
-                logprobs.extend_from_slice(&rest_logprobs[span.clone()]);
-                is_greedy &= rest_best[span]
-                    .iter()
-                    .zip(&cont[1..])
-                    .all(|(&b, &t)| b == t as i64);
+        let mut out = Vec::with_capacity(sets.len());
+        for (context_hidden, rest) in hidden.into_iter().zip(rest_hidden) {
+            let s = context_hidden.dims()[1];
+            let last = self.model.head(context_hidden.narrow(1, s - 1, 1));
+            let first = host_values(log_softmax(
+                last.reshape([1, self.model.config().vocab_size]),
+                1,
+            ))?;
+            let first_argmax = crate::sampling::argmax(&first);
+            let (mut rest_logprobs, mut rest_best) = (Vec::new(), Vec::new());
+            if let Some(rest) = rest {
+                let logp = log_softmax(self.model.head(rest), 2); // [rows, width, v]
+                let index = Tensor::<B, 3, Int>::from_data(
+                    TensorData::new(targets.clone(), [n_rows, width, 1]),
+                    &device,
+                );
+                rest_best = host_ints(logp.clone().argmax(2))?;
+                rest_logprobs = host_values(logp.gather(2, index))?;
             }
-            scores.push(ContinuationScore {
-                logprobs,
-                is_greedy,
-            });
+            let mut scores = Vec::with_capacity(n_rows);
+            for (row, cont) in continuations.iter().enumerate() {
+                let n = cont.len() - 1;
+                let mut logprobs = vec![first[cont[0] as usize]];
+                let mut is_greedy = first_argmax == cont[0];
+                if n > 0 {
+                    let span = row * width..row * width + n;
+                    logprobs.extend_from_slice(&rest_logprobs[span.clone()]);
+                    is_greedy &= rest_best[span]
+                        .iter()
+                        .zip(&cont[1..])
+                        .all(|(&b, &t)| b == t as i64);
+                }
+                scores.push(ContinuationScore {
+                    logprobs,
+                    is_greedy,
+                });
+            }
+            out.push(scores);
         }
-        Ok(scores)
+        Ok(out)
     }
 
     fn generate(

@@ -241,3 +241,93 @@ fn batched_continuations_equal_scoring_from_scratch() {
         .continuation_logprobs(&context, &[vec![]], &dense)
         .is_err());
 }
+
+/// Running several omission sets in one pass (blocks shared where the sets agree on every
+/// earlier block) gives each set exactly what its own pass gives, with and without caches,
+/// and the scores of every continuation equal scoring it from scratch under its set.
+#[test]
+fn multi_set_forward_equals_one_pass_per_set() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let model = lm.model();
+    let sets: Vec<OmissionSet> = ["", "1", "1,2", "2", "0,3", "3", "1"]
+        .iter()
+        .map(|s| OmissionSet::parse(s, 4).unwrap())
+        .collect();
+    let prompt = [[3i64, 70, 80, 90, 100, 5]];
+    let next = [[7i64, 8, 9, 10, 11, 12]];
+
+    let shared = model
+        .forward_hidden_sets(ids_tensor(&prompt), &sets, None)
+        .unwrap();
+    let mut caches: Vec<pudding_models::KvCache<B>> = sets
+        .iter()
+        .map(|s| pudding_models::KvCache::new(s.clone()))
+        .collect();
+    model
+        .forward_hidden_sets(ids_tensor(&prompt), &sets, Some(&mut caches))
+        .unwrap();
+    let cached = model
+        .forward_hidden_sets(ids_tensor(&next), &sets, Some(&mut caches))
+        .unwrap();
+    for (i, set) in sets.iter().enumerate() {
+        let alone = model
+            .forward_hidden(ids_tensor(&prompt), set, None)
+            .unwrap();
+        assert!(max_abs_diff(&values(shared[i].clone()), &values(alone)) < 1e-6);
+        let mut cache = pudding_models::KvCache::new(set.clone());
+        model
+            .forward_hidden(ids_tensor(&prompt), set, Some(&mut cache))
+            .unwrap();
+        let step = model
+            .forward_hidden(ids_tensor(&next), set, Some(&mut cache))
+            .unwrap();
+        assert!(max_abs_diff(&values(cached[i].clone()), &values(step)) < 1e-6);
+        assert_eq!(caches[i].len(), 12);
+        assert_eq!(caches[i].filled_blocks(), 4 - set.len());
+    }
+
+    let context = vec![5u32, 60, 61, 62];
+    let continuations = vec![vec![70u32], vec![71, 72, 73], vec![9, 9]];
+    let per_set = lm
+        .continuation_logprobs_sets(&context, &continuations, &sets)
+        .unwrap();
+    assert_eq!(per_set.len(), sets.len());
+    for (set, scores) in sets.iter().zip(&per_set) {
+        for (cont, score) in continuations.iter().zip(scores) {
+            let mut all = context.clone();
+            all.extend_from_slice(cont);
+            let full = lm.token_logprobs(&all, set).unwrap();
+            assert!(max_abs_diff(&score.logprobs, &full[context.len() - 1..]) < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn multi_set_forward_rejects_bad_requests() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let model = lm.model();
+    let rows = [[1i64, 2, 3, 4, 5, 6]];
+    assert!(model
+        .forward_hidden_sets(ids_tensor(&rows), &[], None)
+        .is_err());
+    let a = OmissionSet::parse("1", 4).unwrap();
+    let b = OmissionSet::parse("2", 4).unwrap();
+    let wrong_model = OmissionSet::parse("1", 5).unwrap();
+    assert!(model
+        .forward_hidden_sets(ids_tensor(&rows), &[a.clone(), wrong_model], None)
+        .is_err());
+    // One cache per set, each made for its own set.
+    let mut one = vec![pudding_models::KvCache::<B>::new(a.clone())];
+    let err = model
+        .forward_hidden_sets(ids_tensor(&rows), &[a.clone(), b.clone()], Some(&mut one))
+        .unwrap_err();
+    assert!(err.to_string().contains("one cache per set"));
+    let mut swapped = vec![
+        pudding_models::KvCache::<B>::new(b.clone()),
+        pudding_models::KvCache::<B>::new(a.clone()),
+    ];
+    let err = model
+        .forward_hidden_sets(ids_tensor(&rows), &[a, b], Some(&mut swapped))
+        .unwrap_err();
+    assert!(err.to_string().contains("one omission set must hold"));
+}
