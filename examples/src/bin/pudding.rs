@@ -74,11 +74,15 @@ enum Command {
         /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Blocks to skip for every item (default: none, the dense model).
+        /// Blocks to skip for every item (default: none, the dense model). Several sets
+        /// separated by `;` (e.g. `;3,7,19;12-14`, the empty one being dense) are
+        /// evaluated in one pass, sharing the blocks whose input they share; `--out` is
+        /// then a directory with one results file per set.
         #[arg(long, default_value = "")]
         skip: String,
-        /// A candidate pool: with --router, PuDDing routing; with --oracle, the oracle; a
-        /// one-candidate pool alone (a static baseline) is evaluated as that set.
+        /// A candidate pool: with --router, PuDDing routing; with --oracle, the oracle;
+        /// alone, every candidate as a static set (in one pass, `--out` a directory when
+        /// the pool has several).
         #[arg(long)]
         pool: Option<PathBuf>,
         /// Router directory (with --pool).
@@ -95,7 +99,8 @@ enum Command {
         /// `pudding_eval::tasks::limit_items`).
         #[arg(long)]
         limit: Option<usize>,
-        /// Results file (JSON); an existing one is resumed.
+        /// Results file (JSON); an existing one is resumed. A directory when several
+        /// static sets are evaluated (files `dense.json`, `skip-3_7_19.json`, ...).
         #[arg(long)]
         out: PathBuf,
         /// Also write the Markdown table here.
@@ -449,6 +454,42 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         } => {
             let lm = load(model)?;
             let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
+            let static_sets: Vec<OmissionSet> = match (&pool, &router, oracle) {
+                (Some(pool_path), None, false) => {
+                    let pool = pudding_core::CandidatePool::load(pool_path)?;
+                    pool.check_model(lm.fingerprint())?;
+                    pool.candidates.into_iter().map(|c| c.set).collect()
+                }
+                (None, _, _) => skip
+                    .split(';')
+                    .map(|s| OmissionSet::parse(s, lm.n_blocks()))
+                    .collect::<Result<_, _>>()?,
+                _ => Vec::new(),
+            };
+            if static_sets.len() > 1 {
+                std::fs::create_dir_all(&out).map_err(|source| pudding_core::CoreError::Io {
+                    path: out.clone(),
+                    source,
+                })?;
+                let paths: Vec<PathBuf> = static_sets
+                    .iter()
+                    .map(|s| out.join(format!("{}.json", pudding_cli::reproduce::set_label(s))))
+                    .collect();
+                let reports = pudding_cli::commands::run_eval_sets_command(
+                    &lm,
+                    &static_sets,
+                    &tasks,
+                    limit,
+                    &paths,
+                )
+                .map_err(err)?;
+                let md = pudding_eval::runner::markdown_table(&reports);
+                println!("{md}");
+                if let Some(path) = table {
+                    pudding_core::io::write_atomic(&path, md.as_bytes())?;
+                }
+                return Ok(());
+            }
             let report = match (pool, router) {
                 (Some(pool_path), Some(router_path)) => {
                     let r = pudding_cli::router_commands::load_router::<Backend>(
@@ -476,7 +517,8 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                             limit,
                             &out,
                         )
-                    } else if pool.len() == 1 {
+                    } else {
+                        // One candidate (several were evaluated above).
                         let mut chooser = StaticChooser(pool.candidates[0].set.clone());
                         pudding_cli::commands::run_eval_command(
                             &lm,
@@ -485,10 +527,6 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                             limit,
                             &out,
                         )
-                    } else {
-                        return Err(ModelError::Generation(
-                            "a pool of several candidates needs --router or --oracle".into(),
-                        ));
                     }
                 }
                 _ => {
