@@ -275,8 +275,11 @@ pub fn reproduce<B: Backend>(
                 &pool_path,
                 &labels,
                 &router_dir,
-                cfg.router_epochs,
-                42,
+                &pudding_router::train::TrainConfig {
+                    epochs: cfg.router_epochs,
+                    seed: 42,
+                    ..Default::default()
+                },
                 cfg.router_encoder_layers,
             )?;
         }

@@ -72,13 +72,12 @@ fn load_pool_and_labels(
 }
 
 /// `pudding train-router`: embeds every labelled prompt with the frozen encoder, trains
-/// the head, writes the router directory.
+/// the head with `config`, writes the router directory.
 pub fn train_router_command(
     pool: &Path,
     labels: &Path,
     out: &Path,
-    epochs: usize,
-    seed: u64,
+    config: &TrainConfig,
     encoder_layers: Option<usize>,
 ) -> Result<(), Box<dyn Error>> {
     let (pool, labels) = load_pool_and_labels(pool, labels)?;
@@ -97,13 +96,8 @@ pub fn train_router_command(
     }
     let embed_secs = start.elapsed().as_secs_f64();
     let targets: Vec<Vec<f32>> = labels.rows.iter().map(|r| r.label.clone()).collect();
-    let config = TrainConfig {
-        epochs,
-        seed,
-        ..Default::default()
-    };
     let start = std::time::Instant::now();
-    let outcome = train_head::<Autodiff<Backend>>(&inputs, &targets, &config, &device, &mut |m| {
+    let outcome = train_head::<Autodiff<Backend>>(&inputs, &targets, config, &device, &mut |m| {
         if m.epoch % 10 == 0 || m.epoch == 1 {
             eprintln!(
                 "epoch {:>3}: train mse {:.4}  val mse {:.4}  top-1 {:.3}  regret {:.4}",
@@ -119,7 +113,7 @@ pub fn train_router_command(
         model: pool.fingerprint.clone(),
         pool_id: pool.id(),
         n_candidates: pool.len(),
-        train: Some(config),
+        train: Some(config.clone()),
         finetune: None,
         encoder_dir: None,
         encoder_layers,

@@ -361,6 +361,9 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         continuations: &[Vec<u32>],
         sets: &[OmissionSet],
     ) -> Result<Vec<Vec<ContinuationScore>>, ModelError> {
+        if sets.is_empty() {
+            return Ok(Vec::new());
+        }
         self.check_ids(context)?;
         for cont in continuations {
             if cont.is_empty() {

@@ -47,6 +47,13 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Stop after this many epochs without a better validation MSE.
     pub patience: usize,
+    /// Subtract each row's mean from its label before training (METHOD.md's labels are
+    /// raw; off by default). Routing takes the argmax, which a per-row shift does not
+    /// change, so the head can spend its capacity on the differences between candidates
+    /// instead of each prompt's overall difficulty. Validation MSE is then on the
+    /// centred labels; top-1 and regret are unchanged by the shift.
+    #[serde(default)]
+    pub center_labels: bool,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +69,7 @@ impl Default for TrainConfig {
             seed: 42,
             val_fraction: 0.2,
             patience: 20,
+            center_labels: false,
         }
     }
 }
@@ -112,6 +120,12 @@ pub fn route_metrics(pred: &[f32], labels: &[f32], m: usize) -> (f64, f64, f64) 
     }
     let n = n.max(1) as f64;
     (mse / n, top1 / n, regret / n)
+}
+
+/// `label` minus its mean.
+pub fn centered(label: &[f32]) -> Vec<f32> {
+    let mean = label.iter().sum::<f32>() / label.len().max(1) as f32;
+    label.iter().map(|v| v - mean).collect()
 }
 
 /// Fisher-Yates shuffle driven by `rng` (the order every training loop here uses).
@@ -180,7 +194,11 @@ pub fn train_head<AB: AutodiffBackend>(
             .iter()
             .map(|&i| Row {
                 input: inputs[i].clone(),
-                label: labels[i].clone(),
+                label: if config.center_labels {
+                    centered(&labels[i])
+                } else {
+                    labels[i].clone()
+                },
             })
             .collect()
     };

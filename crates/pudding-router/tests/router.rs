@@ -66,6 +66,58 @@ fn head_learns_a_learnable_routing_problem() {
     assert!(RouterHead::<B>::load(&path, d, m, &Default::default()).is_err());
 }
 
+/// With `center_labels`, a per-row offset unrelated to the input (a prompt's overall
+/// difficulty) is removed before training: the head learns the differences between
+/// candidates, its predictions are centred, and it routes as well as on offset-free labels.
+#[test]
+fn centred_labels_ignore_each_rows_offset() {
+    assert_eq!(
+        pudding_router::train::centered(&[1.0, 2.0, 6.0]),
+        vec![-2.0, -1.0, 3.0]
+    );
+    let mut rng = SplitMix64::new(5);
+    let (n, d, m) = (300, 16, 4);
+    let w: Vec<f32> = (0..d * m).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let inputs: Vec<Vec<f32>> = (0..n)
+        .map(|_| (0..d).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect())
+        .collect();
+    let labels: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|x| {
+            let offset = rng.next_f64() as f32 * -8.0;
+            (0..m)
+                .map(|j| (0..d).map(|i| x[i] * w[i * m + j]).sum::<f32>() + offset)
+                .collect()
+        })
+        .collect();
+    let config = TrainConfig {
+        hidden: 32,
+        epochs: 60,
+        lr: 3e-3,
+        center_labels: true,
+        ..Default::default()
+    };
+    let outcome =
+        train_head::<Autodiff<B>>(&inputs, &labels, &config, &Default::default(), &mut |_| {})
+            .unwrap();
+    assert!(outcome.best.val_top1 > 0.6, "{:?}", outcome.best);
+    let rows = &outcome.val_rows;
+    let x = burn::tensor::Tensor::<B, 2>::from_data(
+        burn::tensor::TensorData::new(
+            rows.iter()
+                .flat_map(|&i| inputs[i].clone())
+                .collect::<Vec<f32>>(),
+            [rows.len(), d],
+        ),
+        &Default::default(),
+    );
+    let pred = outcome.head.forward(x).into_data().to_vec::<f32>().unwrap();
+    for p in pred.chunks(m) {
+        let mean = p.iter().sum::<f32>() / m as f32;
+        assert!(mean.abs() < 0.5, "prediction {p:?} is not centred");
+    }
+}
+
 /// burn-train's loop with our best-epoch strategy: the head returned is the best epoch's
 /// (its validation metrics, recomputed here from its predictions, are the logged ones),
 /// the best epoch is the lowest validation MSE of the history, and training stops

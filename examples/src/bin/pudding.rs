@@ -324,6 +324,11 @@ enum Command {
         /// proportional to N; recorded in the card, applied when the router is loaded).
         #[arg(long)]
         encoder_layers: Option<usize>,
+        /// `head` only: train on labels minus each row's mean (routing is unchanged by a
+        /// per-row shift; METHOD.md trains on raw labels, the default). docs/router.md
+        /// compares both.
+        #[arg(long)]
+        center_labels: bool,
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -806,6 +811,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             batch_size,
             max_tokens,
             encoder_layers,
+            center_labels,
             seed,
         } => {
             let result = match mode.as_str() {
@@ -813,10 +819,17 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                     &pool,
                     &labels,
                     &out,
-                    epochs.unwrap_or(200),
-                    seed,
+                    &pudding_router::train::TrainConfig {
+                        epochs: epochs.unwrap_or(200),
+                        seed,
+                        center_labels,
+                        ..Default::default()
+                    },
                     encoder_layers,
                 ),
+                "full" if center_labels => {
+                    Err("--center-labels applies to --mode head only".into())
+                }
                 "full" => {
                     let d = pudding_router::finetune::FinetuneConfig::default();
                     let config = pudding_router::finetune::FinetuneConfig {
