@@ -222,6 +222,47 @@ fn items(task: TaskName, limit: Option<usize>) -> Result<Vec<TaskItem>, Box<dyn 
     })
 }
 
+/// The task-level choice of a labels file: per calibration task, the candidate with the
+/// best mean label over that task's rows, and the best over all rows (for other tasks).
+struct TaskChoice {
+    per_task: BTreeMap<String, usize>,
+    overall: usize,
+}
+
+fn task_choice(
+    labels: &std::path::Path,
+    n_candidates: usize,
+) -> Result<TaskChoice, Box<dyn Error>> {
+    let labels = pudding_router::labels::read_labels(labels)?;
+    if labels.header.n_candidates != n_candidates {
+        return Err(format!(
+            "labels file has {} candidates, the pool {n_candidates}",
+            labels.header.n_candidates
+        )
+        .into());
+    }
+    let best = |sum: &[f64]| {
+        (0..sum.len())
+            .max_by(|&a, &b| sum[a].total_cmp(&sum[b]))
+            .unwrap_or(0)
+    };
+    let mut sums: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut overall = vec![0.0f64; n_candidates];
+    for row in &labels.rows {
+        let sum = sums
+            .entry(row.task.clone())
+            .or_insert_with(|| vec![0.0; n_candidates]);
+        for (c, &v) in row.label.iter().enumerate() {
+            sum[c] += f64::from(v);
+            overall[c] += f64::from(v);
+        }
+    }
+    Ok(TaskChoice {
+        per_task: sums.iter().map(|(t, s)| (t.clone(), best(s))).collect(),
+        overall: best(&overall),
+    })
+}
+
 /// Runs (or resumes) everything and writes `E2E.md`, `e2e.json` and the plots to `out`.
 pub fn reproduce<B: Backend>(
     lm: &LlamaLm<B>,
@@ -415,6 +456,13 @@ pub fn reproduce<B: Backend>(
             method: "Oracle".into(),
             ..routed_row.clone()
         };
+        // The task-level baseline: per task, the candidate best on average in the router's
+        // labels for that task (a router that only recognises the task).
+        let by_task = task_choice(&out.join(format!("labels-k{k}.jsonl")), pool.len())?;
+        let mut task_row = MethodRow {
+            method: "Task-level choice (labels)".into(),
+            ..routed_row.clone()
+        };
         let mut counts = ChoiceCounts {
             k,
             candidates: pool.candidates.iter().map(|c| c.set.clone()).collect(),
@@ -431,12 +479,19 @@ pub fn reproduce<B: Backend>(
             if tasks.is_empty() || per_candidate.len() != pool.len() {
                 continue;
             }
-            let (mut routed_avg, mut oracle_avg) = (Vec::new(), Vec::new());
+            let (mut routed_avg, mut oracle_avg, mut task_avg) =
+                (Vec::new(), Vec::new(), Vec::new());
             let mut single_avg = vec![Vec::new(); pool.len()];
             let (mut agree, mut regret, mut n_items) = (0usize, 0.0f64, 0usize);
             for &task in tasks.iter() {
                 let name = task.name().to_string();
-                let (mut routed_ok, mut oracle_ok) = (Vec::new(), Vec::new());
+                let (mut routed_ok, mut oracle_ok, mut task_ok) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                let task_pick = by_task
+                    .per_task
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(by_task.overall);
                 let mut single_ok = vec![Vec::new(); pool.len()];
                 let mut task_counts = vec![0usize; pool.len()];
                 let mut omitted = vec![0usize; lm.n_blocks()];
@@ -467,6 +522,7 @@ pub fn reproduce<B: Backend>(
                     n_items += 1;
                     routed_ok.push(f64::from(u8::from(outcome[chosen].correct)));
                     oracle_ok.push(f64::from(u8::from(outcome[oracle].correct)));
+                    task_ok.push(f64::from(u8::from(outcome[task_pick].correct)));
                     task_counts[chosen] += 1;
                     for &b in pool.candidates[chosen].set.blocks() {
                         omitted[b] += 1;
@@ -478,8 +534,10 @@ pub fn reproduce<B: Backend>(
                 let n = routed_ok.len() as f64;
                 routed_row.tasks.insert(name.clone(), mean(routed_ok));
                 oracle_row.tasks.insert(name.clone(), mean(oracle_ok));
+                task_row.tasks.insert(name.clone(), mean(task_ok));
                 routed_avg.push(routed_row.tasks[&name]);
                 oracle_avg.push(oracle_row.tasks[&name]);
+                task_avg.push(task_row.tasks[&name]);
                 for (c, ok) in single_ok.into_iter().enumerate() {
                     single_avg[c].push(mean(ok));
                 }
@@ -509,15 +567,19 @@ pub fn reproduce<B: Backend>(
                 oracle,
                 recovered: (gain > 1e-12).then(|| (routed - singles[best]) / gain),
             });
+            let task_level = mean(task_avg);
             if group == "paper" {
                 routed_row.average = routed;
                 oracle_row.average = oracle;
+                task_row.average = task_level;
             } else {
                 routed_row.unseen_average = Some(routed);
                 oracle_row.unseen_average = Some(oracle);
+                task_row.unseen_average = Some(task_level);
             }
         }
         analysis.methods.push(routed_row);
+        analysis.methods.push(task_row);
         analysis.methods.push(oracle_row);
         analysis.omission_frequency.insert(k, frequency);
         if cfg.bench_repeats > 0 {

@@ -83,6 +83,31 @@ fn reproduce_runs_every_step_and_resumes() {
     assert!(q.regret >= 0.0);
     assert!((routed.average - q.routed).abs() < 1e-12);
     assert!((oracle.average - q.oracle).abs() < 1e-12);
+    // The task-level row: on a calibration task, the candidate best on average in that
+    // task's labels, scored as its own static evaluation scores it.
+    let labels = pudding_router::labels::read_labels(&out.path().join("labels-k1.jsonl")).unwrap();
+    let pool = pudding_core::CandidatePool::load(&out.path().join("pool-k1.json")).unwrap();
+    let mut sum = vec![0.0f64; pool.len()];
+    for row in labels.rows.iter().filter(|r| r.task == "arc_easy") {
+        for (c, v) in row.label.iter().enumerate() {
+            sum[c] += f64::from(*v);
+        }
+    }
+    let pick = (0..sum.len())
+        .max_by(|&a, &b| sum[a].total_cmp(&sum[b]))
+        .unwrap();
+    let picked: EvalReport = pudding_core::io::read_json(
+        &out.path()
+            .join("eval/paper")
+            .join(format!("{}.json", set_label(&pool.candidates[pick].set))),
+    )
+    .unwrap();
+    let task_row = first
+        .methods
+        .iter()
+        .find(|m| m.method == "Task-level choice (labels)")
+        .unwrap();
+    assert!((task_row.tasks["arc_easy"] - picked.tasks["arc_easy"].reported()).abs() < 1e-12);
     let counts = &first.choices[0];
     for task in ["arc_easy", "boolq"] {
         assert_eq!(counts.counts[task].iter().sum::<usize>(), 3, "{task}");
