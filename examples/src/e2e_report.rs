@@ -29,6 +29,14 @@ pub fn markdown(r: &Reproduction, cfg: &ReproduceConfig) -> String {
         cfg.calib_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
         cfg.label_rows
     );
+    if let Some(n) = r.eval_items.values().copied().filter(|&n| n > 0).min() {
+        let _ = writeln!(
+            md,
+            "Sampling noise: with {n} items a task's accuracy has a standard error of at most {:.1} points (50/sqrt(n)), the six-task average about {:.1}; differences smaller than that are not evidence.\n",
+            50.0 / (n as f64).sqrt(),
+            50.0 / (n as f64).sqrt() / (r.eval_items.len().max(1) as f64).sqrt()
+        );
+    }
     let task_names = |tasks: &[pudding_eval::tasks::TaskName]| -> Vec<String> {
         tasks.iter().map(|t| t.name().to_string()).collect()
     };
