@@ -895,16 +895,17 @@ impl<B: Backend> LlamaModel<B> {
         }
         Ok(x)
     }
+
     /// The residual stream under each of several omission sets at once: `tokens` `[b, s]`
     /// -> one `[b, s, d]` per set, in the order of `sets` (each equal to
     /// [`Self::forward_hidden`] under that set).
     ///
     /// Sets that skip the same blocks before block `i` give block `i` the same input, so
     /// block `i` runs once for all of them: the sets form a prefix tree over the blocks and
-    /// each node is computed once. Evaluating the 18 omission sets of a k = 3 and k = 6
-    /// comparison this way runs 275 block passes instead of 462 (one pass per set). With `caches`
-    /// (one per set, each made for its set, all at the same length and padding), every
-    /// cache receives its set's entries; a shared block's entry is shared.
+    /// each node is computed once (for the 18 sets of the SmolLM2 comparison, k = 3 and 6
+    /// with baselines, 275 block passes instead of 462). With `caches` (one per set, each
+    /// made for its set, all at the same length and padding), every cache receives its
+    /// set's entries; an entry computed once is shared by the caches of all its sets.
     pub fn forward_hidden_sets(
         &self,
         tokens: Tensor<B, 2, Int>,
