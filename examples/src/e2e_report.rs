@@ -19,7 +19,7 @@ pub fn markdown(r: &Reproduction, cfg: &ReproduceConfig) -> String {
         |l: Option<usize>| l.map_or("full split".to_string(), |n| format!("first {n} items"));
     let _ = writeln!(
         md,
-        "Paper tasks: {} ({} per task); unseen tasks: {} ({}). Candidates: losses {}, {} calibration rows per task on {}; router: {} labelled rows per task. Accuracy in %, each task's reported metric (acc_norm for ARC, HellaSwag, PIQA, OpenBookQA, SciQ; acc otherwise).\n",
+        "Paper tasks: {} ({} per task); unseen tasks: {} ({}). Candidates: losses {}, {} calibration rows per task on {}; router: {} labelled rows per task. Accuracy in %, each task's reported metric (acc_norm for {}; acc otherwise).\n",
         cfg.eval_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
         limit(cfg.eval_limit),
         cfg.unseen_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
@@ -27,7 +27,14 @@ pub fn markdown(r: &Reproduction, cfg: &ReproduceConfig) -> String {
         cfg.losses,
         cfg.calib,
         cfg.calib_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
-        cfg.label_rows
+        cfg.label_rows,
+        cfg.eval_tasks
+            .iter()
+            .chain(&cfg.unseen_tasks)
+            .filter(|t| t.reported_metric() == pudding_eval::tasks::Metric::AccNorm)
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if let Some(n) = r.eval_items.values().copied().filter(|&n| n > 0).min() {
         let _ = writeln!(
