@@ -8,14 +8,18 @@
 //! cargo run --release --example router_curve -- results/smollm2/labels-k3.jsonl 3 150,300,600,1200
 //! ```
 //!
-//! Arguments: labels file, encoder layers (MiniLM's first N; 6 = all), training sizes.
+//! Arguments: labels file, features (`N`: MiniLM's first N layers, 6 = all; `llm:N`: the
+//! LLM's own residual stream after its first N blocks, mean-pooled), training sizes.
 //! 20 % of the rows (seeded) are held out; each size trains a head (`train_head`, the
 //! defaults of `pudding train-router`) on the first rows of the seeded remainder.
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use pudding_cli::backend::{self, Backend};
+use pudding_cli::resolve_model;
 use pudding_cli::router_commands::{load_encoder, ROUTER_MAX_TOKENS};
+use pudding_core::SkippableLm;
+use pudding_models::LlamaLm;
 use pudding_router::labels::read_labels;
 use pudding_router::train::{centered, route_metrics, split_rows, train_head, TrainConfig};
 use std::collections::BTreeMap;
@@ -25,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let labels_path = args
         .next()
         .unwrap_or_else(|| "results/smollm2/labels-k3.jsonl".into());
-    let layers: usize = args.next().unwrap_or_else(|| "3".into()).parse()?;
+    // `N`: MiniLM's first N layers; `llm:N`: the routed LLM's own residual stream after
+    // its first N blocks (final norm applied, mean over tokens), which the routed model
+    // computes anyway when no candidate skips those blocks.
+    let features = args.next().unwrap_or_else(|| "3".into());
     let sizes: Vec<usize> = args
         .next()
         .unwrap_or_else(|| "150,300,600,1200".into())
@@ -34,14 +41,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let labels = read_labels(labels_path.as_ref())?;
     let device = backend::device();
-    let encoder = load_encoder::<Backend>(&device)?.truncate_layers(layers)?;
-    let d = encoder.config().hidden_size;
     let mut inputs: Vec<Vec<f32>> = Vec::with_capacity(labels.rows.len());
-    for chunk in labels.rows.chunks(16) {
-        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-        let e = pudding_models::host_values(encoder.embed(&texts, ROUTER_MAX_TOKENS)?)?;
-        inputs.extend(e.chunks(d).map(|c| c.to_vec()));
-    }
+    let d = if let Some(blocks) = features.strip_prefix("llm:") {
+        let blocks: usize = blocks.parse()?;
+        let lm = LlamaLm::<Backend>::load(&resolve_model(None)?, &device)?;
+        let model = lm.model();
+        for row in &labels.rows {
+            let mut ids = lm.encode(&row.text)?;
+            if ids.is_empty() {
+                ids.push(lm.prefix_token());
+            }
+            let ids = &ids[ids.len().saturating_sub(ROUTER_MAX_TOKENS)..];
+            let tokens = Tensor::<Backend, 2, Int>::from_data(
+                TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, ids.len()]),
+                &device,
+            );
+            let mut x = model.embed_tokens(tokens);
+            for b in 0..blocks {
+                x = model.block_forward(b, x, 0)?;
+            }
+            let pooled = model.norm.forward(x).mean_dim(1);
+            inputs.push(pudding_models::host_values(pooled)?);
+        }
+        model.config().hidden_size
+    } else {
+        let layers: usize = features.parse()?;
+        let encoder = load_encoder::<Backend>(&device)?.truncate_layers(layers)?;
+        let d = encoder.config().hidden_size;
+        for chunk in labels.rows.chunks(16) {
+            let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+            let e = pudding_models::host_values(encoder.embed(&texts, ROUTER_MAX_TOKENS)?)?;
+            inputs.extend(e.chunks(d).map(|c| c.to_vec()));
+        }
+        d
+    };
     let m = labels.header.n_candidates;
     let (held_out, train) = split_rows(labels.rows.len(), 0.2, 7);
     let flat = |rows: &[usize]| -> Vec<f32> {
@@ -51,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let test_labels = flat(&held_out);
     println!(
-        "{labels_path}: {} rows, {m} candidates, {} held out, MiniLM first {layers} layers\n",
+        "{labels_path}: {} rows, {m} candidates, {} held out, features {features}\n",
         labels.rows.len(),
         held_out.len()
     );
