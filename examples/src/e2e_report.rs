@@ -39,8 +39,9 @@ pub fn markdown(r: &Reproduction, cfg: &ReproduceConfig) -> String {
     if let Some(n) = r.eval_items.values().copied().filter(|&n| n > 0).min() {
         let _ = writeln!(
             md,
-            "Sampling noise: with {n} items a task's accuracy has a standard error of at most {:.1} points (50/sqrt(n)), the six-task average about {:.1}; differences smaller than that are not evidence.\n",
+            "Sampling noise: with {n} items a task's accuracy has a standard error of at most {:.1} points (50/sqrt(n)), the average over the {} paper tasks about {:.1}; differences smaller than that are not evidence.\n",
             50.0 / (n as f64).sqrt(),
+            r.eval_items.len(),
             50.0 / (n as f64).sqrt() / (r.eval_items.len().max(1) as f64).sqrt()
         );
     }

@@ -102,12 +102,8 @@ pub fn score_requests<L: SkippableLm>(
     requests: &[Request],
     skip: &OmissionSet,
 ) -> Result<Vec<ContinuationScore>, ScoreError> {
-    let tokenized = requests
-        .iter()
-        .enumerate()
-        .map(|(i, r)| tokenize_request(lm, i, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    score_tokenized(lm, &tokenized, skip)
+    let mut per_set = score_requests_sets(lm, requests, std::slice::from_ref(skip))?;
+    Ok(per_set.pop().unwrap_or_default())
 }
 
 /// [`score_requests`] on already-tokenised requests.

@@ -859,41 +859,15 @@ impl<B: Backend> LlamaModel<B> {
         &self,
         tokens: Tensor<B, 2, Int>,
         skip: &OmissionSet,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        skip.check_blocks(self.config.n_blocks)?;
-        let [b, s] = tokens.dims();
-        let (offset, left_pad) = match cache.as_deref() {
-            Some(c) => {
-                c.check_skip(skip)?;
-                c.check_batch(b)?;
-                (c.len(), c.left_pad().to_vec())
-            }
-            None => (0, Vec::new()),
-        };
-        if s == 0 {
-            return Err(ModelError::EmptyPrompt);
-        }
-        if offset + s > self.config.max_seq_len {
-            return Err(ModelError::PromptTooLong {
-                len: offset + s,
-                max: self.config.max_seq_len,
-            });
-        }
-        let kept: Vec<&Block<B>> = skip
-            .kept()
-            .map(|i| self.block(i))
-            .collect::<Result<_, _>>()?;
-        let step = self.step_context(s, offset, &left_pad);
-        let mut x = self.embed_tokens(tokens);
-        for (block, index) in kept.into_iter().zip(skip.kept()) {
-            let block_cache = cache.as_deref_mut().map(|c| (c, index));
-            x = block.forward(x, &self.rope, &step, block_cache);
-        }
-        if let Some(c) = cache {
-            c.advance(s);
-        }
-        Ok(x)
+        self.forward_hidden_sets(
+            tokens,
+            std::slice::from_ref(skip),
+            cache.map(std::slice::from_mut),
+        )?
+        .pop()
+        .ok_or_else(|| ModelError::Batch("no hidden state returned".into()))
     }
 
     /// The residual stream under each of several omission sets at once: `tokens` `[b, s]`
@@ -917,6 +891,10 @@ impl<B: Backend> LlamaModel<B> {
         }
         for set in sets {
             set.check_blocks(self.config.n_blocks)?;
+            // Every block a set runs must be resident, checked before any cache changes.
+            for index in set.kept() {
+                self.block(index)?;
+            }
         }
         let [b, s] = tokens.dims();
         let (offset, left_pad) = match caches.as_deref() {
@@ -960,27 +938,28 @@ impl<B: Backend> LlamaModel<B> {
             for (members, x) in groups {
                 let (skipping, running): (Vec<usize>, Vec<usize>) =
                     members.into_iter().partition(|&m| sets[m].skips(index));
-                if let Some(&first) = running.first() {
-                    let block = self.block(index)?;
-                    let y = match caches.as_deref_mut() {
-                        Some(caches) => {
-                            let y = block.forward(
-                                x.clone(),
-                                &self.rope,
-                                &step,
-                                Some((&mut caches[first], index)),
-                            );
-                            let entry = caches[first].block_entry(index);
-                            for &m in &running[1..] {
-                                caches[m].set_block_entry(index, entry.clone());
-                            }
-                            y
+                let Some(&first) = running.first() else {
+                    next.push((skipping, x));
+                    continue;
+                };
+                // Keep the input only when some sets skip this block (a single set never
+                // holds an extra reference to it).
+                let skipped_input = (!skipping.is_empty()).then(|| x.clone());
+                let block = self.block(index)?;
+                let y = match caches.as_deref_mut() {
+                    Some(caches) => {
+                        let y =
+                            block.forward(x, &self.rope, &step, Some((&mut caches[first], index)));
+                        let entry = caches[first].block_entry(index);
+                        for &m in &running[1..] {
+                            caches[m].set_block_entry(index, entry.clone());
                         }
-                        None => block.forward(x.clone(), &self.rope, &step, None),
-                    };
-                    next.push((running, y));
-                }
-                if !skipping.is_empty() {
+                        y
+                    }
+                    None => block.forward(x, &self.rope, &step, None),
+                };
+                next.push((running, y));
+                if let Some(x) = skipped_input {
                     next.push((skipping, x));
                 }
             }

@@ -404,6 +404,9 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
                 .forward_hidden_sets(tokens, sets, Some(&mut batch_caches))?;
             rest_hidden = rest.into_iter().map(Some).collect();
         }
+        let index = (!targets.is_empty()).then(|| {
+            Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [n_rows, width, 1]), &device)
+        });
         let mut out = Vec::with_capacity(sets.len());
         for (context_hidden, rest) in hidden.into_iter().zip(rest_hidden) {
             let s = context_hidden.dims()[1];
@@ -414,14 +417,10 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             ))?;
             let first_argmax = crate::sampling::argmax(&first);
             let (mut rest_logprobs, mut rest_best) = (Vec::new(), Vec::new());
-            if let Some(rest) = rest {
+            if let (Some(rest), Some(index)) = (rest, &index) {
                 let logp = log_softmax(self.model.head(rest), 2); // [rows, width, v]
-                let index = Tensor::<B, 3, Int>::from_data(
-                    TensorData::new(targets.clone(), [n_rows, width, 1]),
-                    &device,
-                );
                 rest_best = host_ints(logp.clone().argmax(2))?;
-                rest_logprobs = host_values(logp.gather(2, index))?;
+                rest_logprobs = host_values(logp.gather(2, index.clone()))?;
             }
             let mut scores = Vec::with_capacity(n_rows);
             for (row, cont) in continuations.iter().enumerate() {

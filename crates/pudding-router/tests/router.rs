@@ -10,6 +10,21 @@ use pudding_router::head::RouterHead;
 use pudding_router::labels::{generate_labels, read_labels, RouterInput};
 use pudding_router::train::{route_metrics, train_head, TrainConfig};
 
+/// The head's predictions (row-major `[rows, m]`) for `inputs[rows]`.
+fn predict(head: &RouterHead<B>, inputs: &[Vec<f32>], rows: &[usize]) -> Vec<f32> {
+    let d = inputs[0].len();
+    let x = burn::tensor::Tensor::<B, 2>::from_data(
+        burn::tensor::TensorData::new(
+            rows.iter()
+                .flat_map(|&i| inputs[i].clone())
+                .collect::<Vec<f32>>(),
+            [rows.len(), d],
+        ),
+        &Default::default(),
+    );
+    head.forward(x).into_data().to_vec::<f32>().unwrap()
+}
+
 /// Labels that are a fixed linear function of the inputs: a head must learn to route.
 #[test]
 fn head_learns_a_learnable_routing_problem() {
@@ -102,16 +117,7 @@ fn centred_labels_ignore_each_rows_offset() {
             .unwrap();
     assert!(outcome.best.val_top1 > 0.6, "{:?}", outcome.best);
     let rows = &outcome.val_rows;
-    let x = burn::tensor::Tensor::<B, 2>::from_data(
-        burn::tensor::TensorData::new(
-            rows.iter()
-                .flat_map(|&i| inputs[i].clone())
-                .collect::<Vec<f32>>(),
-            [rows.len(), d],
-        ),
-        &Default::default(),
-    );
-    let pred = outcome.head.forward(x).into_data().to_vec::<f32>().unwrap();
+    let pred = predict(&outcome.head, &inputs, rows);
     for p in pred.chunks(m) {
         let mean = p.iter().sum::<f32>() / m as f32;
         assert!(mean.abs() < 0.5, "prediction {p:?} is not centred");
@@ -164,16 +170,7 @@ fn training_keeps_the_best_epoch_and_stops_early() {
     assert_eq!(epochs.len(), outcome.best.epoch + config.patience);
     // The returned weights are that epoch's: recompute its validation metrics.
     let rows = &outcome.val_rows;
-    let x = burn::tensor::Tensor::<B, 2>::from_data(
-        burn::tensor::TensorData::new(
-            rows.iter()
-                .flat_map(|&i| inputs[i].clone())
-                .collect::<Vec<f32>>(),
-            [rows.len(), d],
-        ),
-        &Default::default(),
-    );
-    let pred = outcome.head.forward(x).into_data().to_vec::<f32>().unwrap();
+    let pred = predict(&outcome.head, &inputs, rows);
     let y: Vec<f32> = rows.iter().flat_map(|&i| labels[i].clone()).collect();
     let (mse, top1, regret) = route_metrics(&pred, &y, m);
     assert!(
