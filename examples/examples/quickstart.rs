@@ -158,7 +158,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         s.prefill_tokens_per_sec() / d.prefill_tokens_per_sec(),
         s.decode_tokens_per_sec() / d.decode_tokens_per_sec(),
         1.0 / skip.kept_fraction(),
-        1.0 / lm.model().config().ideal_ratio(skip.len()),
+        1.0 / lm.model().config().ideal_ratio(skip.len())?,
     );
     Ok(())
 }

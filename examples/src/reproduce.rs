@@ -602,7 +602,7 @@ pub fn reproduce<B: Backend>(
                 &config,
                 crate::backend::NAME,
                 c.vocab_size as u32,
-                c.ideal_ratio(k),
+                c.ideal_ratio(k)?,
             )?;
             analysis.speed.push(RoutedSpeed {
                 k,

@@ -131,7 +131,7 @@ pub fn run_shape_bench<B: Backend>(
 ) -> Result<ShapeBenchReport, ModelError> {
     let c = model.config();
     let dense = OmissionSet::dense(c.n_blocks)?;
-    let ideal = c.ideal_ratio(skip.len());
+    let ideal = c.ideal_ratio(skip.len())?;
     let device = model.device();
     let mut rows = Vec::new();
     let mut row = |workload: String, d: Vec<f64>, s: Vec<f64>| {

@@ -72,14 +72,12 @@ pub fn shortgpt_block_influence<B: Backend>(
     let device = model.device();
     let mut sums = vec![0.0f64; n_blocks];
     let mut tokens_seen = 0usize;
-    for sample in samples {
+    for (i, sample) in samples.iter().enumerate() {
+        crate::greedy::check_sample(sample, i)?;
         let r = &sample.choices[sample.gold];
-        let ids: Vec<i64> = r
-            .context
-            .iter()
-            .chain(&r.continuation)
-            .map(|&t| t as i64)
-            .collect();
+        let ids: Vec<u32> = r.context.iter().chain(&r.continuation).copied().collect();
+        lm.check_ids(&ids)?;
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
         let n = ids.len();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
         let mut x = model.embed_tokens(tokens);

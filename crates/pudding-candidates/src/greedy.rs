@@ -144,6 +144,18 @@ struct SampleBatch {
     samples: Vec<(usize, usize, usize)>,
 }
 
+/// Errors unless `sample` has a choice and its gold index names one of them.
+pub(crate) fn check_sample(sample: &CalibrationSample, index: usize) -> Result<(), SearchError> {
+    if sample.gold >= sample.choices.len() {
+        return Err(SearchError::Invalid(format!(
+            "calibration sample {index}: gold choice {} of {} choices",
+            sample.gold,
+            sample.choices.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Samples per batch: bounds the memory of the stored block inputs.
 const SAMPLES_PER_BATCH: usize = 16;
 
@@ -161,6 +173,14 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
             return Err(SearchError::Invalid(
                 "a calibration request has an empty context or continuation".into(),
             ));
+        }
+        for (i, sample) in samples.iter().enumerate() {
+            check_sample(sample, i)?;
+            for r in &sample.choices {
+                let mut ids = r.context.clone();
+                ids.extend_from_slice(&r.continuation);
+                self.lm.check_ids(&ids)?;
+            }
         }
         let mut batch = SampleBatch {
             rows: Vec::new(),
@@ -219,7 +239,10 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
     }
 
     /// Token ids `[rows, width]` (right-padded) and the packed step context.
-    fn inputs(&self, batch: &SampleBatch) -> (Tensor<B, 2, Int>, StepContext<B>) {
+    fn inputs(
+        &self,
+        batch: &SampleBatch,
+    ) -> Result<(Tensor<B, 2, Int>, StepContext<B>), ModelError> {
         let width = batch.rows.iter().map(Vec::len).max().unwrap_or(0);
         let n = batch.rows.len();
         let mut flat = Vec::with_capacity(n * width);
@@ -239,8 +262,8 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
         let step = model.packed_step(n, width, &positions, |row, i, j| {
             let (si, sj) = (segments[row * width + i], segments[row * width + j]);
             j <= i && (sj == 0 || sj == si)
-        });
-        (tokens, step)
+        })?;
+        Ok((tokens, step))
     }
 
     /// Summed loss of a batch's samples from the final hidden states `[rows, width, d]`.
@@ -296,7 +319,7 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
         let mut total = 0.0;
         for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
             let batch = self.batch(chunk)?;
-            let (tokens, step) = self.inputs(&batch);
+            let (tokens, step) = self.inputs(&batch)?;
             let hidden = model.run_blocks_in(&step, set.kept(), model.embed_tokens(tokens))?;
             total += self.loss_from_hidden(hidden, &batch)?;
         }
@@ -313,7 +336,7 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
         let mut totals = vec![0.0; candidates.len()];
         for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
             let batch = self.batch(chunk)?;
-            let (tokens, step) = self.inputs(&batch);
+            let (tokens, step) = self.inputs(&batch)?;
             // inputs[j] = residual stream entering block j under `current`.
             let mut inputs = Vec::with_capacity(n_blocks);
             let mut x = model.embed_tokens(tokens);

@@ -43,6 +43,10 @@ impl FromStr for LossKind {
 }
 
 /// The loss of one sample from its choices' per-token log-probabilities.
+///
+/// # Panics
+/// If `gold` does not index `choice_logprobs`; the callers in this crate check samples
+/// first ([`total_loss`] returns a typed error for such a sample).
 pub fn sample_loss(kind: LossKind, choice_logprobs: &[&[f32]], gold: usize) -> f64 {
     let ll = |lp: &[f32]| lp.iter().map(|&v| v as f64).sum::<f64>();
     match kind {
@@ -72,7 +76,17 @@ pub fn total_loss<L: SkippableLm>(
     skip: &OmissionSet,
 ) -> Result<f64, ScoreError> {
     let mut total = 0.0;
-    for sample in samples {
+    for (index, sample) in samples.iter().enumerate() {
+        if sample.gold >= sample.choices.len() {
+            return Err(ScoreError::BadRequest {
+                index,
+                reason: format!(
+                    "gold choice {} of {} choices",
+                    sample.gold,
+                    sample.choices.len()
+                ),
+            });
+        }
         // tl and perplexity only need the correct choice.
         let needed: Vec<_> = match kind {
             LossKind::Tld => sample.choices.clone(),

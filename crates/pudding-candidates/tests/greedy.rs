@@ -85,6 +85,37 @@ fn search_resumes_from_its_checkpoint_and_rejects_bad_requests() {
         ..Default::default()
     };
     assert!(greedy_search(&mut eval, 6, &too_many, "tiny", None, &mut |_, _| {}).is_err());
+
+    // A sample whose gold index names no choice, or whose tokens the model lacks, is an
+    // error in every evaluator and baseline, not a panic.
+    let dense = OmissionSet::dense(6).unwrap();
+    let mut bad_gold = samples.clone();
+    bad_gold[1].gold = bad_gold[1].choices.len();
+    let mut bad_token = samples.clone();
+    let gold = bad_token[0].gold;
+    bad_token[0].choices[gold].continuation[0] = 1 << 30;
+    for bad in [&bad_gold, &bad_token] {
+        for kind in [LossKind::Tl, LossKind::Tld] {
+            let mut fast = PrefixCacheEvaluator {
+                lm: &lm,
+                samples: bad,
+                kind,
+            };
+            assert!(fast.loss(&dense).is_err());
+            let mut plain = ScorerEvaluator {
+                lm: &lm,
+                samples: bad,
+                kind,
+            };
+            assert!(plain.loss(&dense).is_err());
+        }
+        assert!(pudding_candidates::baselines::shortgpt_block_influence(
+            &lm,
+            bad,
+            &GreedyConfig::default()
+        )
+        .is_err());
+    }
 }
 
 /// On the real model, the fast search returns exactly the plain search's set, and is

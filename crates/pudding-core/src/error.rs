@@ -55,6 +55,14 @@ pub enum CoreError {
         /// Block count of the model.
         model_blocks: usize,
     },
+    /// A router returned a score vector whose length is not the pool's size.
+    #[error("the router returned {got} scores for a pool of {expected} candidates")]
+    RouterScores {
+        /// Scores returned.
+        got: usize,
+        /// Candidates in the pool.
+        expected: usize,
+    },
     /// A candidate pool is empty or otherwise malformed.
     #[error("invalid candidate pool: {0}")]
     InvalidPool(String),

@@ -31,7 +31,7 @@ impl ModelFingerprint {
             self.n_blocks,
             self.hidden_size,
             self.vocab_size,
-            &self.hash[..self.hash.len().min(12)]
+            self.hash.chars().take(12).collect::<String>()
         )
     }
 

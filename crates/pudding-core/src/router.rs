@@ -1,6 +1,6 @@
 //! [`Router`]: prompt -> candidate, and the visible [`RouteDecision`].
 
-use crate::{CandidatePool, OmissionSet};
+use crate::{CandidatePool, CoreError, OmissionSet};
 use serde::{Deserialize, Serialize};
 
 /// What a router decided for one prompt; returned to the caller so the choice is visible.
@@ -20,7 +20,7 @@ pub struct RouteDecision {
 /// Maps a prompt to per-candidate scores for a fixed [`CandidatePool`].
 pub trait Router {
     /// The implementation's error type.
-    type Error: std::error::Error + Send + Sync + 'static;
+    type Error: std::error::Error + Send + Sync + 'static + From<CoreError>;
 
     /// The pool whose candidates the scores refer to.
     fn pool(&self) -> &CandidatePool;
@@ -33,10 +33,18 @@ pub trait Router {
         let start = std::time::Instant::now();
         let scores = self.scores(prompt)?;
         let router_secs = start.elapsed().as_secs_f64();
+        let candidates = &self.pool().candidates;
+        if scores.len() != candidates.len() {
+            return Err(CoreError::RouterScores {
+                got: scores.len(),
+                expected: candidates.len(),
+            }
+            .into());
+        }
         let candidate = argmax(&scores);
         Ok(RouteDecision {
             candidate,
-            set: self.pool().candidates[candidate].set.clone(),
+            set: candidates[candidate].set.clone(),
             scores,
             router_secs,
         })
@@ -56,7 +64,54 @@ pub fn argmax(values: &[f32]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::argmax;
+    use super::{argmax, Router};
+    use crate::{Candidate, CandidatePool, CoreError, ModelFingerprint, OmissionSet};
+
+    /// A router whose scores have a fixed length, whatever the pool.
+    struct FixedScores(CandidatePool, usize);
+
+    impl Router for FixedScores {
+        type Error = CoreError;
+        fn pool(&self) -> &CandidatePool {
+            &self.0
+        }
+        fn scores(&self, _prompt: &str) -> Result<Vec<f32>, CoreError> {
+            Ok((0..self.1).map(|i| i as f32).collect())
+        }
+    }
+
+    #[test]
+    fn a_score_vector_of_the_wrong_length_is_an_error() {
+        let fingerprint = ModelFingerprint {
+            architecture: "llama".into(),
+            n_blocks: 4,
+            hidden_size: 8,
+            vocab_size: 16,
+            hash: "é".repeat(20),
+        };
+        let candidates = ["1", "2"]
+            .iter()
+            .map(|s| Candidate {
+                set: OmissionSet::parse(s, 4).unwrap(),
+                provenance: serde_json::Value::Null,
+            })
+            .collect();
+        let pool = CandidatePool::new(fingerprint, candidates).unwrap();
+        assert_eq!(
+            FixedScores(pool.clone(), 2).route("x").unwrap().candidate,
+            1
+        );
+        let err = FixedScores(pool.clone(), 3).route("x").unwrap_err();
+        assert!(matches!(
+            err,
+            CoreError::RouterScores {
+                got: 3,
+                expected: 2
+            }
+        ));
+        // A non-ASCII hash prints instead of panicking on a character boundary.
+        assert!(pool.fingerprint.short().ends_with(&"é".repeat(12)));
+    }
 
     #[test]
     fn argmax_first_on_ties_and_skips_nan() {

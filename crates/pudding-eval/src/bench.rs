@@ -84,7 +84,8 @@ pub struct BenchConfig {
     pub prompt_len: usize,
     /// Generated tokens for the generation workloads.
     pub generate_lengths: Vec<usize>,
-    /// Timed repeats per workload (one untimed warm-up first).
+    /// Timed repeats per workload (one untimed warm-up first); at least 1, or every median
+    /// is NaN.
     pub repeats: usize,
 }
 
@@ -116,8 +117,9 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// Deterministic pseudo-text token ids (avoids special tokens at the start of the vocab).
 fn synthetic_prompt(len: usize, vocab_hint: u32) -> Vec<u32> {
-    (0..len as u32)
-        .map(|i| 100 + (i * 7919) % vocab_hint.saturating_sub(200).max(1))
+    let modulus = u64::from(vocab_hint.saturating_sub(200).max(1));
+    (0..len as u64)
+        .map(|i| 100 + ((i * 7919) % modulus) as u32)
         .collect()
 }
 

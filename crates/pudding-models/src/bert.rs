@@ -219,8 +219,22 @@ impl<B: Backend> BertEncoder<B> {
                 config.hidden_size, config.num_attention_heads
             )));
         }
+        if config.max_position_embeddings < 2 || config.type_vocab_size == 0 {
+            return Err(ModelError::Config(format!(
+                "a BERT encoder needs at least 2 positions and 1 token type (config: {} and {})",
+                config.max_position_embeddings, config.type_vocab_size
+            )));
+        }
         let weights = SafetensorsWeights::open_dir(dir)?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(ModelError::Config(format!(
+                "the tokenizer has {} tokens but the encoder embeds only {}: tokenizer.json and \
+                 the weights belong to different models",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
         Self::from_weights(config, &weights, tokenizer, device)
     }
 
@@ -475,8 +489,20 @@ impl<B: Backend> BertEncoder<B> {
     }
 
     /// Token ids with `[CLS]` / `[SEP]`, cut to `max_len` tokens (the final `[SEP]` kept).
+    /// An error for a blank text (there is nothing to route on) or an id the embedding
+    /// table lacks.
     pub fn tokenize(&self, text: &str, max_len: usize) -> Result<Vec<u32>, ModelError> {
+        if text.trim().is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
         let mut ids = self.tokenizer.encode_with_special_tokens(text)?;
+        if ids.is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::TokenOutOfVocab { id, vocab });
+        }
         let limit = max_len.min(self.config.max_position_embeddings).max(2);
         if ids.len() > limit {
             let sep = *ids.last().unwrap_or(&0);

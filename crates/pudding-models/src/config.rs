@@ -1,7 +1,7 @@
 //! [`LlamaConfig`]: the hyper-parameters of a Llama-family decoder, read from a Hugging
 //! Face `config.json` or from GGUF metadata.
 
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufError, GgufFile};
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
 
@@ -143,25 +143,57 @@ impl LlamaConfig {
         }
         let key = |k: &str| format!("{architecture}.{k}");
         let u = |k: &str| -> Result<usize, ModelError> { Ok(file.get_u32(&key(k))? as usize) };
+        // An absent optional key takes its default; a present one of the wrong type is an
+        // error, never silently replaced.
+        let optional = |found: Result<u32, GgufError>| match found {
+            Ok(v) => Ok(Some(v as usize)),
+            Err(GgufError::MissingKey(_)) => Ok(None),
+            Err(e) => Err(ModelError::from(e)),
+        };
         let n_heads = u("attention.head_count")?;
         let hidden_size = u("embedding_length")?;
-        let head_dim = match file.get_u32(&key("rope.dimension_count")) {
-            Ok(d) => d as usize,
-            Err(_) => hidden_size / n_heads.max(1),
+        let head_dim = optional(file.get_u32(&key("rope.dimension_count")))?
+            .unwrap_or(hidden_size / n_heads.max(1));
+        let vocab_size = match optional(file.get_u32(&key("vocab_size")))? {
+            Some(v) => v,
+            None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
         };
-        let vocab_size = match file.get_u32(&key("vocab_size")) {
-            Ok(v) => v as usize,
-            Err(_) => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+        let rope_theta = match file.get_f32(&key("rope.freq_base")) {
+            Ok(theta) => theta,
+            Err(GgufError::MissingKey(_)) => 10_000.0,
+            Err(e) => return Err(e.into()),
         };
+        // Llama 3.1 GGUFs carry their RoPE scaling as a `rope_freqs` factor tensor, other
+        // conversions as `rope.scaling.*` keys; running without it would silently change
+        // every logit, so such files are refused until that scaling is implemented.
+        let scaling = match file.get_str(&key("rope.scaling.type")) {
+            Ok(kind) => Some(kind.to_string()),
+            Err(GgufError::MissingKey(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(kind) = scaling.filter(|k| k != "none") {
+            return Err(ModelError::Config(format!(
+                "GGUF RoPE scaling {kind:?} is not supported; load the Hugging Face checkpoint \
+                 (config.json rope_scaling llama3 is supported)"
+            )));
+        }
+        if file.tensor("rope_freqs.weight").is_ok() {
+            return Err(ModelError::Config(
+                "GGUF per-frequency RoPE factors (`rope_freqs.weight`, Llama 3.1 style) are not \
+                 supported; load the Hugging Face checkpoint (config.json rope_scaling llama3 \
+                 is supported)"
+                    .into(),
+            ));
+        }
         let config = Self {
             n_blocks: u("block_count")?,
             hidden_size,
             intermediate_size: u("feed_forward_length")?,
             n_heads,
-            n_kv_heads: u("attention.head_count_kv").unwrap_or(n_heads),
+            n_kv_heads: optional(file.get_u32(&key("attention.head_count_kv")))?.unwrap_or(n_heads),
             head_dim,
             vocab_size,
-            rope_theta: file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rope_theta,
             rope_scaling: None,
             rms_norm_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
             max_seq_len: u("context_length")?,
@@ -173,11 +205,61 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Checks the hyper-parameters are consistent (heads divide, sizes non-zero).
+    /// Checks the hyper-parameters are consistent: heads divide, sizes non-zero and within
+    /// [`LlamaConfig::LIMITS`] (so no product of sizes overflows and no table is absurd),
+    /// RMSNorm epsilon, RoPE theta and the Llama-3 scaling finite and positive.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Config(m));
         if self.n_blocks == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return bad("block count, hidden size and vocabulary must be non-zero".into());
+        }
+        let sizes = [
+            ("n_blocks", self.n_blocks),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_seq_len", self.max_seq_len),
+        ];
+        for ((name, value), (_, limit)) in sizes.iter().zip(Self::LIMITS) {
+            if *value > limit {
+                return bad(format!(
+                    "{name} = {value} is larger than any supported model (at most {limit}); \
+                     the configuration is corrupt"
+                ));
+            }
+        }
+        if self.intermediate_size == 0 {
+            return bad("intermediate_size must be non-zero".into());
+        }
+        let positive = |name: &str, v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ModelError::Config(format!(
+                    "{name} = {v} must be finite and positive"
+                )))
+            }
+        };
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        positive("rope_theta", self.rope_theta)?;
+        if let Some(s) = &self.rope_scaling {
+            positive("rope_scaling.factor", s.factor)?;
+            positive("rope_scaling.low_freq_factor", s.low_freq_factor)?;
+            positive("rope_scaling.high_freq_factor", s.high_freq_factor)?;
+            if s.high_freq_factor <= s.low_freq_factor {
+                return bad(format!(
+                    "rope_scaling.high_freq_factor {} must exceed low_freq_factor {}",
+                    s.high_freq_factor, s.low_freq_factor
+                ));
+            }
+            if s.original_max_position_embeddings == 0 {
+                return bad(
+                    "rope_scaling.original_max_position_embeddings must be non-zero".into(),
+                );
+            }
         }
         if self.n_heads == 0
             || self.n_kv_heads == 0
@@ -199,6 +281,21 @@ impl LlamaConfig {
         }
         Ok(())
     }
+
+    /// Upper bounds [`LlamaConfig::validate`] enforces, in the order n_blocks, hidden_size,
+    /// intermediate_size, n_heads, n_kv_heads, head_dim, vocab_size, max_seq_len: far above
+    /// any released Llama-family model, low enough that every product of two sizes fits a
+    /// `usize` and the rotary tables (`max_seq_len x head_dim`) stay allocatable.
+    pub const LIMITS: [(&'static str, usize); 8] = [
+        ("n_blocks", 1 << 12),
+        ("hidden_size", 1 << 17),
+        ("intermediate_size", 1 << 19),
+        ("n_heads", 1 << 12),
+        ("n_kv_heads", 1 << 12),
+        ("head_dim", 1 << 12),
+        ("vocab_size", 1 << 23),
+        ("max_seq_len", 1 << 20),
+    ];
 
     /// The shape of SmolLM2-135M (30 blocks, hidden 576, FFN 1536, 9/3 heads, vocabulary
     /// 49152, tied head), with a context of `max_seq_len` tokens.
@@ -269,12 +366,18 @@ impl LlamaConfig {
     }
 
     /// Ideal cost ratio (skipped / dense) per token when `k` blocks are skipped, counting
-    /// the block stack and the output head.
-    pub fn ideal_ratio(&self, k: usize) -> f64 {
+    /// the block stack and the output head; an error if `k` exceeds the block count.
+    pub fn ideal_ratio(&self, k: usize) -> Result<f64, ModelError> {
+        let kept = self.n_blocks.checked_sub(k).ok_or_else(|| {
+            ModelError::Config(format!(
+                "cannot skip {k} blocks of a {}-block model",
+                self.n_blocks
+            ))
+        })?;
         let block = self.block_macs_per_token() as f64;
         let head = self.head_macs_per_token() as f64;
         let dense = block * self.n_blocks as f64 + head;
-        (block * (self.n_blocks - k) as f64 + head) / dense
+        Ok((block * kept as f64 + head) / dense)
     }
 }
 
@@ -292,7 +395,9 @@ mod tests {
         assert_eq!(c.head_dim, 64);
         assert_eq!(c.group_size(), 3);
         assert!(c.tie_word_embeddings && !c.attention_bias);
-        assert!(c.ideal_ratio(6) < 1.0 && c.ideal_ratio(6) > 0.8);
+        let r = c.ideal_ratio(6).unwrap();
+        assert!(r < 1.0 && r > 0.8);
+        assert!(c.ideal_ratio(31).is_err());
     }
 
     #[test]

@@ -788,20 +788,39 @@ impl<B: Backend> LlamaModel<B> {
         x: Tensor<B, 3>,
         offset: usize,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        let step = self.step_context(x.dims()[1], offset, &[]);
+        let seq = x.dims()[1];
+        let max = self.config.max_seq_len;
+        if offset.saturating_add(seq) > max {
+            return Err(ModelError::PromptTooLong {
+                len: offset.saturating_add(seq),
+                max,
+            });
+        }
+        let step = self.step_context(seq, offset, &[]);
         self.run_blocks_in(&step, [index], x)
     }
 
     /// The step context of a packed batch (see [`StepContext::custom`]): `positions` is
-    /// `[batch * seq]`, `visible(row, query, key)` the attention pattern.
+    /// `[batch * seq]`, `visible(row, query, key)` the attention pattern. An error unless
+    /// there are `batch * seq` positions, each inside the context window.
     pub fn packed_step(
         &self,
         batch: usize,
         seq: usize,
         positions: &[usize],
         visible: impl Fn(usize, usize, usize) -> bool,
-    ) -> StepContext<B> {
-        StepContext::custom(
+    ) -> Result<StepContext<B>, ModelError> {
+        if Some(positions.len()) != batch.checked_mul(seq) {
+            return Err(ModelError::Batch(format!(
+                "{} positions for a {batch} x {seq} batch",
+                positions.len()
+            )));
+        }
+        let max = self.config.max_seq_len;
+        if let Some(&p) = positions.iter().find(|&&p| p >= max) {
+            return Err(ModelError::PromptTooLong { len: p + 1, max });
+        }
+        Ok(StepContext::custom(
             &self.rope,
             self.config.group_size(),
             batch,
@@ -809,7 +828,7 @@ impl<B: Backend> LlamaModel<B> {
             positions,
             visible,
             &self.device(),
-        )
+        ))
     }
 
     /// Runs `blocks` in order on `x` (`[b, s, d]`) under a given step context (no cache).

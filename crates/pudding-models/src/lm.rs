@@ -57,12 +57,15 @@ impl Checkpoint {
         let file = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&file)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let stop_tokens = file
-            .get_u32("tokenizer.ggml.eos_token_id")
-            .ok()
+        let special = |key: &str| match file.get_u32(key) {
+            Ok(id) => special_token(key, u64::from(id), config.vocab_size).map(Some),
+            Err(crate::gguf::GgufError::MissingKey(_)) => Ok(None),
+            Err(e) => Err(ModelError::from(e)),
+        };
+        let stop_tokens = special("tokenizer.ggml.eos_token_id")?
             .into_iter()
             .collect();
-        let bos_token = file.get_u32("tokenizer.ggml.bos_token_id").ok();
+        let bos_token = special("tokenizer.ggml.bos_token_id")?;
         let weights = Box::new(GgufWeights::new(file, &config));
         Ok(Self {
             config,
@@ -83,18 +86,27 @@ impl Checkpoint {
         let config = LlamaConfig::from_hf_json(&text)?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let value = serde_json::from_str::<serde_json::Value>(&text).ok();
+        let vocab = config.vocab_size;
+        let id = |key: &str, v: &serde_json::Value| match v.as_u64() {
+            Some(n) => special_token(key, n, vocab),
+            None => Err(ModelError::Config(format!(
+                "config.json {key}: {v} is not a token id"
+            ))),
+        };
         let mut stop_tokens = Vec::new();
         match value.as_ref().and_then(|v| v.get("eos_token_id")) {
-            Some(serde_json::Value::Number(n)) => stop_tokens.extend(n.as_u64().map(|v| v as u32)),
+            None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::Array(a)) => {
-                stop_tokens.extend(a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)))
+                for v in a {
+                    stop_tokens.push(id("eos_token_id", v)?);
+                }
             }
-            _ => {}
+            Some(v) => stop_tokens.push(id("eos_token_id", v)?),
         }
-        let bos_token = value
-            .as_ref()
-            .and_then(|v| v.get("bos_token_id").and_then(|b| b.as_u64()))
-            .map(|b| b as u32);
+        let bos_token = match value.as_ref().and_then(|v| v.get("bos_token_id")) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(id("bos_token_id", v)?),
+        };
         let weights = Box::new(SafetensorsWeights::open_dir(dir)?);
         Ok(Self {
             config,
@@ -114,7 +126,18 @@ impl Checkpoint {
             self.stop_tokens,
             device,
         )?;
-        Ok(lm.with_bos_token(self.bos_token))
+        lm.with_bos_token(self.bos_token)
+    }
+}
+
+/// A special token id read from a checkpoint's metadata (`key`), checked to be a
+/// vocabulary entry.
+fn special_token(key: &str, id: u64, vocab_size: usize) -> Result<u32, ModelError> {
+    match u32::try_from(id) {
+        Ok(id) if (id as usize) < vocab_size => Ok(id),
+        _ => Err(ModelError::Config(format!(
+            "{key} = {id} is not an id of the {vocab_size}-token vocabulary"
+        ))),
     }
 }
 
@@ -218,10 +241,14 @@ impl<B: Backend> LlamaLm<B> {
         }
     }
 
-    /// Sets the beginning-of-sequence token (used as the prefix of empty contexts).
-    pub fn with_bos_token(mut self, bos: Option<u32>) -> Self {
+    /// Sets the beginning-of-sequence token (used as the prefix of empty contexts); an
+    /// error if it is not an id of the model's vocabulary.
+    pub fn with_bos_token(mut self, bos: Option<u32>) -> Result<Self, ModelError> {
+        if let Some(id) = bos {
+            self.model.check_ids(&[id])?;
+        }
         self.bos_token = bos;
-        self
+        Ok(self)
     }
 
     /// The decoder.

@@ -178,7 +178,7 @@ impl WeightSource for GgufWeights {
                 None
             };
             if let Some(heads) = heads {
-                let rows = shape[0];
+                let rows = shape.first().copied().unwrap_or(0);
                 if rows != heads * self.head_dim {
                     return Err(ModelError::ShapeMismatch {
                         name: gguf_name,
@@ -286,7 +286,16 @@ impl SafetensorsWeights {
                 reason: e.to_string(),
             })?;
             for name in parsed.names() {
-                index.insert(name.to_string(), shards.len());
+                if let Some(first) = index.insert(name.to_string(), shards.len()) {
+                    let first: &(PathBuf, Mmap) = &shards[first];
+                    return Err(ModelError::Safetensors {
+                        path: path.clone(),
+                        reason: format!(
+                            "tensor {name:?} is also in {}: which copy is meant is ambiguous",
+                            first.0.display()
+                        ),
+                    });
+                }
             }
             shards.push((path, mmap));
         }

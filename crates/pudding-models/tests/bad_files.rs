@@ -145,3 +145,97 @@ fn truncated_real_model_file() {
         assert!(matches!(err, ModelError::Gguf(_)), "{err}");
     }
 }
+
+/// Writes `w` to a temporary file and loads it.
+fn load_written(w: &pudding_models::gguf::GgufWriter) -> Result<LlamaLm<B>, ModelError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    w.write_to(&path).unwrap();
+    load(&path)
+}
+
+#[test]
+fn absurd_sizes_are_a_config_error_not_an_allocation_abort() {
+    for (key, value) in [
+        ("llama.context_length", u32::MAX),
+        ("llama.attention.head_count", 1 << 30),
+        ("llama.block_count", 1 << 30),
+    ] {
+        let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+        w.add_u32(key, value);
+        let err = load_written(&w).expect_err(key);
+        assert!(matches!(err, ModelError::Config(_)), "{key}: {err}");
+    }
+}
+
+#[test]
+fn a_mistyped_optional_key_is_an_error_not_its_default() {
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_string("llama.rope.freq_base", "ten thousand");
+    let err = load_written(&w).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Gguf(GgufError::WrongKeyType { .. })),
+        "{err}"
+    );
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_f32("llama.attention.layer_norm_rms_epsilon", -1e-5);
+    let err = load_written(&w).unwrap_err();
+    assert!(matches!(err, ModelError::Config(_)), "{err}");
+}
+
+#[test]
+fn unsupported_gguf_rope_scaling_is_refused() {
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_tensor(
+        "rope_freqs.weight",
+        &[4],
+        &[1.0, 1.0, 2.0, 8.0],
+        GgmlType::F32,
+    )
+    .unwrap();
+    let err = load_written(&w).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("rope_freqs")),
+        "{err}"
+    );
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_string("llama.rope.scaling.type", "yarn");
+    let err = load_written(&w).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("yarn")),
+        "{err}"
+    );
+}
+
+#[test]
+fn special_token_ids_outside_the_vocabulary_are_refused() {
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_u32("tokenizer.ggml.bos_token_id", 1_000_000);
+    let err = load_written(&w).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("bos_token_id")),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&TinyLlamaSpec::default(), &hf).unwrap();
+    let config_path = hf.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["eos_token_id"] = serde_json::json!([2, 4_294_967_298u64]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let err = load(&hf).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("eos_token_id")),
+        "{err}"
+    );
+    config["eos_token_id"] = serde_json::json!(2);
+    config["rms_norm_eps"] = serde_json::json!(0.0);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let err = load(&hf).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("rms_norm_eps")),
+        "{err}"
+    );
+}

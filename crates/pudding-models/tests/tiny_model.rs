@@ -331,3 +331,31 @@ fn multi_set_forward_rejects_bad_requests() {
         .unwrap_err();
     assert!(err.to_string().contains("one omission set must hold"));
 }
+
+#[test]
+fn block_and_packed_inputs_past_the_context_are_errors() {
+    let spec = TinyLlamaSpec::default();
+    let (_d, lm) = tiny(&spec);
+    let model = lm.model();
+    let max = model.config().max_seq_len;
+    let x = model.embed_tokens(ids_tensor(&[[1, 2, 3, 4, 5, 6]]));
+    assert!(model.block_forward(0, x.clone(), 0).is_ok());
+    assert!(matches!(
+        model.block_forward(0, x, max - 5),
+        Err(pudding_models::ModelError::PromptTooLong { .. })
+    ));
+    let visible = |_: usize, q: usize, k: usize| k <= q;
+    assert!(model.packed_step(1, 3, &[0, 1, 2], visible).is_ok());
+    assert!(matches!(
+        model.packed_step(1, 3, &[0, 1], visible),
+        Err(pudding_models::ModelError::Batch(_))
+    ));
+    assert!(matches!(
+        model.packed_step(1, 2, &[0, max], visible),
+        Err(pudding_models::ModelError::PromptTooLong { .. })
+    ));
+    assert!(matches!(
+        lm.with_bos_token(Some(1 << 30)),
+        Err(pudding_models::ModelError::TokenOutOfVocab { .. })
+    ));
+}

@@ -185,6 +185,21 @@ pub fn finetune<AB: AutodiffBackend>(
     device: &AB::Device,
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<FinetuneOutcome<AB::InnerBackend>, RouterError> {
+    crate::train::check_training_settings(&crate::train::TrainingSettings {
+        hidden: config.hidden,
+        lr: config.lr,
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        weight_decay: config.weight_decay,
+        grad_clip: config.grad_clip,
+        val_fraction: config.val_fraction,
+    })?;
+    if config.max_tokens < 2 {
+        return Err(RouterError::Invalid(format!(
+            "max_tokens {} leaves no room for text between [CLS] and [SEP]",
+            config.max_tokens
+        )));
+    }
     let n = texts.len();
     if n < 2 || labels.len() != n {
         return Err(RouterError::Invalid(format!(

@@ -122,6 +122,11 @@ impl<B: Backend> RouterHead<B> {
         let (hb_shape, hb) = get("hidden.bias")?;
         let (ob_shape, ob) = get("out.bias")?;
         let hidden = hw_shape.get(1).copied().unwrap_or(0);
+        if hidden == 0 {
+            return Err(malformed(format!(
+                "hidden.weight has shape {hw_shape:?}: the head needs a hidden layer"
+            )));
+        }
         if hw_shape != [d_in, hidden]
             || ow_shape != [hidden, n_candidates]
             || hb_shape != [hidden]

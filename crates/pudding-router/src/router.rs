@@ -67,9 +67,9 @@ impl<B: Backend> PuddingRouter<B> {
         if card.pool_id != pool.id() || card.n_candidates != pool.len() {
             return Err(RouterError::Mismatch(format!(
                 "the router was trained for pool {} ({} candidates), not this pool {} ({})",
-                &card.pool_id[..12.min(card.pool_id.len())],
+                card.pool_id.chars().take(12).collect::<String>(),
                 card.n_candidates,
-                &pool.id()[..12],
+                pool.id().chars().take(12).collect::<String>(),
                 pool.len()
             )));
         }

@@ -56,6 +56,77 @@ pub struct TrainConfig {
     pub center_labels: bool,
 }
 
+impl TrainConfig {
+    /// Errors unless every setting is usable: a non-zero head width, epoch count and batch
+    /// size, a finite positive learning rate and clipping norm, fractions in range, a
+    /// finite non-negative weight decay.
+    pub fn validate(&self) -> Result<(), RouterError> {
+        check_training_settings(&TrainingSettings {
+            hidden: self.hidden,
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            weight_decay: f64::from(self.weight_decay),
+            grad_clip: f64::from(self.grad_clip),
+            val_fraction: self.val_fraction,
+        })?;
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            return Err(RouterError::Invalid(format!(
+                "warmup_fraction {} must lie in [0, 1)",
+                self.warmup_fraction
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The settings head training and fine-tuning share, for [`check_training_settings`].
+pub(crate) struct TrainingSettings {
+    pub hidden: usize,
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub val_fraction: f64,
+}
+
+/// Errors on a setting no training run can use (instead of clamping it silently).
+pub(crate) fn check_training_settings(s: &TrainingSettings) -> Result<(), RouterError> {
+    let invalid = |m: String| Err(RouterError::Invalid(m));
+    if s.hidden == 0 || s.epochs == 0 || s.batch_size == 0 {
+        return invalid(format!(
+            "hidden width {}, epochs {} and batch size {} must all be at least 1",
+            s.hidden, s.epochs, s.batch_size
+        ));
+    }
+    if !(s.lr.is_finite() && s.lr > 0.0) {
+        return invalid(format!(
+            "learning rate {} must be finite and positive",
+            s.lr
+        ));
+    }
+    if !(s.grad_clip.is_finite() && s.grad_clip > 0.0) {
+        return invalid(format!(
+            "gradient clipping norm {} must be finite and positive",
+            s.grad_clip
+        ));
+    }
+    if !(s.weight_decay.is_finite() && s.weight_decay >= 0.0) {
+        return invalid(format!(
+            "weight decay {} must be finite and non-negative",
+            s.weight_decay
+        ));
+    }
+    if !(s.val_fraction > 0.0 && s.val_fraction < 1.0) {
+        return invalid(format!(
+            "validation fraction {} must lie strictly between 0 and 1",
+            s.val_fraction
+        ));
+    }
+    Ok(())
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -171,6 +242,7 @@ pub fn train_head<AB: AutodiffBackend>(
     device: &AB::Device,
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<TrainOutcome<AB::InnerBackend>, RouterError> {
+    config.validate()?;
     let n = inputs.len();
     if n < 2 || labels.len() != n {
         return Err(RouterError::Invalid(format!(

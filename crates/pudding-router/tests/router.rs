@@ -25,6 +25,55 @@ fn predict(head: &RouterHead<B>, inputs: &[Vec<f32>], rows: &[usize]) -> Vec<f32
     head.forward(x).into_data().to_vec::<f32>().unwrap()
 }
 
+/// Unusable settings are refused before training, not clamped.
+#[test]
+fn unusable_training_settings_are_errors() {
+    let inputs = vec![vec![0.0f32; 4]; 10];
+    let labels = vec![vec![0.0f32; 2]; 10];
+    let bad = [
+        TrainConfig {
+            batch_size: 0,
+            ..Default::default()
+        },
+        TrainConfig {
+            val_fraction: 1.5,
+            ..Default::default()
+        },
+        TrainConfig {
+            val_fraction: f64::NAN,
+            ..Default::default()
+        },
+        TrainConfig {
+            lr: -1.0,
+            ..Default::default()
+        },
+        TrainConfig {
+            grad_clip: 0.0,
+            ..Default::default()
+        },
+        TrainConfig {
+            hidden: 0,
+            ..Default::default()
+        },
+        TrainConfig {
+            warmup_fraction: 1.0,
+            ..Default::default()
+        },
+    ];
+    for config in bad {
+        assert!(config.validate().is_err(), "{config:?}");
+        let err =
+            train_head::<Autodiff<B>>(&inputs, &labels, &config, &Default::default(), &mut |_| {})
+                .err()
+                .expect("refused");
+        assert!(
+            matches!(err, pudding_router::RouterError::Invalid(_)),
+            "{err}"
+        );
+    }
+    assert!(TrainConfig::default().validate().is_ok());
+}
+
 /// Labels that are a fixed linear function of the inputs: a head must learn to route.
 #[test]
 fn head_learns_a_learnable_routing_problem() {

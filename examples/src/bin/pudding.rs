@@ -15,6 +15,15 @@ use pudding_models::{LlamaLm, ModelError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Parses a count that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "pudding",
@@ -97,7 +106,7 @@ enum Command {
         tasks: String,
         /// Only the first N items of each task (MMLU: its subjects in turn, see
         /// `pudding_eval::tasks::limit_items`).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         limit: Option<usize>,
         /// Results file (JSON); an existing one is resumed. A directory when several
         /// static sets are evaluated (files `dense.json`, `skip-3_7_19.json`, ...).
@@ -116,8 +125,8 @@ enum Command {
         /// Blocks to skip in the compared variant.
         #[arg(long)]
         skip: String,
-        /// Timed repeats per workload.
-        #[arg(long, default_value_t = 5)]
+        /// Timed repeats per workload (at least 1).
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         repeats: usize,
         /// Comma-separated prefill lengths.
         #[arg(long, default_value = "128,256,512")]
@@ -245,10 +254,10 @@ enum Command {
         unseen: String,
         /// N items of each evaluation task (the first N; MMLU: its subjects in turn;
         /// default: full splits).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         limit: Option<usize>,
         /// N items of each unseen task, chosen the same way (default: full splits).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         unseen_limit: Option<usize>,
         /// Timed repeats of the speed benchmark (0: skip it).
         #[arg(long, default_value_t = 3)]
@@ -625,7 +634,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 &config,
                 backend::NAME,
                 c.vocab_size as u32,
-                c.ideal_ratio(skip.len()),
+                c.ideal_ratio(skip.len())?,
             )?;
             if let (Some(pool), Some(router)) = (pool, router) {
                 let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
