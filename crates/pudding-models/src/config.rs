@@ -42,6 +42,11 @@ pub struct LlamaConfig {
     pub rope_theta: f32,
     /// Optional Llama-3 frequency scaling.
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Optional per-frequency RoPE divisors, `head_dim / 2` values: inverse frequency `j`
+    /// is divided by factor `j`. This is how llama.cpp stores Llama-3 scaling in a GGUF
+    /// (the `rope_freqs.weight` tensor); never set together with `rope_scaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_freq_factors: Option<Vec<f32>>,
     /// RMSNorm epsilon.
     pub rms_norm_eps: f32,
     /// Context window in tokens.
@@ -91,8 +96,20 @@ impl LlamaConfig {
                 "model_type {architecture:?} is not a Llama-family decoder (llama, mistral, qwen2)"
             )));
         }
+        let head_dim = hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        let mut rope_freq_factors = None;
         let rope_scaling = match hf.rope_scaling {
             None => None,
+            Some(s) if s.rope_type.as_deref() == Some("default") => None,
+            Some(s) if s.rope_type.as_deref() == Some("linear") => {
+                let factor = s.factor.ok_or_else(|| {
+                    ModelError::Config("rope_scaling linear without a factor".into())
+                })?;
+                rope_freq_factors = Some(vec![factor; head_dim / 2]);
+                None
+            }
             Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
                 factor: s.factor.unwrap_or(8.0),
                 low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
@@ -103,7 +120,7 @@ impl LlamaConfig {
             }),
             Some(s) => {
                 return Err(ModelError::Config(format!(
-                    "rope_scaling type {:?} is not supported (only llama3)",
+                    "rope_scaling type {:?} is not supported (default, linear, llama3)",
                     s.rope_type
                 )))
             }
@@ -115,12 +132,11 @@ impl LlamaConfig {
             intermediate_size: hf.intermediate_size,
             n_heads: hf.num_attention_heads,
             n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-            head_dim: hf
-                .head_dim
-                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            head_dim,
             vocab_size: hf.vocab_size,
             rope_theta: hf.rope_theta.unwrap_or(10_000.0),
             rope_scaling,
+            rope_freq_factors,
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
             max_seq_len: hf.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
@@ -163,27 +179,30 @@ impl LlamaConfig {
             Err(GgufError::MissingKey(_)) => 10_000.0,
             Err(e) => return Err(e.into()),
         };
-        // Llama 3.1 GGUFs carry their RoPE scaling as a `rope_freqs` factor tensor, other
-        // conversions as `rope.scaling.*` keys; running without it would silently change
-        // every logit, so such files are refused until that scaling is implemented.
+        // Llama 3.x GGUFs carry their RoPE scaling as a `rope_freqs` tensor of per-frequency
+        // divisors; linear scaling comes as `rope.scaling.type` + `rope.scaling.factor`.
+        // Other scalings would silently change every logit if ignored, so they are refused.
+        let mut rope_freq_factors = match file.tensor("rope_freqs.weight") {
+            Ok(_) => Some(file.dequantize("rope_freqs.weight")?),
+            Err(_) => None,
+        };
         let scaling = match file.get_str(&key("rope.scaling.type")) {
             Ok(kind) => Some(kind.to_string()),
             Err(GgufError::MissingKey(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        if let Some(kind) = scaling.filter(|k| k != "none") {
-            return Err(ModelError::Config(format!(
-                "GGUF RoPE scaling {kind:?} is not supported; load the Hugging Face checkpoint \
-                 (config.json rope_scaling llama3 is supported)"
-            )));
-        }
-        if file.tensor("rope_freqs.weight").is_ok() {
-            return Err(ModelError::Config(
-                "GGUF per-frequency RoPE factors (`rope_freqs.weight`, Llama 3.1 style) are not \
-                 supported; load the Hugging Face checkpoint (config.json rope_scaling llama3 \
-                 is supported)"
-                    .into(),
-            ));
+        match scaling.as_deref() {
+            None | Some("none") => {}
+            Some("linear") if rope_freq_factors.is_none() => {
+                let factor = file.get_f32(&key("rope.scaling.factor"))?;
+                rope_freq_factors = Some(vec![factor; head_dim / 2]);
+            }
+            Some(kind) => {
+                return Err(ModelError::Config(format!(
+                    "GGUF RoPE scaling {kind:?} is not supported (none, linear, and Llama 3's \
+                     rope_freqs factors are)"
+                )))
+            }
         }
         let config = Self {
             n_blocks: u("block_count")?,
@@ -195,6 +214,7 @@ impl LlamaConfig {
             vocab_size,
             rope_theta,
             rope_scaling: None,
+            rope_freq_factors,
             rms_norm_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
             max_seq_len: u("context_length")?,
             tie_word_embeddings: file.tensor("output.weight").is_err(),
@@ -261,6 +281,24 @@ impl LlamaConfig {
                 );
             }
         }
+        if let Some(factors) = &self.rope_freq_factors {
+            if self.rope_scaling.is_some() {
+                return bad("RoPE scaling and per-frequency RoPE factors are both set".into());
+            }
+            if factors.len() != self.head_dim / 2 {
+                return bad(format!(
+                    "{} RoPE frequency factors for head_dim {} (expected {})",
+                    factors.len(),
+                    self.head_dim,
+                    self.head_dim / 2
+                ));
+            }
+            if let Some(f) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                return bad(format!(
+                    "RoPE frequency factor {f} must be finite and positive"
+                ));
+            }
+        }
         if self.n_heads == 0
             || self.n_kv_heads == 0
             || !self.n_heads.is_multiple_of(self.n_kv_heads)
@@ -311,6 +349,7 @@ impl LlamaConfig {
             vocab_size: 49152,
             rope_theta: 100_000.0,
             rope_scaling: None,
+            rope_freq_factors: None,
             rms_norm_eps: 1e-5,
             max_seq_len,
             tie_word_embeddings: true,
@@ -338,6 +377,7 @@ impl LlamaConfig {
                 high_freq_factor: 4.0,
                 original_max_position_embeddings: 8192,
             }),
+            rope_freq_factors: None,
             rms_norm_eps: 1e-5,
             max_seq_len,
             tie_word_embeddings: false,

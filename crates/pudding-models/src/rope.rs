@@ -14,16 +14,18 @@ pub struct RotaryTables<B: Backend> {
     head_dim: usize,
 }
 
-/// Inverse frequencies `theta^(-2j/head_dim)` for `j < head_dim/2`, with Llama-3 scaling.
+/// Inverse frequencies `theta^(-2j/head_dim)` for `j < head_dim/2`, with Llama-3 scaling
+/// (from `config.json`'s parameters, or as GGUF per-frequency divisors).
 pub fn inverse_frequencies(config: &LlamaConfig) -> Vec<f64> {
     let half = config.head_dim / 2;
     let theta = config.rope_theta as f64;
     (0..half)
         .map(|j| {
             let freq = theta.powf(-(2.0 * j as f64) / config.head_dim as f64);
-            match &config.rope_scaling {
-                Some(s) => llama3_scale(freq, s),
-                None => freq,
+            match (&config.rope_scaling, &config.rope_freq_factors) {
+                (Some(s), _) => llama3_scale(freq, s),
+                (None, Some(factors)) => freq / factors[j] as f64,
+                (None, None) => freq,
             }
         })
         .collect()

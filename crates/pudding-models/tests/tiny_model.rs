@@ -359,3 +359,98 @@ fn block_and_packed_inputs_past_the_context_are_errors() {
         Err(pudding_models::ModelError::TokenOutOfVocab { .. })
     ));
 }
+
+/// llama.cpp's Llama-3 `rope_freqs` factors, written out the way its converter computes
+/// them (a divisor per frequency), independently of pudding's own frequency scaling.
+fn llama_cpp_rope_factors(head_dim: usize, theta: f64, factor: f64, old_ctx: f64) -> Vec<f32> {
+    let (low, high) = (1.0, 4.0);
+    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let divisor = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            divisor as f32
+        })
+        .collect()
+}
+
+/// RoPE scaling read from GGUF (Llama 3's `rope_freqs` tensor, linear `rope.scaling.*`
+/// keys) gives the same model as the Hugging Face `rope_scaling` it was converted from,
+/// and a different one from plain RoPE.
+#[test]
+fn gguf_rope_scaling_equals_the_hf_rope_scaling() {
+    let spec = TinyLlamaSpec::default();
+    let head_dim = spec.hidden / spec.n_heads;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load(&{
+        let p = dir.path().join("plain.gguf");
+        write_tiny_llama_gguf(&spec, &p).unwrap();
+        p
+    });
+    let ids: Vec<u32> = (5..60).collect();
+    let dense = OmissionSet::dense(spec.n_blocks).unwrap();
+    let plain_lp = plain.position_log_probs(&ids, &dense).unwrap();
+
+    let cases = [
+        (
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+            "llama3",
+        ),
+        (
+            serde_json::json!({"type": "linear", "factor": 4.0}),
+            "linear",
+        ),
+    ];
+    for (hf_scaling, kind) in cases {
+        let hf = dir.path().join(format!("hf-{kind}"));
+        write_tiny_llama_hf(&spec, &hf).unwrap();
+        let config_path = hf.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["rope_scaling"] = hf_scaling;
+        std::fs::write(&config_path, config.to_string()).unwrap();
+
+        let mut w = pudding_models::testing::tiny_llama_gguf(&spec).unwrap();
+        if kind == "llama3" {
+            let factors = llama_cpp_rope_factors(head_dim, 10_000.0, 8.0, 64.0);
+            assert!(factors.contains(&1.0) && factors.contains(&8.0));
+            w.add_tensor(
+                "rope_freqs.weight",
+                &[factors.len() as u64],
+                &factors,
+                GgmlType::F32,
+            )
+            .unwrap();
+        } else {
+            w.add_string("llama.rope.scaling.type", "linear");
+            w.add_f32("llama.rope.scaling.factor", 4.0);
+        }
+        let gguf = dir.path().join(format!("{kind}.gguf"));
+        w.write_to(&gguf).unwrap();
+
+        let a = load(&gguf).position_log_probs(&ids, &dense).unwrap();
+        let b = load(&hf).position_log_probs(&ids, &dense).unwrap();
+        assert!(max_abs_diff(&a, &b) < 1e-4, "{kind}: GGUF vs HF");
+        assert!(max_abs_diff(&a, &plain_lp) > 1e-3, "{kind}: no effect");
+    }
+
+    // Factors of the wrong length are a config error.
+    let mut w = pudding_models::testing::tiny_llama_gguf(&spec).unwrap();
+    w.add_tensor("rope_freqs.weight", &[3], &[1.0, 2.0, 3.0], GgmlType::F32)
+        .unwrap();
+    let bad = dir.path().join("bad.gguf");
+    w.write_to(&bad).unwrap();
+    assert!(matches!(
+        LlamaLm::<B>::load(&bad, &Default::default()),
+        Err(pudding_models::ModelError::Config(_))
+    ));
+}
