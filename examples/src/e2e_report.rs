@@ -19,11 +19,18 @@ pub fn markdown(r: &Reproduction, cfg: &ReproduceConfig) -> String {
         |l: Option<usize>| l.map_or("full split".to_string(), |n| format!("first {n} items"));
     let _ = writeln!(
         md,
-        "Paper tasks: {} ({} per task); unseen tasks: {} ({}). Candidates: losses {}, {} calibration rows per task on {}; router: {} labelled rows per task. Accuracy in %, each task's reported metric (acc_norm for {}; acc otherwise).\n",
+        "Paper tasks: {} ({} per task); {}. Candidates: losses {}, {} calibration rows per task on {}; router: {} labelled rows per task. Accuracy in %, each task's reported metric (acc_norm for {}; acc otherwise).\n",
         cfg.eval_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
         limit(cfg.eval_limit),
-        cfg.unseen_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
-        limit(cfg.unseen_limit),
+        if cfg.unseen_tasks.is_empty() {
+            "no unseen tasks".to_string()
+        } else {
+            format!(
+                "unseen tasks: {} ({})",
+                cfg.unseen_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
+                limit(cfg.unseen_limit)
+            )
+        },
         cfg.losses,
         cfg.calib,
         cfg.calib_tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
