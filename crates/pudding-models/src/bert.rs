@@ -122,6 +122,8 @@ pub trait ParamMapper<B: Backend> {
 /// Stegun 7.1.26 (absolute error below 1.5e-7, under f32's resolution of the result).
 /// Written in element-wise tensor ops because the CPU backend evaluates its own `gelu`
 /// with a scalar `erf` per element, which took a quarter of the router's latency.
+///
+/// Element-wise: the result has the shape of `x`, of any rank.
 pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     const P: f64 = 0.327_591_1;
     const A: [f64; 5] = [

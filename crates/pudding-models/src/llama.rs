@@ -110,6 +110,9 @@ impl<B: Backend> StepContext<B> {
     /// `s` new tokens at slots `offset..offset + s` of every row. `left_pad[i]` (empty: no
     /// padding) is the number of padding slots at the start of row `i`: row `i`'s token at
     /// slot `j` has position `j - left_pad[i]`, and no real query sees a padding key.
+    /// `reps` is the number of query heads per key/value head; the attention mask,
+    /// when one is needed, is `[1 or b, 1, reps * s, offset + s]` (grouped queries stacked
+    /// along the query axis).
     pub fn new(
         rope: &RotaryTables<B>,
         reps: usize,
@@ -150,7 +153,8 @@ impl<B: Backend> StepContext<B> {
     /// A custom layout for a forward without a cache (packed sequences): token `i` of row
     /// `r` sits at rotary position `positions[r * seq + i]`, and query `i` may attend key `j`
     /// of its row iff `visible(r, i, j)`. Every query must see at least one key (itself,
-    /// normally), or its softmax is undefined.
+    /// normally), or its softmax is undefined. `reps` is the number of query heads per
+    /// key/value head; the mask is `[batch, 1, reps * seq, seq]`.
     pub fn custom(
         rope: &RotaryTables<B>,
         reps: usize,
@@ -459,8 +463,11 @@ impl<B: Backend> Block<B> {
     }
 
     /// Every parameter of the block, matrices and vectors apart, as `(HF name suffix,
-    /// tensor)` in a fixed order. The tensors are clones of the block's own (the same
-    /// autodiff nodes), so gradients can be read for them.
+    /// tensor)` in a fixed order. Matrices are in this crate's `[in, out]` layout (the
+    /// transpose of the Hugging Face tensor of that name), e.g. `q_proj` is
+    /// `[d, n_heads * head_dim]`; vectors are `[out]` biases or `[d]` norm weights. The
+    /// tensors are clones of the block's own (the same autodiff nodes), so gradients can be
+    /// read for them.
     #[allow(clippy::type_complexity)]
     pub fn params(
         &self,
@@ -496,7 +503,9 @@ impl<B: Backend> Block<B> {
         (matrices, vectors)
     }
 
-    /// Applies `f` to every parameter tensor (e.g. to mark them as requiring gradients).
+    /// Applies `f2` to every matrix (`[in, out]`) and `f1` to every vector (`[out]` or
+    /// `[d]`) of the block, e.g. to mark them as requiring gradients. Both must return a
+    /// tensor of the shape they were given.
     pub fn map_params(
         self,
         f2: &mut impl FnMut(Tensor<B, 2>) -> Tensor<B, 2>,

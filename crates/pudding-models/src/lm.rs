@@ -142,7 +142,7 @@ fn special_token(key: &str, id: u64, vocab_size: usize) -> Result<u32, ModelErro
 }
 
 /// Reads a tensor's values as `f32` on the host (any backend float type), with a typed
-/// error if the backend cannot read it back.
+/// error if the backend cannot read it back: all `dims.product()` values, row-major.
 pub fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, ModelError> {
     let data = t
         .try_into_data()

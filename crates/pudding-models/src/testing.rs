@@ -235,7 +235,7 @@ pub fn write_tiny_llama_hf(spec: &TinyLlamaSpec, dir: &Path) -> Result<(), Model
         "rms_norm_eps": 1e-5, "max_position_embeddings": spec.context,
         "tie_word_embeddings": true, "eos_token_id": 2,
     });
-    std::fs::write(dir.join("config.json"), config.to_string()).map_err(io)?;
+    pudding_core::io::write_atomic(&dir.join("config.json"), config.to_string().as_bytes())?;
     let weights = tiny_weights(spec, vocab);
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
         .into_iter()
@@ -252,12 +252,11 @@ pub fn write_tiny_llama_hf(spec: &TinyLlamaSpec, dir: &Path) -> Result<(), Model
                 })
         })
         .collect::<Result<_, _>>()?;
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).map_err(|e| {
-        ModelError::Safetensors {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        }
+    let bytes = safetensors::serialize(views, None).map_err(|e| ModelError::Safetensors {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
     })?;
+    pudding_core::io::write_atomic(&dir.join("model.safetensors"), &bytes)?;
     Ok(())
 }
 

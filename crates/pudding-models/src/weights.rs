@@ -103,7 +103,8 @@ fn move_rotary_rows(
     out
 }
 
-/// Undoes llama.cpp's `permute` of query/key projection rows (GGUF -> HF layout).
+/// Undoes llama.cpp's `permute` of query/key projection rows (GGUF -> HF layout). `data`
+/// is row-major `[n_heads * head_dim, cols]` (a bias: `cols = 1`); so is the result.
 pub fn unpermute_rotary_rows(
     data: &[f32],
     n_heads: usize,
@@ -114,7 +115,7 @@ pub fn unpermute_rotary_rows(
 }
 
 /// llama.cpp's `permute` of query/key projection rows (HF -> GGUF layout), used to write
-/// GGUF files.
+/// GGUF files. `data` is row-major `[n_heads * head_dim, cols]`; so is the result.
 pub fn permute_rotary_rows(data: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
     move_rotary_rows(data, n_heads, head_dim, cols, true)
 }

@@ -174,7 +174,7 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f64, RouterError> {
 }
 
 /// Fine-tunes `encoder` (loaded on the autodiff backend) and a fresh head on `texts[i]`
-/// -> `labels[i]`. Every epoch is saved under `checkpoints/epoch-NNN/` (`encoder/`,
+/// -> `labels[i]` (`n` texts, `n` label rows of `m` values, one per pool candidate). Every epoch is saved under `checkpoints/epoch-NNN/` (`encoder/`,
 /// `head.safetensors`, `metrics.json`); the best epoch's directory is returned.
 pub fn finetune<AB: AutodiffBackend>(
     encoder: BertEncoder<AB>,

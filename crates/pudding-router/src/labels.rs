@@ -173,12 +173,19 @@ pub fn generate_labels<L: SkippableLm>(
             text: input.text(item),
             label: item_label(lm, pool, item)?,
         };
-        // One complete line per row, flushed: an interrupted run loses at most the row
-        // being written, which the next run recomputes.
+        // JSON has no NaN: such a row would be written as null and refused on every resume.
+        if let Some(v) = row.label.iter().find(|v| !v.is_finite()) {
+            return Err(RouterError::Invalid(format!(
+                "{} item {}: label value {v} is not finite",
+                row.task, row.doc_id
+            )));
+        }
+        // One complete line per row, synced to disk: an interrupted run loses at most the
+        // row being written, which the next run recomputes.
         let line = serde_json::to_string(&row).map_err(|e| RouterError::Invalid(e.to_string()))?;
         file.write_all(format!("{line}\n").as_bytes())
             .map_err(io_err)?;
-        file.flush().map_err(io_err)?;
+        file.sync_data().map_err(io_err)?;
         done.insert(key);
         count += 1;
         progress(count, total);
@@ -186,18 +193,27 @@ pub fn generate_labels<L: SkippableLm>(
     read_labels(out)
 }
 
-/// An interrupted append can leave a last line without its newline: cut it off so the
-/// row is recomputed.
+/// An interrupted append can leave a last line without its newline, or (after a crash
+/// before the data reached the disk) a last line that is not a row: cut it off so the row
+/// is recomputed. Only the last line is treated so; damage earlier is reported by
+/// [`read_labels`].
 fn drop_partial_last_line(path: &Path) -> Result<(), RouterError> {
     let io_err = |source| pudding_core::CoreError::Io {
         path: path.to_path_buf(),
         source,
     };
     let bytes = std::fs::read(path).map_err(io_err)?;
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let last = &body[start..];
+    let complete = bytes.ends_with(b"\n");
+    let is_row = start > 0
+        && serde_json::from_slice::<LabelRow>(last)
+            .is_ok_and(|row| row.label.iter().all(|v| v.is_finite()));
+    // The header line (start == 0) is written atomically and never cut.
+    if start == 0 || (complete && is_row) || last.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    pudding_core::io::write_atomic(path, &bytes[..keep])?;
+    pudding_core::io::write_atomic(path, &bytes[..start])?;
     Ok(())
 }

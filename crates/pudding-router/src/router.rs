@@ -93,13 +93,22 @@ impl<B: Backend> PuddingRouter<B> {
     }
 
     /// Writes `dir/head.safetensors` and `dir/router.json` (and, for a fine-tuned
-    /// encoder, the encoder as `dir/<card.encoder_dir>/`).
+    /// encoder, the encoder as `dir/<card.encoder_dir>/`). Each file is written atomically
+    /// and `router.json` goes last, removed first: a save that stops part-way leaves no
+    /// card, so the directory is never loaded with a head or encoder of another save.
     pub fn save(&self, dir: &Path) -> Result<(), RouterError> {
+        let card = dir.join("router.json");
+        if card.exists() {
+            std::fs::remove_file(&card).map_err(|source| pudding_core::CoreError::Io {
+                path: card.clone(),
+                source,
+            })?;
+        }
         self.head.save(&dir.join("head.safetensors"))?;
         if let Some(sub) = &self.card.encoder_dir {
             self.encoder.save_dir(&dir.join(sub))?;
         }
-        io::write_json_atomic(&dir.join("router.json"), &self.card)?;
+        io::write_json_atomic(&card, &self.card)?;
         Ok(())
     }
 

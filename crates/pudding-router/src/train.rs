@@ -82,12 +82,19 @@ impl TrainConfig {
 
 /// The settings head training and fine-tuning share, for [`check_training_settings`].
 pub(crate) struct TrainingSettings {
+    /// Head hidden width.
     pub hidden: usize,
+    /// Peak learning rate.
     pub lr: f64,
+    /// Maximum epochs.
     pub epochs: usize,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Decoupled weight decay.
     pub weight_decay: f64,
+    /// Gradient-norm clipping.
     pub grad_clip: f64,
+    /// Fraction of rows held out for validation.
     pub val_fraction: f64,
 }
 
@@ -230,7 +237,8 @@ fn split_with(n: usize, val_fraction: f64, rng: &mut SplitMix64) -> (Vec<usize>,
     (order[..n_val].to_vec(), order[n_val..].to_vec())
 }
 
-/// Trains a head mapping `inputs[i]` (embeddings, all the same width) to `labels[i]` with
+/// Trains a head mapping `inputs[i]` (`n` embeddings of width `d`) to `labels[i]` (`n`
+/// rows of `m` values, one per pool candidate) with
 /// burn-train's `Learner` (see [`crate::learner`]): AdamW with weight decay and gradient
 /// clipping, the warm-up + linear-decay schedule, seeded shuffling, validation metrics
 /// every epoch, a checkpoint of the best epoch (in a temporary directory) and early

@@ -281,6 +281,23 @@ fn labels_resume_and_reject_another_pool() {
         .all(|r| r.label.len() == 3 && r.label.iter().all(|v| *v < 0.0)));
     assert_eq!(labels.rows[0].text, items[0].prompt);
     assert_eq!(read_labels(&out).unwrap(), labels);
+    // A last line that ends in a newline but is not a row (a crash before the data reached
+    // the disk can leave zeros or stale bytes) is also recomputed, not an error forever.
+    let mut text = std::fs::read_to_string(&out).unwrap();
+    let before = text.clone();
+    text.push_str("\0\0\0{\"task\": 12}\n");
+    std::fs::write(&out, text).unwrap();
+    let again = generate_labels(
+        &lm,
+        &pool,
+        &items[..5],
+        RouterInput::Prompt,
+        &out,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(again, labels);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), before);
     // Another pool (different sets) refuses this labels file.
     let other = CandidatePool::new(
         lm.fingerprint().clone(),
