@@ -113,26 +113,67 @@ pub fn parse_tasks(text: &str) -> Result<Vec<TaskName>, String> {
         .collect()
 }
 
-/// A progress bar for evaluations: task name, items done, items/s, eta.
-fn eval_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+/// Evaluation progress: a bar (task name, items done, items/s, eta) on a terminal; when
+/// stderr is not a terminal (a job in the background, a log file), a plain line every
+/// 60 seconds and at the end of each task instead.
+struct EvalProgress {
+    bar: indicatif::ProgressBar,
+    /// Task, items done when it started here, when it started.
+    task: Option<(TaskName, usize, std::time::Instant)>,
+    last_line: std::time::Instant,
 }
 
-/// Moves `bar` to `done` of `total` items of `task` (restarting it when the task changes).
-fn show_progress(bar: &indicatif::ProgressBar, task: TaskName, done: usize, total: usize) {
-    if bar.prefix() != task.name() {
-        bar.set_prefix(task.name());
-        bar.set_length(total as u64);
-        bar.reset();
+impl EvalProgress {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Self {
+            bar,
+            task: None,
+            last_line: std::time::Instant::now(),
+        }
     }
-    bar.set_position(done as u64);
+
+    /// `done` of `total` items of `task` are scored (the bar restarts when the task changes).
+    fn update(&mut self, task: TaskName, done: usize, total: usize) {
+        let now = std::time::Instant::now();
+        if self.task.is_none_or(|(t, _, _)| t != task) {
+            self.task = Some((task, done, now));
+            self.bar.set_prefix(task.name());
+            self.bar.set_length(total as u64);
+            self.bar.reset();
+        }
+        self.bar.set_position(done as u64);
+        if !self.bar.is_hidden() {
+            return;
+        }
+        let finished = done == total;
+        if !finished && now.duration_since(self.last_line).as_secs() < 60 {
+            return;
+        }
+        self.last_line = now;
+        let (_, first, start) = self.task.unwrap_or((task, done, now));
+        let secs = now.duration_since(start).as_secs_f64();
+        let rate = (done - first.min(done)) as f64 / secs.max(1e-9);
+        let eta = if rate > 0.0 {
+            format!(", eta {:.0} min", (total - done) as f64 / rate / 60.0)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{}: {done}/{total} items ({rate:.2} items/s{eta})",
+            task.name()
+        );
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 fn eval_config(
@@ -156,10 +197,10 @@ pub fn run_eval_command<B: Backend>(
     out: &std::path::Path,
 ) -> Result<EvalReport, Box<dyn std::error::Error>> {
     let config = eval_config(tasks, limit)?;
-    let bar = eval_bar();
-    let mut progress = |task, done, total| show_progress(&bar, task, done, total);
+    let mut bar = EvalProgress::new();
+    let mut progress = |task, done, total| bar.update(task, done, total);
     let report = run_eval(lm, &config, chooser, out, &mut load_task, &mut progress)?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(report)
 }
 
@@ -173,10 +214,10 @@ pub fn run_eval_sets_command<B: Backend>(
     outs: &[std::path::PathBuf],
 ) -> Result<Vec<EvalReport>, Box<dyn std::error::Error>> {
     let config = eval_config(tasks, limit)?;
-    let bar = eval_bar();
-    let mut progress = |task, done, total| show_progress(&bar, task, done, total);
+    let mut bar = EvalProgress::new();
+    let mut progress = |task, done, total| bar.update(task, done, total);
     let reports = run_eval_sets(lm, &config, sets, outs, &mut load_task, &mut progress)?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(reports)
 }
 
