@@ -310,7 +310,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// `head`: an MLP head on the frozen encoder (small, fast; the default). `full`:
-        /// fine-tune encoder + head together (the paper's setting; METHOD.md defaults,
+        /// fine-tune encoder + head together (the paper's setting and hyper-parameters,
         /// checkpoints in OUT/checkpoints/epoch-NNN, the encoder saved in OUT/encoder).
         #[arg(long, default_value = "head")]
         mode: String,
@@ -334,7 +334,7 @@ enum Command {
         #[arg(long)]
         encoder_layers: Option<usize>,
         /// `head` only: train on labels minus each row's mean (routing is unchanged by a
-        /// per-row shift; METHOD.md trains on raw labels, the default). docs/router.md
+        /// per-row shift; the paper trains on raw labels, the default). docs/router.md
         /// compares both.
         #[arg(long)]
         center_labels: bool,
