@@ -158,8 +158,15 @@ impl EvalProgress {
         }
         self.last_line = now;
         let (_, first, start) = self.task.unwrap_or((task, done, now));
+        if done <= first {
+            eprintln!(
+                "{}: {done}/{total} items (already in the results file)",
+                task.name()
+            );
+            return;
+        }
         let secs = now.duration_since(start).as_secs_f64();
-        let rate = (done - first.min(done)) as f64 / secs.max(1e-9);
+        let rate = (done - first) as f64 / secs.max(1e-9);
         let eta = if rate > 0.0 {
             format!(", eta {:.0} min", (total - done) as f64 / rate / 60.0)
         } else {
