@@ -158,7 +158,7 @@ impl EvalProgress {
         }
         self.last_line = now;
         let (_, first, start) = self.task.unwrap_or((task, done, now));
-        if done <= first {
+        if finished && done <= first {
             eprintln!(
                 "{}: {done}/{total} items (already in the results file)",
                 task.name()
@@ -166,7 +166,7 @@ impl EvalProgress {
             return;
         }
         let secs = now.duration_since(start).as_secs_f64();
-        let rate = (done - first) as f64 / secs.max(1e-9);
+        let rate = done.saturating_sub(first) as f64 / secs.max(1e-9);
         let eta = if rate > 0.0 {
             format!(", eta {:.0} min", (total - done) as f64 / rate / 60.0)
         } else {
