@@ -65,6 +65,10 @@ pub struct ReproduceConfig {
     pub unseen_limit: Option<usize>,
     /// Timed repeats of the speed benchmark (0: no benchmark).
     pub bench_repeats: usize,
+    /// Where the tables and plots go (`E2E.md`, `e2e.json`, the SVGs); `None`: `out`.
+    /// Lets one `out` hold several reports, e.g. the full splits of the tasks finished so
+    /// far beside the tables on the first N items.
+    pub report_dir: Option<PathBuf>,
 }
 
 /// One method's accuracy (reported metric, 0..1) per task and on average.
@@ -263,7 +267,8 @@ fn task_choice(
     })
 }
 
-/// Runs (or resumes) everything and writes `E2E.md`, `e2e.json` and the plots to `out`.
+/// Runs (or resumes) everything and writes `E2E.md`, `e2e.json` and the plots to
+/// `report_dir` (default: `out`).
 pub fn reproduce<B: Backend>(
     lm: &LlamaLm<B>,
     cfg: &ReproduceConfig,
@@ -613,21 +618,23 @@ pub fn reproduce<B: Backend>(
         analysis.choices.push(counts);
     }
 
-    pudding_core::io::write_json_atomic(&out.join("e2e.json"), &analysis)?;
+    let report = cfg.report_dir.as_ref().unwrap_or(out);
+    std::fs::create_dir_all(report)?;
+    pudding_core::io::write_json_atomic(&report.join("e2e.json"), &analysis)?;
     pudding_core::io::write_atomic(
-        &out.join("E2E.md"),
+        &report.join("E2E.md"),
         crate::e2e_report::markdown(&analysis, cfg).as_bytes(),
     )?;
     for (k, freq) in &analysis.omission_frequency {
         pudding_core::io::write_atomic(
-            &out.join(format!("omission-heatmap-k{k}.svg")),
+            &report.join(format!("omission-heatmap-k{k}.svg")),
             crate::e2e_report::heatmap_svg(*k, freq).as_bytes(),
         )?;
     }
     pudding_core::io::write_atomic(
-        &out.join("accuracy-vs-k.svg"),
+        &report.join("accuracy-vs-k.svg"),
         crate::e2e_report::accuracy_svg(&analysis.methods).as_bytes(),
     )?;
-    eprintln!("tables -> {}", out.join("E2E.md").display());
+    eprintln!("tables -> {}", report.join("E2E.md").display());
     Ok(analysis)
 }

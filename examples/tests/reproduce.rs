@@ -33,6 +33,7 @@ fn reproduce_runs_every_step_and_resumes() {
         eval_limit: Some(3),
         unseen_limit: Some(2),
         bench_repeats: 0,
+        report_dir: None,
     };
     let first = reproduce(&lm, &cfg).unwrap();
     for file in [
@@ -127,4 +128,33 @@ fn reproduce_runs_every_step_and_resumes() {
     );
     assert_eq!(first.methods, second.methods);
     assert_eq!(first.router, second.router);
+
+    // A report directory takes the tables and plots; --out keeps its own.
+    let report = out.path().join("report-arc-easy");
+    let e2e_before = std::fs::read(out.path().join("E2E.md")).unwrap();
+    let only_arc = ReproduceConfig {
+        eval_tasks: vec![TaskName::ArcEasy],
+        unseen_tasks: Vec::new(),
+        report_dir: Some(report.clone()),
+        ..cfg.clone()
+    };
+    let third = reproduce(&lm, &only_arc).unwrap();
+    assert_eq!(
+        std::fs::read(out.path().join("E2E.md")).unwrap(),
+        e2e_before
+    );
+    let md = std::fs::read_to_string(report.join("E2E.md")).unwrap();
+    assert!(
+        md.contains("no unseen tasks") && !md.contains("boolq"),
+        "{md}"
+    );
+    assert!(report.join("e2e.json").exists() && report.join("accuracy-vs-k.svg").exists());
+    let dense = |r: &pudding_cli::reproduce::Reproduction| {
+        r.methods
+            .iter()
+            .find(|m| m.method == "Dense")
+            .unwrap()
+            .tasks["arc_easy"]
+    };
+    assert_eq!(dense(&third), dense(&first));
 }

@@ -262,6 +262,10 @@ enum Command {
         /// Timed repeats of the speed benchmark (0: skip it).
         #[arg(long, default_value_t = 3)]
         bench_repeats: usize,
+        /// Write the tables and plots (E2E.md, e2e.json, SVGs) here instead of --out, e.g.
+        /// a report on the full splits of some tasks beside the committed one.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Merge candidate pools of the same model (identical sets merged, provenance kept).
     MergePools {
@@ -734,6 +738,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             limit,
             unseen_limit,
             bench_repeats,
+            report,
         } => {
             let lm = load(model)?;
             let bad = |e: String| ModelError::Generation(e);
@@ -769,6 +774,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 eval_limit: limit,
                 unseen_limit,
                 bench_repeats,
+                report_dir: report,
             };
             pudding_cli::reproduce::reproduce(&lm, &config)
                 .map_err(|e| ModelError::Generation(e.to_string()))?;
