@@ -435,8 +435,13 @@ mod tests {
         assert_eq!(c.head_dim, 64);
         assert_eq!(c.group_size(), 3);
         assert!(c.tie_word_embeddings && !c.attention_bias);
+        // SmolLM2's head costs 576 * 49152 MACs per token, exactly 8 blocks' worth
+        // (576 * (2*576 + 2*192 + 3*1536) = 3,538,944), so skipping 6 of 30 blocks leaves
+        // (24 + 8) / (30 + 8) of the work.
+        assert_eq!(c.block_macs_per_token(), 3_538_944);
+        assert_eq!(c.head_macs_per_token(), 8 * 3_538_944);
         let r = c.ideal_ratio(6).unwrap();
-        assert!(r < 1.0 && r > 0.8);
+        assert!((r - 32.0 / 38.0).abs() < 1e-12, "{r}");
         assert!(c.ideal_ratio(31).is_err());
     }
 

@@ -139,6 +139,31 @@ mod tests {
         assert!(Sampler::new(&bad).is_err());
     }
 
+    /// Probabilities 0.4, 0.3, 0.2, 0.1 with top-p 0.6: the nucleus is tokens 0 and 1
+    /// (0.4 < 0.6 <= 0.7), drawn 4 : 3. At temperature 0.5 the probabilities become
+    /// proportional to p^2 (0.533, 0.3, ...), the nucleus is still {0, 1}, drawn 16 : 9.
+    #[test]
+    fn top_p_keeps_the_nucleus_with_its_relative_weights() {
+        let logits: Vec<f32> = [0.4f32, 0.3, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+        for (temperature, share_of_0) in [(1.0f32, 4.0 / 7.0), (0.5, 16.0 / 25.0)] {
+            let mut s = Sampler::new(&Sampling::TopP {
+                temperature,
+                top_p: 0.6,
+                seed: 11,
+            })
+            .unwrap();
+            let n = 4000;
+            let draws: Vec<u32> = (0..n).map(|_| s.sample(&logits)).collect();
+            assert!(draws.iter().all(|&t| t <= 1), "outside the nucleus");
+            let zeros = draws.iter().filter(|&&t| t == 0).count() as f64 / n as f64;
+            // Binomial standard error ~0.008; 5 of them.
+            assert!(
+                (zeros - share_of_0).abs() < 0.04,
+                "temperature {temperature}: {zeros} vs {share_of_0}"
+            );
+        }
+    }
+
     #[test]
     fn top_p_stays_in_nucleus_and_is_seeded() {
         let rule = Sampling::TopP {

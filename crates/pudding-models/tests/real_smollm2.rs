@@ -4,7 +4,7 @@
 //! (tokenizer ids and log-softmax at every position, dense and under omission sets) and
 //! `fixtures/smollm2_greedy.json` (greedy continuations).
 
-use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
+use pudding_core::{FinishReason, GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
 use pudding_models::{CpuBackend as B, LlamaLm, ModelError, ResidentLlamaLm};
 use serde::Deserialize;
@@ -252,6 +252,24 @@ fn chat_generation_stops_at_end_of_turn() {
         .generate(&ids, &OmissionSet::dense(30).unwrap(), &config)
         .unwrap();
     assert!(g.text.contains("Paris"), "{}", g.text);
+    // It stopped on an end-of-turn token, well before the limit, and the text holds no
+    // special token.
+    assert_eq!(g.finish, FinishReason::Stop, "{}", g.text);
+    assert!(g.ids.len() < 40);
+    assert!(!g.text.contains("<|im_end|>"), "{}", g.text);
+    // With a limit of 3 tokens the same prompt ends by length, on the same first tokens.
+    let short = lm
+        .generate(
+            &ids,
+            &OmissionSet::dense(30).unwrap(),
+            &GenerationConfig {
+                max_new_tokens: 3,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+    assert_eq!(short.finish, FinishReason::Length);
+    assert_eq!(short.ids[..], g.ids[..3]);
 }
 
 #[test]

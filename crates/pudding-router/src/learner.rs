@@ -488,10 +488,25 @@ mod tests {
     fn schedule_follows_linear_schedule() {
         let mut schedule = WarmupLinearDecay::new(0.1, 3, 10);
         let rates: Vec<f64> = (0..10).map(|_| schedule.step()).collect();
-        let expected: Vec<f64> = (0..10).map(|s| linear_schedule(0.1, 3, 10, s)).collect();
-        assert_eq!(rates, expected);
-        assert!((rates[2] - 0.1).abs() < 1e-12); // peak at the end of warm-up
-        assert!(rates[9] > 0.0 && rates[9] < rates[3]);
+        // Written out by hand: warm-up 1/3, 2/3, 1 of the peak over 3 steps, then a linear
+        // decay over the remaining 7 steps that would reach 0 at step 10.
+        let expected = [
+            0.1 / 3.0,
+            0.2 / 3.0,
+            0.1,
+            0.1,
+            0.6 / 7.0,
+            0.5 / 7.0,
+            0.4 / 7.0,
+            0.3 / 7.0,
+            0.2 / 7.0,
+            0.1 / 7.0,
+        ];
+        for (step, (got, want)) in rates.iter().zip(expected).enumerate() {
+            assert!((got - want).abs() < 1e-12, "step {step}: {got} vs {want}");
+        }
+        let direct: Vec<f64> = (0..10).map(|s| linear_schedule(0.1, 3, 10, s)).collect();
+        assert_eq!(rates, direct);
     }
 
     #[test]
