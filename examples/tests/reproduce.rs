@@ -84,6 +84,62 @@ fn reproduce_runs_every_step_and_resumes() {
     assert!(q.regret >= 0.0);
     assert!((routed.average - q.routed).abs() < 1e-12);
     assert!((oracle.average - q.oracle).abs() < 1e-12);
+    // The oracle row recomputed here from the per-set files: per item, the pool candidate
+    // with the highest gold log-likelihood, scored by the task's reported metric.
+    let pool1 = pudding_core::CandidatePool::load(&out.path().join("pool-k1.json")).unwrap();
+    let mut oracle_tasks = Vec::new();
+    for task in [TaskName::ArcEasy, TaskName::BoolQ] {
+        let reports: Vec<EvalReport> = pool1
+            .candidates
+            .iter()
+            .map(|c| {
+                pudding_core::io::read_json(
+                    &out.path()
+                        .join("eval/paper")
+                        .join(format!("{}.json", set_label(&c.set))),
+                )
+                .unwrap()
+            })
+            .collect();
+        let items = |c: usize| &reports[c].tasks[task.name()].items;
+        assert_eq!(items(0).len(), 3);
+        let mut correct = 0usize;
+        for i in 0..3 {
+            let gold_ll = |c: usize| items(c)[i].loglikelihoods[items(c)[i].gold];
+            let best = (0..pool1.len()).fold(0, |b, c| if gold_ll(c) > gold_ll(b) { c } else { b });
+            let item = &items(best)[i];
+            let pred = match task.reported_metric() {
+                pudding_eval::tasks::Metric::AccNorm => item.pred_norm,
+                _ => item.pred,
+            };
+            correct += usize::from(pred == item.gold);
+        }
+        let acc = correct as f64 / 3.0;
+        assert!((oracle.tasks[task.name()] - acc).abs() < 1e-12, "{task:?}");
+        oracle_tasks.push(acc);
+    }
+    let mean_oracle = oracle_tasks.iter().sum::<f64>() / oracle_tasks.len() as f64;
+    assert!((oracle.average - mean_oracle).abs() < 1e-12);
+    // ... and equals the oracle evaluation run item by item (`OracleChooser`, which scores
+    // every candidate itself).
+    let oracle_file = out.path().join("oracle-arc-easy.json");
+    let by_chooser = pudding_eval::runner::run_eval(
+        &lm,
+        &pudding_eval::runner::EvalConfig {
+            tasks: vec![TaskName::ArcEasy],
+            limit: Some(3),
+            checkpoint_every: 50,
+        },
+        &mut pudding_eval::runner::OracleChooser {
+            lm: &lm,
+            pool: &pool1,
+        },
+        &oracle_file,
+        &mut pudding_eval::tasks::load_task,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert!((by_chooser.tasks["arc_easy"].reported() - oracle_tasks[0]).abs() < 1e-12);
     // The task-level row: on a calibration task, the candidate best on average in that
     // task's labels, scored as its own static evaluation scores it.
     let labels = pudding_router::labels::read_labels(&out.path().join("labels-k1.jsonl")).unwrap();
@@ -119,13 +175,29 @@ fn reproduce_runs_every_step_and_resumes() {
         .contains("Router quality"));
     assert_eq!(set_label(&counts.candidates[0]).split('_').count(), 1);
 
-    // Everything exists now: a second run recomputes nothing and agrees.
-    let pool_before = std::fs::read(out.path().join("pool-k1.json")).unwrap();
+    // Everything exists now: a second run recomputes nothing (every pool, baseline, label,
+    // router and evaluation file is byte-identical afterwards) and agrees.
+    let inputs_before = snapshot(out.path());
+    assert!(inputs_before.len() > 10, "{:?}", inputs_before.keys());
     let second = reproduce(&lm, &cfg).unwrap();
-    assert_eq!(
-        std::fs::read(out.path().join("pool-k1.json")).unwrap(),
-        pool_before
-    );
+    let after = snapshot(out.path());
+    let changed: Vec<&String> = after
+        .keys()
+        .chain(inputs_before.keys())
+        .filter(|k| after.get(*k) != inputs_before.get(*k))
+        .collect();
+    for k in &changed {
+        let (a, b) = (
+            String::from_utf8_lossy(&inputs_before[*k]).to_string(),
+            String::from_utf8_lossy(&after[*k]).to_string(),
+        );
+        for (x, y) in a.lines().zip(b.lines()) {
+            if x != y {
+                eprintln!("{k}: {x} -> {y}");
+            }
+        }
+    }
+    assert!(changed.is_empty(), "changed by the second run: {changed:?}");
     assert_eq!(first.methods, second.methods);
     assert_eq!(first.router, second.router);
 
@@ -157,4 +229,29 @@ fn reproduce_runs_every_step_and_resumes() {
             .tasks["arc_easy"]
     };
     assert_eq!(dense(&third), dense(&first));
+}
+
+/// Every file under `dir` except the report (tables, plots, `e2e.json`), by relative path.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let report = rel == "E2E.md" || rel == "e2e.json" || rel.ends_with(".svg");
+            if !report {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }
