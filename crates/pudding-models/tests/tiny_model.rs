@@ -226,8 +226,16 @@ fn batched_continuations_equal_scoring_from_scratch() {
             let full = lm.token_logprobs(&all, &skip).unwrap();
             let want = &full[context.len() - 1..];
             assert!(max_abs_diff(&score.logprobs, want) < 1e-4);
-            let greedy = lm.greedy_uncached(&context, &skip, 1).unwrap()[0] == cont[0];
-            assert!(!score.is_greedy || greedy);
+            // Greedy means every continuation token is the argmax of its position's
+            // distribution (lm-evaluation-harness's `is_greedy`), in both directions.
+            let dists = lm.position_log_probs(&all, &skip).unwrap();
+            let v = dists.len() / all.len();
+            let argmax = |row: usize| {
+                let d = &dists[row * v..(row + 1) * v];
+                (0..v).fold(0, |b, i| if d[i] > d[b] { i } else { b }) as u32
+            };
+            let greedy = (0..cont.len()).all(|j| argmax(context.len() - 1 + j) == cont[j]);
+            assert_eq!(score.is_greedy, greedy, "{cont:?}");
         }
     }
     // A continuation made of the greedy tokens is reported greedy.
