@@ -142,12 +142,16 @@ impl EvalProgress {
     /// `done` of `total` items of `task` are scored (the bar restarts when the task changes).
     fn update(&mut self, task: TaskName, done: usize, total: usize) {
         let now = std::time::Instant::now();
-        if self.task.is_none_or(|(t, _, _)| t != task) {
-            self.task = Some((task, done, now));
-            self.bar.set_prefix(task.name());
-            self.bar.set_length(total as u64);
-            self.bar.reset();
-        }
+        let (first, start) = match self.task {
+            Some((t, first, start)) if t == task => (first, start),
+            _ => {
+                self.task = Some((task, done, now));
+                self.bar.set_prefix(task.name());
+                self.bar.set_length(total as u64);
+                self.bar.reset();
+                (done, now)
+            }
+        };
         self.bar.set_position(done as u64);
         if !self.bar.is_hidden() {
             return;
@@ -157,7 +161,6 @@ impl EvalProgress {
             return;
         }
         self.last_line = now;
-        let (_, first, start) = self.task.unwrap_or((task, done, now));
         if finished && done <= first {
             eprintln!(
                 "{}: {done}/{total} items (already in the results file)",

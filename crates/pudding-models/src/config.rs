@@ -1,7 +1,7 @@
 //! [`LlamaConfig`]: the hyper-parameters of a Llama-family decoder, read from a Hugging
 //! Face `config.json` or from GGUF metadata.
 
-use crate::gguf::{GgufError, GgufFile};
+use crate::gguf::GgufFile;
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
 
@@ -161,24 +161,18 @@ impl LlamaConfig {
         let u = |k: &str| -> Result<usize, ModelError> { Ok(file.get_u32(&key(k))? as usize) };
         // An absent optional key takes its default; a present one of the wrong type is an
         // error, never silently replaced.
-        let optional = |found: Result<u32, GgufError>| match found {
-            Ok(v) => Ok(Some(v as usize)),
-            Err(GgufError::MissingKey(_)) => Ok(None),
-            Err(e) => Err(ModelError::from(e)),
+        let optional = |k: &str| -> Result<Option<usize>, ModelError> {
+            Ok(GgufFile::optional(file.get_u32(&key(k)))?.map(|v| v as usize))
         };
         let n_heads = u("attention.head_count")?;
         let hidden_size = u("embedding_length")?;
-        let head_dim = optional(file.get_u32(&key("rope.dimension_count")))?
-            .unwrap_or(hidden_size / n_heads.max(1));
-        let vocab_size = match optional(file.get_u32(&key("vocab_size")))? {
+        let head_dim = optional("rope.dimension_count")?.unwrap_or(hidden_size / n_heads.max(1));
+        let vocab_size = match optional("vocab_size")? {
             Some(v) => v,
             None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
         };
-        let rope_theta = match file.get_f32(&key("rope.freq_base")) {
-            Ok(theta) => theta,
-            Err(GgufError::MissingKey(_)) => 10_000.0,
-            Err(e) => return Err(e.into()),
-        };
+        let rope_theta =
+            GgufFile::optional(file.get_f32(&key("rope.freq_base")))?.unwrap_or(10_000.0);
         // Llama 3.x GGUFs carry their RoPE scaling as a `rope_freqs` tensor of per-frequency
         // divisors; linear scaling comes as `rope.scaling.type` + `rope.scaling.factor`.
         // Other scalings would silently change every logit if ignored, so they are refused.
@@ -186,12 +180,7 @@ impl LlamaConfig {
             Ok(_) => Some(file.dequantize("rope_freqs.weight")?),
             Err(_) => None,
         };
-        let scaling = match file.get_str(&key("rope.scaling.type")) {
-            Ok(kind) => Some(kind.to_string()),
-            Err(GgufError::MissingKey(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        match scaling.as_deref() {
+        match GgufFile::optional(file.get_str(&key("rope.scaling.type")))? {
             None | Some("none") => {}
             Some("linear") if rope_freq_factors.is_none() => {
                 let factor = file.get_f32(&key("rope.scaling.factor"))?;
@@ -209,7 +198,7 @@ impl LlamaConfig {
             hidden_size,
             intermediate_size: u("feed_forward_length")?,
             n_heads,
-            n_kv_heads: optional(file.get_u32(&key("attention.head_count_kv")))?.unwrap_or(n_heads),
+            n_kv_heads: optional("attention.head_count_kv")?.unwrap_or(n_heads),
             head_dim,
             vocab_size,
             rope_theta,

@@ -1124,6 +1124,17 @@ impl GgufFile {
         self.metadata.get(key)
     }
 
+    /// `found` (the result of a `get_*` call) with an absent key as `None`: for optional
+    /// metadata, where a missing key takes a default but a key of the wrong type is still
+    /// an error.
+    pub fn optional<T>(found: Result<T, GgufError>) -> Result<Option<T>, GgufError> {
+        match found {
+            Ok(v) => Ok(Some(v)),
+            Err(GgufError::MissingKey(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn require(&self, key: &str) -> Result<&GgufValue, GgufError> {
         self.metadata
             .get(key)

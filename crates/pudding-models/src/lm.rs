@@ -57,10 +57,10 @@ impl Checkpoint {
         let file = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&file)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let special = |key: &str| match file.get_u32(key) {
-            Ok(id) => special_token(key, u64::from(id), config.vocab_size).map(Some),
-            Err(crate::gguf::GgufError::MissingKey(_)) => Ok(None),
-            Err(e) => Err(ModelError::from(e)),
+        let special = |key: &str| {
+            GgufFile::optional(file.get_u32(key))?
+                .map(|id| special_token(key, u64::from(id), config.vocab_size))
+                .transpose()
         };
         let stop_tokens = special("tokenizer.ggml.eos_token_id")?
             .into_iter()

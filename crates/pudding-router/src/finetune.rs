@@ -47,6 +47,30 @@ pub struct FinetuneConfig {
     pub max_tokens: usize,
 }
 
+impl FinetuneConfig {
+    /// Errors unless every setting is usable: the checks of
+    /// [`crate::train::TrainConfig::validate`] on the shared settings, and room for text
+    /// between `[CLS]` and `[SEP]`.
+    pub fn validate(&self) -> Result<(), RouterError> {
+        crate::train::check_training_settings(&crate::train::TrainingSettings {
+            hidden: self.hidden,
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            val_fraction: self.val_fraction,
+        })?;
+        if self.max_tokens < 2 {
+            return Err(RouterError::Invalid(format!(
+                "max_tokens {} leaves no room for text between [CLS] and [SEP]",
+                self.max_tokens
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
@@ -174,8 +198,9 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f64, RouterError> {
 }
 
 /// Fine-tunes `encoder` (loaded on the autodiff backend) and a fresh head on `texts[i]`
-/// -> `labels[i]` (`n` texts, `n` label rows of `m` values, one per pool candidate). Every epoch is saved under `checkpoints/epoch-NNN/` (`encoder/`,
-/// `head.safetensors`, `metrics.json`); the best epoch's directory is returned.
+/// -> `labels[i]` (`n` texts, `n` label rows of `m` values, one per pool candidate).
+/// Every epoch is saved under `checkpoints/epoch-NNN/` (`encoder/`, `head.safetensors`,
+/// `metrics.json`); the best epoch's directory is returned.
 pub fn finetune<AB: AutodiffBackend>(
     encoder: BertEncoder<AB>,
     texts: &[String],
@@ -185,21 +210,7 @@ pub fn finetune<AB: AutodiffBackend>(
     device: &AB::Device,
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<FinetuneOutcome<AB::InnerBackend>, RouterError> {
-    crate::train::check_training_settings(&crate::train::TrainingSettings {
-        hidden: config.hidden,
-        lr: config.lr,
-        epochs: config.epochs,
-        batch_size: config.batch_size,
-        weight_decay: config.weight_decay,
-        grad_clip: config.grad_clip,
-        val_fraction: config.val_fraction,
-    })?;
-    if config.max_tokens < 2 {
-        return Err(RouterError::Invalid(format!(
-            "max_tokens {} leaves no room for text between [CLS] and [SEP]",
-            config.max_tokens
-        )));
-    }
+    config.validate()?;
     let n = texts.len();
     if n < 2 || labels.len() != n {
         return Err(RouterError::Invalid(format!(
@@ -228,7 +239,7 @@ pub fn finetune<AB: AutodiffBackend>(
     let n_params = encoder.params().len();
     let mut encoder_optim = EncoderAdamW::<AB::InnerBackend>::new(n_params, config.weight_decay);
 
-    let batch = config.batch_size.max(1);
+    let batch = config.batch_size;
     let total_steps = (train_rows.len().div_ceil(batch) * config.epochs).max(1);
     let warmup = config.warmup_steps.clamp(1, total_steps);
     let lr_at = |step| linear_schedule(config.lr, warmup, total_steps, step);

@@ -263,11 +263,6 @@ pub fn train_head<AB: AutodiffBackend>(
     if inputs.iter().any(|x| x.len() != d) || labels.iter().any(|y| y.len() != m) || m == 0 {
         return Err(RouterError::Invalid("rows of unequal width".into()));
     }
-    if config.epochs == 0 {
-        return Err(RouterError::Invalid(
-            "training needs at least one epoch".into(),
-        ));
-    }
     let (val_rows, train_rows) = split_rows(n, config.val_fraction, config.seed);
     let rows = |indices: &[usize]| -> Vec<Row> {
         indices
@@ -282,7 +277,7 @@ pub fn train_head<AB: AutodiffBackend>(
             })
             .collect()
     };
-    let batch = config.batch_size.max(1);
+    let batch = config.batch_size;
     let total_steps = (train_rows.len().div_ceil(batch) * config.epochs).max(1);
     let warmup = ((total_steps as f64 * config.warmup_fraction) as usize).max(1);
     let train_loader = DataLoaderBuilder::new(RowBatcher)
