@@ -113,31 +113,24 @@ fn generate_and_route_answer_a_chat_prompt() {
 #[test]
 fn eval_one_pass_equals_one_file_per_set_and_the_library() {
     let dir = tempfile::tempdir().unwrap();
+    // The first 6 ARC-Easy items under `skip`, into `out`.
+    let eval = |skip: &str, out: &std::path::Path| {
+        stdout(&pudding(&[
+            "eval",
+            "--tasks",
+            "arc_easy",
+            "--limit",
+            "6",
+            "--skip",
+            skip,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
     let sets = dir.path().join("sets");
-    let out = pudding(&[
-        "eval",
-        "--tasks",
-        "arc_easy",
-        "--limit",
-        "6",
-        "--skip",
-        "none;7,18,19",
-        "--out",
-        sets.to_str().unwrap(),
-    ]);
-    stdout(&out);
+    eval("none;7,18,19", &sets);
     let single = dir.path().join("single.json");
-    stdout(&pudding(&[
-        "eval",
-        "--tasks",
-        "arc_easy",
-        "--limit",
-        "6",
-        "--skip",
-        "7,18,19",
-        "--out",
-        single.to_str().unwrap(),
-    ]));
+    eval("7,18,19", &single);
     let read = |p: &std::path::Path| -> EvalReport { pudding_core::io::read_json(p).unwrap() };
     let one_pass = read(&sets.join("skip-7_18_19.json"));
     let alone = read(&single);

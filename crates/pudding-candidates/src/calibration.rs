@@ -15,6 +15,19 @@ pub struct CalibrationSample {
     pub gold: usize,
 }
 
+impl CalibrationSample {
+    /// Why the sample cannot be scored, if its gold index names none of its choices.
+    pub fn gold_error(&self) -> Option<String> {
+        (self.gold >= self.choices.len()).then(|| {
+            format!(
+                "gold choice {} of {} choices",
+                self.gold,
+                self.choices.len()
+            )
+        })
+    }
+}
+
 /// Tokenises the first `n` items (the reference code takes the first 128 train rows).
 pub fn samples_from_items<L: SkippableLm>(
     lm: &L,

@@ -146,14 +146,12 @@ struct SampleBatch {
 
 /// Errors unless `sample` has a choice and its gold index names one of them.
 pub(crate) fn check_sample(sample: &CalibrationSample, index: usize) -> Result<(), SearchError> {
-    if sample.gold >= sample.choices.len() {
-        return Err(SearchError::Invalid(format!(
-            "calibration sample {index}: gold choice {} of {} choices",
-            sample.gold,
-            sample.choices.len()
-        )));
+    match sample.gold_error() {
+        Some(reason) => Err(SearchError::Invalid(format!(
+            "calibration sample {index}: {reason}"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Samples per batch: bounds the memory of the stored block inputs.

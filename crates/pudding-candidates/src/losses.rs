@@ -77,15 +77,8 @@ pub fn total_loss<L: SkippableLm>(
 ) -> Result<f64, ScoreError> {
     let mut total = 0.0;
     for (index, sample) in samples.iter().enumerate() {
-        if sample.gold >= sample.choices.len() {
-            return Err(ScoreError::BadRequest {
-                index,
-                reason: format!(
-                    "gold choice {} of {} choices",
-                    sample.gold,
-                    sample.choices.len()
-                ),
-            });
+        if let Some(reason) = sample.gold_error() {
+            return Err(ScoreError::BadRequest { index, reason });
         }
         // tl and perplexity only need the correct choice.
         let needed: Vec<_> = match kind {
