@@ -181,42 +181,49 @@ class Model:
         out[..., 1::2] = x0 * sin + x1 * cos
         return out
 
-    def logits(self, ids, skip=(), last_only=False):
-        skip = set(skip)
+    def block(self, l, x):
+        """Block `l` applied to the residual stream x: [T, d] -> [T, d]."""
         w = self.w
-        T = len(ids)
+        T = x.shape[0]
         hd, H, KV = self.head_dim, self.n_head, self.n_kv
         group = H // KV
-        x = self.embd[np.asarray(ids)]  # [T, d]
         mask = np.triu(np.full((T, T), -np.inf), k=1)
+        p = f"blk.{l}."
+        h = self.rmsnorm(x, w[p + "attn_norm.weight"])
+        q = (h @ w[p + "attn_q.weight"].T).reshape(T, H, hd)
+        k = (h @ w[p + "attn_k.weight"].T).reshape(T, KV, hd)
+        v = (h @ w[p + "attn_v.weight"].T).reshape(T, KV, hd)
+        q = self.rope_interleaved(q)
+        k = self.rope_interleaved(k)
+        att = np.empty((T, H, hd))
+        for hh in range(H):
+            kv = hh // group
+            s = (q[:, hh, :] @ k[:, kv, :].T) / np.sqrt(hd) + mask
+            s = s - s.max(axis=-1, keepdims=True)
+            pr = np.exp(s)
+            pr /= pr.sum(axis=-1, keepdims=True)
+            att[:, hh, :] = pr @ v[:, kv, :]
+        x = x + att.reshape(T, H * hd) @ w[p + "attn_output.weight"].T
+        h = self.rmsnorm(x, w[p + "ffn_norm.weight"])
+        g = h @ w[p + "ffn_gate.weight"].T
+        u = h @ w[p + "ffn_up.weight"].T
+        a = g / (1.0 + np.exp(-g)) * u
+        return x + a @ w[p + "ffn_down.weight"].T
+
+    def head(self, x):
+        """Final norm and tied output projection: [T, d] -> logits [T, vocab]."""
+        x = self.rmsnorm(x, self.w["output_norm.weight"])
+        return x @ self.embd.T
+
+    def logits(self, ids, skip=(), last_only=False):
+        skip = set(skip)
+        x = self.embd[np.asarray(ids)]  # [T, d]
         for l in range(self.n_layer):
-            if l in skip:
-                continue
-            p = f"blk.{l}."
-            h = self.rmsnorm(x, w[p + "attn_norm.weight"])
-            q = (h @ w[p + "attn_q.weight"].T).reshape(T, H, hd)
-            k = (h @ w[p + "attn_k.weight"].T).reshape(T, KV, hd)
-            v = (h @ w[p + "attn_v.weight"].T).reshape(T, KV, hd)
-            q = self.rope_interleaved(q)
-            k = self.rope_interleaved(k)
-            att = np.empty((T, H, hd))
-            for hh in range(H):
-                kv = hh // group
-                s = (q[:, hh, :] @ k[:, kv, :].T) / np.sqrt(hd) + mask
-                s = s - s.max(axis=-1, keepdims=True)
-                pr = np.exp(s)
-                pr /= pr.sum(axis=-1, keepdims=True)
-                att[:, hh, :] = pr @ v[:, kv, :]
-            x = x + att.reshape(T, H * hd) @ w[p + "attn_output.weight"].T
-            h = self.rmsnorm(x, w[p + "ffn_norm.weight"])
-            g = h @ w[p + "ffn_gate.weight"].T
-            u = h @ w[p + "ffn_up.weight"].T
-            a = g / (1.0 + np.exp(-g)) * u
-            x = x + a @ w[p + "ffn_down.weight"].T
+            if l not in skip:
+                x = self.block(l, x)
         if last_only:
             x = x[-1:]
-        x = self.rmsnorm(x, w["output_norm.weight"])
-        return x @ self.embd.T  # [T, vocab] (or [1, vocab] with last_only)
+        return self.head(x)  # [T, vocab] (or [1, vocab] with last_only)
 
 
 def log_softmax(z):
