@@ -115,69 +115,137 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Deterministic pseudo-text token ids (avoids special tokens at the start of the vocab).
-fn synthetic_prompt(len: usize, vocab_hint: u32) -> Vec<u32> {
-    let modulus = u64::from(vocab_hint.saturating_sub(200).max(1));
+/// Why a benchmark did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError<E: std::error::Error + 'static> {
+    /// The settings cannot give a meaningful measurement (no repeats, an empty or
+    /// too-long workload, a set made for another depth, an empty vocabulary).
+    #[error("invalid benchmark settings: {0}")]
+    Config(String),
+    /// The model failed while running a workload.
+    #[error(transparent)]
+    Model(#[from] E),
+}
+
+/// Deterministic pseudo-text token ids, all below `vocab` (`vocab >= 1`), away from the
+/// special tokens at the start of the vocabulary where it is large enough.
+pub fn synthetic_prompt(len: usize, vocab: u32) -> Vec<u32> {
+    let low = 100.min(vocab / 4);
+    let modulus = u64::from((vocab - 2 * low).max(1));
     (0..len as u64)
-        .map(|i| 100 + ((i * 7919) % modulus) as u32)
+        .map(|i| low + ((i * 7919) % modulus) as u32)
         .collect()
 }
 
-/// Runs the benchmark. `ideal_ratio(k)` gives the ideal cost ratio for k skipped blocks;
-/// `vocab_hint` bounds the synthetic token ids.
+/// One timed workload: runs it once under the given omission set.
+type Workload<'a, E> = dyn FnMut(&OmissionSet) -> Result<(), BenchError<E>> + 'a;
+
+/// Checks that every workload of `config` can run as asked on a model of `n_blocks`
+/// blocks and `context` positions: at least one repeat, non-empty prompts, a prompt plus
+/// its generated tokens inside the context window (a generation cut short by the window
+/// would time fewer tokens than its name says).
+fn check_config(
+    config: &BenchConfig,
+    skip: &OmissionSet,
+    n_blocks: usize,
+    context: usize,
+    vocab: u32,
+) -> Result<(), String> {
+    if config.repeats == 0 {
+        return Err("repeats must be at least 1".into());
+    }
+    if vocab == 0 {
+        return Err("the vocabulary is empty".into());
+    }
+    if skip.n_blocks() != n_blocks {
+        return Err(format!(
+            "the omission set is for {} blocks, the model has {n_blocks}",
+            skip.n_blocks()
+        ));
+    }
+    for &n in &config.prefill_lengths {
+        if n == 0 || n > context {
+            return Err(format!(
+                "prefill length {n} is outside 1..={context} (the context window)"
+            ));
+        }
+    }
+    for &g in &config.generate_lengths {
+        if config.prompt_len == 0 || g == 0 || config.prompt_len + g > context {
+            return Err(format!(
+                "prompt {} + generate {g} needs 1 to {context} positions and at least one of each",
+                config.prompt_len
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the benchmark: every workload dense and with `skip`, one untimed warm-up then
+/// `config.repeats` timed runs each, in one process so the ratios share the machine's
+/// state. `ideal_ratio` is the ideal cost ratio for `skip` (reported beside the measured
+/// one); `vocab` bounds the synthetic token ids.
 pub fn run_bench<L: SkippableLm>(
     lm: &L,
     skip: &OmissionSet,
     config: &BenchConfig,
     backend: &str,
-    vocab_hint: u32,
+    vocab: u32,
     ideal_ratio: f64,
-) -> Result<BenchReport, L::Error> {
-    let dense = OmissionSet::dense(lm.n_blocks()).expect("a model has at least one block");
+) -> Result<BenchReport, BenchError<L::Error>> {
+    check_config(config, skip, lm.n_blocks(), lm.context_length(), vocab)
+        .map_err(BenchError::Config)?;
+    let dense = OmissionSet::dense(lm.n_blocks()).map_err(|e| BenchError::Config(e.to_string()))?;
     let mut rows = Vec::new();
-    let mut measure = |workload: String,
-                       run: &mut dyn FnMut(&OmissionSet) -> Result<(), L::Error>|
-     -> Result<(), L::Error> {
-        let mut times = [Vec::new(), Vec::new()];
-        for (slot, set) in [&dense, skip].iter().enumerate() {
-            run(set)?; // warm-up
-            for _ in 0..config.repeats {
-                let start = Instant::now();
-                run(set)?;
-                times[slot].push(start.elapsed().as_secs_f64());
+    let mut measure =
+        |workload: String, run: &mut Workload<'_, L::Error>| -> Result<(), BenchError<L::Error>> {
+            let mut times = [Vec::new(), Vec::new()];
+            for (slot, set) in [&dense, skip].iter().enumerate() {
+                run(set)?; // warm-up
+                for _ in 0..config.repeats {
+                    let start = Instant::now();
+                    run(set)?;
+                    times[slot].push(start.elapsed().as_secs_f64());
+                }
             }
+            let (d, s) = (median(&times[0]), median(&times[1]));
+            rows.push(BenchRow {
+                workload,
+                dense_secs: d,
+                skipped_secs: s,
+                ratio: s / d,
+                ideal_ratio,
+                dense_runs: times[0].clone(),
+                skipped_runs: times[1].clone(),
+            });
+            Ok(())
+        };
+    // Runs one generation and checks it produced exactly the tokens the workload names
+    // (no stop tokens are set, and the window was checked, so anything else is a bug).
+    let generate = |ids: &[u32], set: &OmissionSet, new_tokens: usize| {
+        let gen = GenerationConfig {
+            max_new_tokens: new_tokens,
+            ..Default::default()
+        };
+        let out = lm.generate(ids, set, &gen)?;
+        if out.ids.len() != new_tokens {
+            return Err(BenchError::Config(format!(
+                "asked for {new_tokens} tokens, the model generated {} ({:?})",
+                out.ids.len(),
+                out.finish
+            )));
         }
-        let (d, s) = (median(&times[0]), median(&times[1]));
-        rows.push(BenchRow {
-            workload,
-            dense_secs: d,
-            skipped_secs: s,
-            ratio: s / d,
-            ideal_ratio,
-            dense_runs: times[0].clone(),
-            skipped_runs: times[1].clone(),
-        });
         Ok(())
     };
     for &n in &config.prefill_lengths {
-        let ids = synthetic_prompt(n, vocab_hint);
-        let gen = GenerationConfig {
-            max_new_tokens: 1,
-            ..Default::default()
-        };
-        measure(format!("prefill {n}"), &mut |set| {
-            lm.generate(&ids, set, &gen).map(|_| ())
-        })?;
+        let ids = synthetic_prompt(n, vocab);
+        measure(format!("prefill {n}"), &mut |set| generate(&ids, set, 1))?;
     }
     for &g in &config.generate_lengths {
-        let ids = synthetic_prompt(config.prompt_len, vocab_hint);
-        let gen = GenerationConfig {
-            max_new_tokens: g,
-            ..Default::default()
-        };
+        let ids = synthetic_prompt(config.prompt_len, vocab);
         measure(
             format!("prompt {} + generate {g}", config.prompt_len),
-            &mut |set| lm.generate(&ids, set, &gen).map(|_| ()),
+            &mut |set| generate(&ids, set, g),
         )?;
     }
     Ok(BenchReport {
@@ -219,7 +287,110 @@ pub fn bench_markdown(report: &BenchReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
+    use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
+    use pudding_models::CpuBackend;
+
+    /// Every workload runs dense and skipped, `repeats` timed runs each; the medians and
+    /// ratios are those of the recorded runs; synthetic prompts stay inside the vocabulary.
+    #[test]
+    fn bench_times_every_workload_both_ways() {
+        let spec = TinyLlamaSpec {
+            n_blocks: 4,
+            ..Default::default()
+        };
+        let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+        let vocab = lm.model().config().vocab_size as u32;
+        let skip = OmissionSet::parse("1,2", 4).unwrap();
+        let config = BenchConfig {
+            prefill_lengths: vec![5, 9],
+            prompt_len: 4,
+            generate_lengths: vec![3],
+            repeats: 3,
+        };
+        let report = run_bench(&lm, &skip, &config, "cpu", vocab, 0.5).unwrap();
+        let names: Vec<&str> = report.rows.iter().map(|r| r.workload.as_str()).collect();
+        assert_eq!(names, ["prefill 5", "prefill 9", "prompt 4 + generate 3"]);
+        assert_eq!((report.repeats, &report.skip), (3, &skip));
+        for row in &report.rows {
+            assert_eq!((row.dense_runs.len(), row.skipped_runs.len()), (3, 3));
+            assert!(row
+                .dense_runs
+                .iter()
+                .chain(&row.skipped_runs)
+                .all(|&t| t > 0.0));
+            assert_eq!(row.dense_secs, median(&row.dense_runs));
+            assert_eq!(row.skipped_secs, median(&row.skipped_runs));
+            assert_eq!(row.ratio, row.skipped_secs / row.dense_secs);
+            assert_eq!(row.ideal_ratio, 0.5);
+        }
+        let table = bench_markdown(&report);
+        assert_eq!(
+            table.lines().filter(|l| l.starts_with("| prefill")).count(),
+            2
+        );
+        assert!(table.contains("skipped blocks: 1,2 (2 of 4)"), "{table}");
+
+        for v in [1, 7, vocab, 49_152] {
+            let ids = synthetic_prompt(300, v);
+            assert!(ids.iter().all(|&i| i < v), "vocab {v}");
+        }
+        assert!(synthetic_prompt(50, 49_152).iter().all(|&i| i >= 100));
+    }
+
+    #[test]
+    fn settings_that_cannot_measure_are_errors() {
+        let spec = TinyLlamaSpec {
+            n_blocks: 4,
+            ..Default::default()
+        };
+        let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+        let vocab = lm.model().config().vocab_size as u32;
+        let context = lm.context_length();
+        let skip = OmissionSet::parse("1", 4).unwrap();
+        let ok = BenchConfig {
+            prefill_lengths: vec![4],
+            prompt_len: 4,
+            generate_lengths: vec![2],
+            repeats: 1,
+        };
+        let bad = [
+            BenchConfig {
+                repeats: 0,
+                ..ok.clone()
+            },
+            BenchConfig {
+                prefill_lengths: vec![0],
+                ..ok.clone()
+            },
+            BenchConfig {
+                prefill_lengths: vec![context + 1],
+                ..ok.clone()
+            },
+            BenchConfig {
+                prompt_len: context,
+                ..ok.clone()
+            },
+            BenchConfig {
+                generate_lengths: vec![0],
+                ..ok.clone()
+            },
+        ];
+        for config in &bad {
+            let err = run_bench(&lm, &skip, config, "cpu", vocab, 0.5).unwrap_err();
+            assert!(matches!(err, BenchError::Config(_)), "{config:?}: {err}");
+        }
+        let other_depth = OmissionSet::parse("1", 6).unwrap();
+        assert!(matches!(
+            run_bench(&lm, &other_depth, &ok, "cpu", vocab, 0.5),
+            Err(BenchError::Config(_))
+        ));
+        assert!(matches!(
+            run_bench(&lm, &skip, &ok, "cpu", 0, 0.5),
+            Err(BenchError::Config(_))
+        ));
+        run_bench(&lm, &skip, &ok, "cpu", vocab, 0.5).unwrap();
+    }
 
     #[test]
     fn median_of_odd_and_even() {

@@ -639,7 +639,11 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 backend::NAME,
                 c.vocab_size as u32,
                 c.ideal_ratio(skip.len())?,
-            )?;
+            )
+            .map_err(|e| match e {
+                pudding_eval::bench::BenchError::Model(e) => e,
+                settings => ModelError::Generation(settings.to_string()),
+            })?;
             if let (Some(pool), Some(router)) = (pool, router) {
                 let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
                 let router = pudding_cli::router_commands::load_router::<Backend>(
