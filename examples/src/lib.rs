@@ -8,21 +8,25 @@ pub mod reproduce;
 pub mod router_commands;
 pub mod shape_bench;
 
-use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::assets::{ensure_asset, KNOWN_ASSETS, SMOLLM2_135M_INSTRUCT};
 use pudding_models::ModelError;
 use std::path::PathBuf;
 
-/// The model to use: `path` when given, else the embedded default (SmolLM2-135M-Instruct),
-/// fetched into the cache on first use.
+/// The model to use: `path` when given (a file or directory; or the name of a known asset,
+/// e.g. `qwen2.5-coder-0.5b-instruct`, when no such path exists), else the embedded
+/// default (SmolLM2-135M-Instruct). Known assets are fetched into the cache on first use.
 pub fn resolve_model(path: Option<PathBuf>) -> Result<PathBuf, ModelError> {
     match path {
         Some(p) => {
             if !p.exists() {
+                if let Some(asset) = KNOWN_ASSETS.iter().find(|a| p.as_os_str() == a.name) {
+                    return ensure_asset(asset);
+                }
                 return Err(ModelError::Io {
                     path: p.clone(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
-                        "no such model file or directory",
+                        "no such model file or directory, and not a known asset name (`pudding fetch --list`)",
                     ),
                 });
             }

@@ -204,3 +204,33 @@ fn bad_input_fails_with_a_message_not_a_panic() {
         );
     }
 }
+
+/// `--model` takes a known asset's name: the Qwen2 model (fetched on first use) continues
+/// the reference prompt with the independent numpy reference's greedy tokens
+/// (`crates/pudding-models/tests/fixtures/qwen2_reference.json`).
+#[test]
+fn generate_with_a_known_asset_name_matches_the_qwen2_reference() {
+    let reference: Value = serde_json::from_str(include_str!(
+        "../../crates/pudding-models/tests/fixtures/qwen2_reference.json"
+    ))
+    .unwrap();
+    let case = &reference["greedy"][0];
+    assert_eq!(case["skip"].as_array().unwrap().len(), 0);
+    let prompt = case["prompt"].as_str().unwrap();
+    let n = case["greedy"].as_array().unwrap().len().to_string();
+    let text = stdout(&pudding(&[
+        "generate",
+        "--model",
+        "qwen2.5-coder-0.5b-instruct",
+        "--raw",
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        &n,
+    ]));
+    // The reference's 16 tokens decode to this (checked with its own BPE decoder).
+    assert!(
+        text.contains("\n    else:\n        return fibonacci(n-1) + fibonacci(n-2"),
+        "{text}"
+    );
+}

@@ -10,8 +10,11 @@ use std::path::Path;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
-/// The Llama 3 / Qwen2 pre-tokeniser split pattern.
+/// The Llama 3 pre-tokeniser split pattern (numbers in runs of up to three digits).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The Qwen2 pre-tokeniser split pattern: Llama 3's, but every digit on its own.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A text <-> token-id codec. Special tokens written in the text (e.g. `<|im_start|>`)
 /// map to their ids; no BOS/EOS is added.
@@ -66,7 +69,8 @@ impl TextTokenizer {
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
             ),
             "llama-bpe" | "llama3" | "qwen2" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+                {"type": "Split", "pattern": {"Regex": if pre == "qwen2" { QWEN2_SPLIT } else { LLAMA3_SPLIT }},
+                 "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
             ]}),
             other => {

@@ -53,7 +53,7 @@ enum Command {
     },
     /// Generate text with a set of blocks skipped.
     Generate {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// The prompt.
@@ -80,7 +80,7 @@ enum Command {
     },
     /// Zero-shot evaluation as lm-evaluation-harness scores it (resumable).
     Eval {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Blocks to skip for every item (default: none, the dense model). Several sets
@@ -119,7 +119,7 @@ enum Command {
     /// Latency benchmark: prefill 128/256/512 and prompt 128 + generate 128/256, dense vs
     /// skipped, medians of repeated runs.
     Bench {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Blocks to skip in the compared variant.
@@ -148,7 +148,7 @@ enum Command {
     /// Memory-constrained mode: open the model with only the blocks --skip keeps
     /// resident, then switch to --switch-to; reports resident bytes and switch times.
     Resident {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// The omission set to open with.
@@ -163,7 +163,7 @@ enum Command {
     },
     /// Build a PuDDing candidate pool: one greedy search per (task, loss).
     Candidates {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Calibration tasks (lm-eval names, comma-separated).
@@ -190,7 +190,7 @@ enum Command {
     },
     /// Build a static baseline's one-candidate pool: sleb, shortgpt, shortened-ppl or taylor.
     Baseline {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// sleb | shortgpt | shortened-ppl | taylor.
@@ -210,7 +210,7 @@ enum Command {
     /// router labels and training, evaluation of dense / baselines / PuDDing / oracle on
     /// the paper's tasks and on unseen tasks, speed; tables and plots in --out.
     Reproduce {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Output directory.
@@ -277,7 +277,7 @@ enum Command {
     },
     /// Compute router training labels (resumable JSON lines) for a pool.
     Labels {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// The candidate pool.
@@ -348,7 +348,7 @@ enum Command {
     },
     /// Route a prompt with a trained router, then generate with the chosen blocks skipped.
     Route {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// The candidate pool.
@@ -366,7 +366,7 @@ enum Command {
     },
     /// Print per-token log-probabilities as JSON.
     Logprobs {
-        /// A .gguf file or a Hugging Face directory; default: the fetched SmolLM2.
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Text to score (tokenised without special additions).
