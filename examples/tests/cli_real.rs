@@ -234,3 +234,29 @@ fn generate_with_a_known_asset_name_matches_the_qwen2_reference() {
         "{text}"
     );
 }
+
+/// The committed SmolLM2 pool and router refuse the Qwen2 model, naming both models,
+/// before anything is generated.
+#[test]
+fn a_pool_made_for_another_model_is_refused() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = pudding(&[
+        "route",
+        "--model",
+        "qwen2.5-coder-0.5b-instruct",
+        "--pool",
+        &format!("{root}/default/pool-k3.json"),
+        "--router",
+        &format!("{root}/default/router-k3"),
+        "--prompt",
+        "Why is the sky blue?",
+    ]);
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("made for model llama/30x576") && log.contains("qwen2/24x896"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(out.stdout.is_empty());
+}
