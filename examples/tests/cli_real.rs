@@ -258,5 +258,10 @@ fn a_pool_made_for_another_model_is_refused() {
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+    // The message is the pool check's own, not dressed up as another kind of error.
+    assert!(
+        log.starts_with("error: candidate pool was made for"),
+        "{log}"
+    );
     assert!(out.stdout.is_empty());
 }

@@ -386,7 +386,40 @@ fn load(model: Option<PathBuf>) -> Result<LlamaLm<Backend>, ModelError> {
     LlamaLm::<Backend>::load(&path, &backend::device())
 }
 
-fn run(cli: Cli) -> Result<(), ModelError> {
+/// What a subcommand fails with: the model's own typed errors, the typed error of the
+/// pipeline stage that failed (task data, evaluation, candidates, router, ...) shown as
+/// that stage words it, or a bad command-line value.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// Loading or running the model.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A pipeline stage's error.
+    #[error(transparent)]
+    Stage(Box<dyn std::error::Error>),
+    /// A command-line value that cannot be used.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<pudding_core::CoreError> for CliError {
+    fn from(e: pudding_core::CoreError) -> Self {
+        CliError::Model(e.into())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Stage(Box::new(e))
+    }
+}
+
+/// Wraps a pipeline stage's error, keeping its own message.
+fn stage(e: impl Into<Box<dyn std::error::Error>>) -> CliError {
+    CliError::Stage(e.into())
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
     backend::set_float_dtype(&cli.dtype).map_err(ModelError::Config)?;
     match cli.command {
         Command::Fetch { name, list } => {
@@ -471,7 +504,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             table,
         } => {
             let lm = load(model)?;
-            let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
+            let err = CliError::Stage;
             let static_sets: Vec<OmissionSet> = match (&pool, &router, oracle) {
                 (Some(pool_path), None, false) => {
                     let pool = pudding_core::CandidatePool::load(pool_path)?;
@@ -615,13 +648,13 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         } => {
             let lm = load(model)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
-            let lengths = |s: &str| -> Result<Vec<usize>, ModelError> {
+            let lengths = |s: &str| -> Result<Vec<usize>, CliError> {
                 s.split(',')
                     .filter(|p| !p.trim().is_empty())
                     .map(|p| {
-                        p.trim().parse().map_err(|_| {
-                            ModelError::Generation(format!("{p:?} is not a token count"))
-                        })
+                        p.trim()
+                            .parse()
+                            .map_err(|_| CliError::Usage(format!("{p:?} is not a token count")))
                     })
                     .collect()
             };
@@ -641,11 +674,11 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 c.ideal_ratio(skip.len())?,
             )
             .map_err(|e| match e {
-                pudding_eval::bench::BenchError::Model(e) => e,
-                settings => ModelError::Generation(settings.to_string()),
+                pudding_eval::bench::BenchError::Model(e) => CliError::Model(e),
+                settings => CliError::Usage(settings.to_string()),
             })?;
             if let (Some(pool), Some(router)) = (pool, router) {
-                let err = |e: Box<dyn std::error::Error>| ModelError::Generation(e.to_string());
+                let err = CliError::Stage;
                 let router = pudding_cli::router_commands::load_router::<Backend>(
                     &pool,
                     &router,
@@ -656,13 +689,13 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                     pudding_eval::tasks::TaskName::ArcEasy,
                     pudding_eval::tasks::TaskName::ArcEasy.default_eval_split(),
                 )
-                .map_err(|e| ModelError::Generation(e.to_string()))?
+                .map_err(stage)?
                 .into_iter()
                 .take(50)
                 .map(|i| i.prompt)
                 .collect();
                 let runs = pudding_eval::bench::router_latencies(&router, &prompts, repeats.max(1))
-                    .map_err(|e| ModelError::Generation(e.to_string()))?;
+                    .map_err(stage)?;
                 let prefill_128 =
                     lm.encode(&"The quick brown fox jumps over the lazy dog. ".repeat(20))?;
                 let ids = &prefill_128[..128.min(prefill_128.len())];
@@ -712,7 +745,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 &out,
                 checkpoints.as_deref(),
             )
-            .map_err(|e| ModelError::Generation(e.to_string()))?;
+            .map_err(stage)?;
         }
         Command::Baseline {
             model,
@@ -722,8 +755,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             out,
         } => {
             let lm = load(model)?;
-            pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out)
-                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out).map_err(stage)?;
         }
         Command::Reproduce {
             model,
@@ -745,7 +777,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             report,
         } => {
             let lm = load(model)?;
-            let bad = |e: String| ModelError::Generation(e);
+            let bad = CliError::Usage;
             let parse = |t: &str| {
                 if t.trim().is_empty() {
                     Ok(Vec::new())
@@ -780,16 +812,14 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 bench_repeats,
                 report_dir: report,
             };
-            pudding_cli::reproduce::reproduce(&lm, &config)
-                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            pudding_cli::reproduce::reproduce(&lm, &config).map_err(stage)?;
         }
         Command::MergePools { out, pools } => {
             let pools = pools
                 .iter()
                 .map(|p| pudding_core::CandidatePool::load(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let merged = pudding_candidates::pool::merge_pools(&pools)
-                .map_err(|e| ModelError::Generation(e.to_string()))?;
+            let merged = pudding_candidates::pool::merge_pools(&pools).map_err(stage)?;
             merged.save(&out)?;
             pudding_core::io::write_atomic(
                 &out.with_extension("md"),
@@ -817,7 +847,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
             pudding_cli::router_commands::labels_command(
                 &lm, &pool, &tasks, rows, offset, &input, &out,
             )
-            .map_err(|e| ModelError::Generation(e.to_string()))?;
+            .map_err(stage)?;
         }
         Command::TrainRouter {
             pool,
@@ -870,7 +900,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 }
                 other => Err(format!("unknown --mode {other:?}: head or full").into()),
             };
-            result.map_err(|e| ModelError::Generation(e.to_string()))?;
+            result.map_err(stage)?;
         }
         Command::Route {
             model,
@@ -881,7 +911,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
         } => {
             let lm = load(model)?;
             pudding_cli::router_commands::route_command(&lm, &pool, &router, &prompt, max_tokens)
-                .map_err(|e| ModelError::Generation(e.to_string()))?;
+                .map_err(stage)?;
         }
         Command::Logprobs {
             model,
@@ -897,8 +927,7 @@ fn run(cli: Cli) -> Result<(), ModelError> {
                 (None, None) => unreachable!("clap requires --text or --ids"),
             };
             let report = logprob_report(&lm, &ids, &skip)?;
-            let json = serde_json::to_string(&report)
-                .map_err(|e| ModelError::Generation(format!("cannot serialise report: {e}")))?;
+            let json = serde_json::to_string(&report).map_err(stage)?;
             println!("{json}");
         }
     }
