@@ -607,7 +607,7 @@ pub fn reproduce<B: Backend>(
                 &config,
                 crate::backend::NAME,
                 c.vocab_size as u32,
-                c.ideal_ratio(k)?,
+                &pudding_eval::bench::IdealCost::of(c),
             )?;
             analysis.speed.push(RoutedSpeed {
                 k,

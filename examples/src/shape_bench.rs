@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use pudding_core::{GenerationConfig, OmissionSet};
-use pudding_eval::bench::{median, BenchReport, BenchRow};
+use pudding_eval::bench::{median, BenchReport, BenchRow, IdealCost};
 use pudding_models::{generate_ids, host_values, LlamaConfig, LlamaModel, ModelError};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -131,10 +131,12 @@ pub fn run_shape_bench<B: Backend>(
 ) -> Result<ShapeBenchReport, ModelError> {
     let c = model.config();
     let dense = OmissionSet::dense(c.n_blocks)?;
-    let ideal = c.ideal_ratio(skip.len())?;
+    c.ideal_ratio(skip.len())?; // checks that the set fits the model
+    let cost = IdealCost::of(c);
+    let k = skip.len();
     let device = model.device();
     let mut rows = Vec::new();
-    let mut row = |workload: String, d: Vec<f64>, s: Vec<f64>| {
+    let mut row = |workload: String, ideal: f64, d: Vec<f64>, s: Vec<f64>| {
         let (dm, sm) = (median(&d), median(&s));
         rows.push(BenchRow {
             workload,
@@ -159,7 +161,7 @@ pub fn run_shape_bench<B: Backend>(
         };
         let d = timed(cfg.repeats, || prefill(&dense))?;
         let s = timed(cfg.repeats, || prefill(skip))?;
-        row(format!("prefill {n}"), d, s);
+        row(format!("prefill {n}"), cost.ratio(k, n, 1), d, s);
     }
     let greedy = |n: usize| GenerationConfig {
         max_new_tokens: n,
@@ -173,6 +175,7 @@ pub fn run_shape_bench<B: Backend>(
         let s = timed(cfg.repeats, || run(skip))?;
         row(
             format!("prompt {} + generate {}", cfg.prompt_len, cfg.generate),
+            cost.ratio(k, cfg.prompt_len + cfg.generate - 1, cfg.generate),
             d,
             s,
         );

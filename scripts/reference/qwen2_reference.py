@@ -28,7 +28,8 @@ What it does (independent of the Rust implementation)
 * Tokenizer: pure-Python byte-level BPE from `tokenizer.ggml.tokens` / `merges`, with
   Qwen2's pre-tokenizer split pattern (single digits, `\\p{N}`, unlike Llama 3's
   `\\p{N}{1,3}`); tokens of type CONTROL (3) and USER_DEFINED (4) (e.g. `<|im_start|>`,
-  `<tool_call>`) are matched as whole strings first. No BOS is added
+  `<tool_call>`) are matched as whole strings first; the text is NFC-composed first, as
+  Qwen2's tokenizer.json does (one prompt has decomposed accents). No BOS is added
   (`tokenizer.ggml.add_bos_token` is false). Cross-checked against a `tokenizers` object
   built from the same vocabulary, merges and pattern when that package is importable.
 * Greedy generation: GREEDY_STEPS argmax tokens, recomputing the whole sequence each
@@ -43,6 +44,7 @@ import hashlib
 import json
 import os
 import sys
+import unicodedata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -65,9 +67,10 @@ PROMPTS = [
     "<|im_start|>assistant\n",
     "Call it: <tool_call>{\"name\": \"f\"}</tool_call>   done\n\n\tnext",
     "Héllo wörld — naïve café 😀 日本語",
+    "Cafe\u0301 and nai\u0308ve: decomposed accents",
 ]
 SKIPS = [[], [3, 7, 19], [1, 5, 9, 13, 17, 21]]
-GREEDY_PROMPTS = [0, 2]
+GREEDY_PROMPTS = [0, 1, 2]
 GREEDY_SKIPS = [[], [3, 7, 19]]
 GREEDY_STEPS = 16
 N_TOP = 8
@@ -90,6 +93,7 @@ class Qwen2Tokenizer(BpeTokenizer):
 
     def encode(self, text):
         ids = []
+        text = unicodedata.normalize("NFC", text)  # Qwen2's tokenizer.json normalizer
         for special, seg in self.split_specials(text):
             if special:
                 ids.append(self.vocab[seg])
@@ -105,8 +109,10 @@ def hf_qwen2_tokenizer(tokens, token_type, merges):
         from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
     except ImportError:
         return None
+    from tokenizers import normalizers
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},
                                merges=[tuple(m.split(" ")) for m in merges]))
+    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_SPLIT.pattern), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
@@ -238,7 +244,8 @@ def main():
                     "probe_logprobs": [r7(v) for v in row[probe]],
                     "next_logprob": None if nxt is None else r7(nxt),
                 })
-            cases.append({"prompt": p, "ids": ids, "skip": skip, "positions": positions,
+            cases.append({"prompt": p, "decoded": unicodedata.normalize("NFC", p), "ids": ids,
+                          "skip": skip, "positions": positions,
                           "nll_mean": r7(np.mean(nll))})
             print(f"tokens={len(ids):3d} skip={skip} ppl={np.exp(np.mean(nll)):.4f} "
                   f"{p[:40]!r}", file=sys.stderr)
@@ -246,16 +253,17 @@ def main():
     greedy = []
     for pi in GREEDY_PROMPTS:
         for skip in GREEDY_SKIPS:
-            seq, out = list(prompt_ids[pi]), []
+            seq, out, case_gap = list(prompt_ids[pi]), [], float("inf")
             for _ in range(GREEDY_STEPS):
                 z = model.logits(seq, skip, last_only=True)[-1]
                 top2 = np.sort(z)[-2:]
-                min_gap = min(min_gap, top2[1] - top2[0])
+                case_gap = min(case_gap, top2[1] - top2[0])
                 nxt = int(np.argmax(z))
                 out.append(nxt)
                 seq.append(nxt)
             greedy.append({"prompt": PROMPTS[pi], "ids": prompt_ids[pi], "skip": skip,
-                           "greedy": out})
+                           "greedy": out, "min_logit_gap": r7(case_gap)})
+            min_gap = min(min_gap, case_gap)
             print(f"greedy skip={skip} -> {tok.decode(out, model.tokens)!r}", file=sys.stderr)
     print(f"smallest top-1/top-2 gap: {min_gap:.3g}", file=sys.stderr)
 

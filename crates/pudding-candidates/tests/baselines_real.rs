@@ -159,6 +159,7 @@ fn baselines_match_the_numpy_reference_on_smollm2() {
     )
     .unwrap();
     assert_eq!(result.order, r.sleb.order);
+    assert_eq!(result.steps.len(), r.sleb.steps.len());
     for (ours, theirs) in result.steps.iter().zip(&r.sleb.steps) {
         assert_eq!(ours.block, theirs.removed);
         let blocks: Vec<usize> = ours.trials.iter().map(|t| t.0).collect();

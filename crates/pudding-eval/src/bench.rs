@@ -2,6 +2,7 @@
 //! with an omission set, repeated, medians, ratios measured in the same run.
 
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
+use pudding_models::LlamaConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -16,7 +17,8 @@ pub struct BenchRow {
     pub skipped_secs: f64,
     /// `skipped_secs / dense_secs`.
     pub ratio: f64,
-    /// The ideal ratio (kept fraction of the per-token multiply-accumulates).
+    /// The ideal ratio: the skipped model's share of this workload's multiply-accumulates
+    /// (block projections and MLPs for every position, the output head where it runs).
     pub ideal_ratio: f64,
     /// Every dense measurement (seconds).
     pub dense_runs: Vec<f64>,
@@ -115,6 +117,41 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Multiply-accumulates per token of one block and of the output head: what an ideal
+/// speed-up ratio counts (attention scores, norms and the embedding lookup are left out).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IdealCost {
+    /// Blocks of the model.
+    pub n_blocks: usize,
+    /// Multiply-accumulates of one block per token position.
+    pub block_macs: f64,
+    /// Multiply-accumulates of the output head per position it is applied to.
+    pub head_macs: f64,
+}
+
+impl IdealCost {
+    /// The costs of a Llama-family model.
+    pub fn of(config: &LlamaConfig) -> Self {
+        Self {
+            n_blocks: config.n_blocks,
+            block_macs: config.block_macs_per_token() as f64,
+            head_macs: config.head_macs_per_token() as f64,
+        }
+    }
+
+    /// Skipped / dense cost of a workload that runs `positions` token positions through
+    /// the block stack and the head on `heads` of them, with `k` blocks skipped. A prefill
+    /// of n tokens is `(n, 1)` (the head only reads the last position); a prompt of p
+    /// tokens plus g generated ones is `(p + g - 1, g)`. `k` is at most `n_blocks`.
+    pub fn ratio(&self, k: usize, positions: usize, heads: usize) -> f64 {
+        let (positions, heads) = (positions as f64, heads as f64);
+        let head = self.head_macs * heads;
+        let dense = self.block_macs * positions * self.n_blocks as f64 + head;
+        let kept = self.n_blocks.saturating_sub(k) as f64;
+        (self.block_macs * positions * kept + head) / dense
+    }
+}
+
 /// Why a benchmark did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError<E: std::error::Error + 'static> {
@@ -125,6 +162,9 @@ pub enum BenchError<E: std::error::Error + 'static> {
     /// The model failed while running a workload.
     #[error(transparent)]
     Model(#[from] E),
+    /// A workload did not do what it is named for (a generation stopped early).
+    #[error("benchmark workload went wrong: {0}")]
+    Workload(String),
 }
 
 /// Deterministic pseudo-text token ids, all below `vocab` (`vocab >= 1`), away from the
@@ -171,7 +211,7 @@ fn check_config(
         }
     }
     for &g in &config.generate_lengths {
-        if config.prompt_len == 0 || g == 0 || config.prompt_len + g > context {
+        if config.prompt_len == 0 || g == 0 || g > context.saturating_sub(config.prompt_len) {
             return Err(format!(
                 "prompt {} + generate {g} needs 1 to {context} positions and at least one of each",
                 config.prompt_len
@@ -183,43 +223,53 @@ fn check_config(
 
 /// Runs the benchmark: every workload dense and with `skip`, one untimed warm-up then
 /// `config.repeats` timed runs each, in one process so the ratios share the machine's
-/// state. `ideal_ratio` is the ideal cost ratio for `skip` (reported beside the measured
-/// one); `vocab` bounds the synthetic token ids.
+/// state. Each row reports beside the measured ratio the workload's ideal one from `cost`
+/// (for the model being measured); `vocab` bounds the synthetic token ids.
 pub fn run_bench<L: SkippableLm>(
     lm: &L,
     skip: &OmissionSet,
     config: &BenchConfig,
     backend: &str,
     vocab: u32,
-    ideal_ratio: f64,
+    cost: &IdealCost,
 ) -> Result<BenchReport, BenchError<L::Error>> {
     check_config(config, skip, lm.n_blocks(), lm.context_length(), vocab)
         .map_err(BenchError::Config)?;
+    if cost.n_blocks != lm.n_blocks() {
+        return Err(BenchError::Config(format!(
+            "the ideal costs are for {} blocks, the model has {}",
+            cost.n_blocks,
+            lm.n_blocks()
+        )));
+    }
+    let k = skip.len();
     let dense = OmissionSet::dense(lm.n_blocks()).map_err(|e| BenchError::Config(e.to_string()))?;
     let mut rows = Vec::new();
-    let mut measure =
-        |workload: String, run: &mut Workload<'_, L::Error>| -> Result<(), BenchError<L::Error>> {
-            let mut times = [Vec::new(), Vec::new()];
-            for (slot, set) in [&dense, skip].iter().enumerate() {
-                run(set)?; // warm-up
-                for _ in 0..config.repeats {
-                    let start = Instant::now();
-                    run(set)?;
-                    times[slot].push(start.elapsed().as_secs_f64());
-                }
+    let mut measure = |workload: String,
+                       ideal_ratio: f64,
+                       run: &mut Workload<'_, L::Error>|
+     -> Result<(), BenchError<L::Error>> {
+        let mut times = [Vec::new(), Vec::new()];
+        for (slot, set) in [&dense, skip].iter().enumerate() {
+            run(set)?; // warm-up
+            for _ in 0..config.repeats {
+                let start = Instant::now();
+                run(set)?;
+                times[slot].push(start.elapsed().as_secs_f64());
             }
-            let (d, s) = (median(&times[0]), median(&times[1]));
-            rows.push(BenchRow {
-                workload,
-                dense_secs: d,
-                skipped_secs: s,
-                ratio: s / d,
-                ideal_ratio,
-                dense_runs: times[0].clone(),
-                skipped_runs: times[1].clone(),
-            });
-            Ok(())
-        };
+        }
+        let (d, s) = (median(&times[0]), median(&times[1]));
+        rows.push(BenchRow {
+            workload,
+            dense_secs: d,
+            skipped_secs: s,
+            ratio: s / d,
+            ideal_ratio,
+            dense_runs: times[0].clone(),
+            skipped_runs: times[1].clone(),
+        });
+        Ok(())
+    };
     // Runs one generation and checks it produced exactly the tokens the workload names
     // (no stop tokens are set, and the window was checked, so anything else is a bug).
     let generate = |ids: &[u32], set: &OmissionSet, new_tokens: usize| {
@@ -229,7 +279,7 @@ pub fn run_bench<L: SkippableLm>(
         };
         let out = lm.generate(ids, set, &gen)?;
         if out.ids.len() != new_tokens {
-            return Err(BenchError::Config(format!(
+            return Err(BenchError::Workload(format!(
                 "asked for {new_tokens} tokens, the model generated {} ({:?})",
                 out.ids.len(),
                 out.finish
@@ -239,12 +289,15 @@ pub fn run_bench<L: SkippableLm>(
     };
     for &n in &config.prefill_lengths {
         let ids = synthetic_prompt(n, vocab);
-        measure(format!("prefill {n}"), &mut |set| generate(&ids, set, 1))?;
+        measure(format!("prefill {n}"), cost.ratio(k, n, 1), &mut |set| {
+            generate(&ids, set, 1)
+        })?;
     }
     for &g in &config.generate_lengths {
         let ids = synthetic_prompt(config.prompt_len, vocab);
         measure(
             format!("prompt {} + generate {g}", config.prompt_len),
+            cost.ratio(k, config.prompt_len + g - 1, g),
             &mut |set| generate(&ids, set, g),
         )?;
     }
@@ -308,7 +361,13 @@ mod tests {
             generate_lengths: vec![3],
             repeats: 3,
         };
-        let report = run_bench(&lm, &skip, &config, "cpu", vocab, 0.5).unwrap();
+        // Blocks only: every workload's ideal is the kept fraction, 2 of 4.
+        let blocks_only = IdealCost {
+            n_blocks: 4,
+            block_macs: 1.0,
+            head_macs: 0.0,
+        };
+        let report = run_bench(&lm, &skip, &config, "cpu", vocab, &blocks_only).unwrap();
         let names: Vec<&str> = report.rows.iter().map(|r| r.workload.as_str()).collect();
         assert_eq!(names, ["prefill 5", "prefill 9", "prompt 4 + generate 3"]);
         assert_eq!((report.repeats, &report.skip), (3, &skip));
@@ -338,6 +397,37 @@ mod tests {
         assert!(synthetic_prompt(50, 49_152).iter().all(|&i| i >= 100));
     }
 
+    /// Ideal ratios per workload: the head's cost counts once for a prefill and once per
+    /// generated token, so a prefill's ideal is nearer the kept fraction of the blocks.
+    #[test]
+    fn ideal_ratios_count_the_head_where_it_runs() {
+        // 4 blocks of cost 1, a head of cost 2, 1 block skipped.
+        let cost = IdealCost {
+            n_blocks: 4,
+            block_macs: 1.0,
+            head_macs: 2.0,
+        };
+        // One decoded token: (3 + 2) / (4 + 2).
+        assert_eq!(cost.ratio(1, 1, 1), 5.0 / 6.0);
+        // Prefill of 10 tokens: (30 + 2) / (40 + 2).
+        assert_eq!(cost.ratio(1, 10, 1), 32.0 / 42.0);
+        // Prompt 4 + generate 3: 6 positions, 3 heads: (18 + 6) / (24 + 6).
+        assert_eq!(cost.ratio(1, 6, 3), 24.0 / 30.0);
+        assert_eq!(cost.ratio(0, 6, 3), 1.0);
+        // SmolLM2's per-token figure: the head costs exactly 8 blocks, 32/38 at k = 6.
+        let smollm2 = LlamaConfig::from_hf_json(
+            r#"{"model_type":"llama","num_hidden_layers":30,"hidden_size":576,
+            "intermediate_size":1536,"num_attention_heads":9,"num_key_value_heads":3,
+            "vocab_size":49152,"rope_theta":100000.0,"rms_norm_eps":1e-5,
+            "max_position_embeddings":8192,"tie_word_embeddings":true}"#,
+        )
+        .unwrap();
+        let c = IdealCost::of(&smollm2);
+        assert_eq!(c.ratio(6, 1, 1), smollm2.ideal_ratio(6).unwrap());
+        assert!((c.ratio(6, 1, 1) - 32.0 / 38.0).abs() < 1e-12);
+        assert!((c.ratio(6, 512, 1) - (24.0 * 512.0 + 8.0) / (30.0 * 512.0 + 8.0)).abs() < 1e-12);
+    }
+
     #[test]
     fn settings_that_cannot_measure_are_errors() {
         let spec = TinyLlamaSpec {
@@ -348,6 +438,7 @@ mod tests {
         let vocab = lm.model().config().vocab_size as u32;
         let context = lm.context_length();
         let skip = OmissionSet::parse("1", 4).unwrap();
+        let cost = IdealCost::of(lm.model().config());
         let ok = BenchConfig {
             prefill_lengths: vec![4],
             prompt_len: 4,
@@ -377,19 +468,27 @@ mod tests {
             },
         ];
         for config in &bad {
-            let err = run_bench(&lm, &skip, config, "cpu", vocab, 0.5).unwrap_err();
+            let err = run_bench(&lm, &skip, config, "cpu", vocab, &cost).unwrap_err();
             assert!(matches!(err, BenchError::Config(_)), "{config:?}: {err}");
         }
         let other_depth = OmissionSet::parse("1", 6).unwrap();
         assert!(matches!(
-            run_bench(&lm, &other_depth, &ok, "cpu", vocab, 0.5),
+            run_bench(&lm, &other_depth, &ok, "cpu", vocab, &cost),
             Err(BenchError::Config(_))
         ));
         assert!(matches!(
-            run_bench(&lm, &skip, &ok, "cpu", 0, 0.5),
+            run_bench(&lm, &skip, &ok, "cpu", 0, &cost),
             Err(BenchError::Config(_))
         ));
-        run_bench(&lm, &skip, &ok, "cpu", vocab, 0.5).unwrap();
+        let six_blocks = IdealCost {
+            n_blocks: 6,
+            ..cost
+        };
+        assert!(matches!(
+            run_bench(&lm, &skip, &ok, "cpu", vocab, &six_blocks),
+            Err(BenchError::Config(_))
+        ));
+        run_bench(&lm, &skip, &ok, "cpu", vocab, &cost).unwrap();
     }
 
     #[test]

