@@ -159,3 +159,54 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+#[cfg(test)]
+mod split_pattern_tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+    use crate::testing::tiny_vocab;
+
+    /// A tiny byte-level BPE whose merges join the digits "1", "2" into "12", stored as a
+    /// GGUF with pre-tokenizer `pre`.
+    fn digit_merging_tokenizer(pre: &str) -> (TextTokenizer, Vec<String>) {
+        let (mut tokens, mut types, mut merges) = tiny_vocab();
+        merges.push("1 2".into());
+        tokens.push("12".into());
+        types.push(1);
+        let mut w = GgufWriter::new();
+        w.add_string("tokenizer.ggml.model", "gpt2")
+            .add_string("tokenizer.ggml.pre", pre)
+            .add_str_array("tokenizer.ggml.tokens", &tokens)
+            .add_i32_array("tokenizer.ggml.token_type", &types)
+            .add_str_array("tokenizer.ggml.merges", &merges);
+        let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+        (TextTokenizer::from_gguf(&file).unwrap(), tokens)
+    }
+
+    fn pieces(pre: &str, text: &str) -> Vec<String> {
+        let (tok, tokens) = digit_merging_tokenizer(pre);
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), text, "{pre}");
+        ids.iter().map(|&i| tokens[i as usize].clone()).collect()
+    }
+
+    /// Llama 3 pre-tokenises numbers in runs of up to three digits, so "12" can merge;
+    /// Qwen2 splits every digit, so it cannot. Qwen2 also composes Unicode (NFC) first.
+    #[test]
+    fn llama3_and_qwen2_split_numbers_differently() {
+        assert_eq!(pieces("llama-bpe", "123"), ["12", "3"]);
+        assert_eq!(pieces("qwen2", "123"), ["1", "2", "3"]);
+        let (qwen, _) = digit_merging_tokenizer("qwen2");
+        let (llama, _) = digit_merging_tokenizer("llama-bpe");
+        let composed = "caf\u{e9}";
+        let decomposed = "cafe\u{301}";
+        assert_eq!(
+            qwen.encode(decomposed).unwrap(),
+            qwen.encode(composed).unwrap()
+        );
+        assert_ne!(
+            llama.encode(decomposed).unwrap(),
+            llama.encode(composed).unwrap()
+        );
+    }
+}
