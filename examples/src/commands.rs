@@ -83,7 +83,7 @@ pub fn generate_text<B: Backend>(
     config: &GenerationConfig,
 ) -> Result<Generation, ModelError> {
     let text = if chat {
-        lm.chat_prompt(prompt)
+        lm.chat_prompt(prompt)?
     } else {
         prompt.to_string()
     };

@@ -32,7 +32,12 @@ fn grouped_batched_generation_equals_one_by_one() {
     ];
     let requests: Vec<(String, Vec<u32>)> = questions
         .iter()
-        .map(|q| (q.to_string(), lm.encode(&lm.chat_prompt(q)).unwrap()))
+        .map(|q| {
+            (
+                q.to_string(),
+                lm.encode(&lm.chat_prompt(q).unwrap()).unwrap(),
+            )
+        })
         .collect();
     let config = GenerationConfig {
         max_new_tokens: 12,

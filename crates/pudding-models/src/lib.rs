@@ -15,6 +15,7 @@
 pub mod assets;
 pub mod bert;
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod gguf;

@@ -25,6 +25,7 @@ pub struct LlamaLm<B: Backend> {
     fingerprint: ModelFingerprint,
     stop_tokens: Vec<u32>,
     bos_token: Option<u32>,
+    chat_template: Option<String>,
 }
 
 /// An opened checkpoint: configuration, tokenizer, special tokens and a handle on the
@@ -38,6 +39,9 @@ pub struct Checkpoint {
     pub stop_tokens: Vec<u32>,
     /// Beginning-of-sequence id, if any.
     pub bos_token: Option<u32>,
+    /// The chat template (Jinja, Hugging Face conventions), if the checkpoint has one:
+    /// GGUF `tokenizer.chat_template`, or `chat_template` in `tokenizer_config.json`.
+    pub chat_template: Option<String>,
     /// The weights, by Hugging Face name.
     pub weights: Box<dyn WeightSource>,
 }
@@ -66,12 +70,15 @@ impl Checkpoint {
             .into_iter()
             .collect();
         let bos_token = special("tokenizer.ggml.bos_token_id")?;
+        let chat_template =
+            GgufFile::optional(file.get_str("tokenizer.chat_template"))?.map(str::to_string);
         let weights = Box::new(GgufWeights::new(file, &config));
         Ok(Self {
             config,
             tokenizer,
             stop_tokens,
             bos_token,
+            chat_template,
             weights,
         })
     }
@@ -107,12 +114,14 @@ impl Checkpoint {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(id("bos_token_id", v)?),
         };
+        let chat_template = read_hf_chat_template(dir)?;
         let weights = Box::new(SafetensorsWeights::open_dir(dir)?);
         Ok(Self {
             config,
             tokenizer,
             stop_tokens,
             bos_token,
+            chat_template,
             weights,
         })
     }
@@ -126,7 +135,34 @@ impl Checkpoint {
             self.stop_tokens,
             device,
         )?;
-        lm.with_bos_token(self.bos_token)
+        lm.with_bos_token(self.bos_token)?
+            .with_chat_template(self.chat_template)
+    }
+}
+
+/// The `chat_template` string of a Hugging Face directory's `tokenizer_config.json`, if
+/// the file and the key exist (a template given as a list of named templates is not
+/// supported and is an error).
+fn read_hf_chat_template(dir: &Path) -> Result<Option<String>, ModelError> {
+    let path = dir.join("tokenizer_config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ModelError::Io { path, source }),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+    match value.get("chat_template") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(t)) => Ok(Some(t.clone())),
+        Some(other) => Err(ModelError::Config(format!(
+            "{}: chat_template is not a string ({}); named template lists are not supported",
+            path.display(),
+            match other {
+                serde_json::Value::Array(_) => "a list",
+                _ => "another type",
+            }
+        ))),
     }
 }
 
@@ -238,7 +274,23 @@ impl<B: Backend> LlamaLm<B> {
             fingerprint,
             stop_tokens,
             bos_token: None,
+            chat_template: None,
         }
+    }
+
+    /// Sets the chat template used by [`Self::chat_prompt`]; an error if it is not valid
+    /// Jinja.
+    pub fn with_chat_template(mut self, template: Option<String>) -> Result<Self, ModelError> {
+        if let Some(t) = &template {
+            crate::chat::check_template(t)?;
+        }
+        self.chat_template = template;
+        Ok(self)
+    }
+
+    /// The chat template, if the checkpoint has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
     }
 
     /// Sets the beginning-of-sequence token (used as the prefix of empty contexts); an
@@ -266,15 +318,25 @@ impl<B: Backend> LlamaLm<B> {
         &self.stop_tokens
     }
 
-    /// Wraps a user message in the ChatML turn format of chat-tuned models
-    /// (`<|im_start|>user ... <|im_end|>` then the assistant header), when the vocabulary
-    /// has those tokens; otherwise returns the text unchanged.
-    pub fn chat_prompt(&self, user: &str) -> String {
-        if self.tokenizer.token_to_id("<|im_start|>").is_some() {
+    /// Wraps one user message for generation: the checkpoint's own chat template when it
+    /// has one (rendered as Hugging Face does, with `add_generation_prompt`, so default
+    /// system turns are included); otherwise the ChatML turn format
+    /// (`<|im_start|>user ... <|im_end|>` then the assistant header) when the vocabulary
+    /// has those tokens, else the text unchanged.
+    pub fn chat_prompt(&self, user: &str) -> Result<String, ModelError> {
+        if let Some(template) = &self.chat_template {
+            let token = |id: Option<u32>| {
+                id.and_then(|i| self.tokenizer.id_to_token(i))
+                    .unwrap_or_default()
+            };
+            let eos = token(self.stop_tokens.first().copied());
+            return crate::chat::render_user_turn(template, user, &token(self.bos_token), &eos);
+        }
+        Ok(if self.tokenizer.token_to_id("<|im_start|>").is_some() {
             format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
         } else {
             user.to_string()
-        }
+        })
     }
 
     /// Checks ids are non-empty, in the vocabulary and fit the context.

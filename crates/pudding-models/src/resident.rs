@@ -65,7 +65,8 @@ impl<B: Backend> ResidentLlamaLm<B> {
             checkpoint.tokenizer.clone(),
             checkpoint.stop_tokens.clone(),
         )
-        .with_bos_token(checkpoint.bos_token)?;
+        .with_bos_token(checkpoint.bos_token)?
+        .with_chat_template(checkpoint.chat_template.clone())?;
         let full_params = full_param_count(&config);
         let this = Self {
             lm,

@@ -153,7 +153,16 @@ fn cached_greedy_generation_equals_uncached_and_the_reference() {
 #[test]
 fn chat_generation_answers_and_stops_at_end_of_turn() {
     let lm = model();
-    let prompt = lm.chat_prompt("What is 17 + 25? Answer with the number only.");
+    let prompt = lm
+        .chat_prompt("What is 17 + 25? Answer with the number only.")
+        .unwrap();
+    // The GGUF's own chat template, with Qwen's default system turn.
+    assert!(
+        prompt.starts_with(
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        ) && prompt.ends_with("<|im_end|>\n<|im_start|>assistant\n"),
+        "{prompt}"
+    );
     let ids = lm.encode(&prompt).unwrap();
     let config = GenerationConfig {
         max_new_tokens: 24,

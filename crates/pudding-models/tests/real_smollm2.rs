@@ -241,7 +241,13 @@ fn resident_mode_holds_only_kept_blocks_of_the_real_model() {
 #[test]
 fn chat_generation_stops_at_end_of_turn() {
     let lm = model();
-    let prompt = lm.chat_prompt("What is the capital of France?");
+    let prompt = lm.chat_prompt("What is the capital of France?").unwrap();
+    // The GGUF's own chat template, with its default system turn.
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+            && prompt.ends_with("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"),
+        "{prompt}"
+    );
     let ids = lm.encode(&prompt).unwrap();
     let config = GenerationConfig {
         max_new_tokens: 40,
