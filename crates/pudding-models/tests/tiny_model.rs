@@ -462,3 +462,38 @@ fn gguf_rope_scaling_equals_the_hf_rope_scaling() {
         Err(pudding_models::ModelError::Config(_))
     ));
 }
+
+/// A Hugging Face directory's `tokenizer_config.json` chat template is the one
+/// `chat_prompt` renders; without it the ChatML turn is used; a list of named templates
+/// or a template that is not Jinja is a load error.
+#[test]
+fn chat_template_from_tokenizer_config() {
+    let spec = TinyLlamaSpec::default();
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&spec, &hf).unwrap();
+    assert_eq!(
+        load(&hf).chat_prompt("hi").unwrap(),
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let config = hf.join("tokenizer_config.json");
+    let template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<bot>{% endif %}";
+    std::fs::write(
+        &config,
+        serde_json::json!({ "chat_template": template }).to_string(),
+    )
+    .unwrap();
+    let lm = load(&hf);
+    assert_eq!(lm.chat_template(), Some(template));
+    assert_eq!(lm.chat_prompt("hi").unwrap(), "<user>hi<bot>");
+    for bad in [
+        serde_json::json!({ "chat_template": [{"name": "default", "template": template}] }),
+        serde_json::json!({ "chat_template": "{% for %}" }),
+    ] {
+        std::fs::write(&config, bad.to_string()).unwrap();
+        assert!(
+            LlamaLm::<B>::load(&hf, &Default::default()).is_err(),
+            "{bad}"
+        );
+    }
+}
