@@ -131,7 +131,7 @@ pub fn run_shape_bench<B: Backend>(
 ) -> Result<ShapeBenchReport, ModelError> {
     let c = model.config();
     let dense = OmissionSet::dense(c.n_blocks)?;
-    c.ideal_ratio(skip.len())?; // checks that the set fits the model
+    skip.check_blocks(c.n_blocks)?;
     let cost = IdealCost::of(c);
     let k = skip.len();
     let device = model.device();

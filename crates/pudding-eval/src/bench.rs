@@ -2,7 +2,7 @@
 //! with an omission set, repeated, medians, ratios measured in the same run.
 
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
-use pudding_models::LlamaConfig;
+pub use pudding_models::config::IdealCost;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -114,41 +114,6 @@ pub fn median(values: &[f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Multiply-accumulates per token of one block and of the output head: what an ideal
-/// speed-up ratio counts (attention scores, norms and the embedding lookup are left out).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct IdealCost {
-    /// Blocks of the model.
-    pub n_blocks: usize,
-    /// Multiply-accumulates of one block per token position.
-    pub block_macs: f64,
-    /// Multiply-accumulates of the output head per position it is applied to.
-    pub head_macs: f64,
-}
-
-impl IdealCost {
-    /// The costs of a Llama-family model.
-    pub fn of(config: &LlamaConfig) -> Self {
-        Self {
-            n_blocks: config.n_blocks,
-            block_macs: config.block_macs_per_token() as f64,
-            head_macs: config.head_macs_per_token() as f64,
-        }
-    }
-
-    /// Skipped / dense cost of a workload that runs `positions` token positions through
-    /// the block stack and the head on `heads` of them, with `k` blocks skipped. A prefill
-    /// of n tokens is `(n, 1)` (the head only reads the last position); a prompt of p
-    /// tokens plus g generated ones is `(p + g - 1, g)`. `k` is at most `n_blocks`.
-    pub fn ratio(&self, k: usize, positions: usize, heads: usize) -> f64 {
-        let (positions, heads) = (positions as f64, heads as f64);
-        let head = self.head_macs * heads;
-        let dense = self.block_macs * positions * self.n_blocks as f64 + head;
-        let kept = self.n_blocks.saturating_sub(k) as f64;
-        (self.block_macs * positions * kept + head) / dense
     }
 }
 
@@ -342,17 +307,22 @@ pub fn bench_markdown(report: &BenchReport) -> String {
 mod tests {
     use super::*;
     use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
-    use pudding_models::CpuBackend;
+    use pudding_models::{CpuBackend, LlamaConfig, LlamaLm};
+
+    /// A tiny random 4-block model (its files live in the returned directory).
+    fn tiny() -> (tempfile::TempDir, LlamaLm<CpuBackend>) {
+        let spec = TinyLlamaSpec {
+            n_blocks: 4,
+            ..Default::default()
+        };
+        load_tiny_llama::<CpuBackend>(&spec).unwrap()
+    }
 
     /// Every workload runs dense and skipped, `repeats` timed runs each; the medians and
     /// ratios are those of the recorded runs; synthetic prompts stay inside the vocabulary.
     #[test]
     fn bench_times_every_workload_both_ways() {
-        let spec = TinyLlamaSpec {
-            n_blocks: 4,
-            ..Default::default()
-        };
-        let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+        let (_dir, lm) = tiny();
         let vocab = lm.model().config().vocab_size as u32;
         let skip = OmissionSet::parse("1,2", 4).unwrap();
         let config = BenchConfig {
@@ -430,11 +400,7 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_measure_are_errors() {
-        let spec = TinyLlamaSpec {
-            n_blocks: 4,
-            ..Default::default()
-        };
-        let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+        let (_dir, lm) = tiny();
         let vocab = lm.model().config().vocab_size as u32;
         let context = lm.context_length();
         let skip = OmissionSet::parse("1", 4).unwrap();

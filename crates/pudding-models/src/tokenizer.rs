@@ -60,6 +60,14 @@ impl TextTokenizer {
             .get_i32_array("tokenizer.ggml.token_type")
             .unwrap_or_default();
         let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
+        // A regex split then byte mapping (Llama 3, Qwen2).
+        let split = |pattern: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
+            ]})
+        };
+        let mut normalizer = Value::Null;
         let pre_tokenizer = match pre {
             "smollm" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true},
@@ -68,11 +76,12 @@ impl TextTokenizer {
             "gpt2" | "default" => json!(
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
             ),
-            "llama-bpe" | "llama3" | "qwen2" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": if pre == "qwen2" { QWEN2_SPLIT } else { LLAMA3_SPLIT }},
-                 "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
-            ]}),
+            "llama-bpe" | "llama3" => split(LLAMA3_SPLIT),
+            "qwen2" => {
+                // Qwen2's tokenizer.json composes Unicode (NFC) before splitting.
+                normalizer = json!({"type": "NFC"});
+                split(QWEN2_SPLIT)
+            }
             other => {
                 return Err(ModelError::Tokenizer(format!(
                     "GGUF pre-tokenizer {other:?} is not supported (smollm, gpt2, llama-bpe, qwen2)"
@@ -105,8 +114,7 @@ impl TextTokenizer {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            // Qwen2's tokenizer.json composes Unicode (NFC) before splitting.
-            "normalizer": if pre == "qwen2" { json!({"type": "NFC"}) } else { Value::Null },
+            "normalizer": normalizer,
             "pre_tokenizer": pre_tokenizer,
             "post_processor": null,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
