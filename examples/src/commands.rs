@@ -87,7 +87,7 @@ pub fn generate_text<B: Backend>(
     } else {
         prompt.to_string()
     };
-    let ids = lm.encode(&text)?;
+    let ids = lm.encode_prompt(&text)?;
     lm.generate(&ids, skip, config)
 }
 

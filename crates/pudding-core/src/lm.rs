@@ -40,8 +40,27 @@ pub trait SkippableLm {
     /// lm-evaluation-harness does.
     fn prefix_token(&self) -> u32;
 
+    /// Whether every sequence starts with the BOS token ([`Self::prefix_token`]), as the
+    /// model was trained (GGUF `tokenizer.ggml.add_bos_token`, e.g. Gemma). Scoring then
+    /// puts it before every context (as lm-evaluation-harness does for Gemma) and
+    /// [`Self::encode_prompt`] before every prompt.
+    fn adds_bos(&self) -> bool {
+        false
+    }
+
     /// Tokenises text (no special tokens are added).
     fn encode(&self, text: &str) -> Result<Vec<u32>, Self::Error>;
+
+    /// Token ids of a prompt to generate from or score as a whole: [`Self::encode`],
+    /// preceded by the BOS token when [`Self::adds_bos`] and the text does not already
+    /// start with it (e.g. through a chat template).
+    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, Self::Error> {
+        let mut ids = self.encode(text)?;
+        if self.adds_bos() && ids.first() != Some(&self.prefix_token()) {
+            ids.insert(0, self.prefix_token());
+        }
+        Ok(ids)
+    }
 
     /// Turns ids back into text.
     fn decode(&self, ids: &[u32]) -> Result<String, Self::Error>;

@@ -35,8 +35,10 @@ pub struct TokenizedRequest {
 /// lm-evaluation-harness's rule: trailing whitespace of the context moves to the front of
 /// the continuation; context + continuation are tokenised together and split at the
 /// length of the context's own tokenisation (so a merge across the boundary lands in the
-/// continuation). If the whole does not fit `max_len`, the oldest context tokens are
-/// dropped (at least one context token is kept).
+/// continuation). A model that [`SkippableLm::adds_bos`] gets its BOS token before every
+/// context (lm-evaluation-harness's `add_bos_token`, on by default for Gemma). If the whole
+/// does not fit `max_len`, the oldest context tokens are dropped (at least one context
+/// token is kept).
 pub fn tokenize_request<L: SkippableLm>(
     lm: &L,
     index: usize,
@@ -69,7 +71,12 @@ pub fn tokenize_request<L: SkippableLm>(
             .map_err(model_err)?
             .len()
             .min(whole.len());
-        (whole[..n_ctx].to_vec(), whole[n_ctx..].to_vec())
+        let mut ctx = Vec::with_capacity(n_ctx + 1);
+        if lm.adds_bos() {
+            ctx.push(lm.prefix_token());
+        }
+        ctx.extend_from_slice(&whole[..n_ctx]);
+        (ctx, whole[n_ctx..].to_vec())
     };
     if cont.is_empty() {
         return Err(bad("the continuation has no tokens of its own".into()));

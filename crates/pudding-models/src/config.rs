@@ -19,10 +19,46 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
-/// Hyper-parameters of a Llama-family decoder (Llama, SmolLM, Mistral, Qwen2).
+/// The activation of the gated feed-forward: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// SiLU (SwiGLU; Llama, Qwen2).
+    #[default]
+    Silu,
+    /// GELU with the tanh approximation (GeGLU; Gemma, `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    fn is_silu(&self) -> bool {
+        *self == Activation::Silu
+    }
+}
+
+/// Sliding-window attention interleaved with global attention (Gemma 2/3): the windowed
+/// blocks attend only to recent keys and rotate with their own RoPE base.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlidingWindow {
+    /// A query at position `p` sees keys at positions `p - size + 1 ..= p`.
+    pub size: usize,
+    /// Block `i` attends globally iff `(i + 1) % global_every == 0` (Gemma 3: 6, so
+    /// blocks 5, 11, 17, ...); every other block uses the window.
+    pub global_every: usize,
+    /// RoPE base of the windowed blocks (never scaled; the global blocks use
+    /// [`LlamaConfig::rope_theta`] and any scaling).
+    pub local_rope_theta: f32,
+}
+
+/// Hyper-parameters of a Llama-family decoder (Llama, SmolLM, Mistral, Qwen2, Gemma 3).
+///
+/// The Gemma 3 features (`activation`, `embedding_scale`, `qk_norm`, `sandwich_norms`,
+/// `attention_scale`, `sliding_window`, `final_logit_softcap`) default to the plain
+/// Llama block and are left out of the serialised form when unset, so the configuration
+/// (and fingerprint) of a Llama or Qwen2 model does not change with them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
-    /// Architecture name (`"llama"`, `"qwen2"`, `"mistral"`).
+    /// Architecture name (`"llama"`, `"qwen2"`, `"mistral"`, `"gemma3"`).
     pub architecture: String,
     /// Number of transformer blocks (L).
     pub n_blocks: usize,
@@ -55,6 +91,29 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry biases (Qwen2).
     pub attention_bias: bool,
+    /// The feed-forward activation.
+    #[serde(default, skip_serializing_if = "Activation::is_silu")]
+    pub activation: Activation,
+    /// Token embeddings are multiplied by this before the first block (Gemma:
+    /// `sqrt(hidden_size)`); the tied output head uses them unscaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_scale: Option<f32>,
+    /// Queries and keys are RMS-normalised per head (over `head_dim`) before RoPE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qk_norm: bool,
+    /// The attention and feed-forward outputs are RMS-normalised before they join the
+    /// residual stream (Gemma's post-attention / post-feed-forward norms).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandwich_norms: bool,
+    /// The factor on attention scores; `None` is `1 / sqrt(head_dim)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_scale: Option<f32>,
+    /// Sliding-window attention on some blocks; `None`: every block attends globally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<SlidingWindow>,
+    /// Final logits become `cap * tanh(logits / cap)` (Gemma 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcap: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +201,13 @@ impl LlamaConfig {
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
             attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
             architecture,
+            activation: Activation::Silu,
+            embedding_scale: None,
+            qk_norm: false,
+            sandwich_norms: false,
+            attention_scale: None,
+            sliding_window: None,
+            final_logit_softcap: None,
         };
         config.validate()?;
         Ok(config)
@@ -152,11 +218,12 @@ impl LlamaConfig {
     /// `output.weight` tensor.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let architecture = file.get_str("general.architecture")?.to_string();
-        if !matches!(architecture.as_str(), "llama" | "qwen2") {
+        if !matches!(architecture.as_str(), "llama" | "qwen2" | "gemma3") {
             return Err(ModelError::Config(format!(
-                "GGUF architecture {architecture:?} is not supported (llama, qwen2)"
+                "GGUF architecture {architecture:?} is not supported (llama, qwen2, gemma3)"
             )));
         }
+        let gemma3 = architecture == "gemma3";
         let key = |k: &str| format!("{architecture}.{k}");
         let u = |k: &str| -> Result<usize, ModelError> { Ok(file.get_u32(&key(k))? as usize) };
         // An absent optional key takes its default; a present one of the wrong type is an
@@ -166,7 +233,33 @@ impl LlamaConfig {
         };
         let n_heads = u("attention.head_count")?;
         let hidden_size = u("embedding_length")?;
-        let head_dim = optional("rope.dimension_count")?.unwrap_or(hidden_size / n_heads.max(1));
+        // Gemma's heads are wider than hidden / heads; llama.cpp then writes key_length.
+        let rotary_dims = optional("rope.dimension_count")?;
+        let key_length = optional("attention.key_length")?;
+        let head_dim = match (rotary_dims, key_length) {
+            (Some(r), Some(k)) if r != k => {
+                return Err(ModelError::Config(format!(
+                    "RoPE on {r} of {k} head dimensions (partial rotary) is not supported"
+                )))
+            }
+            (Some(d), _) | (None, Some(d)) => d,
+            (None, None) => hidden_size / n_heads.max(1),
+        };
+        if let Some(v) = optional("attention.value_length")? {
+            if v != head_dim {
+                return Err(ModelError::Config(format!(
+                    "value heads of width {v} differ from key heads of width {head_dim}"
+                )));
+            }
+        }
+        let optional_f32 = |k: &str| -> Result<Option<f32>, ModelError> {
+            Ok(GgufFile::optional(file.get_f32(&key(k)))?)
+        };
+        if optional_f32("attn_logit_softcapping")?.is_some() {
+            return Err(ModelError::Config(
+                "attention logit soft-capping (Gemma 2) is not supported".into(),
+            ));
+        }
         let vocab_size = match optional("vocab_size")? {
             Some(v) => v,
             None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
@@ -208,6 +301,37 @@ impl LlamaConfig {
             max_seq_len: u("context_length")?,
             tie_word_embeddings: file.tensor("output.weight").is_err(),
             attention_bias: architecture == "qwen2",
+            // Gemma 3 (llama.cpp's `LLM_ARCH_GEMMA3`): GeGLU, embeddings scaled by
+            // sqrt(d), per-head q/k norms, post-attention and post-feed-forward norms,
+            // five sliding-window blocks (RoPE base 10000) per global block. llama.cpp's
+            // converter already added 1 to every norm weight (HF computes `x * (1 + w)`).
+            activation: if gemma3 {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            embedding_scale: gemma3.then(|| (hidden_size as f32).sqrt()),
+            qk_norm: gemma3,
+            sandwich_norms: gemma3,
+            attention_scale: match optional_f32("attention.scale")? {
+                Some(scale) => Some(scale),
+                // Gemma 3 27B scales by hidden / heads, the others by head_dim (both are
+                // `query_pre_attn_scalar` in the HF config), as llama.cpp does.
+                None if gemma3 && u("block_count")? == 62 => {
+                    Some(1.0 / ((hidden_size / n_heads.max(1)) as f32).sqrt())
+                }
+                None => None,
+            },
+            sliding_window: if gemma3 {
+                Some(SlidingWindow {
+                    size: u("attention.sliding_window")?,
+                    global_every: optional("attention.sliding_window_pattern")?.unwrap_or(6),
+                    local_rope_theta: optional_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
+                })
+            } else {
+                None
+            },
+            final_logit_softcap: optional_f32("final_logit_softcapping")?,
             architecture,
         };
         config.validate()?;
@@ -306,6 +430,24 @@ impl LlamaConfig {
         if self.max_seq_len == 0 {
             return bad("context length must be non-zero".into());
         }
+        for (name, value) in [
+            ("embedding_scale", self.embedding_scale),
+            ("attention_scale", self.attention_scale),
+            ("final_logit_softcap", self.final_logit_softcap),
+        ] {
+            if let Some(v) = value {
+                positive(name, v)?;
+            }
+        }
+        if let Some(w) = &self.sliding_window {
+            if w.size == 0 || w.global_every == 0 {
+                return bad(format!(
+                    "sliding window of {} tokens with a global block every {} must be non-zero",
+                    w.size, w.global_every
+                ));
+            }
+            positive("sliding_window.local_rope_theta", w.local_rope_theta)?;
+        }
         Ok(())
     }
 
@@ -343,6 +485,13 @@ impl LlamaConfig {
             max_seq_len,
             tie_word_embeddings: true,
             attention_bias: false,
+            activation: Activation::Silu,
+            embedding_scale: None,
+            qk_norm: false,
+            sandwich_norms: false,
+            attention_scale: None,
+            sliding_window: None,
+            final_logit_softcap: None,
         }
     }
 
@@ -371,7 +520,27 @@ impl LlamaConfig {
             max_seq_len,
             tie_word_embeddings: false,
             attention_bias: false,
+            activation: Activation::Silu,
+            embedding_scale: None,
+            qk_norm: false,
+            sandwich_norms: false,
+            attention_scale: None,
+            sliding_window: None,
+            final_logit_softcap: None,
         }
+    }
+
+    /// Whether block `index` attends through the sliding window (else globally).
+    pub fn is_sliding(&self, index: usize) -> bool {
+        self.sliding_window
+            .as_ref()
+            .is_some_and(|w| !(index + 1).is_multiple_of(w.global_every))
+    }
+
+    /// The factor on attention scores: [`Self::attention_scale`] or `1 / sqrt(head_dim)`.
+    pub fn score_scale(&self) -> f64 {
+        self.attention_scale
+            .map_or(1.0 / (self.head_dim as f64).sqrt(), f64::from)
     }
 
     /// Query heads per key/value head.

@@ -2,15 +2,17 @@
 //!
 //! Decoder LLMs whose transformer blocks can be skipped per request, on Burn:
 //!
-//! - [`LlamaModel`]: the Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2 layout),
-//!   generic over `B: Backend`; a skipped block is the identity and writes no KV entries.
+//! - [`LlamaModel`]: the Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2 layouts, and
+//!   Gemma 3's extra norms, GeGLU and sliding-window attention), generic over
+//!   `B: Backend`; a skipped block is the identity and writes no KV entries.
 //! - [`LlamaLm`]: model + tokenizer + fingerprint, implementing
 //!   [`pudding_core::SkippableLm`] (log-probabilities, KV-cached generation).
 //! - Loading from GGUF ([`gguf`], dequantisation included) or Hugging Face safetensors
 //!   ([`weights`]); tokenizers from `tokenizer.json` or GGUF metadata ([`tokenizer`]).
 //! - [`bert::BertEncoder`]: a BERT-family encoder with mean pooling (the router's
 //!   prompt encoder).
-//! - [`assets`]: fetching the real SmolLM2 weights into the cache.
+//! - [`assets`]: fetching the real weights (SmolLM2, Qwen2.5-Coder, Gemma 3, MiniLM) into
+//!   the cache.
 
 pub mod assets;
 pub mod bert;

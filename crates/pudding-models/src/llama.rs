@@ -5,7 +5,8 @@
 //! `v` vocabulary.
 
 use crate::cache::KvCache;
-use crate::rope::RotaryTables;
+use crate::config::Activation;
+use crate::rope::{rotate_half, RotaryTables};
 use crate::weights::{HostTensor, WeightSource};
 use crate::{LlamaConfig, ModelError};
 use burn::prelude::*;
@@ -52,29 +53,38 @@ fn in_f32<B: Backend, const D: usize>(
     }
 }
 
-/// Root-mean-square layer norm: `x / sqrt(mean(x^2) + eps) * weight`.
+/// Root-mean-square layer norm over the last axis: `x / sqrt(mean(x^2) + eps) * weight`.
 #[derive(Clone, Debug)]
 pub struct RmsNorm<B: Backend> {
-    /// `[d]`.
+    /// `[d]` (the width of the last axis).
     pub weight: Tensor<B, 1>,
     /// Epsilon added to the mean square.
     pub eps: f32,
 }
 
 impl<B: Backend> RmsNorm<B> {
-    /// `x`: `[b, s, d]` -> `[b, s, d]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// `x`: `[..., d]` -> `[..., d]` (e.g. `[b, s, d]`, or `[b, heads, s, head_dim]` for
+    /// per-head query/key norms).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         in_f32(x, |x| {
             let inv_rms = x
                 .clone()
                 .powi_scalar(2)
-                .mean_dim(2)
+                .mean_dim(D - 1)
                 .add_scalar(self.eps)
                 .sqrt()
                 .recip();
-            x * inv_rms * self.weight.clone().cast(FloatDType::F32).unsqueeze::<3>()
+            x * inv_rms * self.weight.clone().cast(FloatDType::F32).unsqueeze::<D>()
         })
     }
+}
+
+/// GELU with the tanh approximation (`gelu_pytorch_tanh`):
+/// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044_715))
+        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+    x.mul(inner.tanh().add_scalar(1.0)).mul_scalar(0.5)
 }
 
 /// Grouped-query self-attention.
@@ -88,22 +98,50 @@ pub struct Attention<B: Backend> {
     pub v: Projection<B>,
     /// `[h*e, d]`.
     pub o: Projection<B>,
+    /// Per-head query norm (`[e]`), applied before RoPE (Gemma 3).
+    pub q_norm: Option<RmsNorm<B>>,
+    /// Per-head key norm (`[e]`), applied before RoPE (Gemma 3).
+    pub k_norm: Option<RmsNorm<B>>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    /// The factor on attention scores.
+    scale: f64,
+    /// Attends through the sliding window (with the local RoPE tables).
+    sliding: bool,
 }
 
 /// What every block of one forward call shares: the rotary tables of the new tokens'
-/// positions and the additive attention mask. Built once per call, not once per block.
+/// positions and the additive attention mask, for the global blocks and (when the model
+/// has a sliding window) for the windowed ones. Built once per call, not once per block.
 #[derive(Clone, Debug)]
 pub struct StepContext<B: Backend> {
+    global: StepTables<B>,
+    /// The sliding-window blocks' tables and mask; `None` without a window.
+    local: Option<StepTables<B>>,
+}
+
+/// Rotary tables and attention mask of one kind of block.
+#[derive(Clone, Debug)]
+struct StepTables<B: Backend> {
     /// `[1 or b, 1, s, e]`.
     cos: Tensor<B, 4>,
     /// `[1 or b, 1, s, e]`.
     sin: Tensor<B, 4>,
     /// Additive mask `[1 or b, 1, r*s, t]` (query row `(rep, i)` is row `rep * s + i`), or
-    /// `None` when every query may see every key (one new token, no padding).
+    /// `None` when every query may see every key (one new token, no padding, within the
+    /// window).
     mask: Option<Tensor<B, 4>>,
+}
+
+/// The rotary tables of a model: one set for the global blocks, and one for the
+/// sliding-window blocks with the window size, when it has a window.
+#[derive(Clone, Debug)]
+pub struct Rotary<'a, B: Backend> {
+    /// Tables of the global blocks.
+    pub global: &'a RotaryTables<B>,
+    /// Tables of the windowed blocks and the window (tokens).
+    pub local: Option<(&'a RotaryTables<B>, usize)>,
 }
 
 impl<B: Backend> StepContext<B> {
@@ -113,8 +151,40 @@ impl<B: Backend> StepContext<B> {
     /// `reps` is the number of query heads per key/value head; the attention mask,
     /// when one is needed, is `[1 or b, 1, reps * s, offset + s]` (grouped queries stacked
     /// along the query axis).
+    /// With a sliding window, the windowed blocks' query at slot `p` also loses every key
+    /// at a slot before `p - window + 1`.
     pub fn new(
+        rope: Rotary<'_, B>,
+        reps: usize,
+        seq: usize,
+        offset: usize,
+        left_pad: &[usize],
+        device: &B::Device,
+    ) -> Self {
+        let tables = |rope: &RotaryTables<B>, window: Option<usize>| {
+            StepTables::new(rope, window, reps, seq, offset, left_pad, device)
+        };
+        Self {
+            global: tables(rope.global, None),
+            local: rope
+                .local
+                .map(|(local, window)| tables(local, Some(window))),
+        }
+    }
+
+    /// The tables and mask of a global (`sliding == false`) or windowed block.
+    fn tables(&self, sliding: bool) -> &StepTables<B> {
+        match (&self.local, sliding) {
+            (Some(local), true) => local,
+            _ => &self.global,
+        }
+    }
+}
+
+impl<B: Backend> StepTables<B> {
+    fn new(
         rope: &RotaryTables<B>,
+        window: Option<usize>,
         reps: usize,
         seq: usize,
         offset: usize,
@@ -124,8 +194,9 @@ impl<B: Backend> StepContext<B> {
         let total = offset + seq;
         if left_pad.iter().all(|&p| p == 0) {
             let (cos, sin) = rope.window(offset, seq);
-            let mask = (seq > 1).then(|| {
-                let mask = mask_rows(reps, seq, offset, 0);
+            let sees_all = seq == 1 && window.is_none_or(|w| total <= w);
+            let mask = (!sees_all).then(|| {
+                let mask = mask_rows(reps, seq, offset, 0, window);
                 Tensor::from_data(TensorData::new(mask, [1, 1, reps * seq, total]), device)
             });
             return Self { cos, sin, mask };
@@ -138,7 +209,7 @@ impl<B: Backend> StepContext<B> {
         let (cos, sin) = rope.at_positions(&positions, batch, seq);
         let mask: Vec<f32> = left_pad
             .iter()
-            .flat_map(|&pad| mask_rows(reps, seq, offset, pad))
+            .flat_map(|&pad| mask_rows(reps, seq, offset, pad, window))
             .collect();
         let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, reps * seq, total]), device);
         Self {
@@ -147,15 +218,9 @@ impl<B: Backend> StepContext<B> {
             mask: Some(mask),
         }
     }
-}
 
-impl<B: Backend> StepContext<B> {
-    /// A custom layout for a forward without a cache (packed sequences): token `i` of row
-    /// `r` sits at rotary position `positions[r * seq + i]`, and query `i` may attend key `j`
-    /// of its row iff `visible(r, i, j)`. Every query must see at least one key (itself,
-    /// normally), or its softmax is undefined. `reps` is the number of query heads per
-    /// key/value head; the mask is `[batch, 1, reps * seq, seq]`.
-    pub fn custom(
+    #[allow(clippy::too_many_arguments)]
+    fn custom(
         rope: &RotaryTables<B>,
         reps: usize,
         batch: usize,
@@ -188,16 +253,54 @@ impl<B: Backend> StepContext<B> {
     }
 }
 
-/// Mask rows of one batch row: query `(rep, i)` at slot `offset + i` sees keys `pad..=slot`.
-/// A padding query (slot < pad) sees only itself, so its softmax stays finite; nothing
-/// real ever reads it.
-fn mask_rows(reps: usize, seq: usize, offset: usize, pad: usize) -> Vec<f32> {
+impl<B: Backend> StepContext<B> {
+    /// A custom layout for a forward without a cache (packed sequences): token `i` of row
+    /// `r` sits at rotary position `positions[r * seq + i]`, and query `i` may attend key `j`
+    /// of its row iff `visible(r, i, j)`. Every query must see at least one key (itself,
+    /// normally), or its softmax is undefined. `reps` is the number of query heads per
+    /// key/value head; the mask is `[batch, 1, reps * seq, seq]`. With a sliding window, the
+    /// windowed blocks also hide keys whose position is `window` or more before the
+    /// query's.
+    pub fn custom(
+        rope: Rotary<'_, B>,
+        reps: usize,
+        batch: usize,
+        seq: usize,
+        positions: &[usize],
+        visible: impl Fn(usize, usize, usize) -> bool,
+        device: &B::Device,
+    ) -> Self {
+        let global = StepTables::custom(rope.global, reps, batch, seq, positions, &visible, device);
+        let local = rope.local.map(|(local, window)| {
+            let in_window = |row: usize, i: usize, j: usize| {
+                let (pi, pj) = (positions[row * seq + i], positions[row * seq + j]);
+                visible(row, i, j) && pi.saturating_sub(pj) < window
+            };
+            StepTables::custom(local, reps, batch, seq, positions, in_window, device)
+        });
+        Self { global, local }
+    }
+}
+
+/// Mask rows of one batch row: query `(rep, i)` at slot `offset + i` sees keys `pad..=slot`
+/// (with a window, only the last `window` of them). A padding query (slot < pad) sees only
+/// itself, so its softmax stays finite; nothing real ever reads it.
+fn mask_rows(
+    reps: usize,
+    seq: usize,
+    offset: usize,
+    pad: usize,
+    window: Option<usize>,
+) -> Vec<f32> {
     let total = offset + seq;
     let mut mask = Vec::with_capacity(reps * seq * total);
     for _ in 0..reps {
         for i in 0..seq {
             let slot = offset + i;
-            let first = if slot < pad { slot } else { pad };
+            let mut first = if slot < pad { slot } else { pad };
+            if let Some(w) = window {
+                first = first.max((slot + 1).saturating_sub(w));
+            }
             mask.extend((0..total).map(|j| {
                 if j >= first && j <= slot {
                     0.0f32
@@ -217,16 +320,22 @@ impl<B: Backend> Attention<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: &RotaryTables<B>,
         step: &StepContext<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, g, e) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let r = h / g;
+        let step = step.tables(self.sliding);
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, e]).swap_dims(1, 2);
-        let q = rope.rotate(heads(self.q.forward(x.clone()), h), &step.cos, &step.sin);
-        let k = rope.rotate(heads(self.k.forward(x.clone()), g), &step.cos, &step.sin);
+        let norm = |t: Tensor<B, 4>, n: &Option<RmsNorm<B>>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
+        let q = norm(heads(self.q.forward(x.clone()), h), &self.q_norm);
+        let k = norm(heads(self.k.forward(x.clone()), g), &self.k_norm);
+        let q = rotate_half(q, &step.cos, &step.sin);
+        let k = rotate_half(k, &step.cos, &step.sin);
         let v = heads(self.v.forward(x), g);
         let (k, v) = match cache {
             Some((cache, block)) => cache.append(block, k, v),
@@ -235,8 +344,7 @@ impl<B: Backend> Attention<B> {
         // Group the r query heads that share a key/value head into one matrix of r*s rows,
         // so keys and values are used as they are, without repeating them r times.
         let q = q.reshape([b, g, r * s, e]);
-        let scale = 1.0 / (e as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [b, g, r*s, t]
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, g, r*s, t]
         let probs = in_f32(scores, |scores| {
             let scores = match &step.mask {
                 Some(mask) => scores + mask.clone().cast(FloatDType::F32),
@@ -253,7 +361,7 @@ impl<B: Backend> Attention<B> {
     }
 }
 
-/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+/// Gated feed-forward: `down(act(gate(x)) * up(x))` (SwiGLU with SiLU, GeGLU with GELU).
 #[derive(Clone, Debug)]
 pub struct Mlp<B: Backend> {
     /// `[d, ffn]`.
@@ -262,27 +370,38 @@ pub struct Mlp<B: Backend> {
     pub up: Projection<B>,
     /// `[ffn, d]`.
     pub down: Projection<B>,
+    /// The gate's activation.
+    pub activation: Activation,
 }
 
 impl<B: Backend> Mlp<B> {
     /// `x`: `[b, s, d]` -> `[b, s, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down
-            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        let gate = self.gate.forward(x.clone());
+        let gate = match self.activation {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        };
+        self.down.forward(gate * self.up.forward(x))
     }
 }
 
-/// One pre-norm transformer block.
+/// One pre-norm transformer block (with Gemma's extra norms on the two branch outputs
+/// when it has them).
 #[derive(Clone, Debug)]
 pub struct Block<B: Backend> {
     /// Norm before attention.
     pub attn_norm: RmsNorm<B>,
     /// Self-attention.
     pub attn: Attention<B>,
+    /// Norm of the attention output before the residual add (Gemma).
+    pub post_attn_norm: Option<RmsNorm<B>>,
     /// Norm before the MLP.
     pub mlp_norm: RmsNorm<B>,
     /// Feed-forward.
     pub mlp: Mlp<B>,
+    /// Norm of the MLP output before the residual add (Gemma).
+    pub post_mlp_norm: Option<RmsNorm<B>>,
 }
 
 impl<B: Backend> Block<B> {
@@ -291,19 +410,24 @@ impl<B: Backend> Block<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: &RotaryTables<B>,
         step: &StepContext<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let x = x.clone()
-            + self
-                .attn
-                .forward(self.attn_norm.forward(x), rope, step, cache);
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+        let post = |y: Tensor<B, 3>, norm: &Option<RmsNorm<B>>| match norm {
+            Some(n) => n.forward(y),
+            None => y,
+        };
+        let a = self
+            .attn
+            .forward(self.attn_norm.forward(x.clone()), step, cache);
+        let x = x + post(a, &self.post_attn_norm);
+        let m = self.mlp.forward(self.mlp_norm.forward(x.clone()));
+        x + post(m, &self.post_mlp_norm)
     }
 }
 
-/// A Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2) whose blocks can be skipped.
+/// A Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2, Gemma 3) whose blocks can be
+/// skipped.
 #[derive(Clone, Debug)]
 pub struct LlamaModel<B: Backend> {
     config: LlamaConfig,
@@ -317,6 +441,8 @@ pub struct LlamaModel<B: Backend> {
     /// Untied output head `[d, v]`; `None` when tied to `embed`.
     pub lm_head: Option<Tensor<B, 2>>,
     rope: RotaryTables<B>,
+    /// The sliding-window blocks' tables, when the model has a window.
+    rope_local: Option<RotaryTables<B>>,
 }
 
 fn to_device<B: Backend, const D: usize>(
@@ -417,32 +543,78 @@ fn build_block<B: Backend>(
         };
         Ok::<_, ModelError>(Projection { weight, bias })
     };
+    let norm = |src: &mut dyn ParamSource<B>, part: &str, len: usize| {
+        Ok::<_, ModelError>(RmsNorm {
+            weight: src.vector(&p(part), len)?,
+            eps: c.rms_norm_eps,
+        })
+    };
+    let (q_norm, k_norm) = if c.qk_norm {
+        (
+            Some(norm(src, "self_attn.q_norm.weight", e)?),
+            Some(norm(src, "self_attn.k_norm.weight", e)?),
+        )
+    } else {
+        (None, None)
+    };
     let attn = Attention {
         q: proj(src, p("self_attn.q_proj.weight"), qd, d)?,
         k: proj(src, p("self_attn.k_proj.weight"), kvd, d)?,
         v: proj(src, p("self_attn.v_proj.weight"), kvd, d)?,
         o: proj(src, p("self_attn.o_proj.weight"), d, qd)?,
+        q_norm,
+        k_norm,
         n_heads: c.n_heads,
         n_kv_heads: c.n_kv_heads,
         head_dim: e,
+        scale: c.score_scale(),
+        sliding: c.is_sliding(i),
     };
     let mlp = Mlp {
         gate: proj(src, p("mlp.gate_proj.weight"), c.intermediate_size, d)?,
         up: proj(src, p("mlp.up_proj.weight"), c.intermediate_size, d)?,
         down: proj(src, p("mlp.down_proj.weight"), d, c.intermediate_size)?,
+        activation: c.activation,
     };
+    let names = BlockNormNames::of(c.sandwich_norms);
     Ok(Block {
-        attn_norm: RmsNorm {
-            weight: src.vector(&p("input_layernorm.weight"), d)?,
-            eps: c.rms_norm_eps,
-        },
+        attn_norm: norm(src, names.attn, d)?,
         attn,
-        mlp_norm: RmsNorm {
-            weight: src.vector(&p("post_attention_layernorm.weight"), d)?,
-            eps: c.rms_norm_eps,
-        },
+        post_attn_norm: names.post_attn.map(|n| norm(src, n, d)).transpose()?,
+        mlp_norm: norm(src, names.mlp, d)?,
         mlp,
+        post_mlp_norm: names.post_mlp.map(|n| norm(src, n, d)).transpose()?,
     })
+}
+
+/// The HF names (after `model.layers.{i}.`) of a block's norms. Gemma's
+/// `post_attention_layernorm` normalises the attention output; in Llama the same name is
+/// the norm before the MLP, which Gemma calls `pre_feedforward_layernorm`.
+struct BlockNormNames {
+    attn: &'static str,
+    post_attn: Option<&'static str>,
+    mlp: &'static str,
+    post_mlp: Option<&'static str>,
+}
+
+impl BlockNormNames {
+    fn of(sandwich_norms: bool) -> Self {
+        if sandwich_norms {
+            Self {
+                attn: "input_layernorm.weight",
+                post_attn: Some("post_attention_layernorm.weight"),
+                mlp: "pre_feedforward_layernorm.weight",
+                post_mlp: Some("post_feedforward_layernorm.weight"),
+            }
+        } else {
+            Self {
+                attn: "input_layernorm.weight",
+                post_attn: None,
+                mlp: "post_attention_layernorm.weight",
+                post_mlp: None,
+            }
+        }
+    }
 }
 
 impl<B: Backend> Block<B> {
@@ -458,14 +630,35 @@ impl<B: Backend> Block<B> {
             + proj(&self.mlp.gate)
             + proj(&self.mlp.up)
             + proj(&self.mlp.down)
-            + self.attn_norm.weight.dims()[0]
-            + self.mlp_norm.weight.dims()[0]
+            + self
+                .norms()
+                .iter()
+                .map(|(_, n)| n.weight.dims()[0])
+                .sum::<usize>()
+    }
+
+    /// Every norm of the block with its HF name suffix, in a fixed order.
+    fn norms(&self) -> Vec<(&'static str, &RmsNorm<B>)> {
+        let names = BlockNormNames::of(self.post_attn_norm.is_some());
+        let mut norms = vec![(names.attn, &self.attn_norm), (names.mlp, &self.mlp_norm)];
+        for (name, norm) in [
+            (names.post_attn, &self.post_attn_norm),
+            (names.post_mlp, &self.post_mlp_norm),
+            (Some("self_attn.q_norm.weight"), &self.attn.q_norm),
+            (Some("self_attn.k_norm.weight"), &self.attn.k_norm),
+        ] {
+            if let (Some(name), Some(norm)) = (name, norm) {
+                norms.push((name, norm));
+            }
+        }
+        norms
     }
 
     /// Every parameter of the block, matrices and vectors apart, as `(HF name suffix,
     /// tensor)` in a fixed order. Matrices are in this crate's `[in, out]` layout (the
     /// transpose of the Hugging Face tensor of that name), e.g. `q_proj` is
-    /// `[d, n_heads * head_dim]`; vectors are `[out]` biases or `[d]` norm weights. The
+    /// `[d, n_heads * head_dim]`; vectors are `[out]` biases, `[d]` norm weights or
+    /// `[head_dim]` query/key norm weights. The
     /// tensors are clones of the block's own (the same autodiff nodes), so gradients can be
     /// read for them.
     #[allow(clippy::type_complexity)]
@@ -484,13 +677,11 @@ impl<B: Backend> Block<B> {
             ("mlp.up_proj.weight", self.mlp.up.weight.clone()),
             ("mlp.down_proj.weight", self.mlp.down.weight.clone()),
         ];
-        let mut vectors = vec![
-            ("input_layernorm.weight", self.attn_norm.weight.clone()),
-            (
-                "post_attention_layernorm.weight",
-                self.mlp_norm.weight.clone(),
-            ),
-        ];
+        let mut vectors: Vec<(&'static str, Tensor<B, 1>)> = self
+            .norms()
+            .into_iter()
+            .map(|(name, n)| (name, n.weight.clone()))
+            .collect();
         for (name, p) in [
             ("self_attn.q_proj.bias", &self.attn.q),
             ("self_attn.k_proj.bias", &self.attn.k),
@@ -515,29 +706,37 @@ impl<B: Backend> Block<B> {
             weight: f2(p.weight),
             bias: p.bias.map(&mut *f1),
         };
-        let attn = Attention {
-            q: proj(self.attn.q),
-            k: proj(self.attn.k),
-            v: proj(self.attn.v),
-            o: proj(self.attn.o),
-            ..self.attn
-        };
-        let mlp = Mlp {
-            gate: proj(self.mlp.gate),
-            up: proj(self.mlp.up),
-            down: proj(self.mlp.down),
+        let (q, k, v, o) = (
+            proj(self.attn.q),
+            proj(self.attn.k),
+            proj(self.attn.v),
+            proj(self.attn.o),
+        );
+        let (gate, up, down) = (proj(self.mlp.gate), proj(self.mlp.up), proj(self.mlp.down));
+        let mut norm = |n: RmsNorm<B>| RmsNorm {
+            weight: f1(n.weight),
+            eps: n.eps,
         };
         Block {
-            attn_norm: RmsNorm {
-                weight: f1(self.attn_norm.weight),
-                eps: self.attn_norm.eps,
+            attn_norm: norm(self.attn_norm),
+            attn: Attention {
+                q,
+                k,
+                v,
+                o,
+                q_norm: self.attn.q_norm.map(&mut norm),
+                k_norm: self.attn.k_norm.map(&mut norm),
+                ..self.attn
             },
-            attn,
-            mlp_norm: RmsNorm {
-                weight: f1(self.mlp_norm.weight),
-                eps: self.mlp_norm.eps,
+            post_attn_norm: self.post_attn_norm.map(&mut norm),
+            mlp_norm: norm(self.mlp_norm),
+            mlp: Mlp {
+                gate,
+                up,
+                down,
+                activation: self.mlp.activation,
             },
-            mlp,
+            post_mlp_norm: self.post_mlp_norm.map(&mut norm),
         }
     }
 }
@@ -615,6 +814,7 @@ impl<B: Backend> LlamaModel<B> {
             norm,
             lm_head,
             rope: RotaryTables::new(config, device),
+            rope_local: RotaryTables::local(config, device),
         })
     }
 
@@ -673,16 +873,23 @@ impl<B: Backend> LlamaModel<B> {
                         k: proj(b.attn.k),
                         v: proj(b.attn.v),
                         o: proj(b.attn.o),
+                        q_norm: b.attn.q_norm.map(norm),
+                        k_norm: b.attn.k_norm.map(norm),
                         n_heads: b.attn.n_heads,
                         n_kv_heads: b.attn.n_kv_heads,
                         head_dim: b.attn.head_dim,
+                        scale: b.attn.scale,
+                        sliding: b.attn.sliding,
                     },
+                    post_attn_norm: b.post_attn_norm.map(norm),
                     mlp_norm: norm(b.mlp_norm),
                     mlp: Mlp {
                         gate: proj(b.mlp.gate),
                         up: proj(b.mlp.up),
                         down: proj(b.mlp.down),
+                        activation: b.mlp.activation,
                     },
+                    post_mlp_norm: b.post_mlp_norm.map(norm),
                 })
             })
             .collect();
@@ -693,6 +900,7 @@ impl<B: Backend> LlamaModel<B> {
             norm: norm(self.norm),
             lm_head: self.lm_head.map(t2),
             rope: self.rope.into_autodiff(),
+            rope_local: self.rope_local.map(RotaryTables::into_autodiff),
         }
     }
 
@@ -780,13 +988,19 @@ impl<B: Backend> LlamaModel<B> {
         self.embed.device()
     }
 
-    /// Embedding look-up: `tokens` `[b, s]` -> `[b, s, d]`.
+    /// Embedding look-up (times the configured embedding scale, if any): `tokens` `[b, s]`
+    /// -> `[b, s, d]`.
     pub fn embed_tokens(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, s] = tokens.dims();
-        self.embed
+        let x = self
+            .embed
             .clone()
             .select(0, tokens.reshape([b * s]))
-            .reshape([b, s, self.config.hidden_size])
+            .reshape([b, s, self.config.hidden_size]);
+        match self.config.embedding_scale {
+            Some(scale) => x.mul_scalar(scale),
+            None => x,
+        }
     }
 
     /// Runs block `index` on the residual stream `x` (`[b, s, d]`, positions
@@ -830,7 +1044,7 @@ impl<B: Backend> LlamaModel<B> {
             return Err(ModelError::PromptTooLong { len: p + 1, max });
         }
         Ok(StepContext::custom(
-            &self.rope,
+            self.rotary(),
             self.config.group_size(),
             batch,
             seq,
@@ -848,14 +1062,25 @@ impl<B: Backend> LlamaModel<B> {
         mut x: Tensor<B, 3>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         for index in blocks {
-            x = self.block(index)?.forward(x, &self.rope, step, None);
+            x = self.block(index)?.forward(x, step, None);
         }
         Ok(x)
     }
 
+    /// The rotary tables of the global and (if any) sliding-window blocks.
+    fn rotary(&self) -> Rotary<'_, B> {
+        Rotary {
+            global: &self.rope,
+            local: self
+                .rope_local
+                .as_ref()
+                .zip(self.config.sliding_window.as_ref().map(|w| w.size)),
+        }
+    }
+
     fn step_context(&self, seq: usize, offset: usize, left_pad: &[usize]) -> StepContext<B> {
         StepContext::new(
-            &self.rope,
+            self.rotary(),
             self.config.group_size(),
             seq,
             offset,
@@ -873,10 +1098,15 @@ impl<B: Backend> LlamaModel<B> {
             Some(w) => w.clone(),
             None => self.embed.clone().transpose(),
         };
-        x.reshape([b * s, d])
+        let logits = x
+            .reshape([b * s, d])
             .matmul(weight)
             .reshape([b, s, self.config.vocab_size])
-            .cast(FloatDType::F32)
+            .cast(FloatDType::F32);
+        match self.config.final_logit_softcap {
+            Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
+            None => logits,
+        }
     }
 
     /// The residual stream after every kept block: `tokens` `[b, s]` -> `[b, s, d]`
@@ -976,15 +1206,14 @@ impl<B: Backend> LlamaModel<B> {
                 let block = self.block(index)?;
                 let y = match caches.as_deref_mut() {
                     Some(caches) => {
-                        let y =
-                            block.forward(x, &self.rope, &step, Some((&mut caches[first], index)));
+                        let y = block.forward(x, &step, Some((&mut caches[first], index)));
                         let entry = caches[first].block_entry(index);
                         for &m in &running[1..] {
                             caches[m].set_block_entry(index, entry.clone());
                         }
                         y
                     }
-                    None => block.forward(x, &self.rope, &step, None),
+                    None => block.forward(x, &step, None),
                 };
                 next.push((running, y));
                 if let Some(x) = skipped_input {

@@ -25,6 +25,7 @@ pub struct LlamaLm<B: Backend> {
     fingerprint: ModelFingerprint,
     stop_tokens: Vec<u32>,
     bos_token: Option<u32>,
+    add_bos: bool,
     chat_template: Option<String>,
 }
 
@@ -39,6 +40,10 @@ pub struct Checkpoint {
     pub stop_tokens: Vec<u32>,
     /// Beginning-of-sequence id, if any.
     pub bos_token: Option<u32>,
+    /// Every sequence starts with `bos_token` (GGUF `tokenizer.ggml.add_bos_token`; by
+    /// default on for SentencePiece vocabularies, as in llama.cpp). Hugging Face
+    /// directories leave it off, as lm-evaluation-harness does for Llama-family models.
+    pub add_bos: bool,
     /// The chat template (Jinja, Hugging Face conventions), if the checkpoint has one:
     /// GGUF `tokenizer.chat_template`, or `chat_template` in `tokenizer_config.json`.
     pub chat_template: Option<String>,
@@ -70,6 +75,14 @@ impl Checkpoint {
             .into_iter()
             .collect();
         let bos_token = special("tokenizer.ggml.bos_token_id")?;
+        let sentencepiece = file.get_str("tokenizer.ggml.model")? == "llama";
+        let add_bos = GgufFile::optional(file.get_bool("tokenizer.ggml.add_bos_token"))?
+            .unwrap_or(sentencepiece);
+        if add_bos && bos_token.is_none() {
+            return Err(ModelError::Config(
+                "tokenizer.ggml.add_bos_token is set but there is no bos_token_id".into(),
+            ));
+        }
         let chat_template =
             GgufFile::optional(file.get_str("tokenizer.chat_template"))?.map(str::to_string);
         let weights = Box::new(GgufWeights::new(file, &config));
@@ -78,6 +91,7 @@ impl Checkpoint {
             tokenizer,
             stop_tokens,
             bos_token,
+            add_bos,
             chat_template,
             weights,
         })
@@ -121,6 +135,7 @@ impl Checkpoint {
             tokenizer,
             stop_tokens,
             bos_token,
+            add_bos: false,
             chat_template,
             weights,
         })
@@ -136,6 +151,7 @@ impl Checkpoint {
             device,
         )?;
         lm.with_bos_token(self.bos_token)?
+            .with_add_bos(self.add_bos)?
             .with_chat_template(self.chat_template)
     }
 }
@@ -274,6 +290,7 @@ impl<B: Backend> LlamaLm<B> {
             fingerprint,
             stop_tokens,
             bos_token: None,
+            add_bos: false,
             chat_template: None,
         }
     }
@@ -300,6 +317,18 @@ impl<B: Backend> LlamaLm<B> {
             self.model.check_ids(&[id])?;
         }
         self.bos_token = bos;
+        Ok(self)
+    }
+
+    /// Whether every sequence starts with the BOS token (see [`SkippableLm::adds_bos`]);
+    /// an error when turned on without a BOS token.
+    pub fn with_add_bos(mut self, add_bos: bool) -> Result<Self, ModelError> {
+        if add_bos && self.bos_token.is_none() {
+            return Err(ModelError::Config(
+                "cannot start sequences with BOS: the model has no BOS token".into(),
+            ));
+        }
+        self.add_bos = add_bos;
         Ok(self)
     }
 
@@ -402,6 +431,10 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         self.bos_token
             .or_else(|| self.stop_tokens.first().copied())
             .unwrap_or(0)
+    }
+
+    fn adds_bos(&self) -> bool {
+        self.add_bos
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {

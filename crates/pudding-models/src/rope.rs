@@ -49,10 +49,32 @@ fn llama3_scale(freq: f64, s: &Llama3RopeScaling) -> f64 {
     }
 }
 
+/// Inverse frequencies of the sliding-window blocks, `local_theta^(-2j/head_dim)` (never
+/// scaled); `None` without a sliding window.
+pub fn local_inverse_frequencies(config: &LlamaConfig) -> Option<Vec<f64>> {
+    let window = config.sliding_window.as_ref()?;
+    let theta = window.local_rope_theta as f64;
+    let hd = config.head_dim;
+    Some(
+        (0..hd / 2)
+            .map(|j| theta.powf(-(2.0 * j as f64) / hd as f64))
+            .collect(),
+    )
+}
+
 impl<B: Backend> RotaryTables<B> {
     /// Builds the tables for every position `0..config.max_seq_len` (angles in f64).
     pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
-        let inv = inverse_frequencies(config);
+        Self::from_inverse_frequencies(&inverse_frequencies(config), config, device)
+    }
+
+    /// The tables of the sliding-window blocks (their own RoPE base), if the model has any.
+    pub fn local(config: &LlamaConfig, device: &B::Device) -> Option<Self> {
+        local_inverse_frequencies(config)
+            .map(|inv| Self::from_inverse_frequencies(&inv, config, device))
+    }
+
+    fn from_inverse_frequencies(inv: &[f64], config: &LlamaConfig, device: &B::Device) -> Self {
         let (positions, hd) = (config.max_seq_len, config.head_dim);
         let mut cos = Vec::with_capacity(positions * hd);
         let mut sin = Vec::with_capacity(positions * hd);
@@ -112,10 +134,21 @@ impl<B: Backend> RotaryTables<B> {
     /// Rotates `x` (`[batch, heads, seq, head_dim]`) with tables from [`Self::window`] or
     /// [`Self::at_positions`] (broadcast over heads, and over rows when their batch is 1).
     pub fn rotate(&self, x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-        let half = self.head_dim / 2;
-        let first = x.clone().narrow(3, 0, half);
-        let second = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![second.neg(), first], 3);
-        x * cos.clone() + rotated * sin.clone()
+        rotate_half(x, cos, sin)
     }
+}
+
+/// Rotate-half RoPE: `x * cos + rotate_half(x) * sin`, where `rotate_half` maps the halves
+/// `(a, b)` of the last axis to `(-b, a)`. `x` is `[batch, heads, seq, head_dim]`; `cos` and
+/// `sin` are `[1 or batch, 1, seq, head_dim]`.
+pub fn rotate_half<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let half = x.dims()[3] / 2;
+    let first = x.clone().narrow(3, 0, half);
+    let second = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * cos.clone() + rotated * sin.clone()
 }

@@ -1,5 +1,6 @@
-//! Tokenizers: a Hugging Face `tokenizer.json`, or a byte-level BPE rebuilt from GGUF
-//! metadata (`tokenizer.ggml.*`), both run by the `tokenizers` crate.
+//! Tokenizers: a Hugging Face `tokenizer.json`, or one rebuilt from GGUF metadata
+//! (`tokenizer.ggml.*`: byte-level BPE, or SentencePiece BPE with byte fallback), all run
+//! by the `tokenizers` crate.
 
 use crate::gguf::GgufFile;
 use crate::ModelError;
@@ -9,6 +10,10 @@ use std::path::Path;
 /// GGUF token types (llama.cpp `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+const TOKEN_TYPE_BYTE: i32 = 6;
+
+/// SentencePiece's whitespace marker.
+const SPM_SPACE: &str = "\u{2581}";
 
 /// The Llama 3 pre-tokeniser split pattern (numbers in runs of up to three digits).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -46,14 +51,21 @@ impl TextTokenizer {
 
     /// Rebuilds the tokenizer stored in GGUF metadata. Supports byte-level BPE
     /// (`tokenizer.ggml.model = gpt2`) with the pre-tokenisers `smollm`, `gpt2`/`default`,
-    /// `llama-bpe` and `qwen2`.
+    /// `llama-bpe` and `qwen2`, and SentencePiece BPE (`llama`, e.g. Gemma 3) without a
+    /// space prefix.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
-        let model = file.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(ModelError::Tokenizer(format!(
-                "GGUF tokenizer model {model:?} is not supported (only byte-level BPE, \"gpt2\"); use the model's tokenizer.json instead"
-            )));
+        match file.get_str("tokenizer.ggml.model")? {
+            "gpt2" => Self::from_gguf_byte_level(file),
+            "llama" => Self::from_gguf_sentencepiece(file),
+            model => Err(ModelError::Tokenizer(format!(
+                "GGUF tokenizer model {model:?} is not supported (byte-level BPE \"gpt2\", \
+                 SentencePiece \"llama\"); use the model's tokenizer.json instead"
+            ))),
         }
+    }
+
+    /// Byte-level BPE (GPT-2 style) from `tokenizer.ggml.tokens` / `merges`.
+    fn from_gguf_byte_level(file: &GgufFile) -> Result<Self, ModelError> {
         let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
         let merges = file.get_str_array("tokenizer.ggml.merges")?;
         let types = file
@@ -88,27 +100,8 @@ impl TextTokenizer {
                 )))
             }
         };
-        let vocab: serde_json::Map<String, Value> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), json!(i)))
-            .collect();
-        if vocab.len() != tokens.len() {
-            return Err(ModelError::Tokenizer(
-                "tokenizer.ggml.tokens holds duplicate tokens".into(),
-            ));
-        }
-        let added: Vec<Value> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-            .filter_map(|(i, &t)| {
-                tokens.get(i).map(|content| {
-                    json!({"id": i, "content": content, "single_word": false, "lstrip": false,
-                           "rstrip": false, "normalized": false, "special": t == TOKEN_TYPE_CONTROL})
-                })
-            })
-            .collect();
+        let vocab = vocab_json(&tokens)?;
+        let added = added_tokens_json(&tokens, &types);
         let spec = json!({
             "version": "1.0",
             "truncation": null,
@@ -121,6 +114,90 @@ impl TextTokenizer {
             "model": {"type": "BPE", "dropout": null, "unk_token": null,
                       "continuing_subword_prefix": null, "end_of_word_suffix": null,
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
+        Ok(Self { inner })
+    }
+
+    /// SentencePiece BPE (`tokenizer.ggml.model = llama`) from `tokens` / `scores` /
+    /// `token_type`, as llama.cpp runs it: control and user-defined tokens are cut out of
+    /// the raw text first; each remaining piece has its spaces replaced by `▁` and is
+    /// merged pair by pair, always the adjacent pair whose concatenation is the vocabulary
+    /// entry with the highest score; characters left outside the vocabulary become their
+    /// UTF-8 byte tokens `<0xXX>`. The merge order is expressed as BPE merges ranked by
+    /// that score (how Hugging Face converts SentencePiece models). GGUFs that ask for a
+    /// space prefix (`add_space_prefix`, Llama 2 style) are refused: llama.cpp and
+    /// Hugging Face disagree on where it goes.
+    fn from_gguf_sentencepiece(file: &GgufFile) -> Result<Self, ModelError> {
+        let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
+        let scores = file.get_f32_array("tokenizer.ggml.scores")?;
+        let types = file.get_i32_array("tokenizer.ggml.token_type")?;
+        if scores.len() != tokens.len() || types.len() != tokens.len() {
+            return Err(ModelError::Tokenizer(format!(
+                "{} tokens but {} scores and {} token types",
+                tokens.len(),
+                scores.len(),
+                types.len()
+            )));
+        }
+        if GgufFile::optional(file.get_bool("tokenizer.ggml.add_space_prefix"))?.unwrap_or(true) {
+            return Err(ModelError::Tokenizer(
+                "SentencePiece with a space prefix (tokenizer.ggml.add_space_prefix, Llama 2 \
+                 style) is not supported; use the model's tokenizer.json instead"
+                    .into(),
+            ));
+        }
+        let vocab = vocab_json(&tokens)?;
+        let ids: std::collections::HashMap<&str, usize> =
+            tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+        // Every split of a mergeable piece into two vocabulary pieces is a merge, ranked by
+        // the piece's score (highest first; ties by piece, then left, then right id).
+        let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+        for (id, piece) in tokens.iter().enumerate() {
+            if matches!(types[id], TOKEN_TYPE_CONTROL | TOKEN_TYPE_BYTE) {
+                continue;
+            }
+            for (cut, _) in piece.char_indices().skip(1) {
+                if let (Some(&l), Some(&r)) = (ids.get(&piece[..cut]), ids.get(&piece[cut..])) {
+                    merges.push((scores[id], id, l, r));
+                }
+            }
+        }
+        if let Some(bad) = merges.iter().find(|m| !m.0.is_finite()) {
+            return Err(ModelError::Tokenizer(format!(
+                "token {} has a non-finite score {}",
+                bad.1, bad.0
+            )));
+        }
+        merges.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(a.1.cmp(&b.1))
+                .then(a.2.cmp(&b.2))
+                .then(a.3.cmp(&b.3))
+        });
+        let merges: Vec<Value> = merges
+            .iter()
+            .map(|&(_, _, l, r)| json!([tokens[l], tokens[r]]))
+            .collect();
+        let unk = GgufFile::optional(file.get_u32("tokenizer.ggml.unknown_token_id"))?
+            .and_then(|id| tokens.get(id as usize).copied());
+        let spec = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added_tokens_json(&tokens, &types),
+            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPM_SPACE},
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": SPM_SPACE}, "content": " "},
+                {"type": "ByteFallback"},
+                {"type": "Fuse"}
+            ]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": unk,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
                       "vocab": vocab, "merges": merges},
         });
         let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
@@ -171,6 +248,37 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+}
+
+/// `{token: id}` of a GGUF vocabulary; an error if a token appears twice.
+fn vocab_json(tokens: &[&str]) -> Result<serde_json::Map<String, Value>, ModelError> {
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), json!(i)))
+        .collect();
+    if vocab.len() != tokens.len() {
+        return Err(ModelError::Tokenizer(
+            "tokenizer.ggml.tokens holds duplicate tokens".into(),
+        ));
+    }
+    Ok(vocab)
+}
+
+/// Control and user-defined tokens as `tokenizers` added tokens: matched as whole strings
+/// in the raw text before anything else, as llama.cpp does.
+fn added_tokens_json(tokens: &[&str], types: &[i32]) -> Vec<Value> {
+    types
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+        .filter_map(|(i, &t)| {
+            tokens.get(i).map(|content| {
+                json!({"id": i, "content": content, "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": false, "special": t == TOKEN_TYPE_CONTROL})
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

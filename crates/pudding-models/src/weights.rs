@@ -43,8 +43,16 @@ fn fingerprint_builder(config: &LlamaConfig) -> FingerprintBuilder {
     )
 }
 
-/// Maps a HF tensor name to its llama.cpp GGUF name.
+/// Maps a HF tensor name to its llama.cpp GGUF name (Llama / Qwen2 naming).
 pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    hf_to_gguf_name_for(name, false)
+}
+
+/// Maps a HF tensor name to its llama.cpp GGUF name. With `sandwich_norms` (Gemma),
+/// `post_attention_layernorm` is the norm of the attention output (`post_attention_norm`)
+/// and `pre_feedforward_layernorm` the norm before the MLP (`ffn_norm`); without, the
+/// Llama name `post_attention_layernorm` is the norm before the MLP.
+pub fn hf_to_gguf_name_for(name: &str, sandwich_norms: bool) -> Option<String> {
     match name {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
         "model.norm.weight" => return Some("output_norm.weight".into()),
@@ -56,7 +64,12 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
     let index: usize = index.parse().ok()?;
     let gguf_tail = match tail {
         "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" if sandwich_norms => "post_attention_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "pre_feedforward_layernorm.weight" if sandwich_norms => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" if sandwich_norms => "post_ffw_norm.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "self_attn.q_proj.weight" => "attn_q.weight",
         "self_attn.k_proj.weight" => "attn_k.weight",
         "self_attn.v_proj.weight" => "attn_v.weight",
@@ -126,8 +139,12 @@ pub struct GgufWeights {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
-    /// llama.cpp permutes q/k rows only for the `llama` architecture (not for qwen2).
+    /// llama.cpp permutes q/k rows only for the `llama` architecture (not for qwen2 or
+    /// gemma3).
     permuted_rotary: bool,
+    /// Gemma's norm names (see [`hf_to_gguf_name_for`]).
+    sandwich_norms: bool,
+    architecture: String,
 }
 
 impl GgufWeights {
@@ -139,6 +156,8 @@ impl GgufWeights {
             n_kv_heads: config.n_kv_heads,
             head_dim: config.head_dim,
             permuted_rotary: config.architecture == "llama",
+            sandwich_norms: config.sandwich_norms,
+            architecture: config.architecture.clone(),
         }
     }
 
@@ -146,19 +165,21 @@ impl GgufWeights {
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
+
+    fn gguf_name(&self, hf_name: &str) -> Option<String> {
+        hf_to_gguf_name_for(hf_name, self.sandwich_norms)
+    }
 }
 
 impl WeightSource for GgufWeights {
     fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
-        let arch = if self.permuted_rotary {
-            "llama"
-        } else {
-            "qwen2"
-        };
-        let gguf_name = hf_to_gguf_name(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
-            arch: arch.to_string(),
-        })?;
+        let arch = self.architecture.as_str();
+        let gguf_name = self
+            .gguf_name(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                arch: arch.to_string(),
+            })?;
         let info = self
             .file
             .tensor(&gguf_name)
@@ -195,7 +216,8 @@ impl WeightSource for GgufWeights {
     }
 
     fn contains(&self, name: &str) -> bool {
-        hf_to_gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_ok())
+        self.gguf_name(name)
+            .is_some_and(|g| self.file.tensor(&g).is_ok())
     }
 
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {

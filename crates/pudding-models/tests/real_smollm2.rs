@@ -10,38 +10,12 @@ use pudding_models::{CpuBackend as B, LlamaLm, ModelError, ResidentLlamaLm};
 use serde::Deserialize;
 use std::sync::OnceLock;
 
-#[derive(Deserialize)]
-struct Position {
-    top_ids: Vec<u32>,
-    top_logprobs: Vec<f32>,
-    probe_logprobs: Vec<f32>,
-    next_logprob: Option<f32>,
-}
+mod common;
 
-#[derive(Deserialize)]
-struct Case {
-    prompt: String,
-    ids: Vec<u32>,
-    skip: Vec<usize>,
-    positions: Vec<Position>,
-}
-
-#[derive(Deserialize)]
-struct Reference {
-    probe_ids: Vec<u32>,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct GreedyCase {
-    ids: Vec<u32>,
-    skip: Vec<usize>,
-    greedy: Vec<u32>,
-}
-
+/// `fixtures/smollm2_greedy.json`: greedy continuations (no recorded margins).
 #[derive(Deserialize)]
 struct GreedyReference {
-    cases: Vec<GreedyCase>,
+    cases: Vec<common::GreedyCase>,
 }
 
 fn model() -> &'static LlamaLm<B> {
@@ -52,8 +26,8 @@ fn model() -> &'static LlamaLm<B> {
     })
 }
 
-fn reference() -> Reference {
-    serde_json::from_str(include_str!("fixtures/smollm2_reference.json")).unwrap()
+fn reference() -> common::Reference {
+    common::parse(include_str!("fixtures/smollm2_reference.json"))
 }
 
 #[test]
@@ -86,44 +60,11 @@ fn tokenizer_ids_and_round_trip_match_the_reference() {
 
 #[test]
 fn log_softmax_matches_the_reference_within_1e3() {
-    let lm = model();
     let reference = reference();
-    let v = lm.model().config().vocab_size;
-    let mut skips_seen = std::collections::BTreeSet::new();
-    let mut worst = 0.0f32;
-    for case in &reference.cases {
-        let skip = OmissionSet::new(case.skip.iter().copied(), 30).unwrap();
-        skips_seen.insert(case.skip.clone());
-        let logp = lm.position_log_probs(&case.ids, &skip).unwrap();
-        assert_eq!(logp.len(), case.ids.len() * v);
-        for (pos, want) in case.positions.iter().enumerate() {
-            let row = &logp[pos * v..(pos + 1) * v];
-            let mut check = |id: u32, expected: f32| {
-                let diff = (row[id as usize] - expected).abs();
-                worst = worst.max(diff);
-                assert!(
-                    diff < 1e-3,
-                    "prompt {:?} skip {:?} position {pos} token {id}: ours {} reference {expected}",
-                    case.prompt,
-                    case.skip,
-                    row[id as usize]
-                );
-            };
-            for (&id, &lp) in want.top_ids.iter().zip(&want.top_logprobs) {
-                check(id, lp);
-            }
-            for (&id, &lp) in reference.probe_ids.iter().zip(&want.probe_logprobs) {
-                check(id, lp);
-            }
-            if let Some(next) = want.next_logprob {
-                check(case.ids[pos + 1], next);
-            }
-        }
-    }
-    assert!(
-        skips_seen.len() >= 3,
-        "dense and at least two omission sets"
-    );
+    let skips: std::collections::BTreeSet<_> =
+        reference.cases.iter().map(|c| c.skip.clone()).collect();
+    assert!(skips.len() >= 3, "dense and at least two omission sets");
+    let worst = common::check_log_softmax(model(), &reference, 1e-3);
     eprintln!("max |ours - reference| = {worst:e}");
 }
 
@@ -162,21 +103,9 @@ fn skipping_ten_middle_blocks_raises_perplexity_as_published() {
 
 #[test]
 fn cached_greedy_generation_equals_uncached_and_the_reference() {
-    let lm = model();
     let greedy: GreedyReference =
         serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).unwrap();
-    for case in greedy.cases {
-        let skip = OmissionSet::new(case.skip.iter().copied(), 30).unwrap();
-        let n = case.greedy.len();
-        let config = GenerationConfig {
-            max_new_tokens: n,
-            ..Default::default()
-        };
-        let cached = lm.generate(&case.ids, &skip, &config).unwrap();
-        let uncached = lm.greedy_uncached(&case.ids, &skip, n).unwrap();
-        assert_eq!(cached.ids, uncached, "skip {:?}", case.skip);
-        assert_eq!(cached.ids, case.greedy, "skip {:?}", case.skip);
-    }
+    common::check_greedy(model(), &greedy.cases, 0.0);
 }
 
 #[test]
@@ -190,7 +119,7 @@ fn batched_generation_matches_the_reference_per_omission_set() {
     for skip_blocks in sets {
         let skip = OmissionSet::new(skip_blocks.iter().copied(), 30).unwrap();
         // The reference prompts, plus shorter copies so that the batch needs padding.
-        let cases: Vec<&GreedyCase> = greedy
+        let cases: Vec<&common::GreedyCase> = greedy
             .cases
             .iter()
             .filter(|c| c.skip == skip_blocks)

@@ -697,7 +697,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 let runs = pudding_eval::bench::router_latencies(&router, &prompts, repeats.max(1))
                     .map_err(stage)?;
                 let prefill_128 =
-                    lm.encode(&"The quick brown fox jumps over the lazy dog. ".repeat(20))?;
+                    lm.encode_prompt(&"The quick brown fox jumps over the lazy dog. ".repeat(20))?;
                 let ids = &prefill_128[..128.min(prefill_128.len())];
                 let dense = OmissionSet::dense(lm.n_blocks())?;
                 let once = pudding_core::GenerationConfig {
@@ -922,7 +922,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let lm = load(model)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let ids = match (text, ids) {
-                (Some(t), _) => lm.encode(&t)?,
+                (Some(t), _) => lm.encode_prompt(&t)?,
                 (None, Some(i)) => parse_ids(&i)?,
                 (None, None) => unreachable!("clap requires --text or --ids"),
             };

@@ -1,0 +1,239 @@
+//! Gemma 3's block features on a tiny random model: the sliding window (plain, cached,
+//! left-padded and packed forwards), and that GeGLU, QK-norm, the sandwich norms, the
+//! embedding scale and the soft-cap each change the output.
+
+use burn::prelude::*;
+use pudding_core::{GenerationConfig, OmissionSet};
+use pudding_models::config::{Activation, SlidingWindow};
+use pudding_models::{generate_ids, CpuBackend as B, KvCache, LlamaConfig, LlamaModel};
+
+const WINDOW: usize = 3;
+const SEQ: usize = 9;
+
+/// A 4-block Gemma-3-like shape: blocks 0 and 2 windowed (3 tokens), 1 and 3 global.
+fn gemma_like() -> LlamaConfig {
+    let mut c = LlamaConfig::smollm2_135m_shape(64);
+    c.architecture = "gemma3".into();
+    c.n_blocks = 4;
+    c.hidden_size = 32;
+    c.intermediate_size = 48;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 16;
+    c.vocab_size = 50;
+    c.activation = Activation::GeluTanh;
+    c.embedding_scale = Some((32f32).sqrt());
+    c.qk_norm = true;
+    c.sandwich_norms = true;
+    c.attention_scale = Some(0.3);
+    c.sliding_window = Some(SlidingWindow {
+        size: WINDOW,
+        global_every: 2,
+        local_rope_theta: 10_000.0,
+    });
+    c
+}
+
+fn model(c: &LlamaConfig) -> LlamaModel<B> {
+    LlamaModel::random(c, 11, &Default::default()).unwrap()
+}
+
+fn ids() -> Vec<u32> {
+    (0..SEQ as u32).map(|i| (i * 7 + 3) % 50).collect()
+}
+
+fn tokens(ids: &[u32]) -> Tensor<B, 2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), &Default::default())
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn logits(m: &LlamaModel<B>, ids: &[u32]) -> Vec<f32> {
+    values(
+        m.forward(tokens(ids), &OmissionSet::dense(4).unwrap(), None)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn block_kinds_follow_the_pattern() {
+    let c = gemma_like();
+    let kinds: Vec<bool> = (0..4).map(|i| c.is_sliding(i)).collect();
+    assert_eq!(kinds, [true, false, true, false]);
+    assert!((c.score_scale() - 0.3).abs() < 1e-6);
+    let mut plain = c.clone();
+    plain.attention_scale = None;
+    assert!((plain.score_scale() - 0.25).abs() < 1e-12);
+}
+
+/// Positions before the window fills see every earlier token either way; later ones lose
+/// the oldest keys in the windowed blocks.
+#[test]
+fn the_window_hides_only_keys_older_than_it() {
+    let c = gemma_like();
+    let mut wide = c.clone();
+    wide.sliding_window.as_mut().unwrap().size = 1000;
+    let (narrow, wide) = (logits(&model(&c), &ids()), logits(&model(&wide), &ids()));
+    let v = c.vocab_size;
+    for pos in 0..SEQ {
+        let d = max_abs_diff(
+            &narrow[pos * v..(pos + 1) * v],
+            &wide[pos * v..(pos + 1) * v],
+        );
+        if pos < WINDOW {
+            assert!(d < 1e-5, "position {pos}: {d}");
+        } else {
+            assert!(d > 1e-3, "position {pos} ignores the window: {d}");
+        }
+    }
+}
+
+/// Decoding token by token with a cache (the window slides past the prefill) equals the
+/// full forward, dense and with blocks skipped.
+#[test]
+fn cached_decoding_past_the_window_equals_the_full_forward() {
+    let c = gemma_like();
+    let m = model(&c);
+    let ids = ids();
+    for skip in ["", "1", "0,2"] {
+        let skip = OmissionSet::parse(skip, 4).unwrap();
+        let full = values(m.forward(tokens(&ids), &skip, None).unwrap());
+        let mut cache = KvCache::new(skip.clone());
+        let v = c.vocab_size;
+        let prefill = 2;
+        let first = values(
+            m.forward(tokens(&ids[..prefill]), &skip, Some(&mut cache))
+                .unwrap(),
+        );
+        assert!(max_abs_diff(&first, &full[..prefill * v]) < 1e-4);
+        for pos in prefill..SEQ {
+            let step = values(
+                m.forward(tokens(&ids[pos..=pos]), &skip, Some(&mut cache))
+                    .unwrap(),
+            );
+            let d = max_abs_diff(&step, &full[pos * v..(pos + 1) * v]);
+            assert!(d < 1e-4, "skip {skip} position {pos}: {d}");
+        }
+    }
+}
+
+/// A left-padded batch generates what each prompt generates alone (padding shifts slots,
+/// not positions, and the window counts positions).
+#[test]
+fn left_padded_batches_equal_one_by_one_generation() {
+    let c = gemma_like();
+    let m = model(&c);
+    let prompts = vec![ids(), ids()[4..].to_vec(), vec![5, 6]];
+    let skip = OmissionSet::parse("2", 4).unwrap();
+    let config = GenerationConfig {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let batch = generate_ids(&m, &prompts, &skip, &config, 0).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = generate_ids(&m, std::slice::from_ref(p), &skip, &config, 0).unwrap();
+        assert_eq!(batch.ids[i], alone.ids[0], "prompt {i}");
+    }
+}
+
+/// The packed step context (the candidate search's layout) applies the window by position.
+#[test]
+fn packed_forward_equals_the_plain_forward() {
+    let c = gemma_like();
+    let m = model(&c);
+    let ids = ids();
+    let positions: Vec<usize> = (0..SEQ).collect();
+    let step = m.packed_step(1, SEQ, &positions, |_, i, j| j <= i).unwrap();
+    let packed = m.run_blocks_in(&step, 0..4, m.embed_tokens(tokens(&ids)));
+    let plain = m
+        .forward_hidden(tokens(&ids), &OmissionSet::dense(4).unwrap(), None)
+        .unwrap();
+    assert!(max_abs_diff(&values(packed.unwrap()), &values(plain)) < 1e-5);
+}
+
+/// Each Gemma feature is wired in: turning it off changes the logits.
+#[test]
+fn every_gemma_feature_changes_the_output() {
+    let c = gemma_like();
+    let base = logits(&model(&c), &ids());
+    let variants: Vec<(&str, LlamaConfig)> = vec![
+        ("silu", {
+            let mut v = c.clone();
+            v.activation = Activation::Silu;
+            v
+        }),
+        ("no embedding scale", {
+            let mut v = c.clone();
+            v.embedding_scale = None;
+            v
+        }),
+        ("soft-cap", {
+            let mut v = c.clone();
+            v.final_logit_softcap = Some(0.5);
+            v
+        }),
+        ("attention scale", {
+            let mut v = c.clone();
+            v.attention_scale = None;
+            v
+        }),
+    ];
+    for (name, v) in variants {
+        let d = max_abs_diff(&base, &logits(&model(&v), &ids()));
+        assert!(d > 1e-4, "{name} changes nothing: {d}");
+    }
+    // Capped logits stay inside (-cap, cap).
+    let mut capped = c.clone();
+    capped.final_logit_softcap = Some(0.5);
+    assert!(logits(&model(&capped), &ids())
+        .iter()
+        .all(|x| x.abs() < 0.5));
+    // QK-norm and the sandwich norms add parameters (and so draw other random weights);
+    // check they exist instead.
+    let m = model(&c);
+    let block = m.block(0).unwrap();
+    assert!(block.attn.q_norm.is_some() && block.attn.k_norm.is_some());
+    assert!(block.post_attn_norm.is_some() && block.post_mlp_norm.is_some());
+    let (_, vectors) = block.params();
+    let names: Vec<&str> = vectors.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "input_layernorm.weight",
+            "pre_feedforward_layernorm.weight",
+            "post_attention_layernorm.weight",
+            "post_feedforward_layernorm.weight",
+            "self_attn.q_norm.weight",
+            "self_attn.k_norm.weight"
+        ]
+    );
+}
+
+#[test]
+fn bad_gemma_settings_are_config_errors() {
+    for edit in [
+        |c: &mut LlamaConfig| c.sliding_window.as_mut().unwrap().size = 0,
+        |c: &mut LlamaConfig| c.sliding_window.as_mut().unwrap().global_every = 0,
+        |c: &mut LlamaConfig| c.embedding_scale = Some(f32::NAN),
+        |c: &mut LlamaConfig| c.final_logit_softcap = Some(-1.0),
+        |c: &mut LlamaConfig| c.attention_scale = Some(0.0),
+    ] {
+        let mut c = gemma_like();
+        edit(&mut c);
+        assert!(matches!(
+            c.validate(),
+            Err(pudding_models::ModelError::Config(_))
+        ));
+    }
+}
