@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let lm = LlamaLm::<Backend>::load(&resolve_model(None)?, &device)?;
         let model = lm.model();
         for row in &labels.rows {
-            let mut ids = lm.encode(&row.text)?;
+            let mut ids = lm.encode_prompt(&row.text)?;
             if ids.is_empty() {
                 ids.push(lm.prefix_token());
             }

@@ -40,11 +40,17 @@ pub trait SkippableLm {
     /// lm-evaluation-harness does.
     fn prefix_token(&self) -> u32;
 
-    /// Whether every sequence starts with the BOS token ([`Self::prefix_token`]), as the
-    /// model was trained (GGUF `tokenizer.ggml.add_bos_token`, e.g. Gemma). Scoring then
-    /// puts it before every context (as lm-evaluation-harness does for Gemma) and
-    /// [`Self::encode_prompt`] before every prompt.
+    /// Whether prompts start with the BOS token ([`Self::prefix_token`]), as the model
+    /// expects (GGUF `tokenizer.ggml.add_bos_token`, as llama.cpp reads it):
+    /// [`Self::encode_prompt`] puts it before every prompt.
     fn adds_bos(&self) -> bool {
+        false
+    }
+
+    /// Whether scoring puts the BOS token before every context. lm-evaluation-harness does
+    /// so only for Gemma models (its `add_bos_token` is off by default and forced on for
+    /// `gemma*` model types), whatever the tokenizer would add; scoring follows it.
+    fn scores_with_bos(&self) -> bool {
         false
     }
 

@@ -35,8 +35,8 @@ pub struct TokenizedRequest {
 /// lm-evaluation-harness's rule: trailing whitespace of the context moves to the front of
 /// the continuation; context + continuation are tokenised together and split at the
 /// length of the context's own tokenisation (so a merge across the boundary lands in the
-/// continuation). A model that [`SkippableLm::adds_bos`] gets its BOS token before every
-/// context (lm-evaluation-harness's `add_bos_token`, on by default for Gemma). If the whole
+/// continuation). A model that [`SkippableLm::scores_with_bos`] (Gemma) gets its BOS token
+/// before every context, as lm-evaluation-harness's `add_bos_token` does. If the whole
 /// does not fit `max_len`, the oldest context tokens are dropped (at least one context
 /// token is kept).
 pub fn tokenize_request<L: SkippableLm>(
@@ -72,7 +72,7 @@ pub fn tokenize_request<L: SkippableLm>(
             .len()
             .min(whole.len());
         let mut ctx = Vec::with_capacity(n_ctx + 1);
-        if lm.adds_bos() {
+        if lm.scores_with_bos() {
             ctx.push(lm.prefix_token());
         }
         ctx.extend_from_slice(&whole[..n_ctx]);

@@ -325,7 +325,9 @@ impl LlamaConfig {
             sliding_window: if gemma3 {
                 Some(SlidingWindow {
                     size: u("attention.sliding_window")?,
-                    global_every: optional("attention.sliding_window_pattern")?.unwrap_or(6),
+                    // llama.cpp hard-codes Gemma 3's pattern (one global block in six);
+                    // newer converters may also store it, as a per-block array.
+                    global_every: 6,
                     local_rope_theta: optional_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
                 })
             } else {

@@ -790,6 +790,12 @@ impl<B: Backend> LlamaModel<B> {
         let embed = src
             .matrix("model.embed_tokens.weight", c.vocab_size, d)?
             .transpose();
+        if embed.dtype() == DType::F16 && c.architecture.starts_with("gemma") {
+            // Gemma's residual stream grows past f16's 65504 (transformers refuses it too).
+            return Err(ModelError::Config(
+                "Gemma models overflow f16 activations; use bf16 or f32".into(),
+            ));
+        }
         let mut blocks = Vec::with_capacity(c.n_blocks);
         for i in 0..c.n_blocks {
             blocks.push(if skip.skips(i) {

@@ -71,9 +71,25 @@ impl Checkpoint {
                 .map(|id| special_token(key, u64::from(id), config.vocab_size))
                 .transpose()
         };
-        let stop_tokens = special("tokenizer.ggml.eos_token_id")?
-            .into_iter()
-            .collect();
+        // End of sequence, and the end-of-turn / end-of-message tokens llama.cpp also stops
+        // at (named by the GGUF, or Gemma's `<end_of_turn>` found in the vocabulary).
+        let mut stop_tokens: Vec<u32> = Vec::new();
+        for key in [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ] {
+            if let Some(id) = special(key)? {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+        if let Some(id) = tokenizer.token_to_id("<end_of_turn>") {
+            if !stop_tokens.contains(&id) {
+                stop_tokens.push(id);
+            }
+        }
         let bos_token = special("tokenizer.ggml.bos_token_id")?;
         let sentencepiece = file.get_str("tokenizer.ggml.model")? == "llama";
         let add_bos = GgufFile::optional(file.get_bool("tokenizer.ggml.add_bos_token"))?
@@ -315,6 +331,10 @@ impl<B: Backend> LlamaLm<B> {
     pub fn with_bos_token(mut self, bos: Option<u32>) -> Result<Self, ModelError> {
         if let Some(id) = bos {
             self.model.check_ids(&[id])?;
+        } else if self.add_bos {
+            return Err(ModelError::Config(
+                "prompts start with BOS (with_add_bos) but no BOS token was given".into(),
+            ));
         }
         self.bos_token = bos;
         Ok(self)
@@ -435,6 +455,11 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
 
     fn adds_bos(&self) -> bool {
         self.add_bos
+    }
+
+    /// lm-evaluation-harness's rule: BOS before every scored context for Gemma models only.
+    fn scores_with_bos(&self) -> bool {
+        self.add_bos && self.model.config().architecture.starts_with("gemma")
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// GGUF token types (llama.cpp `llama_token_type`).
+const TOKEN_TYPE_NORMAL: i32 = 1;
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 const TOKEN_TYPE_BYTE: i32 = 6;
@@ -170,6 +171,22 @@ impl TextTokenizer {
                 bad.1, bad.0
             )));
         }
+        // llama.cpp breaks a tie between two mergeable pieces by position, BPE ranks by
+        // piece id: they agree only when normal pieces' scores are distinct (user-defined
+        // pieces are cut out of the text before merging, so their ties never matter).
+        let mut by_score: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for &(score, id, _, _) in &merges {
+            if types[id] != TOKEN_TYPE_NORMAL {
+                continue;
+            }
+            if let Some(&other) = by_score.get(&score.to_bits()).filter(|&&o| o != id) {
+                return Err(ModelError::Tokenizer(format!(
+                    "SentencePiece pieces {other} and {id} share the score {score}; their merge \
+                     order would depend on the tokenizer implementation"
+                )));
+            }
+            by_score.insert(score.to_bits(), id);
+        }
         merges.sort_by(|a, b| {
             b.0.total_cmp(&a.0)
                 .then(a.1.cmp(&b.1))
@@ -329,5 +346,92 @@ mod split_pattern_tests {
             llama.encode(decomposed).unwrap(),
             llama.encode(composed).unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod sentencepiece_tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+
+    /// A tiny SentencePiece vocabulary: specials, the 256 byte tokens, single characters,
+    /// the pieces `ab` and `bc` with the given scores, `▁a`, and `\n` as user-defined.
+    fn spm(
+        ab: f32,
+        bc: f32,
+        space_prefix: bool,
+    ) -> Result<(TextTokenizer, Vec<String>), ModelError> {
+        let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>"]
+            .map(String::from)
+            .into();
+        let mut types = vec![3, 3, 3, 2];
+        let mut scores = vec![0.0f32; 4];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(TOKEN_TYPE_BYTE);
+            scores.push(0.0);
+        }
+        for (piece, score) in [
+            ("\u{2581}", -1.0),
+            ("a", -2.0),
+            ("b", -3.0),
+            ("c", -4.0),
+            ("ab", ab),
+            ("bc", bc),
+            ("\u{2581}a", -5.0),
+        ] {
+            tokens.push(piece.into());
+            types.push(TOKEN_TYPE_NORMAL);
+            scores.push(score);
+        }
+        tokens.push("\n".into());
+        types.push(TOKEN_TYPE_USER_DEFINED);
+        scores.push(-1000.0);
+        let mut w = GgufWriter::new();
+        w.add_string("tokenizer.ggml.model", "llama")
+            .add_str_array("tokenizer.ggml.tokens", &tokens)
+            .add_f32_array("tokenizer.ggml.scores", &scores)
+            .add_i32_array("tokenizer.ggml.token_type", &types)
+            .add_u32("tokenizer.ggml.unknown_token_id", 3)
+            .add_bool("tokenizer.ggml.add_space_prefix", space_prefix);
+        let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+        Ok((TextTokenizer::from_gguf(&file)?, tokens))
+    }
+
+    fn pieces(tok: &TextTokenizer, tokens: &[String], text: &str) -> Vec<String> {
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+        ids.iter().map(|&i| tokens[i as usize].clone()).collect()
+    }
+
+    /// The adjacent pair whose merge has the highest score goes first, as in llama.cpp.
+    #[test]
+    fn the_highest_scoring_merge_wins() {
+        let (tok, tokens) = spm(-0.5, -0.7, false).unwrap();
+        assert_eq!(pieces(&tok, &tokens, "abc"), ["ab", "c"]);
+        let (tok, tokens) = spm(-0.7, -0.5, false).unwrap();
+        assert_eq!(pieces(&tok, &tokens, "abc"), ["a", "bc"]);
+    }
+
+    /// Spaces become `▁` (no prefix is added), unknown characters their UTF-8 bytes, and
+    /// user-defined tokens are cut out of the raw text first.
+    #[test]
+    fn spaces_bytes_and_user_defined_tokens() {
+        let (tok, tokens) = spm(-0.5, -0.7, false).unwrap();
+        assert_eq!(pieces(&tok, &tokens, "a a"), ["a", "\u{2581}a"]);
+        assert_eq!(pieces(&tok, &tokens, "\u{e9}"), ["<0xC3>", "<0xA9>"]);
+        assert_eq!(pieces(&tok, &tokens, "ab\nc"), ["ab", "\n", "c"]);
+    }
+
+    #[test]
+    fn ties_and_space_prefixes_are_refused() {
+        assert!(matches!(
+            spm(-0.5, -0.5, false),
+            Err(ModelError::Tokenizer(m)) if m.contains("share the score")
+        ));
+        assert!(matches!(
+            spm(-0.5, -0.7, true),
+            Err(ModelError::Tokenizer(m)) if m.contains("space prefix")
+        ));
     }
 }

@@ -57,8 +57,10 @@ fn config_matches_the_published_shape() {
     );
     let global: Vec<usize> = (0..N_BLOCKS).filter(|&i| !c.is_sliding(i)).collect();
     assert_eq!(global, [5, 11, 17]);
-    assert!(model().adds_bos());
+    assert!(model().adds_bos() && model().scores_with_bos());
     assert_eq!(model().prefix_token(), BOS);
+    // `<eos>`, and `<end_of_turn>` (found in the vocabulary), as llama.cpp stops.
+    assert_eq!(model().stop_tokens(), [1, 106]);
 }
 
 #[test]
