@@ -227,6 +227,24 @@ fn bad_input_fails_with_a_message_not_a_panic() {
     }
 }
 
+/// Runs `pudding generate --model <model> --raw` on a reference fixture's first greedy
+/// case (which must be dense) for as many tokens as the reference generated; the text.
+fn generate_reference_greedy(reference: &Value, model: &str) -> String {
+    let case = &reference["greedy"][0];
+    assert_eq!(case["skip"].as_array().unwrap().len(), 0);
+    let n = case["greedy"].as_array().unwrap().len().to_string();
+    stdout(&pudding(&[
+        "generate",
+        "--model",
+        model,
+        "--raw",
+        "--prompt",
+        case["prompt"].as_str().unwrap(),
+        "--max-tokens",
+        &n,
+    ]))
+}
+
 /// `--model` takes a known asset's name: the Qwen2 model (fetched on first use) continues
 /// the reference prompt with the independent numpy reference's greedy tokens
 /// (`crates/pudding-models/tests/fixtures/qwen2_reference.json`).
@@ -236,20 +254,7 @@ fn generate_with_a_known_asset_name_matches_the_qwen2_reference() {
         "../../crates/pudding-models/tests/fixtures/qwen2_reference.json"
     ))
     .unwrap();
-    let case = &reference["greedy"][0];
-    assert_eq!(case["skip"].as_array().unwrap().len(), 0);
-    let prompt = case["prompt"].as_str().unwrap();
-    let n = case["greedy"].as_array().unwrap().len().to_string();
-    let text = stdout(&pudding(&[
-        "generate",
-        "--model",
-        "qwen2.5-coder-0.5b-instruct",
-        "--raw",
-        "--prompt",
-        prompt,
-        "--max-tokens",
-        &n,
-    ]));
+    let text = generate_reference_greedy(&reference, "qwen2.5-coder-0.5b-instruct");
     // The reference's 16 tokens decode to this (checked with its own BPE decoder).
     assert!(
         text.contains("\n    else:\n        return fibonacci(n-1) + fibonacci(n-2"),
@@ -267,20 +272,9 @@ fn gemma3_generates_and_scores_like_its_reference() {
         "../../crates/pudding-models/tests/fixtures/gemma3_reference.json"
     ))
     .unwrap();
+    let text = generate_reference_greedy(&reference, "gemma-3-270m");
     let case = &reference["greedy"][0];
-    assert_eq!(case["skip"].as_array().unwrap().len(), 0);
     let prompt = case["prompt"].as_str().unwrap();
-    let n = case["greedy"].as_array().unwrap().len().to_string();
-    let text = stdout(&pudding(&[
-        "generate",
-        "--model",
-        "gemma-3-270m",
-        "--raw",
-        "--prompt",
-        prompt,
-        "--max-tokens",
-        &n,
-    ]));
     // The reference's 12 tokens decode to this (checked with its own SentencePiece decoder).
     assert!(
         text.contains("\n\nThe capital of the United States is Washington, D."),
