@@ -50,12 +50,41 @@ pub struct SlidingWindow {
     pub local_rope_theta: f32,
 }
 
+/// What a model family changes in the Llama block and at the model's ends (Gemma 3).
+///
+/// The default is the plain Llama block; unset features are left out of the serialised form
+/// (flattened into [`LlamaConfig`]'s), so the configuration, and fingerprint, of a Llama or
+/// Qwen2 model does not depend on them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FamilyFeatures {
+    /// The feed-forward activation.
+    #[serde(default, skip_serializing_if = "Activation::is_silu")]
+    pub activation: Activation,
+    /// Token embeddings are multiplied by this before the first block (Gemma:
+    /// `sqrt(hidden_size)`); the tied output head uses them unscaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_scale: Option<f32>,
+    /// Queries and keys are RMS-normalised per head (over `head_dim`) before RoPE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qk_norm: bool,
+    /// The attention and feed-forward outputs are RMS-normalised before they join the
+    /// residual stream (Gemma's post-attention / post-feed-forward norms).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandwich_norms: bool,
+    /// The factor on attention scores; `None` is `1 / sqrt(head_dim)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_scale: Option<f32>,
+    /// Sliding-window attention on some blocks; `None`: every block attends globally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<SlidingWindow>,
+    /// Final logits become `cap * tanh(logits / cap)` (Gemma 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcap: Option<f32>,
+}
+
 /// Hyper-parameters of a Llama-family decoder (Llama, SmolLM, Mistral, Qwen2, Gemma 3).
 ///
-/// The Gemma 3 features (`activation`, `embedding_scale`, `qk_norm`, `sandwich_norms`,
-/// `attention_scale`, `sliding_window`, `final_logit_softcap`) default to the plain
-/// Llama block and are left out of the serialised form when unset, so the configuration
-/// (and fingerprint) of a Llama or Qwen2 model does not change with them.
+/// What Gemma 3 changes in the block is in [`LlamaConfig::features`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     /// Architecture name (`"llama"`, `"qwen2"`, `"mistral"`, `"gemma3"`).
@@ -91,29 +120,10 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry biases (Qwen2).
     pub attention_bias: bool,
-    /// The feed-forward activation.
-    #[serde(default, skip_serializing_if = "Activation::is_silu")]
-    pub activation: Activation,
-    /// Token embeddings are multiplied by this before the first block (Gemma:
-    /// `sqrt(hidden_size)`); the tied output head uses them unscaled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub embedding_scale: Option<f32>,
-    /// Queries and keys are RMS-normalised per head (over `head_dim`) before RoPE.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub qk_norm: bool,
-    /// The attention and feed-forward outputs are RMS-normalised before they join the
-    /// residual stream (Gemma's post-attention / post-feed-forward norms).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sandwich_norms: bool,
-    /// The factor on attention scores; `None` is `1 / sqrt(head_dim)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attention_scale: Option<f32>,
-    /// Sliding-window attention on some blocks; `None`: every block attends globally.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sliding_window: Option<SlidingWindow>,
-    /// Final logits become `cap * tanh(logits / cap)` (Gemma 2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_logit_softcap: Option<f32>,
+    /// How the family departs from the plain Llama block (Gemma 3); all off for Llama,
+    /// Mistral and Qwen2. Flattened into this struct's serialised form.
+    #[serde(flatten)]
+    pub features: FamilyFeatures,
 }
 
 #[derive(Deserialize)]
@@ -201,13 +211,7 @@ impl LlamaConfig {
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
             attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
             architecture,
-            activation: Activation::Silu,
-            embedding_scale: None,
-            qk_norm: false,
-            sandwich_norms: false,
-            attention_scale: None,
-            sliding_window: None,
-            final_logit_softcap: None,
+            features: FamilyFeatures::default(),
         };
         config.validate()?;
         Ok(config)
@@ -305,35 +309,37 @@ impl LlamaConfig {
             // sqrt(d), per-head q/k norms, post-attention and post-feed-forward norms,
             // five sliding-window blocks (RoPE base 10000) per global block. llama.cpp's
             // converter already added 1 to every norm weight (HF computes `x * (1 + w)`).
-            activation: if gemma3 {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
+            features: FamilyFeatures {
+                activation: if gemma3 {
+                    Activation::GeluTanh
+                } else {
+                    Activation::Silu
+                },
+                embedding_scale: gemma3.then(|| (hidden_size as f32).sqrt()),
+                qk_norm: gemma3,
+                sandwich_norms: gemma3,
+                attention_scale: match optional_f32("attention.scale")? {
+                    Some(scale) => Some(scale),
+                    // Gemma 3 27B scales by hidden / heads, the others by head_dim (both are
+                    // `query_pre_attn_scalar` in the HF config), as llama.cpp does.
+                    None if gemma3 && u("block_count")? == 62 => {
+                        Some(1.0 / ((hidden_size / n_heads.max(1)) as f32).sqrt())
+                    }
+                    None => None,
+                },
+                sliding_window: if gemma3 {
+                    Some(SlidingWindow {
+                        size: u("attention.sliding_window")?,
+                        // llama.cpp hard-codes Gemma 3's pattern (one global block in six);
+                        // newer converters may also store it, as a per-block array.
+                        global_every: 6,
+                        local_rope_theta: optional_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
+                    })
+                } else {
+                    None
+                },
+                final_logit_softcap: optional_f32("final_logit_softcapping")?,
             },
-            embedding_scale: gemma3.then(|| (hidden_size as f32).sqrt()),
-            qk_norm: gemma3,
-            sandwich_norms: gemma3,
-            attention_scale: match optional_f32("attention.scale")? {
-                Some(scale) => Some(scale),
-                // Gemma 3 27B scales by hidden / heads, the others by head_dim (both are
-                // `query_pre_attn_scalar` in the HF config), as llama.cpp does.
-                None if gemma3 && u("block_count")? == 62 => {
-                    Some(1.0 / ((hidden_size / n_heads.max(1)) as f32).sqrt())
-                }
-                None => None,
-            },
-            sliding_window: if gemma3 {
-                Some(SlidingWindow {
-                    size: u("attention.sliding_window")?,
-                    // llama.cpp hard-codes Gemma 3's pattern (one global block in six);
-                    // newer converters may also store it, as a per-block array.
-                    global_every: 6,
-                    local_rope_theta: optional_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
-                })
-            } else {
-                None
-            },
-            final_logit_softcap: optional_f32("final_logit_softcapping")?,
             architecture,
         };
         config.validate()?;
@@ -433,15 +439,15 @@ impl LlamaConfig {
             return bad("context length must be non-zero".into());
         }
         for (name, value) in [
-            ("embedding_scale", self.embedding_scale),
-            ("attention_scale", self.attention_scale),
-            ("final_logit_softcap", self.final_logit_softcap),
+            ("embedding_scale", self.features.embedding_scale),
+            ("attention_scale", self.features.attention_scale),
+            ("final_logit_softcap", self.features.final_logit_softcap),
         ] {
             if let Some(v) = value {
                 positive(name, v)?;
             }
         }
-        if let Some(w) = &self.sliding_window {
+        if let Some(w) = &self.features.sliding_window {
             if w.size == 0 || w.global_every == 0 {
                 return bad(format!(
                     "sliding window of {} tokens with a global block every {} must be non-zero",
@@ -487,13 +493,7 @@ impl LlamaConfig {
             max_seq_len,
             tie_word_embeddings: true,
             attention_bias: false,
-            activation: Activation::Silu,
-            embedding_scale: None,
-            qk_norm: false,
-            sandwich_norms: false,
-            attention_scale: None,
-            sliding_window: None,
-            final_logit_softcap: None,
+            features: FamilyFeatures::default(),
         }
     }
 
@@ -522,26 +522,23 @@ impl LlamaConfig {
             max_seq_len,
             tie_word_embeddings: false,
             attention_bias: false,
-            activation: Activation::Silu,
-            embedding_scale: None,
-            qk_norm: false,
-            sandwich_norms: false,
-            attention_scale: None,
-            sliding_window: None,
-            final_logit_softcap: None,
+            features: FamilyFeatures::default(),
         }
     }
 
     /// Whether block `index` attends through the sliding window (else globally).
     pub fn is_sliding(&self, index: usize) -> bool {
-        self.sliding_window
+        self.features
+            .sliding_window
             .as_ref()
             .is_some_and(|w| !(index + 1).is_multiple_of(w.global_every))
     }
 
-    /// The factor on attention scores: [`Self::attention_scale`] or `1 / sqrt(head_dim)`.
+    /// The factor on attention scores: [`FamilyFeatures::attention_scale`] or
+    /// `1 / sqrt(head_dim)`.
     pub fn score_scale(&self) -> f64 {
-        self.attention_scale
+        self.features
+            .attention_scale
             .map_or(1.0 / (self.head_dim as f64).sqrt(), f64::from)
     }
 
@@ -618,6 +615,31 @@ impl IdealCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The serialised configuration enters every model fingerprint (and so every committed
+    /// pool, router and result file): a plain Llama's must not mention the family features,
+    /// and Gemma's must keep them flat. The strings are those written before the features
+    /// moved into [`FamilyFeatures`].
+    #[test]
+    fn serialised_form_is_stable_and_round_trips() {
+        let plain = LlamaConfig::smollm2_135m_shape(2048);
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"architecture":"llama","n_blocks":30,"hidden_size":576,"intermediate_size":1536,"n_heads":9,"n_kv_heads":3,"head_dim":64,"vocab_size":49152,"rope_theta":100000.0,"rope_scaling":null,"rms_norm_eps":0.00001,"max_seq_len":2048,"tie_word_embeddings":true,"attention_bias":false}"#
+        );
+        let gemma_json = r#"{"architecture":"gemma3","n_blocks":18,"hidden_size":640,"intermediate_size":2048,"n_heads":4,"n_kv_heads":1,"head_dim":256,"vocab_size":262144,"rope_theta":1000000.0,"rope_scaling":null,"rms_norm_eps":0.000001,"max_seq_len":32768,"tie_word_embeddings":true,"attention_bias":false,"activation":"gelu_tanh","embedding_scale":25.298222,"qk_norm":true,"sandwich_norms":true,"sliding_window":{"size":512,"global_every":6,"local_rope_theta":10000.0}}"#;
+        let gemma: LlamaConfig = serde_json::from_str(gemma_json).unwrap();
+        assert_eq!(gemma.features.activation, Activation::GeluTanh);
+        assert!(gemma.features.qk_norm && gemma.features.sandwich_norms);
+        assert_eq!(gemma.features.embedding_scale, Some(25.298222));
+        assert_eq!(gemma.features.attention_scale, None);
+        assert!(gemma.is_sliding(4) && !gemma.is_sliding(5));
+        assert_eq!(serde_json::to_string(&gemma).unwrap(), gemma_json);
+        let back: LlamaConfig =
+            serde_json::from_str(&serde_json::to_string(&plain).unwrap()).unwrap();
+        assert_eq!(back, plain);
+        assert_eq!(back.features, FamilyFeatures::default());
+    }
 
     #[test]
     fn parses_hf_config() {

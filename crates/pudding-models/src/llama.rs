@@ -549,7 +549,7 @@ fn build_block<B: Backend>(
             eps: c.rms_norm_eps,
         })
     };
-    let (q_norm, k_norm) = if c.qk_norm {
+    let (q_norm, k_norm) = if c.features.qk_norm {
         (
             Some(norm(src, "self_attn.q_norm.weight", e)?),
             Some(norm(src, "self_attn.k_norm.weight", e)?),
@@ -574,9 +574,9 @@ fn build_block<B: Backend>(
         gate: proj(src, p("mlp.gate_proj.weight"), c.intermediate_size, d)?,
         up: proj(src, p("mlp.up_proj.weight"), c.intermediate_size, d)?,
         down: proj(src, p("mlp.down_proj.weight"), d, c.intermediate_size)?,
-        activation: c.activation,
+        activation: c.features.activation,
     };
-    let names = BlockNormNames::of(c.sandwich_norms);
+    let names = BlockNormNames::of(c.features.sandwich_norms);
     Ok(Block {
         attn_norm: norm(src, names.attn, d)?,
         attn,
@@ -1003,7 +1003,7 @@ impl<B: Backend> LlamaModel<B> {
             .clone()
             .select(0, tokens.reshape([b * s]))
             .reshape([b, s, self.config.hidden_size]);
-        match self.config.embedding_scale {
+        match self.config.features.embedding_scale {
             Some(scale) => x.mul_scalar(scale),
             None => x,
         }
@@ -1080,7 +1080,7 @@ impl<B: Backend> LlamaModel<B> {
             local: self
                 .rope_local
                 .as_ref()
-                .zip(self.config.sliding_window.as_ref().map(|w| w.size)),
+                .zip(self.config.features.sliding_window.as_ref().map(|w| w.size)),
         }
     }
 
@@ -1109,7 +1109,7 @@ impl<B: Backend> LlamaModel<B> {
             .matmul(weight)
             .reshape([b, s, self.config.vocab_size])
             .cast(FloatDType::F32);
-        match self.config.final_logit_softcap {
+        match self.config.features.final_logit_softcap {
             Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
             None => logits,
         }

@@ -130,7 +130,11 @@ pub fn full_param_count(c: &crate::LlamaConfig) -> usize {
     let (d, e, f) = (c.hidden_size, c.head_dim, c.intermediate_size);
     let (qd, kvd) = (c.n_heads * e, c.n_kv_heads * e);
     let bias = if c.attention_bias { qd + 2 * kvd } else { 0 };
-    let norms = if c.sandwich_norms { 4 * d } else { 2 * d } + if c.qk_norm { 2 * e } else { 0 };
+    let norms = if c.features.sandwich_norms {
+        4 * d
+    } else {
+        2 * d
+    } + if c.features.qk_norm { 2 * e } else { 0 };
     let block = d * qd + 2 * d * kvd + qd * d + 3 * d * f + norms + bias;
     let head = if c.tie_word_embeddings {
         0

@@ -52,7 +52,7 @@ fn llama3_scale(freq: f64, s: &Llama3RopeScaling) -> f64 {
 /// Inverse frequencies of the sliding-window blocks, `local_theta^(-2j/head_dim)` (never
 /// scaled); `None` without a sliding window.
 pub fn local_inverse_frequencies(config: &LlamaConfig) -> Option<Vec<f64>> {
-    let window = config.sliding_window.as_ref()?;
+    let window = config.features.sliding_window.as_ref()?;
     let theta = window.local_rope_theta as f64;
     let hd = config.head_dim;
     Some(

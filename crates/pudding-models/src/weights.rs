@@ -156,7 +156,7 @@ impl GgufWeights {
             n_kv_heads: config.n_kv_heads,
             head_dim: config.head_dim,
             permuted_rotary: config.architecture == "llama",
-            sandwich_norms: config.sandwich_norms,
+            sandwich_norms: config.features.sandwich_norms,
             architecture: config.architecture.clone(),
         }
     }

@@ -21,12 +21,12 @@ fn gemma_like() -> LlamaConfig {
     c.n_kv_heads = 2;
     c.head_dim = 16;
     c.vocab_size = 50;
-    c.activation = Activation::GeluTanh;
-    c.embedding_scale = Some((32f32).sqrt());
-    c.qk_norm = true;
-    c.sandwich_norms = true;
-    c.attention_scale = Some(0.3);
-    c.sliding_window = Some(SlidingWindow {
+    c.features.activation = Activation::GeluTanh;
+    c.features.embedding_scale = Some((32f32).sqrt());
+    c.features.qk_norm = true;
+    c.features.sandwich_norms = true;
+    c.features.attention_scale = Some(0.3);
+    c.features.sliding_window = Some(SlidingWindow {
         size: WINDOW,
         global_every: 2,
         local_rope_theta: 10_000.0,
@@ -73,7 +73,7 @@ fn block_kinds_follow_the_pattern() {
     assert_eq!(kinds, [true, false, true, false]);
     assert!((c.score_scale() - 0.3).abs() < 1e-6);
     let mut plain = c.clone();
-    plain.attention_scale = None;
+    plain.features.attention_scale = None;
     assert!((plain.score_scale() - 0.25).abs() < 1e-12);
 }
 
@@ -83,7 +83,7 @@ fn block_kinds_follow_the_pattern() {
 fn the_window_hides_only_keys_older_than_it() {
     let c = gemma_like();
     let mut wide = c.clone();
-    wide.sliding_window.as_mut().unwrap().size = 1000;
+    wide.features.sliding_window.as_mut().unwrap().size = 1000;
     let (narrow, wide) = (logits(&model(&c), &ids()), logits(&model(&wide), &ids()));
     let v = c.vocab_size;
     for pos in 0..SEQ {
@@ -170,22 +170,22 @@ fn every_gemma_feature_changes_the_output() {
     let variants: Vec<(&str, LlamaConfig)> = vec![
         ("silu", {
             let mut v = c.clone();
-            v.activation = Activation::Silu;
+            v.features.activation = Activation::Silu;
             v
         }),
         ("no embedding scale", {
             let mut v = c.clone();
-            v.embedding_scale = None;
+            v.features.embedding_scale = None;
             v
         }),
         ("soft-cap", {
             let mut v = c.clone();
-            v.final_logit_softcap = Some(0.5);
+            v.features.final_logit_softcap = Some(0.5);
             v
         }),
         ("attention scale", {
             let mut v = c.clone();
-            v.attention_scale = None;
+            v.features.attention_scale = None;
             v
         }),
     ];
@@ -195,7 +195,7 @@ fn every_gemma_feature_changes_the_output() {
     }
     // Capped logits stay inside (-cap, cap).
     let mut capped = c.clone();
-    capped.final_logit_softcap = Some(0.5);
+    capped.features.final_logit_softcap = Some(0.5);
     assert!(logits(&model(&capped), &ids())
         .iter()
         .all(|x| x.abs() < 0.5));
@@ -223,11 +223,11 @@ fn every_gemma_feature_changes_the_output() {
 #[test]
 fn bad_gemma_settings_are_config_errors() {
     for edit in [
-        |c: &mut LlamaConfig| c.sliding_window.as_mut().unwrap().size = 0,
-        |c: &mut LlamaConfig| c.sliding_window.as_mut().unwrap().global_every = 0,
-        |c: &mut LlamaConfig| c.embedding_scale = Some(f32::NAN),
-        |c: &mut LlamaConfig| c.final_logit_softcap = Some(-1.0),
-        |c: &mut LlamaConfig| c.attention_scale = Some(0.0),
+        |c: &mut LlamaConfig| c.features.sliding_window.as_mut().unwrap().size = 0,
+        |c: &mut LlamaConfig| c.features.sliding_window.as_mut().unwrap().global_every = 0,
+        |c: &mut LlamaConfig| c.features.embedding_scale = Some(f32::NAN),
+        |c: &mut LlamaConfig| c.features.final_logit_softcap = Some(-1.0),
+        |c: &mut LlamaConfig| c.features.attention_scale = Some(0.0),
     ] {
         let mut c = gemma_like();
         edit(&mut c);

@@ -47,10 +47,10 @@ fn config_matches_the_published_shape() {
     );
     assert_eq!((c.vocab_size, c.rope_theta), (262_144, 1_000_000.0));
     assert!(c.tie_word_embeddings && !c.attention_bias);
-    assert!(c.qk_norm && c.sandwich_norms);
-    assert_eq!(c.activation, Activation::GeluTanh);
-    assert_eq!(c.embedding_scale, Some(640f32.sqrt()));
-    let window = c.sliding_window.as_ref().unwrap();
+    assert!(c.features.qk_norm && c.features.sandwich_norms);
+    assert_eq!(c.features.activation, Activation::GeluTanh);
+    assert_eq!(c.features.embedding_scale, Some(640f32.sqrt()));
+    let window = c.features.sliding_window.as_ref().unwrap();
     assert_eq!(
         (window.size, window.global_every, window.local_rope_theta),
         (512, 6, 10_000.0)
