@@ -152,22 +152,129 @@ struct HfConfig {
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
+    // Gemma 3 (`gemma3_text`) keys.
+    hidden_activation: Option<String>,
+    query_pre_attn_scalar: Option<f32>,
+    sliding_window: Option<usize>,
+    sliding_window_pattern: Option<usize>,
+    #[serde(rename = "_sliding_window_pattern")]
+    private_sliding_window_pattern: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    rope_local_base_freq: Option<f32>,
+    final_logit_softcapping: Option<f32>,
+    attn_logit_softcapping: Option<f32>,
+    use_bidirectional_attention: Option<bool>,
+}
+
+impl HfConfig {
+    /// Gemma 3's features from its `config.json` keys (transformers' `Gemma3TextConfig`
+    /// defaults where a key is missing). Refuses what the model does not implement:
+    /// attention-logit soft-capping (Gemma 2), bidirectional attention (EmbeddingGemma) and
+    /// a sliding / global layout other than one global block every N.
+    fn gemma3_features(&self) -> Result<FamilyFeatures, ModelError> {
+        let bad = |m: String| {
+            Err(ModelError::Config(format!(
+                "config.json (gemma3_text): {m}"
+            )))
+        };
+        match self.hidden_activation.as_deref() {
+            None | Some("gelu_pytorch_tanh") | Some("gelu_tanh") => {}
+            Some(other) => return bad(format!("hidden_activation {other:?} is not supported")),
+        }
+        if self.attn_logit_softcapping.is_some() {
+            return bad("attention-logit soft-capping (Gemma 2) is not supported".into());
+        }
+        if self.use_bidirectional_attention == Some(true) {
+            return bad("bidirectional attention (an embedding model) is not a decoder".into());
+        }
+        let global_every = match &self.layer_types {
+            Some(types) => {
+                if types.len() != self.num_hidden_layers {
+                    return bad(format!(
+                        "layer_types has {} entries for {} layers",
+                        types.len(),
+                        self.num_hidden_layers
+                    ));
+                }
+                let first_global = types.iter().position(|t| t == "full_attention");
+                let every = first_global.map_or(types.len() + 1, |i| i + 1);
+                let expected = |i: usize| {
+                    if (i + 1).is_multiple_of(every) {
+                        "full_attention"
+                    } else {
+                        "sliding_attention"
+                    }
+                };
+                if let Some((i, t)) = types.iter().enumerate().find(|(i, t)| *t != expected(*i)) {
+                    return bad(format!(
+                        "layer {i} is {t:?}; only one full-attention layer every {every} \
+                         (the rest sliding) is supported"
+                    ));
+                }
+                every
+            }
+            None => self
+                .sliding_window_pattern
+                .or(self.private_sliding_window_pattern)
+                .unwrap_or(6),
+        };
+        let head_dim = self.head_dim.unwrap_or(256);
+        let scalar = self.query_pre_attn_scalar.unwrap_or(256.0);
+        Ok(FamilyFeatures {
+            activation: Activation::GeluTanh,
+            embedding_scale: Some((self.hidden_size as f32).sqrt()),
+            qk_norm: true,
+            sandwich_norms: true,
+            // As the GGUF path reads it: unset when it is the default 1 / sqrt(head_dim).
+            attention_scale: (scalar != head_dim as f32).then(|| 1.0 / scalar.sqrt()),
+            sliding_window: Some(SlidingWindow {
+                size: self.sliding_window.unwrap_or(4096),
+                global_every,
+                local_rope_theta: self.rope_local_base_freq.unwrap_or(10_000.0),
+            }),
+            final_logit_softcap: self.final_logit_softcapping,
+        })
+    }
 }
 
 impl LlamaConfig {
-    /// Parses a Hugging Face `config.json` (model types llama, mistral, qwen2).
+    /// Parses a Hugging Face `config.json` (model types llama, mistral, qwen2 and
+    /// gemma3_text, the text-only Gemma 3, whose architecture is named `gemma3` as in GGUF).
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
         let hf: HfConfig = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
-        let architecture = hf.model_type.unwrap_or_else(|| "llama".into());
-        if !matches!(architecture.as_str(), "llama" | "mistral" | "qwen2") {
+        let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
+        let gemma3 = model_type == "gemma3_text";
+        if model_type == "gemma3" {
+            return Err(ModelError::Config(
+                "model_type gemma3 is the multimodal Gemma 3 (vision tower, nested text_config); \
+                 only the text-only gemma3_text checkpoints (e.g. gemma-3-270m, gemma-3-1b) \
+                 are supported"
+                    .into(),
+            ));
+        }
+        if !gemma3 && !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(ModelError::Config(format!(
-                "model_type {architecture:?} is not a Llama-family decoder (llama, mistral, qwen2)"
+                "model_type {model_type:?} is not a Llama-family decoder (llama, mistral, qwen2, \
+                 gemma3_text)"
             )));
         }
-        let head_dim = hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
+        let architecture = if gemma3 {
+            "gemma3".to_string()
+        } else {
+            model_type
+        };
+        let features = if gemma3 {
+            hf.gemma3_features()?
+        } else {
+            FamilyFeatures::default()
+        };
+        let default_head_dim = if gemma3 {
+            256
+        } else {
+            hf.hidden_size / hf.num_attention_heads.max(1)
+        };
+        let head_dim = hf.head_dim.unwrap_or(default_head_dim);
         let mut rope_freq_factors = None;
         let rope_scaling = match hf.rope_scaling {
             None => None,
@@ -203,15 +310,18 @@ impl LlamaConfig {
             n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
             head_dim,
             vocab_size: hf.vocab_size,
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rope_theta: hf
+                .rope_theta
+                .unwrap_or(if gemma3 { 1_000_000.0 } else { 10_000.0 }),
             rope_scaling,
             rope_freq_factors,
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
             max_seq_len: hf.max_position_embeddings.unwrap_or(2048),
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+            // Gemma3TextConfig ties by default and its config.json usually omits the key.
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(gemma3),
             attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
             architecture,
-            features: FamilyFeatures::default(),
+            features,
         };
         config.validate()?;
         Ok(config)

@@ -6,7 +6,7 @@ use crate::gguf::GgufFile;
 use crate::llama::LlamaModel;
 use crate::sampling::Sampler;
 use crate::tokenizer::TextTokenizer;
-use crate::weights::{GgufWeights, SafetensorsWeights, WeightSource};
+use crate::weights::{GgufWeights, SafetensorsWeights, UnitOffsetNorms, WeightSource};
 use crate::{LlamaConfig, ModelError};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -41,8 +41,9 @@ pub struct Checkpoint {
     /// Beginning-of-sequence id, if any.
     pub bos_token: Option<u32>,
     /// Every sequence starts with `bos_token` (GGUF `tokenizer.ggml.add_bos_token`; by
-    /// default on for SentencePiece vocabularies, as in llama.cpp). Hugging Face
-    /// directories leave it off, as lm-evaluation-harness does for Llama-family models.
+    /// default on for SentencePiece vocabularies, as in llama.cpp; Hugging Face
+    /// `tokenizer_config.json` `add_bos_token`, by default on for Gemma only). Scoring puts
+    /// BOS first only for Gemma, as lm-evaluation-harness does.
     pub add_bos: bool,
     /// The chat template (Jinja, Hugging Face conventions), if the checkpoint has one:
     /// GGUF `tokenizer.chat_template`, or `chat_template` in `tokenizer_config.json`.
@@ -144,15 +145,37 @@ impl Checkpoint {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(id("bos_token_id", v)?),
         };
-        let chat_template = read_hf_chat_template(dir)?;
-        let weights = Box::new(SafetensorsWeights::open_dir(dir)?);
+        let gemma = config.architecture == "gemma3";
+        if gemma {
+            // Gemma ends a chat turn with `<end_of_turn>` (llama.cpp stops there too).
+            if let Some(id) = tokenizer.token_to_id("<end_of_turn>") {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+        let tokenizer_config = read_hf_tokenizer_config(dir)?;
+        // Gemma's tokenizer puts BOS first by default; other families only when their
+        // tokenizer_config.json says so.
+        let add_bos = tokenizer_config.add_bos_token.unwrap_or(gemma);
+        if add_bos && bos_token.is_none() {
+            return Err(ModelError::Config(
+                "the tokenizer adds BOS (add_bos_token) but config.json has no bos_token_id".into(),
+            ));
+        }
+        let safetensors = SafetensorsWeights::open_dir(dir)?;
+        let weights: Box<dyn WeightSource> = if gemma {
+            Box::new(UnitOffsetNorms::new(safetensors))
+        } else {
+            Box::new(safetensors)
+        };
         Ok(Self {
             config,
             tokenizer,
             stop_tokens,
             bos_token,
-            add_bos: false,
-            chat_template,
+            add_bos,
+            chat_template: tokenizer_config.chat_template,
             weights,
         })
     }
@@ -172,30 +195,56 @@ impl Checkpoint {
     }
 }
 
-/// The `chat_template` string of a Hugging Face directory's `tokenizer_config.json`, if
-/// the file and the key exist (a template given as a list of named templates is not
-/// supported and is an error).
-fn read_hf_chat_template(dir: &Path) -> Result<Option<String>, ModelError> {
+/// What pudding reads from a Hugging Face directory's `tokenizer_config.json` (both `None`
+/// when the file is absent).
+#[derive(Default)]
+struct HfTokenizerConfig {
+    /// `chat_template`, when it is a single template string (a list of named templates is
+    /// not supported and is an error).
+    chat_template: Option<String>,
+    /// `add_bos_token`: whether encoding a text puts BOS first.
+    add_bos_token: Option<bool>,
+}
+
+fn read_hf_tokenizer_config(dir: &Path) -> Result<HfTokenizerConfig, ModelError> {
     let path = dir.join("tokenizer_config.json");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(HfTokenizerConfig::default())
+        }
         Err(source) => return Err(ModelError::Io { path, source }),
     };
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
-    match value.get("chat_template") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(t)) => Ok(Some(t.clone())),
-        Some(other) => Err(ModelError::Config(format!(
-            "{}: chat_template is not a string ({}); named template lists are not supported",
-            path.display(),
-            match other {
-                serde_json::Value::Array(_) => "a list",
-                _ => "another type",
-            }
-        ))),
-    }
+    let chat_template = match value.get("chat_template") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(other) => {
+            return Err(ModelError::Config(format!(
+                "{}: chat_template is not a string ({}); named template lists are not supported",
+                path.display(),
+                match other {
+                    serde_json::Value::Array(_) => "a list",
+                    _ => "another type",
+                }
+            )))
+        }
+    };
+    let add_bos_token = match value.get("add_bos_token") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(ModelError::Config(format!(
+                "{}: add_bos_token is {other}, not true or false",
+                path.display()
+            )))
+        }
+    };
+    Ok(HfTokenizerConfig {
+        chat_template,
+        add_bos_token,
+    })
 }
 
 /// A special token id read from a checkpoint's metadata (`key`), checked to be a

