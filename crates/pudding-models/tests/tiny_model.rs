@@ -497,3 +497,34 @@ fn chat_template_from_tokenizer_config() {
         );
     }
 }
+
+/// `tokenizer_config.json`'s `add_bos_token` decides whether prompts start with BOS (off
+/// when absent for Llama-family directories); it needs `bos_token_id` in `config.json`,
+/// and a value that is not a boolean is a load error.
+#[test]
+fn add_bos_token_from_tokenizer_config() {
+    let spec = TinyLlamaSpec::default();
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&spec, &hf).unwrap();
+    assert!(!load(&hf).adds_bos());
+    let tokenizer_config = hf.join("tokenizer_config.json");
+    std::fs::write(&tokenizer_config, r#"{"add_bos_token": true}"#).unwrap();
+    let err = LlamaLm::<B>::load(&hf, &Default::default()).err().unwrap();
+    assert!(err.to_string().contains("bos_token_id"), "{err}");
+    let config_path = hf.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["bos_token_id"] = serde_json::json!(1);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let lm = load(&hf);
+    assert!(lm.adds_bos() && !lm.scores_with_bos());
+    let ids = lm.encode_prompt("ab").unwrap();
+    assert_eq!(ids[0], 1);
+    assert_eq!(ids[1..], lm.encode("ab").unwrap()[..]);
+    std::fs::write(&tokenizer_config, r#"{"add_bos_token": false}"#).unwrap();
+    assert!(!load(&hf).adds_bos());
+    std::fs::write(&tokenizer_config, r#"{"add_bos_token": "yes"}"#).unwrap();
+    let err = LlamaLm::<B>::load(&hf, &Default::default()).err().unwrap();
+    assert!(err.to_string().contains("add_bos_token"), "{err}");
+}
