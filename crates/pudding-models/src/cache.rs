@@ -8,7 +8,8 @@ use pudding_core::OmissionSet;
 ///
 /// Entry `i` is `None` for a skipped block (a skipped block writes nothing), else
 /// `(keys, values)`, each `[batch, n_kv_heads, len, head_dim]` with RoPE already applied to
-/// the keys. The cache remembers the omission set it was filled under: one set holds for a
+/// the keys (for a sliding-window block only the last `window` slots, `[.., min(len,
+/// window), ..]`). The cache remembers the omission set it was filled under: one set holds for a
 /// whole request, and using the cache with another set is an error.
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
@@ -83,12 +84,16 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Appends `keys`/`values` (`[batch, n_kv_heads, new, head_dim]`) for `block` and
-    /// returns the full cached keys and values including them.
+    /// returns the cached keys and values including them. With `keep` (a sliding-window
+    /// block's window), only the last `keep` slots are kept for later steps: no later
+    /// query can see an older key. The returned tensors still hold every slot this step
+    /// needs.
     pub(crate) fn append(
         &mut self,
         block: usize,
         keys: Tensor<B, 4>,
         values: Tensor<B, 4>,
+        keep: Option<usize>,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let merged = match self.blocks[block].take() {
             None => (keys, values),
@@ -97,8 +102,21 @@ impl<B: Backend> KvCache<B> {
                 Tensor::cat(vec![v, values], 2),
             ),
         };
-        self.blocks[block] = Some(merged.clone());
+        let slots = merged.0.dims()[2];
+        self.blocks[block] = Some(match keep {
+            Some(keep) if keep > 0 && slots > keep => (
+                merged.0.clone().narrow(2, slots - keep, keep),
+                merged.1.clone().narrow(2, slots - keep, keep),
+            ),
+            _ => merged.clone(),
+        });
         merged
+    }
+
+    /// Key slots held for `block` (`None` before its first forward or when skipped): the
+    /// cache length, or at most the window for a sliding-window block.
+    pub fn block_slots(&self, block: usize) -> Option<usize> {
+        self.blocks.get(block)?.as_ref().map(|(k, _)| k.dims()[2])
     }
 
     /// Block `block`'s keys and values (`None` before the first forward or when skipped).

@@ -128,10 +128,15 @@ struct StepTables<B: Backend> {
     cos: Tensor<B, 4>,
     /// `[1 or b, 1, s, e]`.
     sin: Tensor<B, 4>,
-    /// Additive mask `[1 or b, 1, r*s, t]` (query row `(rep, i)` is row `rep * s + i`), or
-    /// `None` when every query may see every key (one new token, no padding, within the
-    /// window).
+    /// Additive mask `[1 or b, 1, r*s, t]` (query row `(rep, i)` is row `rep * s + i`; the
+    /// `t` columns are the key slots the attention holds, see `keep`), or `None` when every
+    /// query may see every key (one new token, no padding, within the window).
     mask: Option<Tensor<B, 4>>,
+    /// For the sliding-window blocks, the window: their KV cache keeps only the last
+    /// `keep` slots (older keys are out of every later query's window), so a step at
+    /// `offset` attends to slots `offset.saturating_sub(keep)..offset + s`. `None`: the
+    /// cache keeps every slot.
+    keep: Option<usize>,
 }
 
 /// The rotary tables of a model: one set for the global blocks, and one for the
@@ -152,7 +157,8 @@ impl<B: Backend> StepContext<B> {
     /// when one is needed, is `[1 or b, 1, reps * s, offset + s]` (grouped queries stacked
     /// along the query axis).
     /// With a sliding window, the windowed blocks' query at slot `p` also loses every key
-    /// at a slot before `p - window + 1`.
+    /// at a slot before `p - window + 1`, and their cache holds only the last `window`
+    /// slots (their mask has `min(offset, window) + s` columns).
     pub fn new(
         rope: Rotary<'_, B>,
         reps: usize,
@@ -192,14 +198,22 @@ impl<B: Backend> StepTables<B> {
         device: &B::Device,
     ) -> Self {
         let total = offset + seq;
+        // The first key slot the attention holds (the cache's trimming rule).
+        let first_key = window.map_or(0, |w| offset.saturating_sub(w));
+        let keys = total - first_key;
         if left_pad.iter().all(|&p| p == 0) {
             let (cos, sin) = rope.window(offset, seq);
-            let sees_all = seq == 1 && window.is_none_or(|w| total <= w);
+            let sees_all = seq == 1 && window.is_none_or(|w| keys <= w);
             let mask = (!sees_all).then(|| {
-                let mask = mask_rows(reps, seq, offset, 0, window);
-                Tensor::from_data(TensorData::new(mask, [1, 1, reps * seq, total]), device)
+                let mask = mask_rows(reps, seq, offset, 0, window, first_key);
+                Tensor::from_data(TensorData::new(mask, [1, 1, reps * seq, keys]), device)
             });
-            return Self { cos, sin, mask };
+            return Self {
+                cos,
+                sin,
+                mask,
+                keep: window,
+            };
         }
         let batch = left_pad.len();
         let positions: Vec<usize> = left_pad
@@ -209,13 +223,14 @@ impl<B: Backend> StepTables<B> {
         let (cos, sin) = rope.at_positions(&positions, batch, seq);
         let mask: Vec<f32> = left_pad
             .iter()
-            .flat_map(|&pad| mask_rows(reps, seq, offset, pad, window))
+            .flat_map(|&pad| mask_rows(reps, seq, offset, pad, window, first_key))
             .collect();
-        let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, reps * seq, total]), device);
+        let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, reps * seq, keys]), device);
         Self {
             cos,
             sin,
             mask: Some(mask),
+            keep: window,
         }
     }
 
@@ -249,6 +264,7 @@ impl<B: Backend> StepTables<B> {
             cos,
             sin,
             mask: Some(mask),
+            keep: None,
         }
     }
 }
@@ -284,16 +300,18 @@ impl<B: Backend> StepContext<B> {
 
 /// Mask rows of one batch row: query `(rep, i)` at slot `offset + i` sees keys `pad..=slot`
 /// (with a window, only the last `window` of them). A padding query (slot < pad) sees only
-/// itself, so its softmax stays finite; nothing real ever reads it.
+/// itself, so its softmax stays finite; nothing real ever reads it. The columns are key
+/// slots `first_key..offset + seq` (the slots the attention holds).
 fn mask_rows(
     reps: usize,
     seq: usize,
     offset: usize,
     pad: usize,
     window: Option<usize>,
+    first_key: usize,
 ) -> Vec<f32> {
     let total = offset + seq;
-    let mut mask = Vec::with_capacity(reps * seq * total);
+    let mut mask = Vec::with_capacity(reps * seq * (total - first_key));
     for _ in 0..reps {
         for i in 0..seq {
             let slot = offset + i;
@@ -301,7 +319,7 @@ fn mask_rows(
             if let Some(w) = window {
                 first = first.max((slot + 1).saturating_sub(w));
             }
-            mask.extend((0..total).map(|j| {
+            mask.extend((first_key..total).map(|j| {
                 if j >= first && j <= slot {
                     0.0f32
                 } else {
@@ -316,7 +334,7 @@ fn mask_rows(
 impl<B: Backend> Attention<B> {
     /// `x`: `[b, s, d]` (already normalised) for the new tokens described by `step`;
     /// returns `[b, s, d]`. With a cache, this block's keys/values are appended and
-    /// attention spans every cached slot.
+    /// attention spans every cached slot (a windowed block's cache keeps only its window).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -338,7 +356,7 @@ impl<B: Backend> Attention<B> {
         let k = rotate_half(k, &step.cos, &step.sin);
         let v = heads(self.v.forward(x), g);
         let (k, v) = match cache {
-            Some((cache, block)) => cache.append(block, k, v),
+            Some((cache, block)) => cache.append(block, k, v, step.keep),
             None => (k, v),
         };
         // Group the r query heads that share a key/value head into one matrix of r*s rows,

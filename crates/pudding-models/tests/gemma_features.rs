@@ -99,31 +99,41 @@ fn the_window_hides_only_keys_older_than_it() {
     }
 }
 
-/// Decoding token by token with a cache (the window slides past the prefill) equals the
-/// full forward, dense and with blocks skipped.
+/// Decoding with a cache, one token or several at a time (the window slides past the
+/// prefill and past the middle of a chunk), equals the full forward, dense and with blocks
+/// skipped; the windowed blocks' cache holds only the window.
 #[test]
 fn cached_decoding_past_the_window_equals_the_full_forward() {
     let c = gemma_like();
     let m = model(&c);
     let ids = ids();
-    for skip in ["", "1", "0,2"] {
-        let skip = OmissionSet::parse(skip, 4).unwrap();
-        let full = values(m.forward(tokens(&ids), &skip, None).unwrap());
-        let mut cache = KvCache::new(skip.clone());
-        let v = c.vocab_size;
-        let prefill = 2;
-        let first = values(
-            m.forward(tokens(&ids[..prefill]), &skip, Some(&mut cache))
-                .unwrap(),
-        );
-        assert!(max_abs_diff(&first, &full[..prefill * v]) < 1e-4);
-        for pos in prefill..SEQ {
-            let step = values(
-                m.forward(tokens(&ids[pos..=pos]), &skip, Some(&mut cache))
-                    .unwrap(),
-            );
-            let d = max_abs_diff(&step, &full[pos * v..(pos + 1) * v]);
-            assert!(d < 1e-4, "skip {skip} position {pos}: {d}");
+    let v = c.vocab_size;
+    for chunks in [&[2, 1, 1, 1, 1, 1, 1, 1][..], &[2, 3, 1, 2, 1], &[1, 4, 4]] {
+        assert_eq!(chunks.iter().sum::<usize>(), SEQ);
+        for skip in ["", "1", "0,2"] {
+            let skip = OmissionSet::parse(skip, 4).unwrap();
+            let full = values(m.forward(tokens(&ids), &skip, None).unwrap());
+            let mut cache = KvCache::new(skip.clone());
+            let mut pos = 0;
+            for &n in chunks {
+                let step = values(
+                    m.forward(tokens(&ids[pos..pos + n]), &skip, Some(&mut cache))
+                        .unwrap(),
+                );
+                pos += n;
+                let d = max_abs_diff(&step, &full[(pos - n) * v..pos * v]);
+                assert!(d < 1e-4, "chunks {chunks:?} skip {skip} up to {pos}: {d}");
+                for block in 0..4 {
+                    let expected = if skip.skips(block) {
+                        None
+                    } else if c.is_sliding(block) {
+                        Some(pos.min(WINDOW))
+                    } else {
+                        Some(pos)
+                    };
+                    assert_eq!(cache.block_slots(block), expected, "block {block} at {pos}");
+                }
+            }
         }
     }
 }
