@@ -164,9 +164,30 @@ struct HfConfig {
     final_logit_softcapping: Option<f32>,
     attn_logit_softcapping: Option<f32>,
     use_bidirectional_attention: Option<bool>,
+    // Qwen2: whether `sliding_window` applies at all.
+    use_sliding_window: Option<bool>,
 }
 
 impl HfConfig {
+    /// The context pudding serves: `max_position_embeddings`, capped at the attention
+    /// window of a Mistral (v0.1: `sliding_window` 4096) or a Qwen2 with
+    /// `use_sliding_window`, whose every block attends through the window. pudding's
+    /// Llama blocks attend globally, which is exact as long as the whole sequence fits the
+    /// window; longer prompts are then refused as over-long instead of answered wrongly.
+    /// (Gemma 3's interleaved windows are implemented, not capped.)
+    fn context_without_window(&self, gemma3: bool) -> usize {
+        let context = self.max_position_embeddings.unwrap_or(2048);
+        let windowed = match self.model_type.as_deref() {
+            Some("mistral") => true,
+            Some("qwen2") => self.use_sliding_window == Some(true),
+            _ => false,
+        };
+        match self.sliding_window {
+            Some(window) if windowed && !gemma3 && window > 0 => context.min(window),
+            _ => context,
+        }
+    }
+
     /// Gemma 3's features from its `config.json` keys (transformers' `Gemma3TextConfig`
     /// defaults where a key is missing). Refuses what the model does not implement:
     /// attention-logit soft-capping (Gemma 2), bidirectional attention (EmbeddingGemma) and
@@ -241,7 +262,7 @@ impl LlamaConfig {
     /// Parses a Hugging Face `config.json` (model types llama, mistral, qwen2 and
     /// gemma3_text, the text-only Gemma 3, whose architecture is named `gemma3` as in GGUF).
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
-        let hf: HfConfig = serde_json::from_str(text)
+        let mut hf: HfConfig = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
         let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
         let gemma3 = model_type == "gemma3_text";
@@ -275,8 +296,9 @@ impl LlamaConfig {
             hf.hidden_size / hf.num_attention_heads.max(1)
         };
         let head_dim = hf.head_dim.unwrap_or(default_head_dim);
+        let context = hf.context_without_window(gemma3);
         let mut rope_freq_factors = None;
-        let rope_scaling = match hf.rope_scaling {
+        let rope_scaling = match hf.rope_scaling.take() {
             None => None,
             Some(s) if s.rope_type.as_deref() == Some("default") => None,
             Some(s) if s.rope_type.as_deref() == Some("linear") => {
@@ -316,7 +338,7 @@ impl LlamaConfig {
             rope_scaling,
             rope_freq_factors,
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            max_seq_len: hf.max_position_embeddings.unwrap_or(2048),
+            max_seq_len: context,
             // Gemma3TextConfig ties by default and its config.json usually omits the key.
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(gemma3),
             attention_bias: hf.attention_bias.unwrap_or(is_qwen2),
@@ -769,6 +791,39 @@ mod tests {
         let r = c.ideal_ratio(6).unwrap();
         assert!((r - 32.0 / 38.0).abs() < 1e-12, "{r}");
         assert!(c.ideal_ratio(31).is_err());
+    }
+
+    /// A Mistral v0.1 (or a Qwen2 with `use_sliding_window`) attends through a window in
+    /// every block: the served context is capped at the window, where global attention is
+    /// exact. No window, or Qwen2's unused one, leaves the context as configured.
+    #[test]
+    fn whole_model_sliding_windows_cap_the_context() {
+        let config = |model_type: &str, extra: &str| {
+            let text = format!(
+                r#"{{"model_type":"{model_type}","num_hidden_layers":2,"hidden_size":64,
+                "intermediate_size":128,"num_attention_heads":4,"num_key_value_heads":2,
+                "vocab_size":100,"max_position_embeddings":32768{extra}}}"#
+            );
+            LlamaConfig::from_hf_json(&text).unwrap().max_seq_len
+        };
+        assert_eq!(config("mistral", r#","sliding_window":4096"#), 4096);
+        assert_eq!(config("mistral", r#","sliding_window":null"#), 32768);
+        assert_eq!(config("mistral", ""), 32768);
+        assert_eq!(
+            config(
+                "qwen2",
+                r#","sliding_window":4096,"use_sliding_window":false"#
+            ),
+            32768
+        );
+        assert_eq!(
+            config(
+                "qwen2",
+                r#","sliding_window":4096,"use_sliding_window":true"#
+            ),
+            4096
+        );
+        assert_eq!(config("llama", r#","sliding_window":4096"#), 32768);
     }
 
     #[test]
