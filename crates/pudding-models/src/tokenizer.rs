@@ -127,9 +127,12 @@ impl TextTokenizer {
     /// merged pair by pair, always the adjacent pair whose concatenation is the vocabulary
     /// entry with the highest score; characters left outside the vocabulary become their
     /// UTF-8 byte tokens `<0xXX>`. The merge order is expressed as BPE merges ranked by
-    /// that score (how Hugging Face converts SentencePiece models). GGUFs that ask for a
-    /// space prefix (`add_space_prefix`, Llama 2 style) are refused: llama.cpp and
-    /// Hugging Face disagree on where it goes.
+    /// that score (how Hugging Face converts SentencePiece models). With a space prefix
+    /// (`add_space_prefix`, llama.cpp's default for SentencePiece: Llama 2, Mistral,
+    /// TinyLlama), every raw fragment (the start of the text and whatever follows a control
+    /// or user-defined token) gets one space in front, as llama.cpp does and as Hugging
+    /// Face's `Prepend("▁")` normalizer does per fragment; decoding drops the first space
+    /// of the text again (HF's `Strip` decoder).
     fn from_gguf_sentencepiece(file: &GgufFile) -> Result<Self, ModelError> {
         let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
         let scores = file.get_f32_array("tokenizer.ggml.scores")?;
@@ -142,13 +145,8 @@ impl TextTokenizer {
                 types.len()
             )));
         }
-        if GgufFile::optional(file.get_bool("tokenizer.ggml.add_space_prefix"))?.unwrap_or(true) {
-            return Err(ModelError::Tokenizer(
-                "SentencePiece with a space prefix (tokenizer.ggml.add_space_prefix, Llama 2 \
-                 style) is not supported; use the model's tokenizer.json instead"
-                    .into(),
-            ));
-        }
+        let space_prefix =
+            GgufFile::optional(file.get_bool("tokenizer.ggml.add_space_prefix"))?.unwrap_or(true);
         let vocab = vocab_json(&tokens)?;
         let ids: std::collections::HashMap<&str, usize> =
             tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
@@ -199,19 +197,31 @@ impl TextTokenizer {
             .collect();
         let unk = GgufFile::optional(file.get_u32("tokenizer.ggml.unknown_token_id"))?
             .and_then(|id| tokens.get(id as usize).copied());
+        let escape_spaces =
+            json!({"type": "Replace", "pattern": {"String": " "}, "content": SPM_SPACE});
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": SPM_SPACE}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        let normalizer = if space_prefix {
+            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+            json!({"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": SPM_SPACE},
+                escape_spaces
+            ]})
+        } else {
+            escape_spaces
+        };
         let spec = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
             "added_tokens": added_tokens_json(&tokens, &types),
-            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPM_SPACE},
+            "normalizer": normalizer,
             "pre_tokenizer": null,
             "post_processor": null,
-            "decoder": {"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": SPM_SPACE}, "content": " "},
-                {"type": "ByteFallback"},
-                {"type": "Fuse"}
-            ]},
+            "decoder": {"type": "Sequence", "decoders": decoders},
             "model": {"type": "BPE", "dropout": null, "unk_token": unk,
                       "continuing_subword_prefix": null, "end_of_word_suffix": null,
                       "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
@@ -424,14 +434,24 @@ mod sentencepiece_tests {
     }
 
     #[test]
-    fn ties_and_space_prefixes_are_refused() {
+    fn tied_scores_are_refused() {
         assert!(matches!(
             spm(-0.5, -0.5, false),
             Err(ModelError::Tokenizer(m)) if m.contains("share the score")
         ));
-        assert!(matches!(
-            spm(-0.5, -0.7, true),
-            Err(ModelError::Tokenizer(m)) if m.contains("space prefix")
-        ));
+    }
+
+    /// With `add_space_prefix`, the text and every fragment after a user-defined or control
+    /// token start with one `▁`; decoding drops only the text's first space.
+    #[test]
+    fn a_space_prefix_goes_before_every_raw_fragment() {
+        let (tok, tokens) = spm(-0.5, -0.7, true).unwrap();
+        assert_eq!(pieces(&tok, &tokens, "a a"), ["\u{2581}a", "\u{2581}a"]);
+        assert_eq!(pieces(&tok, &tokens, "abc"), ["\u{2581}", "ab", "c"]);
+        let ids = tok.encode("a\na").unwrap();
+        let got: Vec<&str> = ids.iter().map(|&i| tokens[i as usize].as_str()).collect();
+        assert_eq!(got, ["\u{2581}a", "\n", "\u{2581}a"]);
+        assert_eq!(tok.decode(&ids).unwrap(), "a\n a");
+        assert!(tok.encode("").unwrap().is_empty());
     }
 }
