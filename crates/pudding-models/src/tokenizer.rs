@@ -147,9 +147,13 @@ impl TextTokenizer {
         }
         let space_prefix =
             GgufFile::optional(file.get_bool("tokenizer.ggml.add_space_prefix"))?.unwrap_or(true);
-        let vocab = vocab_json(&tokens)?;
         let ids: std::collections::HashMap<&str, usize> =
             tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+        if ids.len() != tokens.len() {
+            return Err(ModelError::Tokenizer(
+                "tokenizer.ggml.tokens holds duplicate tokens".into(),
+            ));
+        }
         // Every split of a mergeable piece into two vocabulary pieces is a merge, ranked by
         // the piece's score (highest first; ties by piece, then left, then right id).
         let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
@@ -191,43 +195,54 @@ impl TextTokenizer {
                 .then(a.2.cmp(&b.2))
                 .then(a.3.cmp(&b.3))
         });
-        let merges: Vec<Value> = merges
+        // Built directly rather than through tokenizer.json: the vocabulary (262k pieces
+        // for Gemma) and its merges (515k) would otherwise be written and parsed as JSON.
+        let merges: tokenizers::models::bpe::Merges = merges
             .iter()
-            .map(|&(_, _, l, r)| json!([tokens[l], tokens[r]]))
+            .map(|&(_, _, l, r)| (tokens[l].to_string(), tokens[r].to_string()))
+            .collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
             .collect();
         let unk = GgufFile::optional(file.get_u32("tokenizer.ggml.unknown_token_id"))?
             .and_then(|id| tokens.get(id as usize).copied());
-        let escape_spaces =
-            json!({"type": "Replace", "pattern": {"String": " "}, "content": SPM_SPACE});
-        let mut decoders = vec![
-            json!({"type": "Replace", "pattern": {"String": SPM_SPACE}, "content": " "}),
-            json!({"type": "ByteFallback"}),
-            json!({"type": "Fuse"}),
-        ];
-        let normalizer = if space_prefix {
-            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
-            json!({"type": "Sequence", "normalizers": [
-                {"type": "Prepend", "prepend": SPM_SPACE},
-                escape_spaces
-            ]})
+        let mut bpe = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .fuse_unk(true)
+            .byte_fallback(true);
+        if let Some(unk) = unk {
+            bpe = bpe.unk_token(unk.to_string());
+        }
+        let bpe = bpe.build().map_err(tok_err)?;
+        use tokenizers::{decoders, normalizers, DecoderWrapper, NormalizerWrapper};
+        let escape_spaces = normalizers::Replace::new(" ", SPM_SPACE).map_err(tok_err)?;
+        let normalizer: NormalizerWrapper = if space_prefix {
+            normalizers::Sequence::new(vec![
+                normalizers::Prepend::new(SPM_SPACE.to_string()).into(),
+                escape_spaces.into(),
+            ])
+            .into()
         } else {
-            escape_spaces
+            escape_spaces.into()
         };
-        let spec = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added_tokens_json(&tokens, &types),
-            "normalizer": normalizer,
-            "pre_tokenizer": null,
-            "post_processor": null,
-            "decoder": {"type": "Sequence", "decoders": decoders},
-            "model": {"type": "BPE", "dropout": null, "unk_token": unk,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
-        });
-        let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
+        let mut steps: Vec<DecoderWrapper> = vec![
+            normalizers::Replace::new(SPM_SPACE, " ")
+                .map_err(tok_err)?
+                .into(),
+            decoders::byte_fallback::ByteFallback::default().into(),
+            decoders::fuse::Fuse::default().into(),
+        ];
+        if space_prefix {
+            steps.push(decoders::strip::Strip::new(' ', 1, 0).into());
+        }
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_normalizer(Some(normalizer)).map_err(tok_err)?;
+        inner.with_decoder(Some(decoders::sequence::Sequence::new(steps)));
+        inner
+            .add_tokens(added_tokens(&tokens, &types))
+            .map_err(tok_err)?;
         Ok(Self { inner })
     }
 
@@ -292,8 +307,21 @@ fn vocab_json(tokens: &[&str]) -> Result<serde_json::Map<String, Value>, ModelEr
     Ok(vocab)
 }
 
-/// Control and user-defined tokens as `tokenizers` added tokens: matched as whole strings
-/// in the raw text before anything else, as llama.cpp does.
+/// Control and user-defined tokens as `tokenizers` added tokens (control ones special):
+/// matched as whole strings in the raw text before anything else, as llama.cpp does.
+fn added_tokens(tokens: &[&str], types: &[i32]) -> Vec<tokenizers::AddedToken> {
+    types
+        .iter()
+        .zip(tokens)
+        .filter(|(&t, _)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+        .map(|(&t, content)| {
+            tokenizers::AddedToken::from(content.to_string(), t == TOKEN_TYPE_CONTROL)
+                .normalized(false)
+        })
+        .collect()
+}
+
+/// [`added_tokens`] as `tokenizer.json` entries.
 fn added_tokens_json(tokens: &[&str], types: &[i32]) -> Vec<Value> {
     types
         .iter()
