@@ -151,7 +151,7 @@ pub fn load_router<B: BackendTrait>(
 }
 
 /// `pudding train-router --mode full`: fine-tunes the encoder and the head together
-/// (METHOD.md's setting; `config` carries its defaults), checkpointing every epoch under
+/// (the paper's setting; `config` carries its defaults), checkpointing every epoch under
 /// `out/checkpoints/`, and writes the router directory with the fine-tuned encoder in
 /// `out/encoder/`.
 pub fn finetune_router_command(

@@ -1,6 +1,6 @@
 //! # pudding-candidates
 //!
-//! Building candidate omission sets (PuDDing, METHOD.md section 2):
+//! Building candidate omission sets (PuDDing's candidate search):
 //!
 //! - [`calibration`]: calibration samples (tokenised with the shared scorer's rule) from
 //!   task items or plain text.

@@ -1,4 +1,4 @@
-//! Memory-constrained mode (METHOD.md section 5): only the blocks the current omission set
+//! Memory-constrained mode (described in the paper): only the blocks the current omission set
 //! keeps are resident on the device; the others stay in the memory-mapped checkpoint, and
 //! switching to another set loads just the blocks it needs that are not resident yet.
 

@@ -82,7 +82,7 @@ fn token_logprobs_agree_with_the_full_distribution() {
 
 #[test]
 fn skipping_ten_middle_blocks_raises_perplexity_as_published() {
-    // ASSETS.md: perplexity ~3.73 dense, ~593 with blocks 10-19 skipped.
+    // The asset's published notes: perplexity ~3.73 dense, ~593 with blocks 10-19 skipped.
     let lm = model();
     let text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome.";
     let ids = lm.encode(text).unwrap();

@@ -1,4 +1,4 @@
-//! Full fine-tuning (the paper's setting, METHOD.md section 3): the BERT encoder and the
+//! Full fine-tuning (the paper's setting, its section on the router): the BERT encoder and the
 //! head are trained together on the MSE against the label vectors. AdamW with a linear
 //! warm-up (in steps) then linear decay, decoupled weight decay, gradient-norm clipping,
 //! mini-batches, the seeded split of [`crate::train`], per-epoch metrics, a checkpoint
@@ -20,7 +20,7 @@ use pudding_models::sampling::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Settings of the full fine-tune (defaults: METHOD.md's).
+/// Settings of the full fine-tune (defaults: the paper's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
     /// Width of the head's hidden layer.

