@@ -128,7 +128,7 @@ struct StepTables<B: Backend> {
     cos: Tensor<B, 4>,
     /// `[1 or b, 1, s, e]`.
     sin: Tensor<B, 4>,
-    /// Additive mask `[1 or b, 1, r*s, t]` (query row `(rep, i)` is row `rep * s + i`; the
+    /// Additive mask `[1 or b, 1 or g, r*s, t]` (query row `(rep, i)` is row `rep * s + i`; the
     /// `t` columns are the key slots the attention holds, see `keep`), or `None` when every
     /// query may see every key (one new token, no padding, within the window).
     mask: Option<Tensor<B, 4>>,
@@ -178,6 +178,18 @@ impl<B: Backend> StepContext<B> {
         }
     }
 
+    /// Repeats the attention masks over the `kv_heads` key/value heads (`[1 or b, 1, r*s,
+    /// t]` -> `[1 or b, kv_heads, r*s, t]`), once for all blocks, so that adding a mask to
+    /// the scores `[b, kv_heads, r*s, t]` is a plain elementwise add rather than a
+    /// broadcast (on the CPU backend the broadcast add took about a fifth of a 512-token
+    /// prefill). A mask larger than [`MASK_REPEAT_LIMIT`] elements after the repeat stays
+    /// broadcast, to bound memory on long prompts.
+    pub fn with_kv_heads(mut self, kv_heads: usize) -> Self {
+        self.global = self.global.with_kv_heads(kv_heads);
+        self.local = self.local.map(|l| l.with_kv_heads(kv_heads));
+        self
+    }
+
     /// The tables and mask of a global (`sliding == false`) or windowed block.
     fn tables(&self, sliding: bool) -> &StepTables<B> {
         match (&self.local, sliding) {
@@ -187,7 +199,26 @@ impl<B: Backend> StepContext<B> {
     }
 }
 
+/// The most elements an attention mask may have once repeated over the key/value heads
+/// ([`StepContext::with_kv_heads`]): 32M, 128 MB in f32.
+pub const MASK_REPEAT_LIMIT: usize = 1 << 25;
+
 impl<B: Backend> StepTables<B> {
+    fn with_kv_heads(mut self, kv_heads: usize) -> Self {
+        if let Some(mask) = self.mask.take() {
+            let [_, heads, _, _] = mask.dims();
+            let repeated = mask.shape().num_elements().saturating_mul(kv_heads);
+            self.mask = Some(
+                if heads == 1 && kv_heads > 1 && repeated <= MASK_REPEAT_LIMIT {
+                    mask.repeat_dim(1, kv_heads)
+                } else {
+                    mask
+                },
+            );
+        }
+        self
+    }
+
     fn new(
         rope: &RotaryTables<B>,
         window: Option<usize>,
@@ -1075,7 +1106,8 @@ impl<B: Backend> LlamaModel<B> {
             positions,
             visible,
             &self.device(),
-        ))
+        )
+        .with_kv_heads(self.config.n_kv_heads))
     }
 
     /// Runs `blocks` in order on `x` (`[b, s, d]`) under a given step context (no cache).
@@ -1111,6 +1143,7 @@ impl<B: Backend> LlamaModel<B> {
             left_pad,
             &self.device(),
         )
+        .with_kv_heads(self.config.n_kv_heads)
     }
 
     /// Final norm and output head: `[b, s, d]` -> logits `[b, s, v]`, always in f32 (so
