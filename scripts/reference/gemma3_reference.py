@@ -244,8 +244,9 @@ class SpmTokenizer:
         return bs.decode("utf-8", errors="replace")
 
 
-def hf_gemma_tokenizer(tokens, scores, token_type):
-    """A `tokenizers` BPE equivalent of the SPM model (HF's GemmaConverter recipe)."""
+def hf_gemma_tokenizer(tokens, scores, token_type, space_prefix=False):
+    """A `tokenizers` BPE equivalent of the SPM model (HF's GemmaConverter recipe; with
+    `space_prefix`, HF's Llama converter's `Prepend("▁")` before the space escape)."""
     try:
         from tokenizers import AddedToken, Tokenizer, models, normalizers
     except ImportError:
@@ -261,7 +262,9 @@ def hf_gemma_tokenizer(tokens, scores, token_type):
     tok = Tokenizer(models.BPE(vocab=vocab,
                                merges=[(tokens[l], tokens[r]) for _, _, l, r in merges],
                                unk_token="<unk>", byte_fallback=True))
-    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    escape = normalizers.Replace(" ", "\u2581")
+    tok.normalizer = (normalizers.Sequence([normalizers.Prepend("\u2581"), escape])
+                      if space_prefix else escape)
     tok.add_special_tokens([AddedToken(t, special=ty == CONTROL, normalized=False)
                             for t, ty in zip(tokens, token_type)
                             if ty in (CONTROL, USER_DEFINED)])

@@ -29,7 +29,7 @@ from gguf import GGUFReader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gemma3_reference import (  # noqa: E402
-    BYTE, CONTROL, DEFAULT_GGUF, USER_DEFINED, SpmTokenizer, field)
+    BYTE, DEFAULT_GGUF, SpmTokenizer, field, hf_gemma_tokenizer)
 
 OUT = "crates/pudding-models/tests/fixtures/spm_space_prefix.json"
 
@@ -67,27 +67,6 @@ class PrefixSpm(SpmTokenizer):
         return text[1:] if text.startswith(" ") else text
 
 
-def hf_prefix_tokenizer(tokens, scores, token_type):
-    from tokenizers import AddedToken, Tokenizer, models, normalizers
-    vocab = {t: i for i, t in enumerate(tokens)}
-    merges = []
-    for piece, pid in vocab.items():
-        for j in range(1, len(piece)):
-            l, r = vocab.get(piece[:j]), vocab.get(piece[j:])
-            if l is not None and r is not None:
-                merges.append((-float(scores[pid]), pid, l, r))
-    merges.sort()
-    tok = Tokenizer(models.BPE(vocab=vocab,
-                               merges=[(tokens[l], tokens[r]) for _, _, l, r in merges],
-                               unk_token="<unk>", byte_fallback=True))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    tok.add_special_tokens([AddedToken(t, special=ty == CONTROL, normalized=False)
-                            for t, ty in zip(tokens, token_type)
-                            if ty in (CONTROL, USER_DEFINED)])
-    return tok
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gguf", default=DEFAULT_GGUF)
@@ -100,7 +79,8 @@ def main():
     bos = int(field(r, "tokenizer.ggml.bos_token_id"))
     unk = int(field(r, "tokenizer.ggml.unknown_token_id"))
     tok = PrefixSpm(tokens, scores, token_type, bos, unk, add_bos=False)
-    hf = hf_prefix_tokenizer(tokens, scores, token_type)
+    hf = hf_gemma_tokenizer(tokens, scores, token_type, space_prefix=True)
+    assert hf is not None, "the cross-check needs the tokenizers package"
     cases = []
     for p in PROMPTS:
         ids = tok.encode(p)

@@ -175,7 +175,7 @@ impl HfConfig {
     /// Llama blocks attend globally, which is exact as long as the whole sequence fits the
     /// window; longer prompts are then refused as over-long instead of answered wrongly.
     /// (Gemma 3's interleaved windows are implemented, not capped.)
-    fn context_without_window(&self, gemma3: bool) -> usize {
+    fn context_without_window(&self) -> usize {
         let context = self.max_position_embeddings.unwrap_or(2048);
         let windowed = match self.model_type.as_deref() {
             Some("mistral") => true,
@@ -183,7 +183,7 @@ impl HfConfig {
             _ => false,
         };
         match self.sliding_window {
-            Some(window) if windowed && !gemma3 && window > 0 => context.min(window),
+            Some(window) if windowed && window > 0 => context.min(window),
             _ => context,
         }
     }
@@ -191,8 +191,9 @@ impl HfConfig {
     /// Gemma 3's features from its `config.json` keys (transformers' `Gemma3TextConfig`
     /// defaults where a key is missing). Refuses what the model does not implement:
     /// attention-logit soft-capping (Gemma 2), bidirectional attention (EmbeddingGemma) and
-    /// a sliding / global layout other than one global block every N.
-    fn gemma3_features(&self) -> Result<FamilyFeatures, ModelError> {
+    /// a sliding / global layout other than one global block every N. `head_dim` is the
+    /// configuration's (256 when the key is missing).
+    fn gemma3_features(&self, head_dim: usize) -> Result<FamilyFeatures, ModelError> {
         let bad = |m: String| {
             Err(ModelError::Config(format!(
                 "config.json (gemma3_text): {m}"
@@ -239,7 +240,6 @@ impl HfConfig {
                 .or(self.private_sliding_window_pattern)
                 .unwrap_or(6),
         };
-        let head_dim = self.head_dim.unwrap_or(256);
         let scalar = self.query_pre_attn_scalar.unwrap_or(256.0);
         Ok(FamilyFeatures {
             activation: Activation::GeluTanh,
@@ -285,18 +285,18 @@ impl LlamaConfig {
         } else {
             model_type
         };
-        let features = if gemma3 {
-            hf.gemma3_features()?
-        } else {
-            FamilyFeatures::default()
-        };
         let default_head_dim = if gemma3 {
             256
         } else {
             hf.hidden_size / hf.num_attention_heads.max(1)
         };
         let head_dim = hf.head_dim.unwrap_or(default_head_dim);
-        let context = hf.context_without_window(gemma3);
+        let features = if gemma3 {
+            hf.gemma3_features(head_dim)?
+        } else {
+            FamilyFeatures::default()
+        };
+        let context = hf.context_without_window();
         let mut rope_freq_factors = None;
         let rope_scaling = match hf.rope_scaling.take() {
             None => None,

@@ -86,11 +86,7 @@ impl Checkpoint {
                 }
             }
         }
-        if let Some(id) = tokenizer.token_to_id("<end_of_turn>") {
-            if !stop_tokens.contains(&id) {
-                stop_tokens.push(id);
-            }
-        }
+        add_end_of_turn(&tokenizer, &mut stop_tokens);
         let bos_token = special("tokenizer.ggml.bos_token_id")?;
         let sentencepiece = file.get_str("tokenizer.ggml.model")? == "llama";
         let add_bos = GgufFile::optional(file.get_bool("tokenizer.ggml.add_bos_token"))?
@@ -147,12 +143,7 @@ impl Checkpoint {
         };
         let gemma = config.architecture == "gemma3";
         if gemma {
-            // Gemma ends a chat turn with `<end_of_turn>` (llama.cpp stops there too).
-            if let Some(id) = tokenizer.token_to_id("<end_of_turn>") {
-                if !stop_tokens.contains(&id) {
-                    stop_tokens.push(id);
-                }
-            }
+            add_end_of_turn(&tokenizer, &mut stop_tokens);
         }
         let tokenizer_config = read_hf_tokenizer_config(dir)?;
         // Gemma's tokenizer puts BOS first by default; other families only when their
@@ -192,6 +183,16 @@ impl Checkpoint {
         lm.with_bos_token(self.bos_token)?
             .with_add_bos(self.add_bos)?
             .with_chat_template(self.chat_template)
+    }
+}
+
+/// Adds Gemma's `<end_of_turn>` to `stop_tokens` when the vocabulary has it (llama.cpp
+/// stops there too).
+fn add_end_of_turn(tokenizer: &TextTokenizer, stop_tokens: &mut Vec<u32>) {
+    if let Some(id) = tokenizer.token_to_id("<end_of_turn>") {
+        if !stop_tokens.contains(&id) {
+            stop_tokens.push(id);
+        }
     }
 }
 

@@ -102,12 +102,11 @@ impl TextTokenizer {
             }
         };
         let vocab = vocab_json(&tokens)?;
-        let added = added_tokens_json(&tokens, &types);
         let spec = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
-            "added_tokens": added,
+            "added_tokens": [],
             "normalizer": normalizer,
             "pre_tokenizer": pre_tokenizer,
             "post_processor": null,
@@ -117,7 +116,10 @@ impl TextTokenizer {
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                       "vocab": vocab, "merges": merges},
         });
-        let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
+        let mut inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
+        inner
+            .add_tokens(added_tokens(&tokens, &types))
+            .map_err(tok_err)?;
         Ok(Self { inner })
     }
 
@@ -317,21 +319,6 @@ fn added_tokens(tokens: &[&str], types: &[i32]) -> Vec<tokenizers::AddedToken> {
         .map(|(&t, content)| {
             tokenizers::AddedToken::from(content.to_string(), t == TOKEN_TYPE_CONTROL)
                 .normalized(false)
-        })
-        .collect()
-}
-
-/// [`added_tokens`] as `tokenizer.json` entries.
-fn added_tokens_json(tokens: &[&str], types: &[i32]) -> Vec<Value> {
-    types
-        .iter()
-        .enumerate()
-        .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-        .filter_map(|(i, &t)| {
-            tokens.get(i).map(|content| {
-                json!({"id": i, "content": content, "single_word": false, "lstrip": false,
-                       "rstrip": false, "normalized": false, "special": t == TOKEN_TYPE_CONTROL})
-            })
         })
         .collect()
 }

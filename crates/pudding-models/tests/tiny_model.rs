@@ -15,6 +15,15 @@ fn load(path: &Path) -> LlamaLm<B> {
     LlamaLm::<B>::load(path, &Default::default()).unwrap()
 }
 
+/// The default tiny Llama written as a Hugging Face directory `hf` inside a fresh
+/// temporary directory (keep the guard alive while the directory is used).
+fn tiny_hf_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&TinyLlamaSpec::default(), &hf).unwrap();
+    (dir, hf)
+}
+
 fn tiny(spec: &TinyLlamaSpec) -> (tempfile::TempDir, LlamaLm<B>) {
     load_tiny_llama::<B>(spec).unwrap()
 }
@@ -468,10 +477,7 @@ fn gguf_rope_scaling_equals_the_hf_rope_scaling() {
 /// or a template that is not Jinja is a load error.
 #[test]
 fn chat_template_from_tokenizer_config() {
-    let spec = TinyLlamaSpec::default();
-    let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("hf");
-    write_tiny_llama_hf(&spec, &hf).unwrap();
+    let (_dir, hf) = tiny_hf_dir();
     assert_eq!(
         load(&hf).chat_prompt("hi").unwrap(),
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
@@ -503,10 +509,7 @@ fn chat_template_from_tokenizer_config() {
 /// and a value that is not a boolean is a load error.
 #[test]
 fn add_bos_token_from_tokenizer_config() {
-    let spec = TinyLlamaSpec::default();
-    let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("hf");
-    write_tiny_llama_hf(&spec, &hf).unwrap();
+    let (_dir, hf) = tiny_hf_dir();
     assert!(!load(&hf).adds_bos());
     let tokenizer_config = hf.join("tokenizer_config.json");
     std::fs::write(&tokenizer_config, r#"{"add_bos_token": true}"#).unwrap();
