@@ -4,6 +4,15 @@ use crate::ModelError;
 use burn::prelude::*;
 use pudding_core::OmissionSet;
 
+/// The first of `slots` key slots that a block attending through `window` (`None`:
+/// globally) still needs: no later query sees a key more than `window` slots back. This one
+/// rule both trims a sliding-window block's cache ([`KvCache::append`]) and sets the first
+/// column of its attention mask, so the two always agree. `window` is never zero (the
+/// config refuses it).
+pub(crate) fn first_held_slot(slots: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| slots.saturating_sub(w))
+}
+
 /// Keys and values of every earlier position, per block.
 ///
 /// Entry `i` is `None` for a skipped block (a skipped block writes nothing), else
@@ -103,12 +112,14 @@ impl<B: Backend> KvCache<B> {
             ),
         };
         let slots = merged.0.dims()[2];
-        self.blocks[block] = Some(match keep {
-            Some(keep) if keep > 0 && slots > keep => (
-                merged.0.clone().narrow(2, slots - keep, keep),
-                merged.1.clone().narrow(2, slots - keep, keep),
-            ),
-            _ => merged.clone(),
+        let first = first_held_slot(slots, keep);
+        self.blocks[block] = Some(if first > 0 {
+            (
+                merged.0.clone().narrow(2, first, slots - first),
+                merged.1.clone().narrow(2, first, slots - first),
+            )
+        } else {
+            merged.clone()
         });
         merged
     }

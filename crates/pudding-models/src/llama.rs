@@ -4,7 +4,7 @@
 //! heads, `g` key/value heads, `r = h / g` query heads per key/value head, `e` head_dim,
 //! `v` vocabulary.
 
-use crate::cache::KvCache;
+use crate::cache::{first_held_slot, KvCache};
 use crate::config::Activation;
 use crate::rope::{rotate_half, RotaryTables};
 use crate::weights::{HostTensor, WeightSource};
@@ -184,9 +184,14 @@ impl<B: Backend> StepContext<B> {
     /// broadcast (on the CPU backend the broadcast add took about a fifth of a 512-token
     /// prefill). A mask larger than [`MASK_REPEAT_LIMIT`] elements after the repeat stays
     /// broadcast, to bound memory on long prompts.
-    pub fn with_kv_heads(mut self, kv_heads: usize) -> Self {
-        self.global = self.global.with_kv_heads(kv_heads);
-        self.local = self.local.map(|l| l.with_kv_heads(kv_heads));
+    pub fn with_kv_heads(self, kv_heads: usize) -> Self {
+        self.with_kv_heads_within(kv_heads, MASK_REPEAT_LIMIT)
+    }
+
+    /// [`Self::with_kv_heads`] with another element limit than [`MASK_REPEAT_LIMIT`].
+    fn with_kv_heads_within(mut self, kv_heads: usize, limit: usize) -> Self {
+        self.global = self.global.with_kv_heads(kv_heads, limit);
+        self.local = self.local.map(|l| l.with_kv_heads(kv_heads, limit));
         self
     }
 
@@ -204,17 +209,16 @@ impl<B: Backend> StepContext<B> {
 pub const MASK_REPEAT_LIMIT: usize = 1 << 25;
 
 impl<B: Backend> StepTables<B> {
-    fn with_kv_heads(mut self, kv_heads: usize) -> Self {
+    /// Repeats the mask over `kv_heads` when the result has at most `limit` elements.
+    fn with_kv_heads(mut self, kv_heads: usize, limit: usize) -> Self {
         if let Some(mask) = self.mask.take() {
             let [_, heads, _, _] = mask.dims();
             let repeated = mask.shape().num_elements().saturating_mul(kv_heads);
-            self.mask = Some(
-                if heads == 1 && kv_heads > 1 && repeated <= MASK_REPEAT_LIMIT {
-                    mask.repeat_dim(1, kv_heads)
-                } else {
-                    mask
-                },
-            );
+            self.mask = Some(if heads == 1 && kv_heads > 1 && repeated <= limit {
+                mask.repeat_dim(1, kv_heads)
+            } else {
+                mask
+            });
         }
         self
     }
@@ -229,8 +233,8 @@ impl<B: Backend> StepTables<B> {
         device: &B::Device,
     ) -> Self {
         let total = offset + seq;
-        // The first key slot the attention holds (the cache's trimming rule).
-        let first_key = window.map_or(0, |w| offset.saturating_sub(w));
+        // The first key slot the attention holds: the cache's own trimming rule.
+        let first_key = first_held_slot(offset, window);
         let keys = total - first_key;
         if left_pad.iter().all(|&p| p == 0) {
             let (cos, sin) = rope.window(offset, seq);
@@ -1317,5 +1321,74 @@ impl<B: Backend> LlamaModel<B> {
         let [b, s, _] = hidden.dims();
         let last = hidden.narrow(1, s - 1, 1);
         Ok(self.head(last).reshape([b, self.config.vocab_size]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{load_tiny_llama, TinyLlamaSpec};
+    use crate::CpuBackend;
+
+    /// A mask over the repeat limit stays broadcast over the key/value heads; the blocks'
+    /// output is the same either way (the add is the same add, only its layout differs).
+    #[test]
+    fn a_mask_over_the_repeat_limit_stays_broadcast_with_the_same_output() {
+        let spec = TinyLlamaSpec::default();
+        let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+        let model = lm.model();
+        let (seq, offset) = (7, 0);
+        let step = StepContext::new(
+            model.rotary(),
+            model.config.group_size(),
+            seq,
+            offset,
+            &[],
+            &model.device(),
+        );
+        let mask_dims = |s: &StepContext<CpuBackend>| s.global.mask.as_ref().map(|m| m.dims());
+        let reps = spec.n_heads / spec.n_kv_heads;
+        assert_eq!(mask_dims(&step), Some([1, 1, reps * seq, seq]));
+
+        let repeated = step
+            .clone()
+            .with_kv_heads_within(spec.n_kv_heads, usize::MAX);
+        assert_eq!(
+            mask_dims(&repeated),
+            Some([1, spec.n_kv_heads, reps * seq, seq])
+        );
+        // The limit is inclusive: exactly the repeated size repeats, one less does not.
+        let needed = spec.n_kv_heads * reps * seq * seq;
+        let at_limit = step.clone().with_kv_heads_within(spec.n_kv_heads, needed);
+        assert_eq!(mask_dims(&at_limit), mask_dims(&repeated));
+        let broadcast = step.with_kv_heads_within(spec.n_kv_heads, needed - 1);
+        assert_eq!(mask_dims(&broadcast), Some([1, 1, reps * seq, seq]));
+
+        let tokens: Vec<i64> = (0..seq as i64).map(|t| 3 + 5 * t).collect();
+        let tokens = Tensor::<CpuBackend, 1, Int>::from_data(
+            TensorData::new(tokens, [seq]),
+            &model.device(),
+        )
+        .reshape([1, seq]);
+        let x = model.embed_tokens(tokens);
+        let run = |step: &StepContext<CpuBackend>| {
+            model
+                .run_blocks_in(step, 0..spec.n_blocks, x.clone())
+                .unwrap()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let (a, b) = (run(&repeated), run(&broadcast));
+        assert_eq!(a.len(), seq * spec.hidden);
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= 1e-6,
+            "repeated vs broadcast mask: max |diff| {diff}"
+        );
     }
 }
