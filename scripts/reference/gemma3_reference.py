@@ -85,9 +85,7 @@ The file appears to be the base (pre-trained) model (general.name "Gemma 3 270m"
 """
 
 import argparse
-import hashlib
 import heapq
-import json
 import os
 import sys
 import time
@@ -100,6 +98,7 @@ import numpy as np  # noqa: E402
 from gguf import GGUFReader  # noqa: E402
 from gguf.quants import dequantize  # noqa: E402
 
+from fixture_io import file_sha256, r7, write_json_atomic  # noqa: E402
 from smollm2_reference import field, log_softmax  # noqa: E402
 
 DEFAULT_GGUF = os.path.expanduser("~/.cache/pudding/models/gemma-3-270m-q4_k_m.gguf")
@@ -389,9 +388,6 @@ class Gemma3:
             yield t0, lp, lse
 
 
-def r7(x):
-    return float(f"{float(x):.7g}")
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -400,11 +396,7 @@ def main():
     args = ap.parse_args()
     t_start = time.time()
 
-    with open(args.gguf, "rb") as f:
-        h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    sha = h.hexdigest()
+    sha = file_sha256(args.gguf)
     model = Gemma3(args.gguf)
     print(f"gguf sha256 {sha}; layers={model.n_layer} d={model.d} ffn={model.ffn} "
           f"heads={model.n_head}/{model.n_kv} hd={model.head_dim} vocab={model.vocab} "
@@ -519,12 +511,7 @@ def main():
     ref = {"generator": "scripts/reference/gemma3_reference.py", "command": cmd,
            "gguf_sha256": sha, "probe_ids": [int(i) for i in probe], "cases": cases,
            "greedy": greedy}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(ref, f, separators=(",", ":"), ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, ref, compact=True)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes) in "
           f"{time.time() - t_start:.0f}s", file=sys.stderr)
 

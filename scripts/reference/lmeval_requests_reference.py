@@ -54,6 +54,8 @@ import types
 import zipfile
 from pathlib import Path
 
+from fixture_io import write_json_atomic
+
 LM_EVAL_VERSION = "0.4.9"
 
 # pudding task name -> (lm-eval task name, Arrow directory under hf_datasets/ of the
@@ -246,9 +248,7 @@ def main():
             out["tasks"][name] = entry
             print(f"{name}: {len(entry['hashes'])} documents", file=sys.stderr)
     out_path = Path(args.out)
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out_path)
+    write_json_atomic(out_path, out)
     print(f"wrote {out_path}", file=sys.stderr)
 
 

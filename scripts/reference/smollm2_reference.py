@@ -66,8 +66,6 @@ GGUF notes: rms eps key `llama.attention.layer_norm_rms_epsilon` (f32,
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 
@@ -81,6 +79,8 @@ import regex  # noqa: E402
 
 from gguf import GGUFReader
 from gguf.quants import dequantize
+
+from fixture_io import file_sha256, r7, write_json_atomic
 
 DEFAULT_GGUF = os.path.expanduser("~/.cache/pudding/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 REF_OUT = "crates/pudding-models/tests/fixtures/smollm2_reference.json"
@@ -367,9 +367,6 @@ def hf_tokenizer(tokens, token_type, merges):
 # -------------------------------------------------------------------------- main
 
 
-def r7(x):
-    return float(f"{float(x):.7g}")
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -378,11 +375,7 @@ def main():
     ap.add_argument("--greedy-out", default=GREEDY_OUT)
     args = ap.parse_args()
 
-    with open(args.gguf, "rb") as f:
-        h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    sha = h.hexdigest()
+    sha = file_sha256(args.gguf)
 
     model = Model(args.gguf)
     print(f"gguf sha256 {sha}", file=sys.stderr)
@@ -442,10 +435,7 @@ def main():
         "probe_ids": probe_ids,
         "cases": cases,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(ref, f, separators=(",", ":"), ensure_ascii=False)
-        f.write("\n")
+    write_json_atomic(args.out, ref, compact=True)
 
     greedy_cases = []
     for pi in GREEDY_PROMPTS:
@@ -462,11 +452,9 @@ def main():
                                  "greedy": out})
             print(f"greedy skip={skip} {PROMPTS[pi][:30]!r} -> "
                   f"{tok.decode(out, model.tokens)!r}", file=sys.stderr)
-    with open(args.greedy_out, "w") as f:
-        json.dump({"generator": "scripts/reference/smollm2_reference.py", "command": cmd,
-                   "gguf_sha256": sha, "cases": greedy_cases}, f, indent=1,
-                  ensure_ascii=False)
-        f.write("\n")
+    write_json_atomic(args.greedy_out, {"generator": "scripts/reference/smollm2_reference.py",
+                                        "command": cmd, "gguf_sha256": sha,
+                                        "cases": greedy_cases})
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes), {args.greedy_out} "
           f"({os.path.getsize(args.greedy_out)} bytes)", file=sys.stderr)
 

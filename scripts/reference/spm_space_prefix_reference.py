@@ -21,13 +21,13 @@ It writes `crates/pudding-models/tests/fixtures/spm_space_prefix.json`.
 """
 
 import argparse
-import json
 import os
 import sys
 
 from gguf import GGUFReader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_io import write_json_atomic  # noqa: E402
 from gemma3_reference import (  # noqa: E402
     BYTE, DEFAULT_GGUF, SpmTokenizer, field, hf_gemma_tokenizer)
 
@@ -94,11 +94,7 @@ def main():
     assert any(c["byte_tokens"] for c in cases)
     out = {"source": "gemma-3-270m vocabulary with tokenizer.ggml.add_space_prefix = true",
            "cases": cases}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(out, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
