@@ -13,31 +13,13 @@
 
 use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, speed_line};
+use pudding_cli::default_router::embedded_router;
 use pudding_cli::resolve_model;
-use pudding_cli::router_commands::load_encoder;
-use pudding_core::{CandidatePool, GenerationConfig, OmissionSet, Pudding, SkippableLm};
+use pudding_core::{GenerationConfig, OmissionSet, Pudding, SkippableLm};
 use pudding_models::LlamaLm;
-use pudding_router::router::PuddingRouter;
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The embedded defaults: k = 3 and k = 6 pools for SmolLM2-135M-Instruct and their
-/// routers (docs/router.md says how they were made): (pool, router card, router head).
-const DEFAULTS: [(usize, &str, &str, &[u8]); 2] = [
-    (
-        3,
-        include_str!("../default/pool-k3.json"),
-        include_str!("../default/router-k3/router.json"),
-        include_bytes!("../default/router-k3/head.safetensors"),
-    ),
-    (
-        6,
-        include_str!("../default/pool-k6.json"),
-        include_str!("../default/router-k6/router.json"),
-        include_bytes!("../default/router-k6/head.safetensors"),
-    ),
-];
 
 struct Args {
     prompt: String,
@@ -102,16 +84,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "given with --skip".to_string(),
         ),
         None => {
-            let (_, pool_json, card_json, head_bytes) = DEFAULTS
-                .iter()
-                .find(|d| d.0 == args.k)
-                .ok_or("the embedded routers are for k = 3 and k = 6")?;
-            let pool: CandidatePool = serde_json::from_str(pool_json)?;
-            if pool.check_model(lm.fingerprint()).is_err() {
-                return Err("the embedded router is for SmolLM2-135M-Instruct; with another --model pass --skip".into());
-            }
-            let encoder = load_encoder::<Backend>(&device)?;
-            let router = PuddingRouter::from_bytes(card_json, head_bytes, pool, encoder, &device)?;
+            let router = embedded_router::<Backend>(args.k, &lm, &device)?;
             let pipeline = Pudding::new(&lm, &router)?;
             // Warm the router once so the reported time is the steady state.
             pipeline.route(&args.prompt)?;

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod commands;
+pub mod default_router;
 pub mod e2e_report;
 pub mod reproduce;
 pub mod router_commands;

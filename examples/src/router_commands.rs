@@ -219,16 +219,15 @@ pub fn finetune_router_command(
     Ok(())
 }
 
-/// `pudding route`.
+/// `pudding route`: routes `prompt` with `router` (once), then generates with the chosen
+/// candidate's blocks skipped, printing the text and, on stderr, the decision and speed.
 pub fn route_command(
     lm: &LlamaLm<Backend>,
-    pool: &Path,
-    router: &Path,
+    router: &PuddingRouter<Backend>,
     prompt: &str,
     max_tokens: usize,
 ) -> Result<(), Box<dyn Error>> {
-    let router = load_router::<Backend>(pool, router, &backend::device())?;
-    let pipeline = Pudding::new(lm, &router)?;
+    let pipeline = Pudding::new(lm, router)?;
     let ids = lm.encode_prompt(&lm.chat_prompt(prompt)?)?;
     let config = GenerationConfig {
         max_new_tokens: max_tokens,

@@ -130,6 +130,52 @@ fn generate_and_route_answer_a_chat_prompt() {
     let ids = lm.encode_prompt(&lm.chat_prompt(prompt).unwrap()).unwrap();
     let expected = lm.generate(&ids, &set, &config).unwrap();
     assert_eq!(text.trim_end(), expected.text.trim_end());
+
+    // Without --pool/--router the embedded k = 3 router (the same committed files,
+    // compiled in) makes the same decision and the same text.
+    let embedded = pudding(&["route", "--prompt", prompt, "--max-tokens", "24"]);
+    let embedded_log = String::from_utf8_lossy(&embedded.stderr);
+    assert!(embedded.status.success(), "{embedded_log}");
+    assert_eq!(stdout(&embedded), text);
+    // "candidate N (skip a,b,c)", from "[routed to candidate N (skip a,b,c) in ... ms; ...]".
+    let decision = |log: &str| {
+        log.split("[routed to candidate")
+            .nth(1)
+            .and_then(|rest| rest.split(" in ").next())
+            .unwrap_or_else(|| panic!("no routing decision in {log}"))
+            .to_string()
+    };
+    assert_eq!(decision(&embedded_log), decision(&log), "{embedded_log}");
+}
+
+/// `pudding route --k` picks an embedded router by its k: 6 skips six blocks; a k with no
+/// embedded router is refused by name before anything is generated.
+#[test]
+fn route_uses_the_embedded_router_for_k() {
+    let out = pudding(&[
+        "route",
+        "--k",
+        "6",
+        "--prompt",
+        "Why is the sky blue?",
+        "--max-tokens",
+        "4",
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let skip = log
+        .split("(skip ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no routed set in {log}"));
+    assert_eq!(skip.split(',').count(), 6, "{log}");
+
+    let out = pudding(&["route", "--k", "4", "--prompt", "Why is the sky blue?"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(log.contains("no embedded router skips 4 blocks"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
@@ -326,5 +372,23 @@ fn a_pool_made_for_another_model_is_refused() {
         log.starts_with("error: candidate pool was made for"),
         "{log}"
     );
+    assert!(out.stdout.is_empty());
+
+    // The embedded router (no --pool/--router) is refused the same way, and says so.
+    let out = pudding(&[
+        "route",
+        "--model",
+        "qwen2.5-coder-0.5b-instruct",
+        "--prompt",
+        "Why is the sky blue?",
+    ]);
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("embedded routers are for SmolLM2-135M-Instruct")
+            && log.contains("qwen2/24x896"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
     assert!(out.stdout.is_empty());
 }

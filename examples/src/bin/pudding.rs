@@ -352,12 +352,16 @@ enum Command {
         /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// The candidate pool.
-        #[arg(long)]
-        pool: PathBuf,
-        /// The router directory.
-        #[arg(long)]
-        router: PathBuf,
+        /// The candidate pool (with --router; default: the embedded SmolLM2 pool for --k).
+        #[arg(long, requires = "router")]
+        pool: Option<PathBuf>,
+        /// The router directory (with --pool).
+        #[arg(long, requires = "pool")]
+        router: Option<PathBuf>,
+        /// Without --pool/--router: which embedded SmolLM2-135M-Instruct router, by the
+        /// number of blocks its candidates skip (3 or 6).
+        #[arg(long, default_value_t = 3, conflicts_with = "pool")]
+        k: usize,
         /// The prompt.
         #[arg(long)]
         prompt: String,
@@ -908,11 +912,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
             model,
             pool,
             router,
+            k,
             prompt,
             max_tokens,
         } => {
             let lm = load(model)?;
-            pudding_cli::router_commands::route_command(&lm, &pool, &router, &prompt, max_tokens)
+            let device = backend::device();
+            let router = match pool.zip(router) {
+                Some((pool, router)) => {
+                    pudding_cli::router_commands::load_router::<Backend>(&pool, &router, &device)
+                }
+                None => pudding_cli::default_router::embedded_router::<Backend>(k, &lm, &device),
+            }
+            .map_err(stage)?;
+            pudding_cli::router_commands::route_command(&lm, &router, &prompt, max_tokens)
                 .map_err(stage)?;
         }
         Command::Logprobs {
