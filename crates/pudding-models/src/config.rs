@@ -258,26 +258,93 @@ impl HfConfig {
     }
 }
 
+/// transformers' `Gemma3TextConfig` defaults of the keys pudding reads. Published Gemma 3
+/// configs rely on them: a multimodal checkpoint's `text_config` (gemma-3-4b and up) lists
+/// little besides the sizes that differ from these.
+fn gemma3_text_defaults() -> serde_json::Value {
+    serde_json::json!({
+        "vocab_size": 262208,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1_000_000.0,
+        "rope_local_base_freq": 10_000.0,
+        "query_pre_attn_scalar": 256,
+        "sliding_window": 4096,
+        "tie_word_embeddings": true,
+        "attention_bias": false,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 2,
+    })
+}
+
+/// The text model's configuration in a Hugging Face `config.json` value: for a multimodal
+/// Gemma 3 (`model_type` gemma3) its `text_config`, else the value itself; a Gemma 3 text
+/// configuration gets `Gemma3TextConfig`'s defaults for the keys it omits.
+pub(crate) fn hf_text_config(value: &serde_json::Value) -> Result<serde_json::Value, ModelError> {
+    let bad = |m: &str| Err(ModelError::Config(format!("config.json: {m}")));
+    let Some(top) = value.as_object() else {
+        return bad("not a JSON object");
+    };
+    let mut text = match top.get("model_type").and_then(|t| t.as_str()) {
+        Some("gemma3") => {
+            let Some(inner) = top.get("text_config").and_then(|t| t.as_object()) else {
+                return bad(
+                    "a multimodal Gemma 3 (model_type gemma3) without a text_config object",
+                );
+            };
+            let mut inner = inner.clone();
+            match inner.get("model_type").and_then(|t| t.as_str()) {
+                None | Some("gemma3_text") => {}
+                Some(other) => {
+                    return bad(&format!(
+                        "the text_config of a gemma3 checkpoint has model_type {other:?}, \
+                         not gemma3_text"
+                    ))
+                }
+            }
+            inner.insert("model_type".into(), "gemma3_text".into());
+            inner
+        }
+        _ => top.clone(),
+    };
+    if text.get("model_type").and_then(|t| t.as_str()) == Some("gemma3_text") {
+        if let serde_json::Value::Object(defaults) = gemma3_text_defaults() {
+            for (key, default) in defaults {
+                match text.get(&key) {
+                    Some(v) if !v.is_null() => {}
+                    _ => {
+                        text.insert(key, default);
+                    }
+                }
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(text))
+}
+
 impl LlamaConfig {
-    /// Parses a Hugging Face `config.json` (model types llama, mistral, qwen2 and
-    /// gemma3_text, the text-only Gemma 3, whose architecture is named `gemma3` as in GGUF).
+    /// Parses a Hugging Face `config.json`: model types llama, mistral, qwen2 and
+    /// gemma3_text (the text-only Gemma 3, whose architecture is named `gemma3` as in GGUF),
+    /// and the multimodal gemma3, whose language model (its `text_config`) is read and whose
+    /// vision tower is ignored.
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
-        let mut hf: HfConfig = serde_json::from_str(text)
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+        let mut hf: HfConfig = serde_json::from_value(hf_text_config(&value)?)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
         let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
         let gemma3 = model_type == "gemma3_text";
-        if model_type == "gemma3" {
-            return Err(ModelError::Config(
-                "model_type gemma3 is the multimodal Gemma 3 (vision tower, nested text_config); \
-                 only the text-only gemma3_text checkpoints (e.g. gemma-3-270m, gemma-3-1b) \
-                 are supported"
-                    .into(),
-            ));
-        }
         if !gemma3 && !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(ModelError::Config(format!(
                 "model_type {model_type:?} is not a Llama-family decoder (llama, mistral, qwen2, \
-                 gemma3_text)"
+                 gemma3_text, gemma3)"
             )));
         }
         let architecture = if gemma3 {
@@ -791,6 +858,46 @@ mod tests {
         let r = c.ideal_ratio(6).unwrap();
         assert!((r - 32.0 / 38.0).abs() < 1e-12, "{r}");
         assert!(c.ideal_ratio(31).is_err());
+    }
+
+    /// google/gemma-3-4b-it's `config.json` as published: a multimodal Gemma 3 whose
+    /// `text_config` leaves heads, head size, vocabulary and context to
+    /// `Gemma3TextConfig`'s defaults.
+    #[test]
+    fn parses_a_multimodal_gemma3_config_with_the_text_defaults() {
+        let text = r#"{
+          "architectures": ["Gemma3ForConditionalGeneration"],
+          "boi_token_index": 255999, "eoi_token_index": 256000, "eos_token_id": [1, 106],
+          "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+          "model_type": "gemma3",
+          "text_config": {
+            "hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+            "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+            "sliding_window": 1024
+          },
+          "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+          "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+            "model_type": "siglip_vision_model", "num_attention_heads": 16,
+            "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": false}
+        }"#;
+        let c = LlamaConfig::from_hf_json(text).unwrap();
+        assert_eq!(c.architecture, "gemma3");
+        assert_eq!(
+            (c.n_blocks, c.hidden_size, c.intermediate_size),
+            (34, 2560, 10240)
+        );
+        assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (8, 4, 256));
+        assert_eq!((c.vocab_size, c.max_seq_len), (262_208, 131_072));
+        assert!(c.tie_word_embeddings && !c.attention_bias);
+        assert_eq!(c.rope_theta, 1_000_000.0);
+        // Linear scaling by 8 on the global blocks (the windowed ones are never scaled).
+        assert_eq!(c.rope_freq_factors.as_deref(), Some(&[8.0; 128][..]));
+        let window = c.features.sliding_window.as_ref().unwrap();
+        assert_eq!((window.size, window.global_every), (1024, 6));
+        assert_eq!(window.local_rope_theta, 10_000.0);
+        // query_pre_attn_scalar 256 = head_dim: the default 1/sqrt(head_dim) scale.
+        assert_eq!(c.features.attention_scale, None);
+        assert_eq!(c.features.embedding_scale, Some(2560f32.sqrt()));
     }
 
     /// A Mistral v0.1 (or a Qwen2 with `use_sliding_window`) attends through a window in

@@ -2,11 +2,14 @@
 //! [`pudding_core::SkippableLm`] (scoring and KV-cached generation under an omission set).
 
 use crate::cache::KvCache;
+use crate::config::hf_text_config;
 use crate::gguf::GgufFile;
 use crate::llama::LlamaModel;
 use crate::sampling::Sampler;
 use crate::tokenizer::TextTokenizer;
-use crate::weights::{GgufWeights, SafetensorsWeights, UnitOffsetNorms, WeightSource};
+use crate::weights::{
+    GgufWeights, LanguageModelOf, SafetensorsWeights, UnitOffsetNorms, WeightSource,
+};
 use crate::{LlamaConfig, ModelError};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -120,6 +123,16 @@ impl Checkpoint {
         let config = LlamaConfig::from_hf_json(&text)?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let value = serde_json::from_str::<serde_json::Value>(&text).ok();
+        // A special-token id from the top level, else from the text model's configuration
+        // (a multimodal Gemma 3 keeps `bos_token_id` there, or leaves it to the default).
+        let text_config = value.as_ref().and_then(|v| hf_text_config(v).ok());
+        let lookup = |key: &str| {
+            [value.as_ref(), text_config.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.get(key))
+                .find(|v| !v.is_null())
+        };
         let vocab = config.vocab_size;
         let id = |key: &str, v: &serde_json::Value| match v.as_u64() {
             Some(n) => special_token(key, n, vocab),
@@ -128,7 +141,7 @@ impl Checkpoint {
             ))),
         };
         let mut stop_tokens = Vec::new();
-        match value.as_ref().and_then(|v| v.get("eos_token_id")) {
+        match lookup("eos_token_id") {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::Array(a)) => {
                 for v in a {
@@ -137,7 +150,7 @@ impl Checkpoint {
             }
             Some(v) => stop_tokens.push(id("eos_token_id", v)?),
         }
-        let bos_token = match value.as_ref().and_then(|v| v.get("bos_token_id")) {
+        let bos_token = match lookup("bos_token_id") {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(id("bos_token_id", v)?),
         };
@@ -155,10 +168,19 @@ impl Checkpoint {
             ));
         }
         let safetensors = SafetensorsWeights::open_dir(dir)?;
-        let weights: Box<dyn WeightSource> = if gemma {
-            Box::new(UnitOffsetNorms::new(safetensors))
-        } else {
-            Box::new(safetensors)
+        let weights: Box<dyn WeightSource> = match LanguageModelOf::detect(safetensors) {
+            // A multimodal checkpoint (only Gemma 3's is supported by the config).
+            Ok(language_model) if gemma => Box::new(UnitOffsetNorms::new(language_model)),
+            Ok(_) => {
+                return Err(ModelError::Config(format!(
+                    "{}: the weights are a multimodal checkpoint's language model, but \
+                     config.json describes a text-only {} model",
+                    dir.display(),
+                    config.architecture
+                )))
+            }
+            Err(text_only) if gemma => Box::new(UnitOffsetNorms::new(text_only)),
+            Err(text_only) => Box::new(text_only),
         };
         Ok(Self {
             config,

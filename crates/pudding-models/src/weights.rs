@@ -399,6 +399,63 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
+/// Where multimodal checkpoints keep their language model: (prefix standing for `model.`,
+/// name of the output head). transformers 4.50-4.51 saved `language_model.model.*` and
+/// `language_model.lm_head.weight`; from 4.52 on it saves `model.language_model.*` and
+/// `lm_head.weight`.
+const LANGUAGE_MODEL_LAYOUTS: [(&str, &str); 2] = [
+    ("language_model.model.", "language_model.lm_head.weight"),
+    ("model.language_model.", "lm_head.weight"),
+];
+
+/// The language model inside a multimodal checkpoint (Gemma 3 4B and up), served under the
+/// text model's tensor names (`model.*`, `lm_head.weight`). The vision tower and the
+/// projector are never read.
+pub struct LanguageModelOf<W> {
+    inner: W,
+    /// The stored prefix that stands for `model.`.
+    body: &'static str,
+    /// The stored name of the output head (absent when the embeddings are tied).
+    head: &'static str,
+}
+
+impl<W: WeightSource> LanguageModelOf<W> {
+    /// Wraps `inner` when its embedding table is stored under one of the multimodal
+    /// layouts; otherwise gives `inner` back unchanged (a text-only checkpoint).
+    pub fn detect(inner: W) -> Result<Self, W> {
+        let layout = LANGUAGE_MODEL_LAYOUTS
+            .iter()
+            .find(|(body, _)| inner.contains(&format!("{body}embed_tokens.weight")));
+        match layout {
+            Some(&(body, head)) => Ok(Self { inner, body, head }),
+            None => Err(inner),
+        }
+    }
+
+    /// The stored name of the text model's tensor `name`.
+    fn stored_name(&self, name: &str) -> String {
+        match name.strip_prefix("model.") {
+            Some(rest) => format!("{}{rest}", self.body),
+            None if name == "lm_head.weight" => self.head.to_string(),
+            None => name.to_string(),
+        }
+    }
+}
+
+impl<W: WeightSource> WeightSource for LanguageModelOf<W> {
+    fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
+        self.inner.tensor(&self.stored_name(name))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(&self.stored_name(name))
+    }
+
+    fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
+        self.inner.fingerprint(config)
+    }
+}
+
 /// Hugging Face Gemma weights: Gemma's RMSNorm computes `x * (1 + w)` and its checkpoints
 /// store `w`. This source adds the 1 to every norm weight (what llama.cpp's converter bakes
 /// into a Gemma GGUF), so the model's plain `x * w` norm applies to either format.

