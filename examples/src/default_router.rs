@@ -37,20 +37,39 @@ const EMBEDDED: [Embedded; 2] = [
 /// The numbers of skipped blocks that have an embedded router.
 pub const EMBEDDED_KS: [usize; 2] = [3, 6];
 
+/// The embedded router for `k`.
+fn embedded(k: usize) -> Result<&'static Embedded, EmbeddedRouterError> {
+    EMBEDDED
+        .iter()
+        .find(|e| e.k == k)
+        .ok_or(EmbeddedRouterError::NoSuchK {
+            k,
+            available: EMBEDDED_KS,
+        })
+}
+
+/// Errors unless an embedded router skips `k` blocks (cheap: check it before loading a
+/// model).
+pub fn check_embedded_k(k: usize) -> Result<(), EmbeddedRouterError> {
+    embedded(k).map(|_| ())
+}
+
 /// Why the embedded router cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedRouterError {
     /// No embedded router skips this many blocks.
-    #[error("no embedded router skips {k} blocks; the embedded ones are for k = 3 and k = 6")]
+    #[error("no embedded router skips {k} blocks; the embedded ones skip {available:?}")]
     NoSuchK {
         /// The k asked for.
         k: usize,
+        /// The ks that have one.
+        available: [usize; 2],
     },
     /// The loaded model is not the one the embedded pools were searched on.
     #[error(
         "the embedded routers are for SmolLM2-135M-Instruct, not this model ({detail}); \
-         route with a pool and router built for this model (docs/getting-started.md), \
-         or skip a fixed set of blocks"
+         route with a pool and router built for this model (--pool and --router, \
+         docs/getting-started.md), or skip a fixed set of blocks (--skip)"
     )]
     OtherModel {
         /// The fingerprint mismatch.
@@ -63,11 +82,7 @@ pub fn embedded_pool<B: BackendTrait>(
     k: usize,
     lm: &LlamaLm<B>,
 ) -> Result<CandidatePool, Box<dyn Error>> {
-    let embedded = EMBEDDED
-        .iter()
-        .find(|e| e.k == k)
-        .ok_or(EmbeddedRouterError::NoSuchK { k })?;
-    let pool: CandidatePool = serde_json::from_str(embedded.pool_json)?;
+    let pool: CandidatePool = serde_json::from_str(embedded(k)?.pool_json)?;
     let pool = CandidatePool::new(pool.fingerprint, pool.candidates)?;
     pool.check_model(lm.fingerprint())
         .map_err(|e| EmbeddedRouterError::OtherModel {
@@ -85,10 +100,7 @@ pub fn embedded_router<B: BackendTrait>(
     device: &B::Device,
 ) -> Result<PuddingRouter<B>, Box<dyn Error>> {
     let pool = embedded_pool(k, lm)?;
-    let embedded = EMBEDDED
-        .iter()
-        .find(|e| e.k == k)
-        .ok_or(EmbeddedRouterError::NoSuchK { k })?;
+    let embedded = embedded(k)?;
     let encoder = load_encoder::<B>(device)?;
     Ok(PuddingRouter::from_bytes(
         embedded.card_json,

@@ -170,7 +170,7 @@ fn route_uses_the_embedded_router_for_k() {
         .unwrap_or_else(|| panic!("no routed set in {log}"));
     assert_eq!(skip.split(',').count(), 6, "{log}");
 
-    let out = pudding(&["route", "--k", "4", "--prompt", "Why is the sky blue?"]);
+    let out = pudding(&["route", "-k", "4", "--prompt", "Why is the sky blue?"]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(log.contains("no embedded router skips 4 blocks"), "{log}");

@@ -10,6 +10,7 @@ use pudding_core::OmissionSet;
 /// column of its attention mask, so the two always agree. `window` is never zero (the
 /// config refuses it).
 pub(crate) fn first_held_slot(slots: usize, window: Option<usize>) -> usize {
+    debug_assert_ne!(window, Some(0), "a zero-token attention window");
     window.map_or(0, |w| slots.saturating_sub(w))
 }
 

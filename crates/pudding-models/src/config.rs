@@ -286,7 +286,9 @@ fn gemma3_text_defaults() -> serde_json::Value {
 
 /// The text model's configuration in a Hugging Face `config.json` value: for a multimodal
 /// Gemma 3 (`model_type` gemma3) its `text_config`, else the value itself; a Gemma 3 text
-/// configuration gets `Gemma3TextConfig`'s defaults for the keys it omits.
+/// configuration gets `Gemma3TextConfig`'s defaults for the keys it omits (this table is
+/// then the one source of Gemma 3's defaults; `from_hf_json`'s own fallbacks serve the
+/// other families).
 pub(crate) fn hf_text_config(value: &serde_json::Value) -> Result<serde_json::Value, ModelError> {
     let bad = |m: &str| Err(ModelError::Config(format!("config.json: {m}")));
     let Some(top) = value.as_object() else {
@@ -317,12 +319,8 @@ pub(crate) fn hf_text_config(value: &serde_json::Value) -> Result<serde_json::Va
     if text.get("model_type").and_then(|t| t.as_str()) == Some("gemma3_text") {
         if let serde_json::Value::Object(defaults) = gemma3_text_defaults() {
             for (key, default) in defaults {
-                match text.get(&key) {
-                    Some(v) if !v.is_null() => {}
-                    _ => {
-                        text.insert(key, default);
-                    }
-                }
+                // Only missing keys: an explicit null stays null, as in transformers.
+                text.entry(key).or_insert(default);
             }
         }
     }

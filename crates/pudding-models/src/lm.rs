@@ -142,7 +142,7 @@ impl Checkpoint {
         };
         let mut stop_tokens = Vec::new();
         match lookup("eos_token_id") {
-            None | Some(serde_json::Value::Null) => {}
+            None => {}
             Some(serde_json::Value::Array(a)) => {
                 for v in a {
                     stop_tokens.push(id("eos_token_id", v)?);
@@ -151,7 +151,7 @@ impl Checkpoint {
             Some(v) => stop_tokens.push(id("eos_token_id", v)?),
         }
         let bos_token = match lookup("bos_token_id") {
-            None | Some(serde_json::Value::Null) => None,
+            None => None,
             Some(v) => Some(id("bos_token_id", v)?),
         };
         let gemma = config.architecture == "gemma3";

@@ -432,25 +432,34 @@ impl<W: WeightSource> LanguageModelOf<W> {
         }
     }
 
-    /// The stored name of the text model's tensor `name`.
-    fn stored_name(&self, name: &str) -> String {
+    /// The stored name of the text model's tensor `name` (`None`: not a text-model name).
+    fn stored_name(&self, name: &str) -> Option<String> {
         match name.strip_prefix("model.") {
-            Some(rest) => format!("{}{rest}", self.body),
-            None if name == "lm_head.weight" => self.head.to_string(),
-            None => name.to_string(),
+            Some(rest) => Some(format!("{}{rest}", self.body)),
+            None => (name == "lm_head.weight").then(|| self.head.to_string()),
         }
     }
 }
 
 impl<W: WeightSource> WeightSource for LanguageModelOf<W> {
     fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
-        self.inner.tensor(&self.stored_name(name))
+        match self.stored_name(name) {
+            Some(stored) => self.inner.tensor(&stored),
+            None => Err(ModelError::MissingTensor {
+                name: name.to_string(),
+                arch: "the language model of a multimodal checkpoint".into(),
+            }),
+        }
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.inner.contains(&self.stored_name(name))
+        self.stored_name(name)
+            .is_some_and(|stored| self.inner.contains(&stored))
     }
 
+    /// The whole checkpoint's fingerprint (vision tower included, tensors under their
+    /// stored names): the same language model saved text-only, or in the other layout,
+    /// fingerprints differently, so a pool or router made on one is refused on the other.
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
         self.inner.fingerprint(config)
     }
@@ -500,6 +509,76 @@ impl<W: WeightSource> WeightSource for UnitOffsetNorms<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    /// An in-memory weight source: name -> one-element tensor holding `value`.
+    struct Named(BTreeMap<String, f32>);
+
+    impl WeightSource for Named {
+        fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
+            let value = self.0.get(name).ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                arch: "test".into(),
+            })?;
+            Ok(HostTensor {
+                shape: vec![1],
+                data: vec![*value],
+            })
+        }
+
+        fn contains(&self, name: &str) -> bool {
+            self.0.contains_key(name)
+        }
+
+        fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
+            fingerprint_builder(config).finish()
+        }
+    }
+
+    fn named(names: &[&str]) -> Named {
+        Named(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.to_string(), i as f32))
+                .collect(),
+        )
+    }
+
+    /// Both of transformers' multimodal layouts serve the text model's names, the untied
+    /// output head included; a text-only checkpoint is given back unwrapped.
+    #[test]
+    fn multimodal_layouts_serve_the_text_model_names() {
+        for (body, head) in LANGUAGE_MODEL_LAYOUTS {
+            let stored = [
+                format!("{body}embed_tokens.weight"),
+                format!("{body}layers.3.self_attn.q_proj.weight"),
+                format!("{body}norm.weight"),
+                head.to_string(),
+                "vision_tower.vision_model.post_layernorm.weight".to_string(),
+            ];
+            let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
+            let Ok(lm) = LanguageModelOf::detect(named(&stored)) else {
+                panic!("{body}: not detected");
+            };
+            for (i, name) in [
+                "model.embed_tokens.weight",
+                "model.layers.3.self_attn.q_proj.weight",
+                "model.norm.weight",
+                "lm_head.weight",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert!(lm.contains(name), "{body}: {name}");
+                assert_eq!(lm.tensor(name).unwrap().data, [i as f32], "{body}: {name}");
+            }
+            assert!(!lm.contains("model.layers.4.self_attn.q_proj.weight"));
+            assert!(!lm.contains("vision_tower.vision_model.post_layernorm.weight"));
+        }
+        let text_only = named(&["model.embed_tokens.weight", "lm_head.weight"]);
+        assert!(LanguageModelOf::detect(text_only).is_err());
+    }
 
     #[test]
     fn names_map_to_gguf() {

@@ -226,3 +226,27 @@ fn special_token_ids_outside_the_vocabulary_are_refused() {
         "{err}"
     );
 }
+
+/// Weights laid out as a multimodal checkpoint's language model (`language_model.model.*`)
+/// under a text-only Llama `config.json` are refused by name, not loaded or reported as
+/// missing tensors.
+#[test]
+fn multimodal_weights_under_a_text_only_config_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&TinyLlamaSpec::default(), &hf).unwrap();
+    let weights = hf.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let stored = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> = stored
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (format!("language_model.{name}"), view))
+        .collect();
+    safetensors::serialize_to_file(renamed, None, &weights).unwrap();
+    let err = load(&hf).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("multimodal") && m.contains("llama")),
+        "{err}"
+    );
+}

@@ -360,7 +360,7 @@ enum Command {
         router: Option<PathBuf>,
         /// Without --pool/--router: which embedded SmolLM2-135M-Instruct router, by the
         /// number of blocks its candidates skip (3 or 6).
-        #[arg(long, default_value_t = 3, conflicts_with = "pool")]
+        #[arg(short, long, default_value_t = 3, conflicts_with = "pool")]
         k: usize,
         /// The prompt.
         #[arg(long)]
@@ -916,6 +916,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             prompt,
             max_tokens,
         } => {
+            if pool.is_none() {
+                pudding_cli::default_router::check_embedded_k(k).map_err(stage)?;
+            }
             let lm = load(model)?;
             let device = backend::device();
             let router = match pool.zip(router) {
