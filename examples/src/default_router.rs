@@ -35,7 +35,7 @@ const EMBEDDED: [Embedded; 2] = [
 ];
 
 /// The numbers of skipped blocks that have an embedded router.
-pub const EMBEDDED_KS: [usize; 2] = [3, 6];
+pub const EMBEDDED_KS: [usize; 2] = [EMBEDDED[0].k, EMBEDDED[1].k];
 
 /// The embedded router for `k`.
 fn embedded(k: usize) -> Result<&'static Embedded, EmbeddedRouterError> {
@@ -77,12 +77,12 @@ pub enum EmbeddedRouterError {
     },
 }
 
-/// The embedded k-block pool (checked against `lm`'s fingerprint).
-pub fn embedded_pool<B: BackendTrait>(
-    k: usize,
+/// `embedded`'s pool, validated and checked against `lm`'s fingerprint.
+fn pool_of<B: BackendTrait>(
+    embedded: &Embedded,
     lm: &LlamaLm<B>,
 ) -> Result<CandidatePool, Box<dyn Error>> {
-    let pool: CandidatePool = serde_json::from_str(embedded(k)?.pool_json)?;
+    let pool: CandidatePool = serde_json::from_str(embedded.pool_json)?;
     let pool = CandidatePool::new(pool.fingerprint, pool.candidates)?;
     pool.check_model(lm.fingerprint())
         .map_err(|e| EmbeddedRouterError::OtherModel {
@@ -99,8 +99,8 @@ pub fn embedded_router<B: BackendTrait>(
     lm: &LlamaLm<B>,
     device: &B::Device,
 ) -> Result<PuddingRouter<B>, Box<dyn Error>> {
-    let pool = embedded_pool(k, lm)?;
     let embedded = embedded(k)?;
+    let pool = pool_of(embedded, lm)?;
     let encoder = load_encoder::<B>(device)?;
     Ok(PuddingRouter::from_bytes(
         embedded.card_json,

@@ -335,7 +335,13 @@ impl LlamaConfig {
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
-        let mut hf: HfConfig = serde_json::from_value(hf_text_config(&value)?)
+        Self::from_hf_text_config(&hf_text_config(&value)?)
+    }
+
+    /// [`Self::from_hf_json`] on the text model's configuration already picked out (and
+    /// completed with Gemma 3's defaults) by [`hf_text_config`].
+    pub(crate) fn from_hf_text_config(text_config: &serde_json::Value) -> Result<Self, ModelError> {
+        let mut hf = HfConfig::deserialize(text_config)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
         let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
         let gemma3 = model_type == "gemma3_text";

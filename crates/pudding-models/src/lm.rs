@@ -120,16 +120,16 @@ impl Checkpoint {
             path: config_path.clone(),
             source,
         })?;
-        let config = LlamaConfig::from_hf_json(&text)?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+        let text_config = hf_text_config(&value)?;
+        let config = LlamaConfig::from_hf_text_config(&text_config)?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let value = serde_json::from_str::<serde_json::Value>(&text).ok();
         // A special-token id from the top level, else from the text model's configuration
         // (a multimodal Gemma 3 keeps `bos_token_id` there, or leaves it to the default).
-        let text_config = value.as_ref().and_then(|v| hf_text_config(v).ok());
         let lookup = |key: &str| {
-            [value.as_ref(), text_config.as_ref()]
+            [&value, &text_config]
                 .into_iter()
-                .flatten()
                 .filter_map(|v| v.get(key))
                 .find(|v| !v.is_null())
         };
