@@ -23,10 +23,14 @@ record batch starts (a file cut there must be rejected, not read short).
 """
 
 import argparse
-import json
+import os
 import pathlib
+import sys
 
 import pyarrow as pa
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_io import write_bytes_atomic, write_json_atomic  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -113,14 +117,10 @@ def main() -> None:
 
     table = pa.ipc.open_stream(data).read_all()
     rows = table.to_pylist()
-    (args.out_dir / "arrow_types.arrow").write_bytes(data)
-    (args.out_dir / "arrow_types.json").write_text(
-        json.dumps(
-            {"rows": rows, "second_batch_offset": second_batch_offset, "n_bytes": len(data)},
-            indent=1,
-            ensure_ascii=False,
-        )
-        + "\n"
+    write_bytes_atomic(args.out_dir / "arrow_types.arrow", data)
+    write_json_atomic(
+        args.out_dir / "arrow_types.json",
+        {"rows": rows, "second_batch_offset": second_batch_offset, "n_bytes": len(data)},
     )
 
 

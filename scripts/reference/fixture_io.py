@@ -38,6 +38,18 @@ def write_text_atomic(path, text):
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path, data):
+    """Writes the bytes `data` to `path` through `path + ".tmp"` and a rename."""
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path, obj, compact=False):
     """Writes `obj` as JSON plus a newline, atomically: one space-free line when `compact`,
     else indented by one space. Non-ASCII text is kept as is."""

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,9 @@ import gguf
 from gguf import GGMLQuantizationType as T
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize, quantize
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_io import write_text_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "crates" / "pudding-models" / "tests" / "fixtures"
@@ -89,7 +94,9 @@ def main() -> None:
     json_path = args.out_dir / "gguf_types.json"
 
     rng = np.random.default_rng(SEED)
-    w = gguf.GGUFWriter(str(gguf_path), arch="fixture")   # adds general.architecture
+    # gguf-py writes in place, so it writes a temp file that is renamed once complete.
+    gguf_tmp = gguf_path.with_name(gguf_path.name + ".tmp")
+    w = gguf.GGUFWriter(str(gguf_tmp), arch="fixture")   # adds general.architecture
 
     metadata: dict[str, dict] = {"general.architecture": {"type": "string", "value": "fixture"}}
 
@@ -172,6 +179,7 @@ def main() -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    os.replace(gguf_tmp, gguf_path)
 
     doc = {
         "generator": "scripts/reference/gguf_dequant_fixture.py",
@@ -182,7 +190,8 @@ def main() -> None:
         "metadata": metadata,
         "tensors": tensors,
     }
-    json_path.write_text(json.dumps(doc, indent=1) + "\n")
+    # ASCII-escaped JSON (json.dumps' default), as the committed fixture has it.
+    write_text_atomic(json_path, json.dumps(doc, indent=1) + "\n")
     n_values = sum(len(t.get("values", [])) for t in tensors)
     print(f"wrote {gguf_path} ({gguf_path.stat().st_size} bytes) and {json_path} "
           f"({len(tensors)} tensors, {n_values} values)")
