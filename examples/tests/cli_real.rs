@@ -261,6 +261,68 @@ fn bad_input_fails_with_a_message_not_a_panic() {
             "no_such_task",
         ),
         (vec!["bench", "--skip", "3", "--repeats", "0"], "at least 1"),
+        (
+            vec!["generate", "--prompt", "hi", "--temperature=-1"],
+            "--temperature",
+        ),
+        (
+            vec![
+                "generate",
+                "--prompt",
+                "hi",
+                "--temperature",
+                "0.7",
+                "--top-p",
+                "1.5",
+            ],
+            "--top-p",
+        ),
+        (
+            vec!["candidates", "--calib", "0", "--out", "/tmp/x.json"],
+            "at least 1",
+        ),
+        (
+            vec![
+                "baseline",
+                "--method",
+                "sleb",
+                "--calib",
+                "0",
+                "--out",
+                "/tmp/x.json",
+            ],
+            "at least 1",
+        ),
+        (
+            vec!["bench", "--skip", "3", "--pool", "/tmp/pool.json"],
+            "--router",
+        ),
+        (
+            vec![
+                "eval",
+                "--pool",
+                "/tmp/pool.json",
+                "--skip",
+                "3",
+                "--out",
+                "/tmp/x.json",
+            ],
+            "--skip",
+        ),
+        (
+            vec![
+                "train-router",
+                "--pool",
+                "/tmp/pool.json",
+                "--labels",
+                "/tmp/labels.jsonl",
+                "--out",
+                "/tmp/router",
+                "--lr",
+                "1e-3",
+            ],
+            "--mode full",
+        ),
     ] {
         let out = pudding(&args);
         let err = String::from_utf8_lossy(&out.stderr);

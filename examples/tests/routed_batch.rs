@@ -89,3 +89,77 @@ fn embedded_router_uses_three_encoder_layers_and_refuses_fewer() {
         "{err}"
     );
 }
+
+/// A router trained on the prompt followed by the first answer choice reads that text for
+/// a task item, and the pipeline refuses it for a bare prompt instead of routing on input
+/// it was not trained on.
+#[test]
+fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts() {
+    use pudding_core::{CoreError, PipelineError, Router};
+    use pudding_eval::runner::{RoutedChooser, SetChooser};
+    use pudding_eval::tasks::{load_task, Split, TaskName};
+
+    let device = cpu_device();
+    let lm = LlamaLm::<B>::load(&ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap(), &device).unwrap();
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
+    let card = include_str!("../default/router-k3/router.json");
+    assert_eq!(card.matches("\"input\": \"prompt\"").count(), 1);
+    let card = card.replace(
+        "\"input\": \"prompt\"",
+        "\"input\": \"prompt_and_first_choice\"",
+    );
+    let router = PuddingRouter::<B>::from_bytes(
+        &card,
+        include_bytes!("../default/router-k3/head.safetensors"),
+        pool,
+        load_encoder::<B>(&device).unwrap(),
+        &device,
+    )
+    .unwrap();
+    assert!(router.reads_first_choice());
+    // Its results file is labelled apart from the shipped router's, though the pool is one.
+    let shipped = PuddingRouter::<B>::from_bytes(
+        include_str!("../default/router-k3/router.json"),
+        include_bytes!("../default/router-k3/head.safetensors"),
+        router.pool().clone(),
+        load_encoder::<B>(&device).unwrap(),
+        &device,
+    )
+    .unwrap();
+    assert_ne!(
+        RoutedChooser(&router).label(),
+        RoutedChooser(&shipped).label()
+    );
+    assert!(RoutedChooser(&shipped)
+        .label()
+        .starts_with(&format!("routed {}", &shipped.pool().id()[..12])));
+    // A card that keeps too few input tokens for any text is refused.
+    let max_tokens = format!("\"max_tokens\": {}", router.card().max_tokens);
+    assert_eq!(card.matches(&max_tokens).count(), 1);
+    let starved = PuddingRouter::<B>::from_bytes(
+        &card.replace(&max_tokens, "\"max_tokens\": 2"),
+        include_bytes!("../default/router-k3/head.safetensors"),
+        router.pool().clone(),
+        load_encoder::<B>(&device).unwrap(),
+        &device,
+    );
+    assert!(matches!(
+        starved.err(),
+        Some(pudding_router::RouterError::Invalid(_))
+    ));
+    assert!(matches!(
+        Pudding::new(&lm, &router),
+        Err(PipelineError::Core(CoreError::RouterNeedsAnswerChoice))
+    ));
+    let items = load_task(TaskName::ArcEasy, Split::Validation).unwrap();
+    let mut chooser = RoutedChooser(&router);
+    for item in &items[..4] {
+        let text = item.prompt_and_first_choice();
+        assert!(text.starts_with(&item.prompt) && text.len() > item.prompt.len());
+        let choice = chooser.choose(item).unwrap();
+        let expected = router.route(&text).unwrap();
+        assert_eq!(choice.candidate, Some(expected.candidate));
+        assert_eq!(choice.set, expected.set);
+    }
+}

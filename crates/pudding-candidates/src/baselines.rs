@@ -67,6 +67,11 @@ pub fn shortgpt_block_influence<B: Backend>(
     samples: &[CalibrationSample],
     config: &GreedyConfig,
 ) -> Result<BlockScores, SearchError> {
+    if samples.is_empty() {
+        return Err(SearchError::Invalid(
+            "ShortGPT's Block Influence needs at least one calibration sample".into(),
+        ));
+    }
     let model = lm.model();
     let n_blocks = model.config().n_blocks;
     let device = model.device();
@@ -99,10 +104,7 @@ pub fn shortgpt_block_influence<B: Backend>(
     }
     let keep = unprotected(n_blocks, config);
     let scores = (0..n_blocks)
-        .map(|j| {
-            keep.contains(&j)
-                .then(|| sums[j] / tokens_seen.max(1) as f64)
-        })
+        .map(|j| keep.contains(&j).then(|| sums[j] / tokens_seen as f64))
         .collect();
     pick_lowest("shortgpt_bi", scores, config.k)
 }
@@ -134,6 +136,11 @@ pub fn taylor_importance<A: AutodiffBackend>(
     blocks: &[usize],
 ) -> Result<Vec<Vec<(&'static str, f64)>>, SearchError> {
     type Grads<I> = (Vec<Tensor<I, 2>>, Vec<Tensor<I, 1>>);
+    if texts.is_empty() {
+        return Err(SearchError::Invalid(
+            "the Taylor criterion needs at least one calibration text".into(),
+        ));
+    }
     let n_blocks = model.config().n_blocks;
     let dense = OmissionSet::dense(n_blocks)?;
     let device = model.device();

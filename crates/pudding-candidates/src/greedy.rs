@@ -161,6 +161,17 @@ const SAMPLES_PER_BATCH: usize = 16;
 const PADDING: usize = usize::MAX;
 
 impl<B: Backend> PrefixCacheEvaluator<'_, B> {
+    /// With no samples every loss would be 0 and every search would pick the lowest
+    /// unprotected blocks, which looks like a result but is none.
+    fn require_samples(&self) -> Result<(), SearchError> {
+        if self.samples.is_empty() {
+            return Err(SearchError::Invalid(
+                "the loss needs at least one calibration sample".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The choices each sample's loss needs, all samples in one batch.
     fn batch(&self, samples: &[CalibrationSample]) -> Result<SampleBatch, SearchError> {
         if samples
@@ -313,6 +324,7 @@ impl<B: Backend> PrefixCacheEvaluator<'_, B> {
 
 impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
     fn loss(&mut self, set: &OmissionSet) -> Result<f64, SearchError> {
+        self.require_samples()?;
         let model = self.lm.model();
         let mut total = 0.0;
         for chunk in self.samples.chunks(SAMPLES_PER_BATCH) {
@@ -329,6 +341,7 @@ impl<B: Backend> TrialEvaluator for PrefixCacheEvaluator<'_, B> {
         current: &OmissionSet,
         candidates: &[usize],
     ) -> Result<Vec<f64>, SearchError> {
+        self.require_samples()?;
         let model = self.lm.model();
         let n_blocks = current.n_blocks();
         let mut totals = vec![0.0; candidates.len()];

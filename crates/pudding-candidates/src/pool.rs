@@ -6,7 +6,7 @@ use crate::greedy::{greedy_search, PrefixCacheEvaluator, SearchError};
 use crate::{GreedyConfig, GreedyResult, LossKind};
 use burn::prelude::*;
 use pudding_core::{Candidate, CandidatePool, SkippableLm};
-use pudding_eval::tasks::{load_task, Split, TaskName};
+use pudding_eval::tasks::{load_task, DataError, Split, TaskName};
 use pudding_models::LlamaLm;
 use serde_json::json;
 use std::path::Path;
@@ -28,9 +28,14 @@ pub fn build_pool<B: Backend>(
 ) -> Result<CandidatePool, SearchError> {
     let mut candidates: Vec<Candidate> = Vec::new();
     for &task in tasks {
-        let items = load_task(task, Split::Train)
-            .or_else(|_| load_task(task, Split::Validation))
-            .map_err(|e| SearchError::Invalid(e.to_string()))?;
+        // Only a task without a train split falls back to validation; a data error in the
+        // train split is reported, never hidden behind the evaluation split.
+        let items = match load_task(task, Split::Train) {
+            Err(DataError::SplitUnavailable { .. }) => load_task(task, Split::Validation),
+            other => other,
+        }
+        .map_err(|e| SearchError::Invalid(e.to_string()))?;
+        check_calibration_rows(task, items.len(), calib)?;
         let samples = samples_from_items(lm, &items, calib)?;
         for &loss in losses {
             let label = format!("{}-{}-k{}", task.name(), loss.name(), config.k);
@@ -88,11 +93,34 @@ pub fn sleb<B: Backend>(
     )
 }
 
+/// Refuses a calibration of zero rows (every loss would be 0 and the search would return
+/// blocks `1..=k` as if calibrated) or of more rows than the split holds (the provenance
+/// would record rows that were never used).
+fn check_calibration_rows(
+    task: TaskName,
+    available: usize,
+    wanted: usize,
+) -> Result<(), SearchError> {
+    if wanted == 0 {
+        return Err(SearchError::Invalid(
+            "the calibration needs at least one row".into(),
+        ));
+    }
+    if wanted > available {
+        return Err(SearchError::Invalid(format!(
+            "{} has {available} calibration rows, fewer than the {wanted} asked for",
+            task.name()
+        )));
+    }
+    Ok(())
+}
+
 /// Generic text for perplexity calibration: BoolQ train passages (no WikiText is available
 /// offline; BoolQ is the one paper task never used to build PuDDing candidates).
 pub fn calibration_texts(n: usize) -> Result<Vec<String>, SearchError> {
     let items = load_task(TaskName::BoolQ, Split::Train)
         .map_err(|e| SearchError::Invalid(e.to_string()))?;
+    check_calibration_rows(TaskName::BoolQ, items.len(), n)?;
     Ok(items
         .iter()
         .take(n)

@@ -63,6 +63,14 @@ pub enum CoreError {
         /// Candidates in the pool.
         expected: usize,
     },
+    /// A router trained on the prompt followed by the first answer choice was given a
+    /// bare prompt to route.
+    #[error(
+        "this router reads the prompt followed by its first answer choice (it was trained \
+         that way), so it routes task items (`pudding eval`), not a bare prompt; train one on \
+         `--input prompt` labels to route prompts"
+    )]
+    RouterNeedsAnswerChoice,
     /// A candidate pool is empty or otherwise malformed.
     #[error("invalid candidate pool: {0}")]
     InvalidPool(String),

@@ -25,6 +25,20 @@ pub trait Router {
     /// The pool whose candidates the scores refer to.
     fn pool(&self) -> &CandidatePool;
 
+    /// A short identity for results files: the pool and, for a trained router, the
+    /// training that made it. A resumed routed evaluation must match it, so results of two
+    /// routers for one pool are never merged. Default: the first 12 digits of the pool id.
+    fn identity(&self) -> String {
+        self.pool().id().chars().take(12).collect()
+    }
+
+    /// Whether the router reads the prompt followed by the item's first answer choice (the
+    /// reference code's input) instead of the prompt alone. Such a router can route task
+    /// items, whose choices are known, but not a bare prompt.
+    fn reads_first_choice(&self) -> bool {
+        false
+    }
+
     /// One score per candidate for `prompt` (higher is better).
     fn scores(&self, prompt: &str) -> Result<Vec<f32>, Self::Error>;
 

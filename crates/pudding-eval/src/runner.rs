@@ -7,7 +7,7 @@ use crate::tasks::{
 };
 use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, SkippableLm};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -136,7 +136,8 @@ impl TaskResult {
 pub struct EvalReport {
     /// The model evaluated.
     pub model: ModelFingerprint,
-    /// A label for the method (e.g. `dense`, `static 3,7,19`, `routed <pool id>`).
+    /// A label for the method (e.g. `dense`, `static 3,7,19`,
+    /// `routed <pool id> router <card hash>`).
     pub method: String,
     /// Per-task results, by task name.
     pub tasks: BTreeMap<String, TaskResult>,
@@ -207,17 +208,23 @@ impl SetChooser for StaticChooser {
     }
 }
 
-/// PuDDing: the router reads the item's prompt (the context, without answers) once.
+/// PuDDing: the router reads the item's prompt (the context, without answers) once, or,
+/// for a router trained that way, the prompt followed by the first answer choice.
 pub struct RoutedChooser<'a, R: pudding_core::Router>(pub &'a R);
 
 impl<R: pudding_core::Router> SetChooser for RoutedChooser<'_, R> {
     fn label(&self) -> String {
-        format!("routed {}", &self.0.pool().id()[..12])
+        format!("routed {}", self.0.identity())
     }
     fn choose(&mut self, item: &TaskItem) -> Result<Choice, EvalError> {
+        let text = if self.0.reads_first_choice() {
+            item.prompt_and_first_choice()
+        } else {
+            item.prompt.clone()
+        };
         let d = self
             .0
-            .route(&item.prompt)
+            .route(&text)
             .map_err(|e| EvalError::Choose(e.to_string()))?;
         Ok(Choice {
             set: d.set,
@@ -362,7 +369,36 @@ fn open_report<L: SkippableLm>(
             previous.method
         )));
     }
+    check_stored_items(&previous).map_err(mismatch)?;
     Ok(previous)
+}
+
+/// Checks what a results file read back holds is usable: each task under its own name,
+/// each document once, and every item's gold and predicted choices among its scored
+/// choices (an edited or corrupt file would otherwise index out of bounds later).
+fn check_stored_items(report: &EvalReport) -> Result<(), String> {
+    for (name, entry) in &report.tasks {
+        if entry.task != *name {
+            return Err(format!("its entry {name:?} holds task {:?}", entry.task));
+        }
+        let mut seen = HashSet::new();
+        for item in &entry.items {
+            if !seen.insert(item.doc_id) {
+                return Err(format!("{name} document {} appears twice", item.doc_id));
+            }
+            let n = item.loglikelihoods.len();
+            let (gold, pred, pred_norm) = (item.gold, item.pred, item.pred_norm);
+            if n == 0 || gold >= n || pred >= n || pred_norm >= n || item.is_greedy.len() != n {
+                return Err(format!(
+                    "{name} document {}: gold {gold}, predictions {pred}/{pred_norm} and \
+                     {} greedy flags for {n} scored choices",
+                    item.doc_id,
+                    item.is_greedy.len()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The items of `task` that `config` evaluates.
@@ -376,6 +412,38 @@ fn task_items(
         items = crate::tasks::limit_items(items, limit);
     }
     Ok(items)
+}
+
+/// Opens `task`'s entry in `report` for a run over the items with doc ids `ids`: returns
+/// the doc ids already scored and the entry's total, which counts this run's items plus
+/// any stored items outside them (from a run with a larger limit), so a smaller run never
+/// marks a fuller file partial, nor a partial one complete.
+fn open_task(
+    report: &mut EvalReport,
+    task: TaskName,
+    ids: &HashSet<usize>,
+) -> (HashSet<usize>, usize) {
+    let entry = task_entry(report, task, ids.len());
+    let done: HashSet<usize> = entry.items.iter().map(|i| i.doc_id).collect();
+    let n_total = ids.len() + done.difference(ids).count();
+    entry.n_total = n_total;
+    (done, n_total)
+}
+
+/// `report` as a run over `ids` (doc ids per task name) sees it: for each of those tasks,
+/// only the items in the run count, in the items and in the statistics. The results file
+/// keeps every item; this is what the run returns and prints.
+fn as_run(mut report: EvalReport, ids: &BTreeMap<String, HashSet<usize>>) -> EvalReport {
+    for (task, wanted) in ids {
+        if let Some(entry) = report.tasks.get_mut(task) {
+            if entry.items.iter().any(|i| !wanted.contains(&i.doc_id)) {
+                entry.items.retain(|i| wanted.contains(&i.doc_id));
+                entry.n_total = wanted.len();
+                entry.refresh();
+            }
+        }
+    }
+    report
 }
 
 /// The report's entry for `task` (created empty if missing), its total set to `n_total`.
@@ -406,7 +474,8 @@ fn task_entry(report: &mut EvalReport, task: TaskName, n_total: usize) -> &mut T
 
 /// Runs (or resumes) an evaluation, writing `out` atomically every
 /// `checkpoint_every` items and at the end of each task. `load` supplies the items of a
-/// task split (normally [`crate::tasks::load_task`]).
+/// task split (normally [`crate::tasks::load_task`]). Stored items outside this run's
+/// items (from a run with a larger limit) stay in the file but not in the returned report.
 pub fn run_eval<L: SkippableLm>(
     lm: &L,
     config: &EvalConfig,
@@ -416,13 +485,16 @@ pub fn run_eval<L: SkippableLm>(
     progress: Progress<'_>,
 ) -> Result<EvalReport, EvalError> {
     let mut report = open_report(lm, out, chooser.label())?;
+    let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
         let items = task_items(config, task, load)?;
-        let entry = task_entry(&mut report, task, items.len());
-        let done: std::collections::HashSet<usize> = entry.items.iter().map(|i| i.doc_id).collect();
+        let ids: HashSet<usize> = items.iter().map(|i| i.doc_id).collect();
+        let (done, _) = open_task(&mut report, task, &ids);
+        let mut complete = done.intersection(&ids).count();
+        run_ids.insert(task.name().to_string(), ids);
         let start = Instant::now();
         let (mut since_checkpoint, mut scored) = (0, 0);
-        progress(task, entry.items.len(), items.len());
+        progress(task, complete, items.len());
         for item in items.iter().filter(|i| !done.contains(&i.doc_id)) {
             let choice = chooser.choose(item)?;
             let result = score_item_with(lm, item, &choice)?;
@@ -430,7 +502,8 @@ pub fn run_eval<L: SkippableLm>(
             entry.items.push(result);
             since_checkpoint += 1;
             scored += 1;
-            progress(task, entry.items.len(), items.len());
+            complete += 1;
+            progress(task, complete, items.len());
             if since_checkpoint >= config.checkpoint_every.max(1) {
                 let elapsed = start.elapsed().as_secs_f64();
                 entry.seconds += elapsed;
@@ -450,7 +523,7 @@ pub fn run_eval<L: SkippableLm>(
         entry.refresh();
         io::write_json_atomic(out, &report)?;
     }
-    Ok(report)
+    Ok(as_run(report, &run_ids))
 }
 
 /// Runs (or resumes) the evaluation of several fixed omission sets in one pass over the
@@ -458,7 +531,8 @@ pub fn run_eval<L: SkippableLm>(
 /// would write, and a file of either kind resumes the other. Each item is scored once
 /// for the sets still missing it, through [`score_requests_sets`], so blocks with the same
 /// input under several sets run once. A task's `seconds` in each file is that file's share
-/// of the pass (each item's time divided among the sets scored on it).
+/// of the pass (each item's time divided among the sets scored on it). As with
+/// [`run_eval`], the returned reports hold only this run's items.
 pub fn run_eval_sets<L: SkippableLm>(
     lm: &L,
     config: &EvalConfig,
@@ -485,18 +559,13 @@ pub fn run_eval_sets<L: SkippableLm>(
         }
         Ok(())
     };
+    let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
         let items = task_items(config, task, load)?;
-        let done: Vec<std::collections::HashSet<usize>> = reports
-            .iter_mut()
-            .map(|r| {
-                task_entry(r, task, items.len())
-                    .items
-                    .iter()
-                    .map(|i| i.doc_id)
-                    .collect()
-            })
-            .collect();
+        let ids: HashSet<usize> = items.iter().map(|i| i.doc_id).collect();
+        let (done, n_totals): (Vec<HashSet<usize>>, Vec<usize>) =
+            reports.iter_mut().map(|r| open_task(r, task, &ids)).unzip();
+        run_ids.insert(task.name().to_string(), ids);
         let finished = |doc_id: usize| done.iter().filter(|d| d.contains(&doc_id)).count();
         let mut complete = items
             .iter()
@@ -522,7 +591,7 @@ pub fn run_eval_sets<L: SkippableLm>(
                     secs: None,
                 };
                 let result = item_result(item, &choice, scores)?;
-                let entry = task_entry(&mut reports[s], task, items.len());
+                let entry = task_entry(&mut reports[s], task, n_totals[s]);
                 entry.items.push(result);
                 entry.seconds += share;
             }
@@ -530,21 +599,21 @@ pub fn run_eval_sets<L: SkippableLm>(
             since_checkpoint += 1;
             progress(task, complete, items.len());
             if since_checkpoint >= config.checkpoint_every.max(1) {
-                for r in reports.iter_mut() {
-                    task_entry(r, task, items.len()).refresh();
+                for (r, &n_total) in reports.iter_mut().zip(&n_totals) {
+                    task_entry(r, task, n_total).refresh();
                 }
                 write_all(&reports)?;
                 since_checkpoint = 0;
             }
         }
-        for r in reports.iter_mut() {
-            let entry = task_entry(r, task, items.len());
+        for (r, &n_total) in reports.iter_mut().zip(&n_totals) {
+            let entry = task_entry(r, task, n_total);
             entry.items.sort_by_key(|i| i.doc_id);
             entry.refresh();
         }
         write_all(&reports)?;
     }
-    Ok(reports)
+    Ok(reports.into_iter().map(|r| as_run(r, &run_ids)).collect())
 }
 
 /// A Markdown table with one row per report (method) and one column per task, reporting

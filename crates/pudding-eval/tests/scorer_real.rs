@@ -296,6 +296,36 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
             assert!((after.seconds - task.seconds).abs() <= 1e-9 * task.seconds.max(1.0));
         }
     }
+    // A smaller run over the 4-item files reports its own 2 items and leaves the files
+    // complete at 4 of 4 (neither partial nor cut).
+    let smaller = run_eval_sets(lm, &config(2), &sets, &separate, &mut load, &mut quiet).unwrap();
+    let smaller_alone = run_eval(
+        lm,
+        &config(2),
+        &mut StaticChooser(sets[1].clone()),
+        &separate[1],
+        &mut load,
+        &mut quiet,
+    )
+    .unwrap();
+    for (i, r) in smaller.iter().enumerate() {
+        let on_disk: EvalReport = pudding_core::io::read_json(&separate[i]).unwrap();
+        for (name, task) in &r.tasks {
+            let stored = &on_disk.tasks[name];
+            assert_eq!((task.n, task.n_total), (2, 2), "{name}");
+            assert_eq!((stored.n, stored.n_total), (4, 4), "{name}");
+            assert_eq!(task.items[..], stored.items[..2]);
+            let first = &stored.items[..2];
+            let acc = first.iter().filter(|i| i.pred == i.gold).count() as f64 / 2.0;
+            let acc_norm = first.iter().filter(|i| i.pred_norm == i.gold).count() as f64 / 2.0;
+            assert_eq!(
+                (task.acc.mean, task.acc_norm.mean),
+                (acc, acc_norm),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(smaller_alone.tasks, smaller[1].tasks);
     // Files of another set, or a count that does not match, are refused.
     let swapped = [together[1].clone(), together[0].clone()];
     assert!(matches!(

@@ -376,7 +376,7 @@ impl LlamaConfig {
                 let factor = s.factor.ok_or_else(|| {
                     ModelError::Config("rope_scaling linear without a factor".into())
                 })?;
-                rope_freq_factors = Some(vec![factor; head_dim / 2]);
+                rope_freq_factors = Some(linear_rope_factors(factor, head_dim)?);
                 None
             }
             Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
@@ -484,7 +484,7 @@ impl LlamaConfig {
             None | Some("none") => {}
             Some("linear") if rope_freq_factors.is_none() => {
                 let factor = file.get_f32(&key("rope.scaling.factor"))?;
-                rope_freq_factors = Some(vec![factor; head_dim / 2]);
+                rope_freq_factors = Some(linear_rope_factors(factor, head_dim)?);
             }
             Some(kind) => {
                 return Err(ModelError::Config(format!(
@@ -672,7 +672,7 @@ impl LlamaConfig {
         ("intermediate_size", 1 << 19),
         ("n_heads", 1 << 12),
         ("n_kv_heads", 1 << 12),
-        ("head_dim", 1 << 12),
+        ("head_dim", HEAD_DIM_LIMIT),
         ("vocab_size", 1 << 23),
         ("max_seq_len", 1 << 20),
     ];
@@ -815,6 +815,23 @@ impl IdealCost {
     }
 }
 
+/// The largest head size [`LlamaConfig::validate`] accepts.
+const HEAD_DIM_LIMIT: usize = 1 << 12;
+
+/// Linear RoPE scaling as per-frequency divisors: `head_dim / 2` copies of `factor`. The
+/// head size is checked against [`LlamaConfig::LIMITS`] first, since this table is built
+/// before [`LlamaConfig::validate`] runs and a corrupt header could ask for gigabytes.
+fn linear_rope_factors(factor: f32, head_dim: usize) -> Result<Vec<f32>, ModelError> {
+    let limit = HEAD_DIM_LIMIT;
+    if head_dim > limit {
+        return Err(ModelError::Config(format!(
+            "head_dim = {head_dim} is larger than any supported model (at most {limit}); \
+             the configuration is corrupt"
+        )));
+    }
+    Ok(vec![factor; head_dim / 2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,5 +966,12 @@ mod tests {
         let bert = r#"{"model_type":"bert","num_hidden_layers":2,"hidden_size":64,
             "intermediate_size":8,"num_attention_heads":4,"vocab_size":10}"#;
         assert!(LlamaConfig::from_hf_json(bert).is_err());
+        // A corrupt head size under linear RoPE scaling is an error, not a huge allocation
+        // before validation (1e15 / 2 factors would be 2 PB).
+        let huge_head = r#"{"model_type":"llama","num_hidden_layers":2,"hidden_size":64,
+            "intermediate_size":8,"num_attention_heads":4,"vocab_size":10,
+            "head_dim":1000000000000000,"rope_scaling":{"rope_type":"linear","factor":2.0}}"#;
+        let err = LlamaConfig::from_hf_json(huge_head).unwrap_err();
+        assert!(err.to_string().contains("head_dim"), "{err}");
     }
 }

@@ -69,10 +69,18 @@ impl TextTokenizer {
     fn from_gguf_byte_level(file: &GgufFile) -> Result<Self, ModelError> {
         let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
         let merges = file.get_str_array("tokenizer.ggml.merges")?;
-        let types = file
-            .get_i32_array("tokenizer.ggml.token_type")
+        // Both keys may be absent (no special tokens; the GPT-2 pre-tokenizer), but a key of
+        // the wrong type or a token-type list of another length is a corrupt file.
+        let types = GgufFile::optional(file.get_i32_array("tokenizer.ggml.token_type"))?
             .unwrap_or_default();
-        let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
+        if !types.is_empty() && types.len() != tokens.len() {
+            return Err(ModelError::Tokenizer(format!(
+                "{} tokens but {} token types",
+                tokens.len(),
+                types.len()
+            )));
+        }
+        let pre = GgufFile::optional(file.get_str("tokenizer.ggml.pre"))?.unwrap_or("default");
         // A regex split then byte mapping (Llama 3, Qwen2).
         let split = |pattern: &str| {
             json!({"type": "Sequence", "pretokenizers": [
@@ -208,8 +216,15 @@ impl TextTokenizer {
             .enumerate()
             .map(|(i, t)| (t.to_string(), i as u32))
             .collect();
-        let unk = GgufFile::optional(file.get_u32("tokenizer.ggml.unknown_token_id"))?
-            .and_then(|id| tokens.get(id as usize).copied());
+        let unk = match GgufFile::optional(file.get_u32("tokenizer.ggml.unknown_token_id"))? {
+            Some(id) => Some(*tokens.get(id as usize).ok_or_else(|| {
+                ModelError::Tokenizer(format!(
+                    "tokenizer.ggml.unknown_token_id {id} is outside the {} tokens",
+                    tokens.len()
+                ))
+            })?),
+            None => None,
+        };
         let mut bpe = tokenizers::models::bpe::BPE::builder()
             .vocab_and_merges(vocab, merges)
             .fuse_unk(true)
@@ -371,6 +386,47 @@ mod split_pattern_tests {
             llama.encode(decomposed).unwrap(),
             llama.encode(composed).unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod byte_level_metadata_tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+    use crate::testing::tiny_vocab;
+
+    /// Token types and the pre-tokenizer name may be absent, but a key of the wrong type
+    /// or a token-type list of another length is refused, not skipped (skipping would
+    /// leave the control tokens unregistered and split them into ordinary pieces).
+    #[test]
+    fn malformed_byte_level_metadata_is_refused() {
+        let (tokens, types, merges) = tiny_vocab();
+        let build = |edit: &dyn Fn(&mut GgufWriter)| {
+            let mut w = GgufWriter::new();
+            w.add_string("tokenizer.ggml.model", "gpt2")
+                .add_str_array("tokenizer.ggml.tokens", &tokens)
+                .add_str_array("tokenizer.ggml.merges", &merges);
+            edit(&mut w);
+            TextTokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap())
+        };
+        assert!(build(&|_| {}).is_ok());
+        assert!(build(&|w| {
+            w.add_i32_array("tokenizer.ggml.token_type", &types);
+        })
+        .is_ok());
+        let floats: Vec<f32> = types.iter().map(|&t| t as f32).collect();
+        assert!(build(&|w| {
+            w.add_f32_array("tokenizer.ggml.token_type", &floats);
+        })
+        .is_err());
+        assert!(build(&|w| {
+            w.add_i32_array("tokenizer.ggml.token_type", &types[1..]);
+        })
+        .is_err());
+        assert!(build(&|w| {
+            w.add_u32("tokenizer.ggml.pre", 3);
+        })
+        .is_err());
     }
 }
 

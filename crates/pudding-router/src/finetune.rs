@@ -61,7 +61,7 @@ impl FinetuneConfig {
             grad_clip: self.grad_clip,
             val_fraction: self.val_fraction,
         })?;
-        if self.max_tokens < 2 {
+        if self.max_tokens < 3 {
             return Err(RouterError::Invalid(format!(
                 "max_tokens {} leaves no room for text between [CLS] and [SEP]",
                 self.max_tokens

@@ -27,9 +27,7 @@ impl RouterInput {
     pub fn text(self, item: &TaskItem) -> String {
         match self {
             RouterInput::Prompt => item.prompt.clone(),
-            RouterInput::PromptAndFirstChoice => {
-                format!("{}{}", item.context(0), item.continuations[0])
-            }
+            RouterInput::PromptAndFirstChoice => item.prompt_and_first_choice(),
         }
     }
 }

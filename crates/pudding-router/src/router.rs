@@ -73,6 +73,14 @@ impl<B: Backend> PuddingRouter<B> {
                 pool.len()
             )));
         }
+        if card.max_tokens < 3 {
+            // [CLS] and [SEP] alone: every prompt would be routed the same way.
+            return Err(RouterError::Invalid(format!(
+                "the router card keeps {} input tokens, which leaves no room for text between \
+                 [CLS] and [SEP]",
+                card.max_tokens
+            )));
+        }
         if let Some(n) = card.encoder_layers {
             let have = encoder.config().num_hidden_layers;
             if have < n {
@@ -169,6 +177,25 @@ impl<B: Backend> Router for PuddingRouter<B> {
 
     fn pool(&self) -> &CandidatePool {
         &self.pool
+    }
+
+    /// The pool's id and a hash of the router card (training settings, validation
+    /// metrics, input mode, encoder layers), 12 hex digits each.
+    fn identity(&self) -> String {
+        use sha2::{Digest, Sha256};
+        // A card of plain numbers and strings always serialises.
+        let card = serde_json::to_vec(&self.card).unwrap_or_default();
+        let hash: String = Sha256::digest(&card)
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let pool: String = self.pool.id().chars().take(12).collect();
+        format!("{pool} router {hash}")
+    }
+
+    fn reads_first_choice(&self) -> bool {
+        self.card.input == RouterInput::PromptAndFirstChoice
     }
 
     fn scores(&self, prompt: &str) -> Result<Vec<f32>, RouterError> {

@@ -93,7 +93,7 @@ enum Command {
         /// A candidate pool: with --router, PuDDing routing; with --oracle, the oracle;
         /// alone, every candidate as a static set (in one pass, `--out` a directory when
         /// the pool has several).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "skip")]
         pool: Option<PathBuf>,
         /// Router directory (with --pool).
         #[arg(long, requires = "pool")]
@@ -137,10 +137,10 @@ enum Command {
         generate: String,
         /// With --router: the router's pool; router latency is then measured on the first
         /// 50 ARC-Easy test prompts and compared with the dense 128-token prefill.
-        #[arg(long)]
+        #[arg(long, requires = "router")]
         pool: Option<PathBuf>,
         /// Router directory (with --pool).
-        #[arg(long)]
+        #[arg(long, requires = "pool")]
         router: Option<PathBuf>,
         /// Write the JSON report here (the Markdown table goes to stdout).
         #[arg(long)]
@@ -180,7 +180,7 @@ enum Command {
         #[arg(short = 'k', long, default_value_t = 6)]
         k: usize,
         /// Calibration rows per task (the first N train rows).
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = at_least_one)]
         calib: usize,
         /// Output pool (JSON).
         #[arg(long)]
@@ -201,7 +201,7 @@ enum Command {
         #[arg(short = 'k', long, default_value_t = 6)]
         k: usize,
         /// Calibration passages (BoolQ train passages).
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         calib: usize,
         /// Output pool (JSON).
         #[arg(long)]
@@ -230,19 +230,19 @@ enum Command {
         #[arg(long, default_value = "tl,tld")]
         losses: String,
         /// Calibration rows per task for the candidate search.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = at_least_one)]
         calib: usize,
         /// Calibration passages of the static baselines.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         baseline_calib: usize,
         /// Static baselines to compare.
         #[arg(long, default_value = "sleb,shortgpt,shortened-ppl,taylor")]
         baselines: String,
         /// Labelled train rows per calibration task for the router.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         label_rows: usize,
         /// Router training epochs.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         router_epochs: usize,
         /// Routers use only the first N encoder layers (default: all).
         #[arg(long)]
@@ -291,7 +291,7 @@ enum Command {
         )]
         tasks: String,
         /// Rows per task (the first N train rows after the calibration rows).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         rows: usize,
         /// Skip the first N train rows of each task (the candidate search's calibration rows).
         #[arg(long, default_value_t = 0)]
@@ -473,6 +473,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             seed,
             raw,
         } => {
+            if !(temperature.is_finite() && temperature >= 0.0) {
+                return Err(CliError::Usage(format!(
+                    "--temperature {temperature} must be 0 (greedy) or positive"
+                )));
+            }
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                return Err(CliError::Usage(format!(
+                    "--top-p {top_p} must be in (0, 1]"
+                )));
+            }
             let lm = load(model)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let sampling = if temperature > 0.0 {
@@ -869,7 +879,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
             center_labels,
             seed,
         } => {
+            let full_only = [
+                ("--lr", lr.is_some()),
+                ("--warmup-steps", warmup_steps.is_some()),
+                ("--batch-size", batch_size.is_some()),
+                ("--max-tokens", max_tokens.is_some()),
+            ];
             let result = match mode.as_str() {
+                "head" if full_only.iter().any(|(_, given)| *given) => {
+                    let given: Vec<&str> = full_only
+                        .iter()
+                        .filter(|(_, given)| *given)
+                        .map(|(flag, _)| *flag)
+                        .collect();
+                    Err(format!("{} apply to --mode full only", given.join(", ")).into())
+                }
                 "head" => pudding_cli::router_commands::train_router_command(
                     &pool,
                     &labels,

@@ -25,6 +25,11 @@ const MAX_BATCH_ROWS: usize = 1 << 24;
 /// offsets, so a corrupt file can make it cyclic; the limit turns that into an error.
 const MAX_TYPE_DEPTH: usize = 32;
 
+/// How many fields (columns and their nested children) a schema may declare. Offsets can
+/// also point several children at one table, so a shallow corrupt schema could fan out
+/// into billions of fields; real task files have a few dozen.
+const MAX_SCHEMA_FIELDS: usize = 4096;
+
 fn slice(buf: &[u8], pos: usize, len: usize) -> Result<&[u8]> {
     pos.checked_add(len)
         .and_then(|end| buf.get(pos..end))
@@ -198,7 +203,9 @@ const T_STRUCT: u8 = 13;
 const T_LARGE_UTF8: u8 = 20;
 const T_LARGE_LIST: u8 = 21;
 
-fn parse_field(t: &Table<'_>, depth: usize) -> Result<FieldDef> {
+/// Parses one field and its children; `budget` is the number of fields the schema may
+/// still declare ([`MAX_SCHEMA_FIELDS`] in all).
+fn parse_field(t: &Table<'_>, depth: usize, budget: &mut usize) -> Result<FieldDef> {
     // Field: name 0, nullable 1, type_type 2, type 3, dictionary 4, children 5.
     let name = t.string(0)?.unwrap_or("").to_string();
     if depth > MAX_TYPE_DEPTH {
@@ -206,6 +213,9 @@ fn parse_field(t: &Table<'_>, depth: usize) -> Result<FieldDef> {
             "column {name:?} nests types more than {MAX_TYPE_DEPTH} deep"
         ));
     }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or_else(|| format!("the schema declares more than {MAX_SCHEMA_FIELDS} fields"))?;
     if t.field(4)?.is_some() {
         return Err(format!(
             "column {name:?} is dictionary-encoded (unsupported)"
@@ -213,11 +223,11 @@ fn parse_field(t: &Table<'_>, depth: usize) -> Result<FieldDef> {
     }
     let tag = t.u8_field(2, 0)?;
     let children = t.tables(5)?;
-    let child = |i: usize| -> Result<FieldDef> {
+    let mut child = |i: usize| -> Result<FieldDef> {
         children
             .get(i)
             .ok_or_else(|| format!("column {name:?} lacks child {i}"))
-            .and_then(|c| parse_field(c, depth + 1))
+            .and_then(|c| parse_field(c, depth + 1, budget))
     };
     let dtype = match tag {
         T_NULL => DType::Null,
@@ -250,7 +260,7 @@ fn parse_field(t: &Table<'_>, depth: usize) -> Result<FieldDef> {
         T_STRUCT => DType::Struct(
             children
                 .iter()
-                .map(|c| parse_field(c, depth + 1))
+                .map(|c| parse_field(c, depth + 1, budget))
                 .collect::<Result<Vec<_>>>()?,
         ),
         other => {
@@ -485,10 +495,11 @@ pub(crate) fn read_stream(bytes: &[u8]) -> Result<Vec<Row>> {
                 if header.i16_field(0, 0)? != 0 {
                     return Err("big-endian Arrow data is unsupported".into());
                 }
+                let mut budget = MAX_SCHEMA_FIELDS;
                 let fields = header
                     .tables(1)?
                     .iter()
-                    .map(|f| parse_field(f, 0))
+                    .map(|f| parse_field(f, 0, &mut budget))
                     .collect::<Result<Vec<_>>>()?;
                 schema = Some(fields);
             }

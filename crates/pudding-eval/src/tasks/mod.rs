@@ -459,6 +459,12 @@ impl TaskItem {
         self.continuations.len()
     }
 
+    /// The first choice's full text, context then continuation: what a router trained on
+    /// the reference code's input reads.
+    pub fn prompt_and_first_choice(&self) -> String {
+        format!("{}{}", self.context(0), self.continuations[0])
+    }
+
     /// The context of choice `i` (the shared one unless contexts are per choice).
     pub fn context(&self, i: usize) -> &str {
         if self.contexts.len() == 1 {
