@@ -637,6 +637,84 @@ mod tests {
         assert!(err.contains("declares"), "{err}");
     }
 
+    /// An Arrow stream holding only a schema whose first column is a chain of `levels`
+    /// structs, each listing the next field twice as its children (a DAG: 2^levels
+    /// fields to walk), ending in a Null field; then the end-of-stream marker.
+    fn fan_out_stream(levels: usize) -> Vec<u8> {
+        // A table: its vtable (field index -> offset in the table), then `size` bytes whose
+        // first four are the signed offset back to the vtable. Returns the table position.
+        fn table(b: &mut Vec<u8>, n_fields: usize, entries: &[(usize, u16)], size: usize) -> usize {
+            let vtable = b.len();
+            b.extend_from_slice(&((4 + 2 * n_fields) as u16).to_le_bytes());
+            b.extend_from_slice(&(size as u16).to_le_bytes());
+            for i in 0..n_fields {
+                let off = entries.iter().find(|(j, _)| *j == i).map_or(0, |(_, o)| *o);
+                b.extend_from_slice(&off.to_le_bytes());
+            }
+            let pos = b.len();
+            b.extend_from_slice(&((pos - vtable) as i32).to_le_bytes());
+            b.resize(pos + size, 0);
+            pos
+        }
+        // Offsets are unsigned and relative to where they are stored: always forward.
+        fn point(b: &mut [u8], at: usize, target: usize) {
+            b[at..at + 4].copy_from_slice(&((target - at) as u32).to_le_bytes());
+        }
+        fn vector(b: &mut Vec<u8>, len: usize) -> usize {
+            let pos = b.len();
+            b.extend_from_slice(&(len as u32).to_le_bytes());
+            b.resize(pos + 4 + 4 * len, 0);
+            pos
+        }
+        let mut meta = vec![0u8; 4];
+        // Message: header_type (1) = Schema at +4, header (2) at +8.
+        let message = table(&mut meta, 4, &[(1, 4), (2, 8)], 12);
+        meta[message + 4] = 1;
+        point(&mut meta, 0, message);
+        // Schema: fields (1) at +4.
+        let schema = table(&mut meta, 2, &[(1, 4)], 8);
+        point(&mut meta, message + 8, schema);
+        let fields = vector(&mut meta, 1);
+        point(&mut meta, schema + 4, fields);
+        let mut pending = vec![fields + 4];
+        for level in 0..=levels {
+            // Field: type_type (2) at +4, children (5) at +8.
+            let leaf = level == levels;
+            let field = if leaf {
+                table(&mut meta, 6, &[(2, 4)], 8)
+            } else {
+                table(&mut meta, 6, &[(2, 4), (5, 8)], 12)
+            };
+            meta[field + 4] = if leaf { T_NULL } else { T_STRUCT };
+            for at in pending.drain(..) {
+                point(&mut meta, at, field);
+            }
+            if !leaf {
+                let children = vector(&mut meta, 2);
+                point(&mut meta, field + 8, children);
+                pending = vec![children + 4, children + 8];
+            }
+        }
+        let mut stream = (-1i32).to_le_bytes().to_vec();
+        stream.extend_from_slice(&(meta.len() as i32).to_le_bytes());
+        stream.extend_from_slice(&meta);
+        stream.extend_from_slice(&(-1i32).to_le_bytes());
+        stream.extend_from_slice(&0i32.to_le_bytes());
+        stream
+    }
+
+    #[test]
+    fn a_schema_that_fans_out_is_refused_not_walked() {
+        // A few levels are a valid (if odd) schema with no rows.
+        assert_eq!(
+            read_stream(&fan_out_stream(3)).expect("small schema"),
+            Vec::<Row>::new()
+        );
+        // 31 levels (2^31 fields) stay within the depth limit; the field budget stops them.
+        let err = read_stream(&fan_out_stream(31)).expect_err("fan-out schema");
+        assert!(err.contains("more than 4096 fields"), "{err}");
+    }
+
     #[test]
     fn every_single_byte_corruption_is_an_error_or_a_decode_never_a_panic() {
         for pos in 0..FIXTURE.len() {
