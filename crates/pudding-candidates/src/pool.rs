@@ -26,7 +26,9 @@ pub fn build_pool<B: Backend>(
     checkpoint_dir: Option<&Path>,
     progress: PoolProgress<'_>,
 ) -> Result<CandidatePool, SearchError> {
-    let mut candidates: Vec<Candidate> = Vec::new();
+    // Every task's rows are loaded and checked before any search runs, so a task with too
+    // few rows fails at once rather than after the searches of the tasks before it.
+    let mut task_items = Vec::with_capacity(tasks.len());
     for &task in tasks {
         // Only a task without a train split falls back to validation; a data error in the
         // train split is reported, never hidden behind the evaluation split.
@@ -36,6 +38,10 @@ pub fn build_pool<B: Backend>(
         }
         .map_err(|e| SearchError::Invalid(e.to_string()))?;
         check_calibration_rows(task, items.len(), calib)?;
+        task_items.push((task, items));
+    }
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (task, items) in task_items {
         let samples = samples_from_items(lm, &items, calib)?;
         for &loss in losses {
             let label = format!("{}-{}-k{}", task.name(), loss.name(), config.k);

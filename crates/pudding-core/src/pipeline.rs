@@ -25,7 +25,8 @@ pub struct Pudding<'a, L: SkippableLm, R: Router> {
 
 impl<'a, L: SkippableLm, R: Router> Pudding<'a, L, R> {
     /// Pairs `lm` with `router`; errors when the router's pool was built for another model,
-    /// or when the router cannot route a bare prompt ([`Router::reads_first_choice`]).
+    /// or when the router cannot route a bare prompt ([`Router::reads_first_choice`]: such
+    /// a router routes task items, through `pudding_eval`'s `RoutedChooser`).
     pub fn new(lm: &'a L, router: &'a R) -> Result<Self, PipelineError> {
         router.pool().check_model(lm.fingerprint())?;
         if router.reads_first_choice() {

@@ -94,7 +94,8 @@ pub struct TaskResult {
     pub metric: String,
     /// Items scored so far.
     pub n: usize,
-    /// Items in the (limited) split.
+    /// Items in the (limited) split of the largest run the file has seen: a run with a
+    /// smaller `--limit` over it leaves the total alone.
     pub n_total: usize,
     /// Accuracy.
     pub acc: Stat,
@@ -423,16 +424,26 @@ fn open_task(
     task: TaskName,
     ids: &HashSet<usize>,
 ) -> (HashSet<usize>, usize) {
+    let previous = report.tasks.get(task.name()).map(|e| e.n_total);
     let entry = task_entry(report, task, ids.len());
     let done: HashSet<usize> = entry.items.iter().map(|i| i.doc_id).collect();
-    let n_total = ids.len() + done.difference(ids).count();
+    let outside = done.difference(ids).count();
+    // With stored items outside this run, the file belongs to a larger run: its total
+    // stays at least what that run recorded (a partial 4600/10042 must not become
+    // 4600/4600 under a --limit 300 run).
+    let n_total = if outside > 0 {
+        (ids.len() + outside).max(previous.unwrap_or(0))
+    } else {
+        ids.len()
+    };
     entry.n_total = n_total;
     (done, n_total)
 }
 
 /// `report` as a run over `ids` (doc ids per task name) sees it: for each of those tasks,
-/// only the items in the run count, in the items and in the statistics. The results file
-/// keeps every item; this is what the run returns and prints.
+/// only the items in the run count, in the items and in the statistics (`seconds` stays
+/// the file's total). The results file keeps every item; this is what the run returns and
+/// prints.
 fn as_run(mut report: EvalReport, ids: &BTreeMap<String, HashSet<usize>>) -> EvalReport {
     for (task, wanted) in ids {
         if let Some(entry) = report.tasks.get_mut(task) {

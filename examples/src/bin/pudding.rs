@@ -708,7 +708,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(stage)?
                 .into_iter()
                 .take(50)
-                .map(|i| i.prompt)
+                // What the router reads in an evaluation.
+                .map(|i| {
+                    if pudding_core::Router::reads_first_choice(&router) {
+                        i.prompt_and_first_choice()
+                    } else {
+                        i.prompt
+                    }
+                })
                 .collect();
                 let runs = pudding_eval::bench::router_latencies(&router, &prompts, repeats.max(1))
                     .map_err(stage)?;
