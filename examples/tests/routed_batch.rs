@@ -5,23 +5,36 @@
 use pudding_cli::router_commands::load_encoder;
 use pudding_core::{CandidatePool, GenerationConfig, Pudding, SkippableLm};
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::bert::BertEncoder;
 use pudding_models::{cpu_device, CpuBackend as B, LlamaLm};
 use pudding_router::router::PuddingRouter;
+use pudding_router::RouterError;
+
+/// The shipped router-k3 card.
+const K3_CARD: &str = include_str!("../default/router-k3/router.json");
+
+/// The embedded k = 3 pool with its shipped head, under `card` (the shipped
+/// [`K3_CARD`] or an edited copy) and on `encoder`.
+fn embedded_k3_router(
+    card: &str,
+    encoder: BertEncoder<B>,
+) -> Result<PuddingRouter<B>, RouterError> {
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
+    PuddingRouter::from_bytes(
+        card,
+        include_bytes!("../default/router-k3/head.safetensors"),
+        pool,
+        encoder,
+        &cpu_device(),
+    )
+}
 
 #[test]
 fn grouped_batched_generation_equals_one_by_one() {
     let device = cpu_device();
     let lm = LlamaLm::<B>::load(&ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap(), &device).unwrap();
-    let pool: CandidatePool =
-        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
-    let router = PuddingRouter::from_bytes(
-        include_str!("../default/router-k3/router.json"),
-        include_bytes!("../default/router-k3/head.safetensors"),
-        pool,
-        load_encoder::<B>(&device).unwrap(),
-        &device,
-    )
-    .unwrap();
+    let router = embedded_k3_router(K3_CARD, load_encoder::<B>(&device).unwrap()).unwrap();
     let pipeline = Pudding::new(&lm, &router).unwrap();
     let questions = [
         "What is the capital of France?",
@@ -66,17 +79,7 @@ fn grouped_batched_generation_equals_one_by_one() {
 #[test]
 fn embedded_router_uses_three_encoder_layers_and_refuses_fewer() {
     let device = cpu_device();
-    let pool: CandidatePool =
-        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
-    let load = |encoder| {
-        PuddingRouter::<B>::from_bytes(
-            include_str!("../default/router-k3/router.json"),
-            include_bytes!("../default/router-k3/head.safetensors"),
-            pool.clone(),
-            encoder,
-            &device,
-        )
-    };
+    let load = |encoder| embedded_k3_router(K3_CARD, encoder);
     let stock = load_encoder::<B>(&device).unwrap();
     let too_small = stock.clone().truncate_layers(2).unwrap();
     let router = load(stock).unwrap();
@@ -84,10 +87,7 @@ fn embedded_router_uses_three_encoder_layers_and_refuses_fewer() {
     let err = load(too_small)
         .err()
         .expect("a 2-layer encoder must be refused");
-    assert!(
-        matches!(err, pudding_router::RouterError::Mismatch(_)),
-        "{err}"
-    );
+    assert!(matches!(err, RouterError::Mismatch(_)), "{err}");
 }
 
 /// A router trained on the prompt followed by the first answer choice reads that text for
@@ -101,32 +101,16 @@ fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts
 
     let device = cpu_device();
     let lm = LlamaLm::<B>::load(&ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap(), &device).unwrap();
-    let pool: CandidatePool =
-        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
-    let card = include_str!("../default/router-k3/router.json");
-    assert_eq!(card.matches("\"input\": \"prompt\"").count(), 1);
-    let card = card.replace(
+    let encoder = load_encoder::<B>(&device).unwrap();
+    assert_eq!(K3_CARD.matches("\"input\": \"prompt\"").count(), 1);
+    let card = K3_CARD.replace(
         "\"input\": \"prompt\"",
         "\"input\": \"prompt_and_first_choice\"",
     );
-    let router = PuddingRouter::<B>::from_bytes(
-        &card,
-        include_bytes!("../default/router-k3/head.safetensors"),
-        pool,
-        load_encoder::<B>(&device).unwrap(),
-        &device,
-    )
-    .unwrap();
+    let router = embedded_k3_router(&card, encoder.clone()).unwrap();
     assert!(router.reads_first_choice());
     // Its results file is labelled apart from the shipped router's, though the pool is one.
-    let shipped = PuddingRouter::<B>::from_bytes(
-        include_str!("../default/router-k3/router.json"),
-        include_bytes!("../default/router-k3/head.safetensors"),
-        router.pool().clone(),
-        load_encoder::<B>(&device).unwrap(),
-        &device,
-    )
-    .unwrap();
+    let shipped = embedded_k3_router(K3_CARD, encoder.clone()).unwrap();
     assert_ne!(
         RoutedChooser(&router).label(),
         RoutedChooser(&shipped).label()
@@ -137,17 +121,8 @@ fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts
     // A card that keeps too few input tokens for any text is refused.
     let max_tokens = format!("\"max_tokens\": {}", router.card().max_tokens);
     assert_eq!(card.matches(&max_tokens).count(), 1);
-    let starved = PuddingRouter::<B>::from_bytes(
-        &card.replace(&max_tokens, "\"max_tokens\": 2"),
-        include_bytes!("../default/router-k3/head.safetensors"),
-        router.pool().clone(),
-        load_encoder::<B>(&device).unwrap(),
-        &device,
-    );
-    assert!(matches!(
-        starved.err(),
-        Some(pudding_router::RouterError::Invalid(_))
-    ));
+    let starved = embedded_k3_router(&card.replace(&max_tokens, "\"max_tokens\": 2"), encoder);
+    assert!(matches!(starved.err(), Some(RouterError::Invalid(_))));
     assert!(matches!(
         Pudding::new(&lm, &router),
         Err(PipelineError::Core(CoreError::RouterNeedsAnswerChoice))
@@ -157,7 +132,7 @@ fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts
     // Items on which the two texts route differently tell which one the chooser read.
     let mut telling = 0;
     for item in &items[..40] {
-        let text = item.prompt_and_first_choice();
+        let text = item.router_text(true);
         assert!(text.starts_with(&item.prompt) && text.len() > item.prompt.len());
         let choice = chooser.choose(item).unwrap();
         let expected = router.route(&text).unwrap();

@@ -27,15 +27,9 @@ def r9(x):
 
 
 def write_text_atomic(path, text):
-    """Writes `text` (UTF-8) to `path` through `path + ".tmp"` and a rename."""
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Writes `text` (UTF-8, line endings as given) to `path` through `path + ".tmp"` and a
+    rename."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_bytes_atomic(path, data):

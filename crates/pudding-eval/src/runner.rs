@@ -218,14 +218,9 @@ impl<R: pudding_core::Router> SetChooser for RoutedChooser<'_, R> {
         format!("routed {}", self.0.identity())
     }
     fn choose(&mut self, item: &TaskItem) -> Result<Choice, EvalError> {
-        let text = if self.0.reads_first_choice() {
-            item.prompt_and_first_choice()
-        } else {
-            item.prompt.clone()
-        };
         let d = self
             .0
-            .route(&text)
+            .route(&item.router_text(self.0.reads_first_choice()))
             .map_err(|e| EvalError::Choose(e.to_string()))?;
         Ok(Choice {
             set: d.set,

@@ -326,25 +326,26 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         }
     }
     assert_eq!(smaller_alone.tasks, smaller[1].tasks);
-    // A partial file (2 of 4, from the first run above, extended by nothing) stays partial
-    // under a run of 1 item: the larger run's total is kept.
+    // A partial file (a 4-item file cut to its first 2 items) stays partial under a run of
+    // 1 item: the larger run's total is kept.
     let partial = dir.path().join("partial.json");
-    std::fs::copy(&together[0], &partial).unwrap();
-    let mut doc: serde_json::Value = pudding_core::io::read_json(&partial).unwrap();
+    let mut doc: serde_json::Value = pudding_core::io::read_json(&together[0]).unwrap();
     for task in doc["tasks"].as_object_mut().unwrap().values_mut() {
         task["items"].as_array_mut().unwrap().truncate(2);
         task["n"] = 2.into();
     }
     std::fs::write(&partial, doc.to_string()).unwrap();
-    let one = run_eval(
-        lm,
-        &config(1),
-        &mut StaticChooser(sets[0].clone()),
-        &partial,
-        &mut load,
-        &mut quiet,
-    )
-    .unwrap();
+    let mut run_one_item = || {
+        run_eval(
+            lm,
+            &config(1),
+            &mut StaticChooser(sets[0].clone()),
+            &partial,
+            &mut load,
+            &mut quiet,
+        )
+    };
+    let one = run_one_item().unwrap();
     let on_disk: EvalReport = pudding_core::io::read_json(&partial).unwrap();
     for (name, task) in &on_disk.tasks {
         assert_eq!((task.n, task.n_total), (2, 4), "{name}");
@@ -355,17 +356,12 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         );
     }
     // A stored item whose gold choice is not among its scores is refused on resume.
-    task_gold(&mut doc, 99);
+    for task in doc["tasks"].as_object_mut().unwrap().values_mut() {
+        task["items"][0]["gold"] = 99.into();
+    }
     std::fs::write(&partial, doc.to_string()).unwrap();
     assert!(matches!(
-        run_eval(
-            lm,
-            &config(1),
-            &mut StaticChooser(sets[0].clone()),
-            &partial,
-            &mut load,
-            &mut quiet,
-        ),
+        run_one_item(),
         Err(EvalError::ResumeMismatch { .. })
     ));
     // Files of another set, or a count that does not match, are refused.
@@ -378,11 +374,4 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         run_eval_sets(lm, &config(4), &sets, &together[..1], &mut load, &mut quiet),
         Err(EvalError::Invalid(_))
     ));
-}
-
-/// Sets the gold choice of the first stored item of every task in a results document.
-fn task_gold(doc: &mut serde_json::Value, gold: usize) {
-    for task in doc["tasks"].as_object_mut().unwrap().values_mut() {
-        task["items"][0]["gold"] = gold.into();
-    }
 }

@@ -25,10 +25,7 @@ pub enum RouterInput {
 impl RouterInput {
     /// The router text of a task item.
     pub fn text(self, item: &TaskItem) -> String {
-        match self {
-            RouterInput::Prompt => item.prompt.clone(),
-            RouterInput::PromptAndFirstChoice => item.prompt_and_first_choice(),
-        }
+        item.router_text(self == RouterInput::PromptAndFirstChoice)
     }
 }
 

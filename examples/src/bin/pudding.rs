@@ -709,13 +709,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .into_iter()
                 .take(50)
                 // What the router reads in an evaluation.
-                .map(|i| {
-                    if pudding_core::Router::reads_first_choice(&router) {
-                        i.prompt_and_first_choice()
-                    } else {
-                        i.prompt
-                    }
-                })
+                .map(|i| i.router_text(pudding_core::Router::reads_first_choice(&router)))
                 .collect();
                 let runs = pudding_eval::bench::router_latencies(&router, &prompts, repeats.max(1))
                     .map_err(stage)?;

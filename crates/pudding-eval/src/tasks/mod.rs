@@ -459,10 +459,15 @@ impl TaskItem {
         self.continuations.len()
     }
 
-    /// The first choice's full text, context then continuation: what a router trained on
-    /// the reference code's input reads.
-    pub fn prompt_and_first_choice(&self) -> String {
-        format!("{}{}", self.context(0), self.continuations[0])
+    /// What a router reads for this item: the bare [`TaskItem::prompt`], or, with
+    /// `with_first_choice` (the reference code's input), the first choice's full text,
+    /// context then continuation.
+    pub fn router_text(&self, with_first_choice: bool) -> String {
+        if with_first_choice {
+            format!("{}{}", self.context(0), self.continuations[0])
+        } else {
+            self.prompt.clone()
+        }
     }
 
     /// The context of choice `i` (the shared one unless contexts are per choice).
