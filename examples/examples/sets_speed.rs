@@ -1,10 +1,13 @@
 //! Measures one-pass scoring of several omission sets (`score_requests_sets`: a block
-//! whose input is the same under several sets runs once) against one pass per set, on the
-//! first N items of a task, in one run.
+//! whose input is the same under several sets runs once) against one pass per set, and
+//! the sets scored in JOBS groups at once, each on one CPU thread (`ParallelSetScorer`,
+//! `pudding eval --jobs`), on the first N items of a task, in one run.
 //!
 //! ```text
-//! cargo run --release --example sets_speed -- arc_easy 20 results/smollm2
+//! cargo run --release --example sets_speed -- arc_easy 20 results/smollm2 [JOBS]
 //! ```
+//!
+//! JOBS defaults to the number of CPU threads.
 //!
 //! The sets are every distinct set of a `pudding reproduce` output directory: dense, each
 //! `baseline-*.json` and each `pool-k*.json` candidate.
@@ -12,31 +15,21 @@
 use pudding_cli::backend::{self, Backend};
 use pudding_cli::resolve_model;
 use pudding_core::{CandidatePool, OmissionSet, SkippableLm};
+use pudding_eval::parallel::{partition_sets, shared_block_count, ParallelSetScorer};
 use pudding_eval::scorer::{score_requests, score_requests_sets};
 use pudding_eval::tasks::{load_task, TaskName};
 use pudding_models::LlamaLm;
-use std::collections::BTreeSet;
 use std::time::Instant;
-
-/// Block passes of the prefix tree: block `i` runs once per distinct pattern of skipped
-/// blocks below it among the sets that keep it.
-fn shared_block_passes(sets: &[OmissionSet], n_blocks: usize) -> usize {
-    (0..n_blocks)
-        .map(|i| {
-            sets.iter()
-                .filter(|s| !s.skips(i))
-                .map(|s| s.blocks().iter().filter(|&&b| b < i).copied().collect())
-                .collect::<BTreeSet<Vec<usize>>>()
-                .len()
-        })
-        .sum()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let task: TaskName = args.next().unwrap_or_else(|| "arc_easy".into()).parse()?;
     let n: usize = args.next().unwrap_or_else(|| "20".into()).parse()?;
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "results/smollm2".into()));
+    let jobs: usize = match args.next() {
+        Some(j) => j.parse()?,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let lm = LlamaLm::<Backend>::load(&resolve_model(None)?, &backend::device())?;
     let mut sets = vec![OmissionSet::dense(lm.n_blocks())?];
     for entry in std::fs::read_dir(&dir)? {
@@ -70,6 +63,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         score_requests_sets(&lm, &item.requests(), &sets)?;
     }
     let together = start.elapsed().as_secs_f64();
+    let scorer = ParallelSetScorer::new(jobs)?;
+    let start = Instant::now();
+    for item in items {
+        scorer.score(&lm, &item.requests(), &sets)?;
+    }
+    let grouped = start.elapsed().as_secs_f64();
+    let all: Vec<&OmissionSet> = sets.iter().collect();
+    let shared = shared_block_count(&all);
+    let group_passes: Vec<String> = partition_sets(&sets, jobs)
+        .iter()
+        .map(|g| shared_block_count(&g.iter().map(|&i| &sets[i]).collect::<Vec<_>>()).to_string())
+        .collect();
     let separate_passes: usize = sets.iter().map(|s| lm.n_blocks() - s.len()).sum();
     println!(
         "{} ({}), {} items x {} omission sets, backend {}",
@@ -80,16 +85,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend::NAME
     );
     println!(
-        "block passes per forward: {} one pass per set, {} in one pass ({:.2}x fewer)",
+        "block passes per forward: {} one pass per set, {} in one pass ({:.2}x fewer), {} in {} groups",
         separate_passes,
-        shared_block_passes(&sets, lm.n_blocks()),
-        separate_passes as f64 / shared_block_passes(&sets, lm.n_blocks()) as f64
+        shared,
+        separate_passes as f64 / shared as f64,
+        group_passes.join(" + "),
+        group_passes.len()
     );
+    let rate = |secs: f64| (items.len() * sets.len()) as f64 / secs;
     println!(
         "one pass per set: {:.2} item-sets/s; all sets in one pass: {:.2} item-sets/s; speed-up {:.2}x",
-        (items.len() * sets.len()) as f64 / per_set,
-        (items.len() * sets.len()) as f64 / together,
+        rate(per_set),
+        rate(together),
         per_set / together
+    );
+    println!(
+        "{jobs} groups at once, one thread each: {:.2} item-sets/s; {:.2}x one pass",
+        rate(grouped),
+        together / grouped
     );
     Ok(())
 }

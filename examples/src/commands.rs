@@ -189,11 +189,13 @@ impl EvalProgress {
 fn eval_config(
     tasks: &str,
     limit: Option<usize>,
+    jobs: usize,
 ) -> Result<EvalConfig, Box<dyn std::error::Error>> {
     Ok(EvalConfig {
         tasks: parse_tasks(tasks)?,
         limit,
         checkpoint_every: 50,
+        jobs,
     })
 }
 
@@ -206,7 +208,7 @@ pub fn run_eval_command<B: Backend>(
     limit: Option<usize>,
     out: &std::path::Path,
 ) -> Result<EvalReport, Box<dyn std::error::Error>> {
-    let config = eval_config(tasks, limit)?;
+    let config = eval_config(tasks, limit, 1)?;
     let mut bar = EvalProgress::new();
     let mut progress = |task, done, total| bar.update(task, done, total);
     let report = run_eval(lm, &config, chooser, out, &mut load_task, &mut progress)?;
@@ -215,15 +217,17 @@ pub fn run_eval_command<B: Backend>(
 }
 
 /// Evaluates several fixed omission sets in one pass (`run_eval_sets`): `outs[i]` is the
-/// resumable results file of `sets[i]`.
+/// resumable results file of `sets[i]`; `jobs` > 1 scores the sets in that many groups at
+/// once, each on one CPU thread (`pudding_eval::parallel`).
 pub fn run_eval_sets_command<B: Backend>(
     lm: &LlamaLm<B>,
     sets: &[OmissionSet],
     tasks: &str,
     limit: Option<usize>,
+    jobs: usize,
     outs: &[std::path::PathBuf],
 ) -> Result<Vec<EvalReport>, Box<dyn std::error::Error>> {
-    let config = eval_config(tasks, limit)?;
+    let config = eval_config(tasks, limit, jobs)?;
     let mut bar = EvalProgress::new();
     let mut progress = |task, done, total| bar.update(task, done, total);
     let reports = run_eval_sets(lm, &config, sets, outs, &mut load_task, &mut progress)?;

@@ -63,6 +63,9 @@ pub struct ReproduceConfig {
     pub eval_limit: Option<usize>,
     /// First N items of each unseen task.
     pub unseen_limit: Option<usize>,
+    /// Groups of omission sets scored at once in the evaluations, each on one CPU thread
+    /// (1: one pass on all threads; see `pudding_eval::parallel`).
+    pub eval_jobs: usize,
     /// Timed repeats of the speed benchmark (0: no benchmark).
     pub bench_repeats: usize,
     /// Where the tables and plots go (`E2E.md`, `e2e.json`, the SVGs); `None`: `out`.
@@ -362,7 +365,8 @@ pub fn reproduce<B: Backend>(
             "evaluate {} omission sets in one pass on the {group} tasks",
             sets.len()
         ));
-        let reports = run_eval_sets_command(lm, &sets, &task_list(tasks), limit, &paths)?;
+        let reports =
+            run_eval_sets_command(lm, &sets, &task_list(tasks), limit, cfg.eval_jobs, &paths)?;
         for (set, report) in sets.iter().zip(&reports) {
             results.insert((group, set_label(set)), outcomes(report));
         }

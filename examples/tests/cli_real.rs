@@ -310,6 +310,23 @@ fn bad_input_fails_with_a_message_not_a_panic() {
             "--skip",
         ),
         (
+            vec!["eval", "--skip", ";3", "--jobs", "0", "--out", "/tmp/x"],
+            "at least 1",
+        ),
+        (
+            vec![
+                "eval",
+                "--pool",
+                "/tmp/pool.json",
+                "--oracle",
+                "--jobs",
+                "2",
+                "--out",
+                "/tmp/x.json",
+            ],
+            "--oracle",
+        ),
+        (
             vec![
                 "train-router",
                 "--pool",

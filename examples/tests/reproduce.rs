@@ -32,6 +32,7 @@ fn reproduce_runs_every_step_and_resumes() {
         unseen_tasks: vec![TaskName::SciQ],
         eval_limit: Some(3),
         unseen_limit: Some(2),
+        eval_jobs: 2,
         bench_repeats: 0,
         report_dir: None,
     };
@@ -129,6 +130,7 @@ fn reproduce_runs_every_step_and_resumes() {
             tasks: vec![TaskName::ArcEasy],
             limit: Some(3),
             checkpoint_every: 50,
+            jobs: 1,
         },
         &mut pudding_eval::runner::OracleChooser {
             lm: &lm,

@@ -9,8 +9,10 @@
 //! - [`bench`]: prefill/generation latency, dense vs skipped, medians and ratios.
 //! - [`runner`]: resumable harness runs, results files, Markdown tables.
 //! - [`scorer`]: the shared scorer (lm-eval tokenisation, context computed once per group).
+//! - [`parallel`]: many omission sets scored in groups on several CPU threads at once.
 
 pub mod bench;
+pub mod parallel;
 pub mod runner;
 pub mod scorer;
 pub mod tasks;

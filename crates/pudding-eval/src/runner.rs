@@ -1,6 +1,7 @@
 //! Harness runs: score every item of a task split under an omission set, aggregate the
 //! metrics, checkpoint to a results file (atomically) and resume from it.
 
+use crate::parallel::ParallelSetScorer;
 use crate::scorer::{score_requests, score_requests_sets, ScoreError};
 use crate::tasks::{
     aggregate, mean_stderr, DataError, ItemScore, Metric, Split, TaskItem, TaskName,
@@ -168,6 +169,9 @@ pub struct EvalConfig {
 
     /// Write the results file after this many items.
     pub checkpoint_every: usize,
+    /// [`run_eval_sets`] only: score the sets in this many groups at once, each on one CPU
+    /// thread ([`crate::parallel`]); 1 scores them all in one pass on the backend's threads.
+    pub jobs: usize,
 }
 
 /// The omission set chosen for one item.
@@ -537,9 +541,11 @@ pub fn run_eval<L: SkippableLm>(
 /// would write, and a file of either kind resumes the other. Each item is scored once
 /// for the sets still missing it, through [`score_requests_sets`], so blocks with the same
 /// input under several sets run once. A task's `seconds` in each file is that file's share
-/// of the pass (each item's time divided among the sets scored on it). As with
-/// [`run_eval`], the returned reports hold only this run's items.
-pub fn run_eval_sets<L: SkippableLm>(
+/// of the pass (each item's time divided among the sets scored on it). With
+/// `config.jobs` > 1 the sets are scored in that many groups at once
+/// ([`ParallelSetScorer`]). As with [`run_eval`], the returned reports hold only this
+/// run's items.
+pub fn run_eval_sets<L: SkippableLm + Sync>(
     lm: &L,
     config: &EvalConfig,
     sets: &[OmissionSet],
@@ -554,6 +560,7 @@ pub fn run_eval_sets<L: SkippableLm>(
             outs.len()
         )));
     }
+    let scorer = ParallelSetScorer::new(config.jobs)?;
     let mut reports: Vec<EvalReport> = sets
         .iter()
         .zip(outs)
@@ -588,7 +595,7 @@ pub fn run_eval_sets<L: SkippableLm>(
             }
             let start = Instant::now();
             let wanted: Vec<OmissionSet> = missing.iter().map(|&s| sets[s].clone()).collect();
-            let per_set = score_requests_sets(lm, &item.requests(), &wanted)?;
+            let per_set = scorer.score(lm, &item.requests(), &wanted)?;
             let share = start.elapsed().as_secs_f64() / missing.len() as f64;
             for (&s, scores) in missing.iter().zip(&per_set) {
                 let choice = Choice {

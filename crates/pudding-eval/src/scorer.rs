@@ -21,6 +21,9 @@ pub enum ScoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The scoring threads could not be set up or one of them failed.
+    #[error("scoring threads: {0}")]
+    Threads(String),
 }
 
 /// A request tokenised the way lm-evaluation-harness does it.

@@ -232,10 +232,11 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         .iter()
         .map(|s| OmissionSet::parse(s, 30).unwrap())
         .collect();
-    let config = |limit| EvalConfig {
+    let config = |limit, jobs| EvalConfig {
         tasks: vec![TaskName::ArcEasy, TaskName::Piqa],
         limit: Some(limit),
         checkpoint_every: 2,
+        jobs,
     };
     let separate: Vec<std::path::PathBuf> = (0..2)
         .map(|i| dir.path().join(format!("separate-{i}.json")))
@@ -246,21 +247,23 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
     let mut load = |t, s| load_task(t, s);
     let mut quiet = |_, _, _| {};
     // The first set is started alone on 2 items; the one pass completes it to 4 and runs
-    // the second set from nothing.
+    // the second set from nothing, the two sets scored at once in two single-thread groups
+    // (`jobs: 2`), so the comparison below also checks the parallel scorer.
     run_eval(
         lm,
-        &config(2),
+        &config(2, 1),
         &mut StaticChooser(sets[0].clone()),
         &together[0],
         &mut load,
         &mut quiet,
     )
     .unwrap();
-    let reports = run_eval_sets(lm, &config(4), &sets, &together, &mut load, &mut quiet).unwrap();
+    let reports =
+        run_eval_sets(lm, &config(4, 2), &sets, &together, &mut load, &mut quiet).unwrap();
     for (i, set) in sets.iter().enumerate() {
         let alone = run_eval(
             lm,
-            &config(4),
+            &config(4, 1),
             &mut StaticChooser(set.clone()),
             &separate[i],
             &mut load,
@@ -287,7 +290,7 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         assert_eq!(reports[i].tasks["piqa"].n, 4);
     }
     // A second one pass over the per-set files has nothing left to score.
-    let again = run_eval_sets(lm, &config(4), &sets, &separate, &mut load, &mut quiet).unwrap();
+    let again = run_eval_sets(lm, &config(4, 1), &sets, &separate, &mut load, &mut quiet).unwrap();
     for (i, r) in again.iter().enumerate() {
         let before: EvalReport = pudding_core::io::read_json(&separate[i]).unwrap();
         for (name, task) in &before.tasks {
@@ -298,10 +301,11 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
     }
     // A smaller run over the 4-item files reports its own 2 items and leaves the files
     // complete at 4 of 4 (neither partial nor cut).
-    let smaller = run_eval_sets(lm, &config(2), &sets, &separate, &mut load, &mut quiet).unwrap();
+    let smaller =
+        run_eval_sets(lm, &config(2, 1), &sets, &separate, &mut load, &mut quiet).unwrap();
     let smaller_alone = run_eval(
         lm,
-        &config(2),
+        &config(2, 1),
         &mut StaticChooser(sets[1].clone()),
         &separate[1],
         &mut load,
@@ -338,7 +342,7 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
     let mut run_one_item = || {
         run_eval(
             lm,
-            &config(1),
+            &config(1, 1),
             &mut StaticChooser(sets[0].clone()),
             &partial,
             &mut load,
@@ -367,11 +371,18 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
     // Files of another set, or a count that does not match, are refused.
     let swapped = [together[1].clone(), together[0].clone()];
     assert!(matches!(
-        run_eval_sets(lm, &config(4), &sets, &swapped, &mut load, &mut quiet),
+        run_eval_sets(lm, &config(4, 1), &sets, &swapped, &mut load, &mut quiet),
         Err(EvalError::ResumeMismatch { .. })
     ));
     assert!(matches!(
-        run_eval_sets(lm, &config(4), &sets, &together[..1], &mut load, &mut quiet),
+        run_eval_sets(
+            lm,
+            &config(4, 1),
+            &sets,
+            &together[..1],
+            &mut load,
+            &mut quiet
+        ),
         Err(EvalError::Invalid(_))
     ));
 }
