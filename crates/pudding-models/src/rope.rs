@@ -139,8 +139,9 @@ impl<B: Backend> RotaryTables<B> {
 }
 
 /// Rotate-half RoPE: `x * cos + rotate_half(x) * sin`, where `rotate_half` maps the halves
-/// `(a, b)` of the last axis to `(-b, a)`. `x` is `[batch, heads, seq, head_dim]`; `cos` and
-/// `sin` are `[1 or batch, 1, seq, head_dim]`.
+/// `(a, b)` of the last axis to `(-b, a)`. `x` is `[batch, heads, seq, head_dim]` with `cos`
+/// and `sin` `[1 or batch, 1, seq, head_dim]`, or (faster on the CPU, being contiguous)
+/// `x` `[batch, seq, heads, head_dim]` with the tables `[1 or batch, seq, 1, head_dim]`.
 pub fn rotate_half<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 4>,
