@@ -69,11 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         scorer.score(&lm, &item.requests(), &sets)?;
     }
     let grouped = start.elapsed().as_secs_f64();
-    let all: Vec<&OmissionSet> = sets.iter().collect();
-    let shared = shared_block_count(&all);
+    let shared = shared_block_count(&sets);
     let group_passes: Vec<String> = partition_sets(&sets, jobs)
         .iter()
-        .map(|g| shared_block_count(&g.iter().map(|&i| &sets[i]).collect::<Vec<_>>()).to_string())
+        .map(|g| shared_block_count(g.iter().map(|&i| &sets[i])).to_string())
         .collect();
     let separate_passes: usize = sets.iter().map(|s| lm.n_blocks() - s.len()).sum();
     println!(

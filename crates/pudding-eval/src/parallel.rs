@@ -8,7 +8,7 @@
 //! paper sets about 1.5x faster than one pass on both cores. Scores equal the one-pass
 //! ones up to float rounding (the matrix products split their sums differently).
 
-use crate::scorer::{score_requests_sets, ScoreError};
+use crate::scorer::{score_requests_sets, score_tokenized_sets, tokenize_requests, ScoreError};
 use crate::tasks::Request;
 use pudding_core::{ContinuationScore, OmissionSet};
 use std::collections::HashSet;
@@ -16,7 +16,7 @@ use std::collections::HashSet;
 /// Blocks evaluated per token when `sets` are scored together in one pass: the number of
 /// distinct (block, blocks skipped before it) pairs over the blocks each set runs, which
 /// is what [`score_requests_sets`] computes once per pair.
-pub fn shared_block_count(sets: &[&OmissionSet]) -> usize {
+pub fn shared_block_count<'a>(sets: impl IntoIterator<Item = &'a OmissionSet>) -> usize {
     let mut seen: HashSet<(usize, &[usize])> = HashSet::new();
     for set in sets {
         let skipped = set.blocks();
@@ -51,10 +51,8 @@ pub fn partition_sets(sets: &[OmissionSet], groups: usize) -> Vec<Vec<usize>> {
         return Vec::new();
     }
     let m = order.len();
-    let cost = |from: usize, to: usize| {
-        let members: Vec<&OmissionSet> = order[from..to].iter().map(|&i| &sets[i]).collect();
-        shared_block_count(&members)
-    };
+    let cost =
+        |from: usize, to: usize| shared_block_count(order[from..to].iter().map(|&i| &sets[i]));
     // best[g][i]: the smallest largest-group cost covering order[..i] with g groups, and
     // where its last group starts.
     let mut best = vec![vec![(usize::MAX, 0usize); m + 1]; groups + 1];
@@ -133,6 +131,8 @@ impl ParallelSetScorer {
             return score_requests_sets(lm, requests, sets);
         }
         let groups = partition_sets(sets, self.pools.len());
+        // Tokenised once here, not once per group.
+        let requests = &tokenize_requests(lm, requests)?;
         let results: Vec<Result<Vec<Vec<ContinuationScore>>, ScoreError>> =
             std::thread::scope(|scope| {
                 let handles: Vec<_> = groups
@@ -144,7 +144,7 @@ impl ParallelSetScorer {
                         // The pool's one worker runs the pass, so the backend's parallel
                         // loops inside it see a single thread.
                         scope.spawn(move || {
-                            pool.install(|| score_requests_sets(lm, requests, &group_sets))
+                            pool.install(|| score_tokenized_sets(lm, requests, &group_sets))
                         })
                     })
                     .collect();
@@ -192,11 +192,11 @@ mod tests {
         let dense = set(&[]);
         let s5 = set(&[5]);
         let s56 = set(&[5, 6]);
-        assert_eq!(shared_block_count(&[&dense]), 8);
-        assert_eq!(shared_block_count(&[&dense, &s5]), 10);
-        assert_eq!(shared_block_count(&[&dense, &s5, &s56]), 11);
+        assert_eq!(shared_block_count([&dense]), 8);
+        assert_eq!(shared_block_count([&dense, &s5]), 10);
+        assert_eq!(shared_block_count([&dense, &s5, &s56]), 11);
         // Sets skipping different early blocks share only what comes before.
-        assert_eq!(shared_block_count(&[&set(&[1]), &set(&[2])]), 1 + 6 + 1 + 5);
+        assert_eq!(shared_block_count(&[set(&[1]), set(&[2])]), 1 + 6 + 1 + 5);
     }
 
     #[test]
@@ -220,8 +220,7 @@ mod tests {
         let as_set = |g: &Vec<usize>| g.iter().copied().collect::<HashSet<usize>>();
         assert_eq!(as_set(&groups[0]), [1, 3].into());
         assert_eq!(as_set(&groups[1]), [5, 0, 2, 4].into());
-        let cost =
-            |g: &Vec<usize>| shared_block_count(&g.iter().map(|&i| &sets[i]).collect::<Vec<_>>());
+        let cost = |g: &Vec<usize>| shared_block_count(g.iter().map(|&i| &sets[i]));
         assert_eq!((cost(&groups[0]), cost(&groups[1])), (11, 15));
     }
 

@@ -136,12 +136,19 @@ pub fn score_requests_sets<L: SkippableLm>(
     requests: &[Request],
     sets: &[OmissionSet],
 ) -> Result<Vec<Vec<ContinuationScore>>, ScoreError> {
-    let tokenized = requests
+    score_tokenized_sets(lm, &tokenize_requests(lm, requests)?, sets)
+}
+
+/// [`tokenize_request`] on each request, in order.
+pub fn tokenize_requests<L: SkippableLm>(
+    lm: &L,
+    requests: &[Request],
+) -> Result<Vec<TokenizedRequest>, ScoreError> {
+    requests
         .iter()
         .enumerate()
         .map(|(i, r)| tokenize_request(lm, i, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    score_tokenized_sets(lm, &tokenized, sets)
+        .collect()
 }
 
 /// [`score_requests_sets`] on already-tokenised requests.
