@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         d
     };
     let m = labels.header.n_candidates;
-    let (held_out, train) = split_rows(labels.rows.len(), 0.2, 7);
+    let (held_out, train) = split_rows(labels.rows.len(), 0.2, 7)?;
     let flat = |rows: &[usize]| -> Vec<f32> {
         rows.iter()
             .flat_map(|&i| labels.rows[i].label.iter().copied())

@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let task: TaskName = args.next().unwrap_or_else(|| "arc_easy".into()).parse()?;
     let n: usize = args.next().unwrap_or_else(|| "40".into()).parse()?;
+    if n == 0 {
+        return Err("the number of items must be at least 1".into());
+    }
     let lm = LlamaLm::<Backend>::load(&resolve_model(None)?, &backend::device())?;
     let items = load_task(task, task.default_eval_split())?;
     let items = &items[..n.min(items.len())];

@@ -25,11 +25,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let task: TaskName = args.next().unwrap_or_else(|| "arc_easy".into()).parse()?;
     let n: usize = args.next().unwrap_or_else(|| "20".into()).parse()?;
+    if n == 0 {
+        return Err("the number of items must be at least 1".into());
+    }
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "results/smollm2".into()));
     let jobs: usize = match args.next() {
         Some(j) => j.parse()?,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if jobs == 0 {
+        return Err("jobs must be at least 1".into());
+    }
     let lm = LlamaLm::<Backend>::load(&resolve_model(None)?, &backend::device())?;
     let mut sets = vec![OmissionSet::dense(lm.n_blocks())?];
     for entry in std::fs::read_dir(&dir)? {
@@ -46,6 +52,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     sets.sort_by_key(|s| (s.len(), s.blocks().to_vec()));
     sets.dedup();
+    if sets.len() < 2 {
+        return Err(format!(
+            "{} holds no pool-k*.json or baseline-*.json with a non-dense set to time",
+            dir.display()
+        )
+        .into());
+    }
     let items = load_task(task, task.default_eval_split())?;
     let items = &items[..n.min(items.len())];
     // Warm-up.

@@ -12,11 +12,15 @@ use pudding_models::LlamaLm;
 use pudding_router::labels::{generate_labels, read_labels, Labels, RouterInput};
 use pudding_router::router::{PuddingRouter, RouterCard};
 use pudding_router::train::{train_head, TrainConfig};
+use pudding_router::RouterError;
 use std::error::Error;
 use std::path::Path;
 
 /// Tokens of router input kept.
 pub const ROUTER_MAX_TOKENS: usize = 256;
+
+/// The stock router encoder, as router cards name it.
+pub const STOCK_ENCODER: &str = "all-MiniLM-L6-v2";
 
 /// Loads the default router encoder (fetched on first use).
 pub fn load_encoder<B: BackendTrait>(device: &B::Device) -> Result<BertEncoder<B>, Box<dyn Error>> {
@@ -68,6 +72,14 @@ fn load_pool_and_labels(
     if labels.header.pool_id != pool.id() {
         return Err("the labels file was made for another pool".into());
     }
+    if labels.header.n_candidates != pool.len() {
+        return Err(format!(
+            "the labels file has {} values per row but the pool has {} candidates",
+            labels.header.n_candidates,
+            pool.len()
+        )
+        .into());
+    }
     Ok((pool, labels))
 }
 
@@ -107,7 +119,7 @@ pub fn train_router_command(
     })?;
     let n_val = outcome.val_rows.len();
     let card = RouterCard {
-        encoder: "all-MiniLM-L6-v2".into(),
+        encoder: STOCK_ENCODER.into(),
         max_tokens: ROUTER_MAX_TOKENS,
         input: labels.header.input,
         model: pool.fingerprint.clone(),
@@ -145,7 +157,15 @@ pub fn load_router<B: BackendTrait>(
     let card: RouterCard = pudding_core::io::read_json(&router.join("router.json"))?;
     let encoder = match &card.encoder_dir {
         Some(sub) => BertEncoder::load(&router.join(sub), device)?,
-        None => load_encoder::<B>(device)?,
+        None if card.encoder == STOCK_ENCODER => load_encoder::<B>(device)?,
+        None => {
+            return Err(RouterError::Mismatch(format!(
+                "the router was trained on encoder {:?} and its directory holds no encoder; \
+                 only the stock {STOCK_ENCODER} can be loaded in its place",
+                card.encoder
+            ))
+            .into())
+        }
     };
     Ok(PuddingRouter::load(router, pool, encoder, device)?)
 }
@@ -191,7 +211,7 @@ pub fn finetune_router_command(
     )?;
     let n_val = outcome.val_rows.len();
     let card = RouterCard {
-        encoder: "all-MiniLM-L6-v2 (fine-tuned)".into(),
+        encoder: format!("{STOCK_ENCODER} (fine-tuned)"),
         max_tokens: config.max_tokens,
         input: labels.header.input,
         model: pool.fingerprint.clone(),

@@ -314,6 +314,23 @@ fn bad_input_fails_with_a_message_not_a_panic() {
             "at least 1",
         ),
         (
+            vec!["candidates", "-k", "0", "--out", "/tmp/pool.json"],
+            "at least 1",
+        ),
+        (
+            vec![
+                "baseline",
+                "--method",
+                "sleb",
+                "-k",
+                "0",
+                "--out",
+                "/tmp/b.json",
+            ],
+            "at least 1",
+        ),
+        (vec!["reproduce", "-k", "3,0"], "at least 1"),
+        (
             vec![
                 "eval",
                 "--pool",

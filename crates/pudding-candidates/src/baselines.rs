@@ -36,6 +36,21 @@ fn pick_lowest(
     k: usize,
 ) -> Result<BlockScores, SearchError> {
     let n = scores.len();
+    if k == 0 {
+        return Err(SearchError::Invalid(format!(
+            "{method}: cannot omit 0 blocks: k must be at least 1"
+        )));
+    }
+    if let Some((block, score)) = scores
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.filter(|s| !s.is_finite()).map(|s| (i, s)))
+    {
+        return Err(SearchError::Invalid(format!(
+            "{method}: block {block} scored {score}: the model produced non-finite numbers \
+             (try --dtype f32, or check the weights)"
+        )));
+    }
     let mut ranked: Vec<(usize, f64)> = scores
         .iter()
         .enumerate()

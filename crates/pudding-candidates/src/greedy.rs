@@ -389,6 +389,11 @@ pub fn greedy_search(
 ) -> Result<GreedyResult, SearchError> {
     let movable: Vec<usize> =
         (config.protect_first..n_blocks.saturating_sub(config.protect_last)).collect();
+    if config.k == 0 {
+        return Err(SearchError::Invalid(
+            "cannot search for an omission set of 0 blocks: k must be at least 1".into(),
+        ));
+    }
     if config.k > movable.len() || config.k >= n_blocks {
         return Err(SearchError::Invalid(format!(
             "cannot omit {} blocks: only {} of {n_blocks} are unprotected",
@@ -406,12 +411,13 @@ pub fn greedy_search(
                     saved.label
                 )));
             }
+            check_checkpoint(&saved, &movable, path)?;
             saved
         }
         None => Checkpoint {
             config: config.clone(),
             label: label.to_string(),
-            dense_loss: evaluator.loss(&OmissionSet::dense(n_blocks)?)?,
+            dense_loss: finite_loss(evaluator.loss(&OmissionSet::dense(n_blocks)?)?, "dense")?,
             steps: Vec::new(),
         },
     };
@@ -420,6 +426,16 @@ pub fn greedy_search(
         let candidates: Vec<usize> = movable.iter().copied().filter(|b| !set.skips(*b)).collect();
         progress(state.steps.len() + 1, config.k);
         let losses = evaluator.phase(&set, &candidates)?;
+        if losses.len() != candidates.len() {
+            return Err(SearchError::Invalid(format!(
+                "the evaluator returned {} losses for {} candidate blocks",
+                losses.len(),
+                candidates.len()
+            )));
+        }
+        for (&block, &loss) in candidates.iter().zip(&losses) {
+            finite_loss(loss, &format!("block {block} omitted on top of [{set}]"))?;
+        }
         let mut best = 0;
         for i in 1..losses.len() {
             if losses[i] < losses[best] {
@@ -443,4 +459,54 @@ pub fn greedy_search(
         dense_loss: state.dense_loss,
         steps: state.steps,
     })
+}
+
+/// A loss that is NaN or infinite means the model's numbers broke (an f16 overflow, weights
+/// holding NaN): comparing it with the others would pick a block silently, so it is refused.
+fn finite_loss(loss: f64, what: &str) -> Result<f64, SearchError> {
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(SearchError::Invalid(format!(
+            "the calibration loss with {what} is {loss}: the model produced non-finite \
+             numbers (try --dtype f32, or check the weights)"
+        )))
+    }
+}
+
+/// Refuses a checkpoint that cannot come from this search: more steps than `k`, a block
+/// outside the movable range or repeated, or a non-finite loss.
+fn check_checkpoint(saved: &Checkpoint, movable: &[usize], path: &Path) -> Result<(), SearchError> {
+    let corrupt = |why: String| {
+        SearchError::Invalid(format!(
+            "checkpoint {} is corrupt ({why}); delete it to start over",
+            path.display()
+        ))
+    };
+    if saved.steps.len() > saved.config.k {
+        return Err(corrupt(format!(
+            "{} steps for k = {}",
+            saved.steps.len(),
+            saved.config.k
+        )));
+    }
+    if !saved.dense_loss.is_finite() {
+        return Err(corrupt(format!("dense loss {}", saved.dense_loss)));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for step in &saved.steps {
+        if !movable.contains(&step.block) || !seen.insert(step.block) {
+            return Err(corrupt(format!(
+                "block {} is protected, out of range or repeated",
+                step.block
+            )));
+        }
+        if !step.loss.is_finite() {
+            return Err(corrupt(format!(
+                "loss {} at block {}",
+                step.loss, step.block
+            )));
+        }
+    }
+    Ok(())
 }

@@ -155,3 +155,76 @@ fn fast_search_equals_plain_search_on_smollm2() {
         assert!((x.loss - y.loss).abs() < 1e-2, "{} vs {}", x.loss, y.loss);
     }
 }
+
+/// Losses from a table: `loss(set) = sum of cost[b]` over the set's blocks, with block
+/// `nan_block` (if any) giving NaN.
+struct TableEvaluator {
+    cost: Vec<f64>,
+    nan_block: Option<usize>,
+}
+
+impl TrialEvaluator for TableEvaluator {
+    fn loss(&mut self, set: &OmissionSet) -> Result<f64, pudding_candidates::SearchError> {
+        Ok(set
+            .blocks()
+            .iter()
+            .map(|&b| {
+                if Some(b) == self.nan_block {
+                    f64::NAN
+                } else {
+                    self.cost[b]
+                }
+            })
+            .sum())
+    }
+}
+
+/// k = 0, a NaN loss and a checkpoint that cannot come from the search are typed errors,
+/// never a silently picked block.
+#[test]
+fn zero_blocks_non_finite_losses_and_corrupt_checkpoints_are_errors() {
+    let cost = vec![0.0, 5.0, 1.0, 3.0, 2.0, 0.0];
+    let k2 = GreedyConfig {
+        k: 2,
+        ..Default::default()
+    };
+    let mut fine = TableEvaluator {
+        cost: cost.clone(),
+        nan_block: None,
+    };
+    let got = greedy_search(&mut fine, 6, &k2, "t", None, &mut |_, _| {}).unwrap();
+    assert_eq!(got.order, vec![2, 4]);
+
+    let k0 = GreedyConfig {
+        k: 0,
+        ..Default::default()
+    };
+    let err = greedy_search(&mut fine, 6, &k0, "t", None, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("at least 1"), "{err}");
+
+    // Block 1 would never be picked on its cost; as NaN it must stop the search, not be
+    // passed over (or picked) silently.
+    let mut nan = TableEvaluator {
+        cost: cost.clone(),
+        nan_block: Some(1),
+    };
+    let err = greedy_search(&mut nan, 6, &k2, "t", None, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("NaN"), "{err}");
+
+    // A checkpoint edited to name a protected block, or more steps than k.
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("search.json");
+    greedy_search(&mut fine, 6, &k2, "t", Some(&ckpt), &mut |_, _| {}).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    let mut protected = saved.clone();
+    protected["steps"][0]["block"] = serde_json::json!(0);
+    let mut too_long = saved.clone();
+    let extra = too_long["steps"][1].clone();
+    too_long["steps"].as_array_mut().unwrap().push(extra);
+    for edited in [protected, too_long] {
+        std::fs::write(&ckpt, edited.to_string()).unwrap();
+        let err = greedy_search(&mut fine, 6, &k2, "t", Some(&ckpt), &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

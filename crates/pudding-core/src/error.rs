@@ -29,6 +29,15 @@ pub enum CoreError {
     /// A model with zero blocks was given.
     #[error("a model must have at least one block")]
     NoBlocks,
+    /// A block count above [`crate::omission::MAX_BLOCKS`] (no real model is that deep;
+    /// such a count comes from a corrupt or hand-edited file).
+    #[error("{n_blocks} blocks is more than any supported model has (at most {max})")]
+    TooManyBlocks {
+        /// The block count given.
+        n_blocks: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An omission-set string could not be parsed.
     #[error("cannot parse omission set {input:?}: {reason}; expected comma-separated block indices such as \"3,7,19\" or ranges such as \"10-19\"")]
     Parse {
@@ -62,6 +71,15 @@ pub enum CoreError {
         got: usize,
         /// Candidates in the pool.
         expected: usize,
+    },
+    /// A router returned a NaN or infinite score (its weights hold NaN, or its numbers
+    /// overflowed): no candidate can be chosen from it.
+    #[error("the router's score for candidate {candidate} is {value}; check its weights")]
+    RouterNonFinite {
+        /// Index of the candidate.
+        candidate: usize,
+        /// The score.
+        value: f32,
     },
     /// A router trained on the prompt followed by the first answer choice was given a
     /// bare prompt to route.

@@ -49,6 +49,10 @@ impl From<OmissionSet> for RawOmissionSet {
     }
 }
 
+/// The most blocks a model may have (the same bound as the model loader's
+/// `LlamaConfig::LIMITS`): a set or pool naming more comes from a corrupt file.
+pub const MAX_BLOCKS: usize = 1 << 12;
+
 impl OmissionSet {
     /// Builds a set from block indices in any order; duplicates and out-of-range indices
     /// are errors (never silently dropped or clamped).
@@ -58,6 +62,12 @@ impl OmissionSet {
     ) -> Result<Self, CoreError> {
         if n_blocks == 0 {
             return Err(CoreError::NoBlocks);
+        }
+        if n_blocks > MAX_BLOCKS {
+            return Err(CoreError::TooManyBlocks {
+                n_blocks,
+                max: MAX_BLOCKS,
+            });
         }
         let mut sorted: Vec<usize> = blocks.into_iter().collect();
         sorted.sort_unstable();
@@ -211,6 +221,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_sets() {
+        assert!(matches!(
+            OmissionSet::parse("1", usize::MAX),
+            Err(CoreError::TooManyBlocks { .. })
+        ));
+        let huge = serde_json::from_str::<OmissionSet>(r#"{"n_blocks": 1000000000, "blocks": []}"#);
+        assert!(huge.unwrap_err().to_string().contains("blocks"));
         assert!(matches!(
             OmissionSet::parse("3,30", 30),
             Err(CoreError::BlockOutOfRange { block: 30, .. })

@@ -55,6 +55,9 @@ pub trait Router {
             }
             .into());
         }
+        if let Some((candidate, &value)) = scores.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CoreError::RouterNonFinite { candidate, value }.into());
+        }
         let candidate = argmax(&scores);
         Ok(RouteDecision {
             candidate,
@@ -65,15 +68,16 @@ pub trait Router {
     }
 }
 
-/// Index of the largest value (first on ties; NaN never wins).
+/// Index of the largest value (first on ties; NaN never wins; 0 when every value is NaN
+/// or the slice is empty).
 pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
+    let mut best: Option<usize> = None;
     for (i, &v) in values.iter().enumerate() {
-        if v > values[best] || values[best].is_nan() {
-            best = i;
+        if !v.is_nan() && best.is_none_or(|b| v > values[b]) {
+            best = Some(i);
         }
     }
-    best
+    best.unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -131,5 +135,45 @@ mod tests {
     fn argmax_first_on_ties_and_skips_nan() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
         assert_eq!(argmax(&[f32::NAN, 0.5, 0.2]), 1);
+        assert_eq!(argmax(&[0.1, f32::NAN, 0.7, f32::NAN]), 2);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    /// A router whose second score is NaN.
+    struct NanScores(CandidatePool);
+
+    impl Router for NanScores {
+        type Error = CoreError;
+        fn pool(&self) -> &CandidatePool {
+            &self.0
+        }
+        fn scores(&self, _prompt: &str) -> Result<Vec<f32>, CoreError> {
+            Ok(vec![0.5, f32::NAN])
+        }
+    }
+
+    #[test]
+    fn a_non_finite_score_is_an_error_not_a_choice() {
+        let fingerprint = ModelFingerprint {
+            architecture: "llama".into(),
+            n_blocks: 4,
+            hidden_size: 8,
+            vocab_size: 16,
+            hash: "ab".repeat(20),
+        };
+        let candidates = ["1", "2"]
+            .iter()
+            .map(|s| Candidate {
+                set: OmissionSet::parse(s, 4).unwrap(),
+                provenance: serde_json::Value::Null,
+            })
+            .collect();
+        let pool = CandidatePool::new(fingerprint, candidates).unwrap();
+        let err = NanScores(pool).route("x").unwrap_err();
+        assert!(matches!(
+            err,
+            CoreError::RouterNonFinite { candidate: 1, value } if value.is_nan()
+        ));
     }
 }

@@ -21,6 +21,19 @@ pub enum ScoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The model returned a NaN or infinite log-likelihood (an f16 overflow, weights
+    /// holding NaN): comparing it would pick an answer silently, and results files cannot
+    /// store it.
+    #[error(
+        "request {index}: the model returned a log-likelihood of {value}; its numbers \
+         overflowed or the weights hold NaN (try --dtype f32, or check the weights)"
+    )]
+    NonFinite {
+        /// Index of the request in the batch.
+        index: usize,
+        /// The log-likelihood.
+        value: f64,
+    },
     /// The scoring threads could not be set up or one of them failed.
     #[error("scoring threads: {0}")]
     Threads(String),
@@ -187,6 +200,10 @@ pub fn score_tokenized_sets<L: SkippableLm>(
         }
         for (set_out, scores) in out.iter_mut().zip(per_set) {
             for (&i, s) in members.iter().zip(scores) {
+                let value = s.loglikelihood();
+                if !value.is_finite() {
+                    return Err(ScoreError::NonFinite { index: i, value });
+                }
                 set_out[i] = Some(s);
             }
         }

@@ -152,6 +152,9 @@ struct HfConfig {
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
+    // Llama / Mistral / Qwen2: the MLP's activation and biases.
+    hidden_act: Option<String>,
+    mlp_bias: Option<bool>,
     // Gemma 3 (`gemma3_text`) keys.
     hidden_activation: Option<String>,
     query_pre_attn_scalar: Option<f32>,
@@ -186,6 +189,33 @@ impl HfConfig {
             Some(window) if windowed && window > 0 => context.min(window),
             _ => context,
         }
+    }
+
+    /// Refuses Llama / Mistral / Qwen2 settings the blocks do not implement, which would
+    /// otherwise load and give wrong logits: an MLP activation other than SiLU, MLP
+    /// biases, and (outside Qwen2, whose attention biases are on q/k/v only) attention
+    /// biases, which transformers' Llama also puts on `o_proj`.
+    fn check_llama_mlp_and_biases(&self, model_type: &str) -> Result<(), ModelError> {
+        let bad = |m: String| {
+            Err(ModelError::Config(format!(
+                "config.json ({model_type}): {m}"
+            )))
+        };
+        match self.hidden_act.as_deref() {
+            None | Some("silu") | Some("swish") => {}
+            Some(other) => return bad(format!("hidden_act {other:?} is not supported (silu)")),
+        }
+        if self.mlp_bias == Some(true) {
+            return bad("mlp_bias (biases on the MLP projections) is not supported".into());
+        }
+        if model_type != "qwen2" && self.attention_bias == Some(true) {
+            return bad(
+                "attention_bias (biases on q/k/v/o, as transformers' Llama adds them) is not \
+                 supported"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Gemma 3's features from its `config.json` keys (transformers' `Gemma3TextConfig`
@@ -343,13 +373,21 @@ impl LlamaConfig {
     pub(crate) fn from_hf_text_config(text_config: &serde_json::Value) -> Result<Self, ModelError> {
         let mut hf = HfConfig::deserialize(text_config)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
-        let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
+        // transformers cannot load a config.json without model_type either.
+        let model_type = hf.model_type.clone().ok_or_else(|| {
+            ModelError::Config(
+                "config.json has no model_type (llama, mistral, qwen2, gemma3_text, gemma3)".into(),
+            )
+        })?;
         let gemma3 = model_type == "gemma3_text";
         if !gemma3 && !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(ModelError::Config(format!(
                 "model_type {model_type:?} is not a Llama-family decoder (llama, mistral, qwen2, \
                  gemma3_text, gemma3)"
             )));
+        }
+        if !gemma3 {
+            hf.check_llama_mlp_and_biases(&model_type)?;
         }
         let architecture = if gemma3 {
             "gemma3".to_string()
@@ -379,14 +417,24 @@ impl LlamaConfig {
                 rope_freq_factors = Some(linear_rope_factors(factor, head_dim)?);
                 None
             }
-            Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
-                factor: s.factor.unwrap_or(8.0),
-                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
-                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s
-                    .original_max_position_embeddings
-                    .unwrap_or(8192),
-            }),
+            Some(s) if s.rope_type.as_deref() == Some("llama3") => {
+                // transformers reads all four keys and fails without one; a guessed value
+                // would shift every position's frequencies.
+                let missing =
+                    |key: &str| ModelError::Config(format!("rope_scaling llama3 without {key}"));
+                Some(Llama3RopeScaling {
+                    factor: s.factor.ok_or_else(|| missing("factor"))?,
+                    low_freq_factor: s
+                        .low_freq_factor
+                        .ok_or_else(|| missing("low_freq_factor"))?,
+                    high_freq_factor: s
+                        .high_freq_factor
+                        .ok_or_else(|| missing("high_freq_factor"))?,
+                    original_max_position_embeddings: s
+                        .original_max_position_embeddings
+                        .ok_or_else(|| missing("original_max_position_embeddings"))?,
+                })
+            }
             Some(s) => {
                 return Err(ModelError::Config(format!(
                     "rope_scaling type {:?} is not supported (default, linear, llama3)",
@@ -667,7 +715,7 @@ impl LlamaConfig {
     /// any released Llama-family model, low enough that every product of two sizes fits a
     /// `usize` and the rotary tables (`max_seq_len x head_dim`) stay allocatable.
     pub const LIMITS: [(&'static str, usize); 8] = [
-        ("n_blocks", 1 << 12),
+        ("n_blocks", pudding_core::omission::MAX_BLOCKS),
         ("hidden_size", 1 << 17),
         ("intermediate_size", 1 << 19),
         ("n_heads", 1 << 12),
@@ -973,5 +1021,50 @@ mod tests {
             "head_dim":1000000000000000,"rope_scaling":{"rope_type":"linear","factor":2.0}}"#;
         let err = LlamaConfig::from_hf_json(huge_head).unwrap_err();
         assert!(err.to_string().contains("head_dim"), "{err}");
+    }
+
+    /// Keys whose values the blocks do not implement, or that transformers itself needs,
+    /// are refused rather than defaulted: a missing model_type, a llama3 RoPE scaling
+    /// without one of its four keys, a non-SiLU MLP, MLP biases, Llama attention biases.
+    #[test]
+    fn refuses_settings_that_would_give_wrong_logits() {
+        let with = |extra: &str| {
+            LlamaConfig::from_hf_json(&format!(
+                r#"{{"num_hidden_layers":2,"hidden_size":64,"intermediate_size":128,
+                "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":100{extra}}}"#
+            ))
+        };
+        assert!(with(r#","model_type":"llama""#).is_ok());
+        assert!(with(r#","model_type":"llama","hidden_act":"silu","mlp_bias":false"#).is_ok());
+        assert!(with(r#","model_type":"qwen2","attention_bias":true"#).is_ok());
+        let llama3 = r#""rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192"#;
+        assert!(with(&format!(
+            r#","model_type":"llama","rope_scaling":{{{llama3}}}"#
+        ))
+        .is_ok());
+        let refused = [
+            ("", "model_type"),
+            (r#","model_type":"llama","hidden_act":"gelu""#, "hidden_act"),
+            (r#","model_type":"mistral","mlp_bias":true"#, "mlp_bias"),
+            (
+                r#","model_type":"llama","attention_bias":true"#,
+                "attention_bias",
+            ),
+            (
+                r#","model_type":"llama","rope_scaling":{"rope_type":"llama3","low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}"#,
+                "factor",
+            ),
+            (
+                r#","model_type":"llama","rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0}"#,
+                "original_max_position_embeddings",
+            ),
+        ];
+        for (extra, key) in refused {
+            let err = with(extra).unwrap_err();
+            assert!(
+                matches!(&err, ModelError::Config(m) if m.contains(key)),
+                "{extra}: {err}"
+            );
+        }
     }
 }

@@ -51,6 +51,16 @@ pub enum ModelError {
         /// Shape found in the file (row-major).
         actual: Vec<usize>,
     },
+    /// A weight holds NaN or an infinity (a flipped scale bit, a bad conversion).
+    #[error("tensor {name:?} holds a non-finite value ({value}) at element {index}; the checkpoint is corrupt, re-download or re-export it")]
+    NonFiniteWeight {
+        /// Tensor name.
+        name: String,
+        /// Flat index of the first such value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A tensor is stored in a type this loader cannot convert.
     #[error("tensor {name:?} is stored as {dtype}, which is not supported; convert the checkpoint to F32/F16/BF16 (safetensors) or F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K (GGUF)")]
     UnsupportedDtype {

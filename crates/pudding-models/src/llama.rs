@@ -519,6 +519,13 @@ fn to_device<B: Backend, const D: usize>(
             actual: t.shape,
         });
     }
+    if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::NonFiniteWeight {
+            name: name.to_string(),
+            index,
+            value: t.data[index],
+        });
+    }
     Ok(Tensor::from_data(TensorData::new(t.data, expected), device))
 }
 

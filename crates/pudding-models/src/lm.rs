@@ -202,9 +202,21 @@ impl Checkpoint {
             self.stop_tokens,
             device,
         )?;
-        lm.with_bos_token(self.bos_token)?
+        let lm = lm
+            .with_bos_token(self.bos_token)?
             .with_add_bos(self.add_bos)?
-            .with_chat_template(self.chat_template)
+            .with_chat_template(self.chat_template)?;
+        if lm.bos_token.is_none() && lm.stop_tokens.is_empty() {
+            // Scoring an empty context and the perplexity calibrations start from the
+            // BOS (else EOS) token, as lm-evaluation-harness does; guessing an id instead
+            // would change every such score silently.
+            return Err(ModelError::Config(
+                "the checkpoint names neither a BOS nor an EOS token (bos_token_id / \
+                 eos_token_id, or tokenizer.ggml.bos_token_id / eos_token_id)"
+                    .into(),
+            ));
+        }
+        Ok(lm)
     }
 }
 

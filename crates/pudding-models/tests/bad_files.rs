@@ -87,6 +87,35 @@ fn missing_tensor_names_the_tensor() {
     );
 }
 
+/// A NaN in a weight (a flipped scale bit, a bad conversion) is refused at load, named,
+/// rather than turning every logit into NaN.
+#[test]
+fn a_non_finite_weight_is_refused_by_name() {
+    let full = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    let file = GgufFile::from_bytes(full.to_bytes().unwrap()).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut w = pudding_models::gguf::GgufWriter::new();
+        for (k, v) in file.metadata() {
+            if k != "general.alignment" {
+                w.add(k, v.clone());
+            }
+        }
+        for t in file.tensors() {
+            let mut data = file.dequantize(&t.name).unwrap();
+            if t.name == "blk.1.ffn_up.weight" {
+                data[5] = bad;
+            }
+            w.add_tensor(&t.name, &t.dims, &data, GgmlType::F32)
+                .unwrap();
+        }
+        let err = load_written(&w).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::NonFiniteWeight { name, .. } if name.contains("1") && name.contains("up")),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn shape_mismatch_between_config_and_weights() {
     let spec = TinyLlamaSpec::default();

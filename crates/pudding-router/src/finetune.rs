@@ -224,7 +224,7 @@ pub fn finetune<AB: AutodiffBackend>(
             "label vectors of unequal width".into(),
         ));
     }
-    let (val_rows, mut train_rows) = split_rows(n, config.val_fraction, config.seed);
+    let (val_rows, mut train_rows) = split_rows(n, config.val_fraction, config.seed)?;
     let mut rng = SplitMix64::new(config.seed ^ 0x5EED);
     let d = encoder.config().hidden_size;
     AB::seed(device, config.seed);
@@ -308,6 +308,12 @@ pub fn finetune<AB: AutodiffBackend>(
             pred.extend(pudding_models::host_values(head.forward(x).inner())?);
         }
         let (val_mse, val_top1, val_regret) = route_metrics(&pred, &val_y, m);
+        if !val_mse.is_finite() {
+            return Err(RouterError::Invalid(format!(
+                "epoch {epoch}: the validation MSE is {val_mse}; the training diverged \
+                 (try a lower --lr)"
+            )));
+        }
         let metrics = EpochMetrics {
             epoch,
             train_mse: train_mse / train_rows.len().max(1) as f64,

@@ -18,6 +18,16 @@ pub struct RouterHead<B: Backend> {
 }
 
 impl<B: Backend> RouterHead<B> {
+    /// Width of the embeddings the head reads (`d_in`).
+    pub fn input_width(&self) -> usize {
+        self.hidden.weight.dims()[0]
+    }
+
+    /// Number of scores the head returns (one per pool candidate).
+    pub fn n_outputs(&self) -> usize {
+        self.out.weight.dims()[1]
+    }
+
     /// A freshly initialised head (backend seeded by the caller).
     pub fn new(d_in: usize, hidden: usize, n_candidates: usize, device: &B::Device) -> Self {
         Self {
@@ -110,11 +120,17 @@ impl<B: Backend> RouterHead<B> {
             if view.dtype() != safetensors::Dtype::F32 {
                 return Err(malformed(format!("{name} is not F32")));
             }
-            let values = view
+            let values: Vec<f32> = view
                 .data()
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(malformed(format!(
+                    "{name} holds a non-finite value ({}) at element {i}",
+                    values[i]
+                )));
+            }
             Ok((view.shape().to_vec(), values))
         };
         let (hw_shape, hw) = get("hidden.weight")?;

@@ -73,6 +73,16 @@ impl<B: Backend> PuddingRouter<B> {
                 pool.len()
             )));
         }
+        let d_in = encoder.config().hidden_size;
+        if head.input_width() != d_in || head.n_outputs() != card.n_candidates {
+            return Err(RouterError::Mismatch(format!(
+                "the router head maps {} inputs to {} scores, but the encoder gives {d_in} \
+                 and the card names {} candidates",
+                head.input_width(),
+                head.n_outputs(),
+                card.n_candidates
+            )));
+        }
         if card.max_tokens < 3 {
             // [CLS] and [SEP] alone: every prompt would be routed the same way.
             return Err(RouterError::Invalid(format!(

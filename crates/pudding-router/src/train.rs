@@ -225,9 +225,18 @@ pub fn linear_schedule(peak: f64, warmup: usize, total: usize, step: usize) -> f
 }
 
 /// The seeded train/validation split: `(validation rows, training rows)`, at least one
-/// row in each (`n >= 2`).
-pub fn split_rows(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    split_with(n, val_fraction, &mut SplitMix64::new(seed))
+/// row in each. Fewer than 2 rows cannot be split: [`RouterError::Invalid`].
+pub fn split_rows(
+    n: usize,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>), RouterError> {
+    if n < 2 {
+        return Err(RouterError::Invalid(format!(
+            "{n} labelled rows cannot be split into training and validation rows (need at least 2)"
+        )));
+    }
+    Ok(split_with(n, val_fraction, &mut SplitMix64::new(seed)))
 }
 
 fn split_with(n: usize, val_fraction: f64, rng: &mut SplitMix64) -> (Vec<usize>, Vec<usize>) {
@@ -263,7 +272,7 @@ pub fn train_head<AB: AutodiffBackend>(
     if inputs.iter().any(|x| x.len() != d) || labels.iter().any(|y| y.len() != m) || m == 0 {
         return Err(RouterError::Invalid("rows of unequal width".into()));
     }
-    let (val_rows, train_rows) = split_rows(n, config.val_fraction, config.seed);
+    let (val_rows, train_rows) = split_rows(n, config.val_fraction, config.seed)?;
     let rows = |indices: &[usize]| -> Vec<Row> {
         indices
             .iter()
@@ -327,6 +336,16 @@ pub fn train_head<AB: AutodiffBackend>(
     let best = log
         .metrics(best_index)
         .ok_or_else(|| RouterError::Invalid(format!("no metrics for epoch {best_index}")))?;
+    if let Some(bad) = history
+        .iter()
+        .find(|m| !m.val_mse.is_finite() || !m.train_mse.is_finite())
+    {
+        return Err(RouterError::Invalid(format!(
+            "epoch {}: the MSE is {} (train) / {} (validation); the training diverged \
+             (try a lower --lr)",
+            bad.epoch, bad.train_mse, bad.val_mse
+        )));
+    }
     let checkpoint = artifacts
         .path()
         .join("checkpoint")

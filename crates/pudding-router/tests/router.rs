@@ -74,6 +74,55 @@ fn unusable_training_settings_are_errors() {
     assert!(TrainConfig::default().validate().is_ok());
 }
 
+/// Too few rows to split, and a head file holding NaN, are typed errors.
+#[test]
+fn unsplittable_rows_and_non_finite_head_weights_are_errors() {
+    for n in [0, 1] {
+        assert!(matches!(
+            pudding_router::train::split_rows(n, 0.2, 7),
+            Err(pudding_router::RouterError::Invalid(_))
+        ));
+    }
+    let (val, train) = pudding_router::train::split_rows(2, 0.2, 7).unwrap();
+    assert_eq!((val.len(), train.len()), (1, 1));
+
+    let (d_in, hidden, m) = (2usize, 3usize, 2usize);
+    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut hidden_weight = vec![0.1f32; d_in * hidden];
+    hidden_weight[4] = f32::NAN;
+    let tensors = [
+        ("hidden.weight", vec![d_in, hidden], bytes(&hidden_weight)),
+        ("hidden.bias", vec![hidden], bytes(&[0.0; 3])),
+        ("out.weight", vec![hidden, m], bytes(&[0.2; 6])),
+        ("out.bias", vec![m], bytes(&[0.0; 2])),
+    ];
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let file = safetensors::serialize(views, None).unwrap();
+    let Err(err) = RouterHead::<B>::from_bytes(
+        &file,
+        std::path::Path::new("head.safetensors"),
+        d_in,
+        m,
+        &Default::default(),
+    ) else {
+        panic!("a head holding NaN loaded");
+    };
+    assert!(
+        matches!(err, pudding_router::RouterError::Malformed { .. })
+            && err.to_string().contains("non-finite"),
+        "{err}"
+    );
+}
+
 /// Labels that are a fixed linear function of the inputs: a head must learn to route.
 #[test]
 fn head_learns_a_learnable_routing_problem() {

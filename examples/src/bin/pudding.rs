@@ -182,8 +182,8 @@ enum Command {
         /// Losses (tl, tld), comma-separated.
         #[arg(long, default_value = "tl,tld")]
         losses: String,
-        /// Blocks to omit.
-        #[arg(short = 'k', long, default_value_t = 6)]
+        /// Blocks to omit (at least 1).
+        #[arg(short = 'k', long, default_value_t = 6, value_parser = at_least_one)]
         k: usize,
         /// Calibration rows per task (the first N train rows).
         #[arg(long, default_value_t = 128, value_parser = at_least_one)]
@@ -203,8 +203,8 @@ enum Command {
         /// sleb | shortgpt | shortened-ppl | taylor.
         #[arg(long)]
         method: String,
-        /// Blocks to omit.
-        #[arg(short = 'k', long, default_value_t = 6)]
+        /// Blocks to omit (at least 1).
+        #[arg(short = 'k', long, default_value_t = 6, value_parser = at_least_one)]
         k: usize,
         /// Calibration passages (BoolQ train passages).
         #[arg(long, default_value_t = 32, value_parser = at_least_one)]
@@ -807,7 +807,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
             bench_repeats,
             report,
         } => {
-            let lm = load(model)?;
             let bad = CliError::Usage;
             let parse = |t: &str| {
                 if t.trim().is_empty() {
@@ -818,9 +817,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let ks = k
                 .split(',')
-                .map(|v| v.trim().parse::<usize>())
+                .map(|v| at_least_one(v.trim()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| bad(format!("-k: {e}")))?;
+            let lm = load(model)?;
             let config = pudding_cli::reproduce::ReproduceConfig {
                 out,
                 ks,

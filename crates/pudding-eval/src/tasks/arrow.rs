@@ -16,10 +16,11 @@ pub(crate) type Row = Map<String, Value>;
 
 type Result<T> = std::result::Result<T, String>;
 
-/// The most rows one record batch (or one column node) may declare. Task splits have at
-/// most a few hundred thousand rows; a larger count is a corrupt file, refused before
-/// anything that size is allocated.
-const MAX_BATCH_ROWS: usize = 1 << 24;
+/// The most rows one record batch, one column node or a whole stream may declare. Task
+/// splits have at most tens of thousands of rows; a larger count is a corrupt file,
+/// refused before anything that size is allocated (a column of nulls costs no body
+/// bytes, so the body's size alone would not bound it).
+const MAX_BATCH_ROWS: usize = 1 << 20;
 
 /// How deeply column types may nest (List of Struct of List ...). The schema is a graph of
 /// offsets, so a corrupt file can make it cyclic; the limit turns that into an error.
@@ -511,9 +512,10 @@ pub(crate) fn read_stream(bytes: &[u8]) -> Result<Vec<Row>> {
                 }
                 let n_rows = usize::try_from(header.i64_field(0, 0)?)
                     .map_err(|_| "negative record batch length")?;
-                if n_rows > MAX_BATCH_ROWS {
+                if n_rows > MAX_BATCH_ROWS - rows.len().min(MAX_BATCH_ROWS) {
                     return Err(format!(
-                        "a record batch declares {n_rows} rows (more than {MAX_BATCH_ROWS})"
+                        "a record batch declares {n_rows} rows after {} (more than {MAX_BATCH_ROWS} in all)",
+                        rows.len()
                     ));
                 }
                 let structs = |idx: usize| -> Result<Vec<(i64, i64)>> {

