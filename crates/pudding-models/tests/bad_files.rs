@@ -1,6 +1,6 @@
 //! Corrupt, truncated or mismatched checkpoints give typed errors, never panics.
 
-use pudding_models::gguf::{GgmlType, GgufError, GgufFile};
+use pudding_models::gguf::{GgmlType, GgufError, GgufFile, GgufValue};
 use pudding_models::testing::{tiny_llama_gguf, write_tiny_llama_hf, TinyLlamaSpec};
 use pudding_models::{CpuBackend as B, LlamaLm, ModelError};
 use std::path::Path;
@@ -278,4 +278,54 @@ fn multimodal_weights_under_a_text_only_config_are_refused() {
         matches!(&err, ModelError::Config(m) if m.contains("multimodal") && m.contains("llama")),
         "{err}"
     );
+}
+
+/// A checkpoint naming neither a BOS nor an EOS token (and holding no chat end token) has
+/// no token to put before an empty context or a calibration text, as lm-evaluation-harness
+/// does: it is refused at load, not given id 0.
+#[test]
+fn a_checkpoint_without_bos_or_eos_is_refused() {
+    let full = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    let file = GgufFile::from_bytes(full.to_bytes().unwrap()).unwrap();
+    let mut w = pudding_models::gguf::GgufWriter::new();
+    for (k, v) in file.metadata() {
+        match k.as_str() {
+            "general.alignment" | "tokenizer.ggml.eos_token_id" | "tokenizer.ggml.bos_token_id" => {
+            }
+            "tokenizer.ggml.tokens" => {
+                // Rename the control tokens so that no chat end token is found by name.
+                let GgufValue::Array(t, tokens) = v else {
+                    panic!("tokens are an array")
+                };
+                let renamed = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, tok)| {
+                        if i < 3 {
+                            GgufValue::String(format!("<ctl{i}>"))
+                        } else {
+                            tok.clone()
+                        }
+                    })
+                    .collect();
+                w.add(k, GgufValue::Array(*t, renamed));
+            }
+            _ => {
+                w.add(k, v.clone());
+            }
+        }
+    }
+    for t in file.tensors() {
+        let data = file.dequantize(&t.name).unwrap();
+        w.add_tensor(&t.name, &t.dims, &data, GgmlType::F32)
+            .unwrap();
+    }
+    let err = load_written(&w).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m) if m.contains("neither a BOS nor an EOS")),
+        "{err}"
+    );
+    // With its EOS back, the same file loads.
+    w.add_u32("tokenizer.ggml.eos_token_id", 2);
+    assert!(load_written(&w).is_ok());
 }
