@@ -85,6 +85,25 @@ mod tests {
     use super::{argmax, Router};
     use crate::{Candidate, CandidatePool, CoreError, ModelFingerprint, OmissionSet};
 
+    /// A pool of two single-block candidates ("1", "2") for a 4-block model with `hash`.
+    fn pool_of_two(hash: String) -> CandidatePool {
+        let fingerprint = ModelFingerprint {
+            architecture: "llama".into(),
+            n_blocks: 4,
+            hidden_size: 8,
+            vocab_size: 16,
+            hash,
+        };
+        let candidates = ["1", "2"]
+            .iter()
+            .map(|s| Candidate {
+                set: OmissionSet::parse(s, 4).unwrap(),
+                provenance: serde_json::Value::Null,
+            })
+            .collect();
+        CandidatePool::new(fingerprint, candidates).unwrap()
+    }
+
     /// A router whose scores have a fixed length, whatever the pool.
     struct FixedScores(CandidatePool, usize);
 
@@ -100,21 +119,7 @@ mod tests {
 
     #[test]
     fn a_score_vector_of_the_wrong_length_is_an_error() {
-        let fingerprint = ModelFingerprint {
-            architecture: "llama".into(),
-            n_blocks: 4,
-            hidden_size: 8,
-            vocab_size: 16,
-            hash: "é".repeat(20),
-        };
-        let candidates = ["1", "2"]
-            .iter()
-            .map(|s| Candidate {
-                set: OmissionSet::parse(s, 4).unwrap(),
-                provenance: serde_json::Value::Null,
-            })
-            .collect();
-        let pool = CandidatePool::new(fingerprint, candidates).unwrap();
+        let pool = pool_of_two("é".repeat(20));
         assert_eq!(
             FixedScores(pool.clone(), 2).route("x").unwrap().candidate,
             1
@@ -155,22 +160,9 @@ mod tests {
 
     #[test]
     fn a_non_finite_score_is_an_error_not_a_choice() {
-        let fingerprint = ModelFingerprint {
-            architecture: "llama".into(),
-            n_blocks: 4,
-            hidden_size: 8,
-            vocab_size: 16,
-            hash: "ab".repeat(20),
-        };
-        let candidates = ["1", "2"]
-            .iter()
-            .map(|s| Candidate {
-                set: OmissionSet::parse(s, 4).unwrap(),
-                provenance: serde_json::Value::Null,
-            })
-            .collect();
-        let pool = CandidatePool::new(fingerprint, candidates).unwrap();
-        let err = NanScores(pool).route("x").unwrap_err();
+        let err = NanScores(pool_of_two("ab".repeat(20)))
+            .route("x")
+            .unwrap_err();
         assert!(matches!(
             err,
             CoreError::RouterNonFinite { candidate: 1, value } if value.is_nan()

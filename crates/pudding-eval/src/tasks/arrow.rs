@@ -512,7 +512,7 @@ pub(crate) fn read_stream(bytes: &[u8]) -> Result<Vec<Row>> {
                 }
                 let n_rows = usize::try_from(header.i64_field(0, 0)?)
                     .map_err(|_| "negative record batch length")?;
-                if n_rows > MAX_BATCH_ROWS - rows.len().min(MAX_BATCH_ROWS) {
+                if rows.len().saturating_add(n_rows) > MAX_BATCH_ROWS {
                     return Err(format!(
                         "a record batch declares {n_rows} rows after {} (more than {MAX_BATCH_ROWS} in all)",
                         rows.len()
