@@ -248,3 +248,54 @@ pub fn score_requests_unshared<L: SkippableLm>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pudding_models::gguf::{GgmlType, GgufFile, GgufWriter};
+    use pudding_models::testing::{tiny_llama_gguf, TinyLlamaSpec};
+
+    /// A finite but huge final-norm scale makes the logits overflow to ±inf, so the
+    /// log-softmax gives NaN: the scorer must refuse it rather than hand numpy-style
+    /// argmax a NaN to pick.
+    #[test]
+    fn an_overflowing_model_gives_a_typed_error_not_a_nan_score() {
+        let file = GgufFile::from_bytes(
+            tiny_llama_gguf(&TinyLlamaSpec::default())
+                .unwrap()
+                .to_bytes()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in file.metadata() {
+            if k != "general.alignment" {
+                w.add(k, v.clone());
+            }
+        }
+        for t in file.tensors() {
+            let mut data = file.dequantize(&t.name).unwrap();
+            if t.name == "output_norm.weight" {
+                data.iter_mut().for_each(|v| *v = 3e38);
+            }
+            w.add_tensor(&t.name, &t.dims, &data, GgmlType::F32)
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overflow.gguf");
+        w.write_to(&path).unwrap();
+        let lm =
+            pudding_models::LlamaLm::<pudding_models::CpuBackend>::load(&path, &Default::default())
+                .unwrap();
+        let requests = vec![Request {
+            context: "the cat sat on".into(),
+            continuation: " the mat".into(),
+        }];
+        let dense = OmissionSet::parse("", 4).unwrap();
+        let err = score_requests(&lm, &requests, &dense).unwrap_err();
+        assert!(
+            matches!(err, ScoreError::NonFinite { index: 0, value } if !value.is_finite()),
+            "{err}"
+        );
+    }
+}

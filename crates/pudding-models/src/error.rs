@@ -41,6 +41,15 @@ pub enum ModelError {
         /// Architecture being loaded.
         arch: String,
     },
+    /// A block of the checkpoint holds a tensor the model does not read (a bias or norm
+    /// of a variant this loader does not support): ignoring it would give wrong logits.
+    #[error("tensor {name:?} is in the checkpoint but a {arch} model as configured does not use it; this is a variant pudding does not support (check config.json, e.g. attention_bias)")]
+    UnreadTensor {
+        /// The tensor's name (HF naming where known, else the checkpoint's).
+        name: String,
+        /// Architecture being loaded.
+        arch: String,
+    },
     /// A weight has the wrong shape for the configuration.
     #[error("tensor {name:?} has shape {actual:?} but the configuration implies {expected:?}; the config and weights do not belong together")]
     ShapeMismatch {

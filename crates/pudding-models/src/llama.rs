@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Distribution, FloatDType};
 use pudding_core::OmissionSet;
+use std::collections::HashSet;
 
 /// A dense projection `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Clone, Debug)]
@@ -534,24 +535,61 @@ trait ParamSource<B: Backend> {
     fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>, ModelError>;
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError>;
     fn has(&self, name: &str) -> bool;
+    /// Called when block `block` is built: a checkpoint refuses a block holding a tensor
+    /// that was not read.
+    fn finish_block(&mut self, _block: usize) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
 struct FromCheckpoint<'a, B: Backend> {
     source: &'a dyn WeightSource,
     device: &'a B::Device,
+    /// HF names read since the last [`ParamSource::finish_block`].
+    read: HashSet<String>,
+    architecture: &'a str,
+}
+
+impl<'a, B: Backend> FromCheckpoint<'a, B> {
+    fn new(source: &'a dyn WeightSource, device: &'a B::Device, architecture: &'a str) -> Self {
+        Self {
+            source,
+            device,
+            read: HashSet::new(),
+            architecture,
+        }
+    }
 }
 
 impl<B: Backend> ParamSource<B> for FromCheckpoint<'_, B> {
     /// HF `[out, in]` -> `[in, out]`.
     fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>, ModelError> {
         let t = self.source.tensor(name)?;
+        self.read.insert(name.to_string());
         Ok(to_device::<B, 2>(t, name, [out, inp], self.device)?.transpose())
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError> {
-        to_device::<B, 1>(self.source.tensor(name)?, name, [len], self.device)
+        let t = self.source.tensor(name)?;
+        self.read.insert(name.to_string());
+        to_device::<B, 1>(t, name, [len], self.device)
     }
     fn has(&self, name: &str) -> bool {
         self.source.contains(name)
+    }
+    fn finish_block(&mut self, block: usize) -> Result<(), ModelError> {
+        let read = std::mem::take(&mut self.read);
+        let unread = self
+            .source
+            .block_tensor_names(block)
+            .into_iter()
+            .find(|name| !read.contains(name) && !crate::weights::is_unread_buffer(name));
+        match unread {
+            Some(name) => Err(ModelError::UnreadTensor {
+                name,
+                arch: self.architecture.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -645,14 +683,16 @@ fn build_block<B: Backend>(
         activation: c.features.activation,
     };
     let names = BlockNormNames::of(c.features.sandwich_norms);
-    Ok(Block {
+    let block = Block {
         attn_norm: norm(src, names.attn, d)?,
         attn,
         post_attn_norm: names.post_attn.map(|n| norm(src, n, d)).transpose()?,
         mlp_norm: norm(src, names.mlp, d)?,
         mlp,
         post_mlp_norm: names.post_mlp.map(|n| norm(src, n, d)).transpose()?,
-    })
+    };
+    src.finish_block(i)?;
+    Ok(block)
 }
 
 /// The HF names (after `model.layers.{i}.`) of a block's norms. Gemma's
@@ -817,7 +857,12 @@ impl<B: Backend> LlamaModel<B> {
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let all = OmissionSet::dense(config.n_blocks)?;
-        Self::build(config, &mut FromCheckpoint { source, device }, &all, device)
+        Self::build(
+            config,
+            &mut FromCheckpoint::new(source, device, &config.architecture),
+            &all,
+            device,
+        )
     }
 
     /// Memory-constrained mode: builds the model with only the blocks `skip` keeps
@@ -830,7 +875,12 @@ impl<B: Backend> LlamaModel<B> {
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         skip.check_blocks(config.n_blocks)?;
-        Self::build(config, &mut FromCheckpoint { source, device }, skip, device)
+        Self::build(
+            config,
+            &mut FromCheckpoint::new(source, device, &config.architecture),
+            skip,
+            device,
+        )
     }
 
     /// A model with random weights of `config`'s shape (tests, benchmarks of large shapes
@@ -902,10 +952,7 @@ impl<B: Backend> LlamaModel<B> {
     ) -> Result<Vec<usize>, ModelError> {
         skip.check_blocks(self.config.n_blocks)?;
         let device = self.device();
-        let mut src = FromCheckpoint {
-            source,
-            device: &device,
-        };
+        let mut src = FromCheckpoint::new(source, &device, &self.config.architecture);
         let mut loaded = Vec::new();
         for i in 0..self.config.n_blocks {
             if skip.skips(i) {

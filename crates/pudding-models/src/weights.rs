@@ -30,6 +30,49 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// A fingerprint over the configuration and all stored tensors (raw bytes).
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint;
+    /// Every stored tensor of block `block`, by HF name (`model.layers.{block}.*`); a
+    /// stored tensor with no HF name this loader knows comes back under its stored name.
+    /// The model builder refuses a block holding a tensor it did not read: ignoring one
+    /// (a bias, an extra norm of an unsupported variant) would give wrong logits silently.
+    fn block_tensor_names(&self, block: usize) -> Vec<String>;
+    /// The stored names (the checkpoint's own naming) that start with `prefix`.
+    fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String>;
+}
+
+/// Per-block tensors that checkpoints may carry and no model reads: the rotary inverse
+/// frequencies older transformers versions saved as a buffer (recomputed from the
+/// config), and llama.cpp's equivalent in old GGUF conversions.
+pub fn is_unread_buffer(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq") || name.ends_with("attn_rot_embd")
+}
+
+/// The HF names (after `model.layers.{i}.`) of every per-block tensor
+/// [`hf_to_gguf_name_for`] maps.
+const BLOCK_TENSOR_TAILS: [&str; 16] = [
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+    "pre_feedforward_layernorm.weight",
+    "post_feedforward_layernorm.weight",
+    "self_attn.q_norm.weight",
+    "self_attn.k_norm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "self_attn.q_proj.bias",
+    "self_attn.k_proj.bias",
+    "self_attn.v_proj.bias",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+];
+
+/// The stored names in a sorted map that start with `prefix`.
+fn names_with_prefix<V>(map: &BTreeMap<String, V>, prefix: &str) -> Vec<String> {
+    map.range(prefix.to_string()..)
+        .take_while(|(name, _)| name.starts_with(prefix))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 fn fingerprint_builder(config: &LlamaConfig) -> FingerprintBuilder {
@@ -220,6 +263,35 @@ impl WeightSource for GgufWeights {
             .is_some_and(|g| self.file.tensor(&g).is_ok())
     }
 
+    fn block_tensor_names(&self, block: usize) -> Vec<String> {
+        let hf_of: BTreeMap<String, String> = BLOCK_TENSOR_TAILS
+            .iter()
+            .map(|tail| format!("model.layers.{block}.{tail}"))
+            .filter_map(|hf| self.gguf_name(&hf).map(|gguf| (gguf, hf)))
+            .collect();
+        let prefix = format!("blk.{block}.");
+        self.file
+            .tensors()
+            .iter()
+            .filter(|t| t.name.starts_with(&prefix))
+            .map(|t| {
+                hf_of
+                    .get(&t.name)
+                    .cloned()
+                    .unwrap_or_else(|| t.name.clone())
+            })
+            .collect()
+    }
+
+    fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.file
+            .tensors()
+            .iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
         let mut builder = fingerprint_builder(config);
         let mut infos: Vec<_> = self.file.tensors().iter().collect();
@@ -381,6 +453,14 @@ impl WeightSource for SafetensorsWeights {
         self.index.contains_key(name)
     }
 
+    fn block_tensor_names(&self, block: usize) -> Vec<String> {
+        self.stored_names_with_prefix(&format!("model.layers.{block}."))
+    }
+
+    fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        names_with_prefix(&self.index, prefix)
+    }
+
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
         let mut builder = fingerprint_builder(config);
         for name in self.index.keys() {
@@ -457,6 +537,24 @@ impl<W: WeightSource> WeightSource for LanguageModelOf<W> {
             .is_some_and(|stored| self.inner.contains(&stored))
     }
 
+    /// The inner source lists blocks under `model.layers.*`, not this layout's prefix, so
+    /// the blocks are listed through the stored names.
+    fn block_tensor_names(&self, block: usize) -> Vec<String> {
+        let stored_prefix = format!("{}layers.{block}.", self.body);
+        self.inner
+            .stored_names_with_prefix(&stored_prefix)
+            .into_iter()
+            .map(|stored| match stored.strip_prefix(self.body) {
+                Some(rest) => format!("model.{rest}"),
+                None => stored,
+            })
+            .collect()
+    }
+
+    fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.inner.stored_names_with_prefix(prefix)
+    }
+
     /// The whole checkpoint's fingerprint (vision tower included, tensors under their
     /// stored names): the same language model saved text-only, or in the other layout,
     /// fingerprints differently, so a pool or router made on one is refused on the other.
@@ -504,6 +602,14 @@ impl<W: WeightSource> WeightSource for UnitOffsetNorms<W> {
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
         self.inner.fingerprint(config)
     }
+
+    fn block_tensor_names(&self, block: usize) -> Vec<String> {
+        self.inner.block_tensor_names(block)
+    }
+
+    fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.inner.stored_names_with_prefix(prefix)
+    }
 }
 
 #[cfg(test)]
@@ -532,6 +638,14 @@ mod tests {
 
         fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
             fingerprint_builder(config).finish()
+        }
+
+        fn block_tensor_names(&self, block: usize) -> Vec<String> {
+            self.stored_names_with_prefix(&format!("model.layers.{block}."))
+        }
+
+        fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String> {
+            names_with_prefix(&self.0, prefix)
         }
     }
 

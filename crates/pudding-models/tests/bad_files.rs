@@ -329,3 +329,51 @@ fn a_checkpoint_without_bos_or_eos_is_refused() {
     w.add_u32("tokenizer.ggml.eos_token_id", 2);
     assert!(load_written(&w).is_ok());
 }
+
+/// A block tensor the model would not read (a bias Llama has no place for, a tensor of an
+/// unsupported variant) is refused by name: loading without it gives wrong logits.
+#[test]
+fn a_block_tensor_the_model_does_not_read_is_refused() {
+    let spec = TinyLlamaSpec::default();
+    let bias = vec![0.5f32; spec.hidden];
+    for (stored, reported) in [
+        // Mapped to an HF name, but Llama reads q/k/v biases only with attention_bias.
+        ("blk.2.attn_q.bias", "model.layers.2.self_attn.q_proj.bias"),
+        // No HF name this loader knows: reported under its stored name.
+        ("blk.1.attn_output.bias", "blk.1.attn_output.bias"),
+    ] {
+        let mut w = tiny_llama_gguf(&spec).unwrap();
+        w.add_tensor(stored, &[spec.hidden as u64], &bias, GgmlType::F32)
+            .unwrap();
+        let err = load_written(&w).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::UnreadTensor { name, .. } if name == reported),
+            "{stored}: {err}"
+        );
+    }
+
+    // Hugging Face: the extra tensor sits in a second shard of the same directory.
+    let extra_shard = |hf: &Path, name: &str| {
+        let bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![spec.hidden],
+            &bytes,
+        )
+        .unwrap();
+        safetensors::serialize_to_file(vec![(name, view)], None, &hf.join("extra.safetensors"))
+            .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&spec, &hf).unwrap();
+    extra_shard(&hf, "model.layers.1.mlp.up_proj.bias");
+    let err = load(&hf).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::UnreadTensor { name, .. } if name == "model.layers.1.mlp.up_proj.bias"),
+        "{err}"
+    );
+    // The rotary buffer older transformers versions saved is recomputed, not read: fine.
+    extra_shard(&hf, "model.layers.1.self_attn.rotary_emb.inv_freq");
+    assert!(load(&hf).is_ok());
+}
