@@ -252,35 +252,19 @@ pub fn score_requests_unshared<L: SkippableLm>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pudding_models::gguf::{GgmlType, GgufFile, GgufWriter};
-    use pudding_models::testing::{tiny_llama_gguf, TinyLlamaSpec};
+    use pudding_models::testing::{tiny_llama_gguf_edited, TinyLlamaSpec};
 
     /// A finite but huge final-norm scale makes the logits overflow to ±inf, so the
     /// log-softmax gives NaN: the scorer must refuse it rather than hand numpy-style
     /// argmax a NaN to pick.
     #[test]
     fn an_overflowing_model_gives_a_typed_error_not_a_nan_score() {
-        let file = GgufFile::from_bytes(
-            tiny_llama_gguf(&TinyLlamaSpec::default())
-                .unwrap()
-                .to_bytes()
-                .unwrap(),
-        )
-        .unwrap();
-        let mut w = GgufWriter::new();
-        for (k, v) in file.metadata() {
-            if k != "general.alignment" {
-                w.add(k, v.clone());
-            }
-        }
-        for t in file.tensors() {
-            let mut data = file.dequantize(&t.name).unwrap();
-            if t.name == "output_norm.weight" {
+        let w = tiny_llama_gguf_edited(&TinyLlamaSpec::default(), |name, data| {
+            if name == "output_norm.weight" {
                 data.iter_mut().for_each(|v| *v = 3e38);
             }
-            w.add_tensor(&t.name, &t.dims, &data, GgmlType::F32)
-                .unwrap();
-        }
+        })
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("overflow.gguf");
         w.write_to(&path).unwrap();

@@ -208,6 +208,28 @@ pub fn tiny_llama_gguf(spec: &TinyLlamaSpec) -> Result<GgufWriter, ModelError> {
     Ok(w)
 }
 
+/// The tiny Llama's GGUF writer with every tensor stored as F32 after `edit(gguf_name,
+/// values)` has run on it: for tests that need one weight changed (a NaN, an overflow).
+pub fn tiny_llama_gguf_edited(
+    spec: &TinyLlamaSpec,
+    mut edit: impl FnMut(&str, &mut [f32]),
+) -> Result<GgufWriter, ModelError> {
+    let file = crate::gguf::GgufFile::from_bytes(tiny_llama_gguf(spec)?.to_bytes()?)?;
+    let mut w = GgufWriter::new();
+    for (k, v) in file.metadata() {
+        // The writer sets the alignment itself.
+        if k != "general.alignment" {
+            w.add(k, v.clone());
+        }
+    }
+    for t in file.tensors() {
+        let mut data = file.dequantize(&t.name)?;
+        edit(&t.name, &mut data);
+        w.add_tensor(&t.name, &t.dims, &data, GgmlType::F32)?;
+    }
+    Ok(w)
+}
+
 /// Writes a tiny Llama GGUF file to `path`.
 pub fn write_tiny_llama_gguf(spec: &TinyLlamaSpec, path: &Path) -> Result<(), ModelError> {
     tiny_llama_gguf(spec)?.write_to(path)?;
