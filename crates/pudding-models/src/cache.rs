@@ -151,8 +151,8 @@ impl<B: Backend> KvCache<B> {
         self.len += new;
     }
 
-    /// The same cache repeated `n` times along the batch dimension (for scoring several
-    /// continuations of one context in one batch). Requires batch size 1.
+    /// The same cache repeated `n` times along the batch dimension (to run several
+    /// continuations of one prompt as one batch). Requires batch size 1.
     pub fn repeat_batch(&self, n: usize) -> Self {
         Self {
             blocks: self

@@ -129,6 +129,9 @@ struct StepTables<B: Backend> {
     cos: Tensor<B, 4>,
     /// `[1 or b, 1, s, e]`.
     sin: Tensor<B, 4>,
+    /// `(n, cos, sin)` with the tables repeated over `n` heads, seq-major: `[1 or b, s, n,
+    /// e]` for the query heads and for the key/value heads (see [`StepContext::with_heads`]).
+    by_heads: Vec<(usize, Tensor<B, 4>, Tensor<B, 4>)>,
     /// Additive mask `[1 or b, 1 or g, r*s, t]` (query row `(rep, i)` is row `rep * s + i`; the
     /// `t` columns are the key slots the attention holds, see `keep`), or `None` when every
     /// query may see every key (one new token, no padding, within the window).
@@ -180,19 +183,22 @@ impl<B: Backend> StepContext<B> {
     }
 
     /// Repeats the attention masks over the `kv_heads` key/value heads (`[1 or b, 1, r*s,
-    /// t]` -> `[1 or b, kv_heads, r*s, t]`), once for all blocks, so that adding a mask to
-    /// the scores `[b, kv_heads, r*s, t]` is a plain elementwise add rather than a
-    /// broadcast (on the CPU backend the broadcast add took about a fifth of a 512-token
-    /// prefill). A mask larger than [`MASK_REPEAT_LIMIT`] elements after the repeat stays
-    /// broadcast, to bound memory on long prompts.
-    pub fn with_kv_heads(self, kv_heads: usize) -> Self {
-        self.with_kv_heads_within(kv_heads, MASK_REPEAT_LIMIT)
+    /// t]` -> `[1 or b, kv_heads, r*s, t]`) and the rotary tables over the `heads` query
+    /// heads and the key/value heads (`[1 or b, s, heads or kv_heads, e]`), once for all
+    /// blocks, so that adding a mask to the scores `[b, kv_heads, r*s, t]` and rotating
+    /// the queries and keys are plain element-wise products rather than broadcasts (on the
+    /// CPU backend the broadcast mask add took about a fifth of a 512-token prefill, and
+    /// the broadcast RoPE about a tenth of the HellaSwag evaluation). A mask or table larger
+    /// than [`MASK_REPEAT_LIMIT`] elements after the repeat stays broadcast, to bound
+    /// memory on long prompts; the values are the same either way.
+    pub fn with_heads(self, heads: usize, kv_heads: usize) -> Self {
+        self.with_heads_within(heads, kv_heads, MASK_REPEAT_LIMIT)
     }
 
-    /// [`Self::with_kv_heads`] with another element limit than [`MASK_REPEAT_LIMIT`].
-    fn with_kv_heads_within(mut self, kv_heads: usize, limit: usize) -> Self {
-        self.global = self.global.with_kv_heads(kv_heads, limit);
-        self.local = self.local.map(|l| l.with_kv_heads(kv_heads, limit));
+    /// [`Self::with_heads`] with another element limit than [`MASK_REPEAT_LIMIT`].
+    fn with_heads_within(mut self, heads: usize, kv_heads: usize, limit: usize) -> Self {
+        self.global = self.global.with_heads(heads, kv_heads, limit);
+        self.local = self.local.map(|l| l.with_heads(heads, kv_heads, limit));
         self
     }
 
@@ -205,13 +211,27 @@ impl<B: Backend> StepContext<B> {
     }
 }
 
-/// The most elements an attention mask may have once repeated over the key/value heads
-/// ([`StepContext::with_kv_heads`]): 32M, 128 MB in f32.
+/// The most elements an attention mask or a rotary table may have once repeated over the
+/// heads ([`StepContext::with_heads`]): 32M, 128 MB in f32.
 pub const MASK_REPEAT_LIMIT: usize = 1 << 25;
 
 impl<B: Backend> StepTables<B> {
-    /// Repeats the mask over `kv_heads` when the result has at most `limit` elements.
-    fn with_kv_heads(mut self, kv_heads: usize, limit: usize) -> Self {
+    /// Repeats the mask over `kv_heads`, and the rotary tables over `heads` and over
+    /// `kv_heads`, each when the result has at most `limit` elements.
+    fn with_heads(mut self, heads: usize, kv_heads: usize, limit: usize) -> Self {
+        let mut counts = vec![heads, kv_heads];
+        counts.dedup();
+        for n in counts {
+            let [rows, _, seq, dim] = self.cos.dims();
+            let elements = [rows, seq, n, dim]
+                .iter()
+                .fold(1usize, |a, &x| a.saturating_mul(x));
+            if n > 1 && elements <= limit {
+                let (cos, sin) = self.seq_major();
+                let expand = |t: &Tensor<B, 4>| crate::rope::expand_over_heads(t, n);
+                self.by_heads.push((n, expand(&cos), expand(&sin)));
+            }
+        }
         if let Some(mask) = self.mask.take() {
             let [_, heads, _, _] = mask.dims();
             let repeated = mask.shape().num_elements().saturating_mul(kv_heads);
@@ -222,6 +242,24 @@ impl<B: Backend> StepTables<B> {
             });
         }
         self
+    }
+
+    /// The rotary tables seq-major, `[1 or b, s, 1, e]` (a reshape: the head axis is 1).
+    fn seq_major(&self) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let view = |t: &Tensor<B, 4>| {
+            let [rows, _, seq, dim] = t.dims();
+            t.clone().reshape([rows, seq, 1, dim])
+        };
+        (view(&self.cos), view(&self.sin))
+    }
+
+    /// The rotary tables for `heads` heads in the `[b, s, heads, e]` layout: repeated over
+    /// the heads when [`Self::with_heads`] made them, else `[1 or b, s, 1, e]` to broadcast.
+    fn rope_for(&self, heads: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        match self.by_heads.iter().find(|(n, _, _)| *n == heads) {
+            Some((_, cos, sin)) => (cos.clone(), sin.clone()),
+            None => self.seq_major(),
+        }
     }
 
     fn new(
@@ -247,6 +285,7 @@ impl<B: Backend> StepTables<B> {
             return Self {
                 cos,
                 sin,
+                by_heads: Vec::new(),
                 mask,
                 keep: window,
             };
@@ -265,6 +304,61 @@ impl<B: Backend> StepTables<B> {
         Self {
             cos,
             sin,
+            by_heads: Vec::new(),
+            mask: Some(mask),
+            keep: window,
+        }
+    }
+
+    /// Tables for `segments` packed one after another in one row after `offset` cached
+    /// slots: token `j` of each segment sits at position `offset + j` and sees the cached
+    /// slots the attention holds (those within the window, with one) and its own
+    /// segment's tokens up to itself. The mask is `[1, 1, reps * n, held + n]`, `n` the
+    /// segments' total and `held` the cached slots held (`offset`, or at most the window).
+    fn segments_after_cache(
+        rope: &RotaryTables<B>,
+        window: Option<usize>,
+        reps: usize,
+        offset: usize,
+        segments: &[usize],
+        device: &B::Device,
+    ) -> Self {
+        let first_key = first_held_slot(offset, window);
+        let held = offset - first_key;
+        // (segment, position) of every packed token.
+        let tokens: Vec<(usize, usize)> = segments
+            .iter()
+            .enumerate()
+            .flat_map(|(segment, &len)| (offset..offset + len).map(move |p| (segment, p)))
+            .collect();
+        let n = tokens.len();
+        let within = |query: usize, key: usize| window.is_none_or(|w| query - key < w);
+        let mut mask = Vec::with_capacity(reps * n * (held + n));
+        for _ in 0..reps {
+            for &(segment, position) in &tokens {
+                mask.extend((first_key..offset).map(|slot| {
+                    if within(position, slot) {
+                        0.0f32
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+                mask.extend(tokens.iter().map(|&(key_segment, key)| {
+                    if key_segment == segment && key <= position && within(position, key) {
+                        0.0f32
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+            }
+        }
+        let positions: Vec<usize> = tokens.iter().map(|&(_, p)| p).collect();
+        let (cos, sin) = rope.at_positions(&positions, 1, n);
+        let mask = Tensor::from_data(TensorData::new(mask, [1, 1, reps * n, held + n]), device);
+        Self {
+            cos,
+            sin,
+            by_heads: Vec::new(),
             mask: Some(mask),
             keep: window,
         }
@@ -299,6 +393,7 @@ impl<B: Backend> StepTables<B> {
         Self {
             cos,
             sin,
+            by_heads: Vec::new(),
             mask: Some(mask),
             keep: None,
         }
@@ -306,6 +401,29 @@ impl<B: Backend> StepTables<B> {
 }
 
 impl<B: Backend> StepContext<B> {
+    /// `segments` (token counts, each at least 1) packed one after another in one row,
+    /// each continuing the `offset` cached slots on its own: token `j` of a segment sits at
+    /// position `offset + j` and attends to the cached slots and to its own segment's
+    /// tokens up to itself, never to another segment (see
+    /// [`LlamaModel::forward_segments_sets`]).
+    pub fn segments_after_cache(
+        rope: Rotary<'_, B>,
+        reps: usize,
+        offset: usize,
+        segments: &[usize],
+        device: &B::Device,
+    ) -> Self {
+        let tables = |rope: &RotaryTables<B>, window: Option<usize>| {
+            StepTables::segments_after_cache(rope, window, reps, offset, segments, device)
+        };
+        Self {
+            global: tables(rope.global, None),
+            local: rope
+                .local
+                .map(|(local, window)| tables(local, Some(window))),
+        }
+    }
+
     /// A custom layout for a forward without a cache (packed sequences): token `i` of row
     /// `r` sits at rotary position `positions[r * seq + i]`, and query `i` may attend key `j`
     /// of its row iff `visible(r, i, j)`. Every query must see at least one key (itself,
@@ -385,19 +503,16 @@ impl<B: Backend> Attention<B> {
         // still `[b, s, n, e]` (contiguous): on the `[b, n, s, e]` view every element-wise
         // op walks strides, which cost about a tenth of a CPU forward.
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, e]);
-        let seq_major = |t: &Tensor<B, 4>| {
-            let [rows, _, seq, dim] = t.dims();
-            t.clone().reshape([rows, seq, 1, dim])
-        };
-        let (cos, sin) = (seq_major(&step.cos), seq_major(&step.sin)); // [1 or b, s, 1, e]
+        let (q_cos, q_sin) = step.rope_for(h); // [1 or b, s, h or 1, e]
+        let (k_cos, k_sin) = step.rope_for(g); // [1 or b, s, g or 1, e]
         let norm = |t: Tensor<B, 4>, n: &Option<RmsNorm<B>>| match n {
             Some(n) => n.forward(t),
             None => t,
         };
         let q = norm(heads(self.q.forward(x.clone()), h), &self.q_norm);
         let k = norm(heads(self.k.forward(x.clone()), g), &self.k_norm);
-        let q = rotate_half(q, &cos, &sin).swap_dims(1, 2);
-        let k = rotate_half(k, &cos, &sin).swap_dims(1, 2);
+        let q = rotate_half(q, &q_cos, &q_sin).swap_dims(1, 2);
+        let k = rotate_half(k, &k_cos, &k_sin).swap_dims(1, 2);
         let v = heads(self.v.forward(x), g).swap_dims(1, 2);
         let (k, v) = match cache {
             Some((cache, block)) => cache.append(block, k, v, step.keep),
@@ -409,7 +524,7 @@ impl<B: Backend> Attention<B> {
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, g, r*s, t]
         let probs = in_f32(scores, |scores| {
             let scores = match &step.mask {
-                Some(mask) => scores + mask.clone().cast(FloatDType::F32),
+                Some(mask) => add_mask(scores, mask.clone().cast(FloatDType::F32)),
                 None => scores,
             };
             softmax(scores, 3)
@@ -421,6 +536,20 @@ impl<B: Backend> Attention<B> {
             .reshape([b, s, h * e]);
         self.o.forward(out)
     }
+}
+
+/// `scores` `[b, g, r*s, t]` plus the additive `mask` `[1 or b, 1 or g, r*s, t]`. A mask
+/// with all `g` heads is added on flat rows (`[b, g*r*s*t]` plus `[1 or b, g*r*s*t]`), which
+/// burn-flex runs as one contiguous or shared-row add instead of a strided broadcast.
+fn add_mask<B: Backend>(scores: Tensor<B, 4>, mask: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dims = scores.dims();
+    let mask_dims = mask.dims();
+    if mask_dims[1..] != dims[1..] {
+        return scores + mask;
+    }
+    let row = dims[1] * dims[2] * dims[3];
+    let sum = scores.reshape([dims[0], row]) + mask.reshape([mask_dims[0], row]);
+    sum.reshape(dims)
 }
 
 /// Gated feed-forward: `down(act(gate(x)) * up(x))` (SwiGLU with SiLU, GeGLU with GELU).
@@ -1173,7 +1302,7 @@ impl<B: Backend> LlamaModel<B> {
             visible,
             &self.device(),
         )
-        .with_kv_heads(self.config.n_kv_heads))
+        .with_heads(self.config.n_heads, self.config.n_kv_heads))
     }
 
     /// Runs `blocks` in order on `x` (`[b, s, d]`) under a given step context (no cache).
@@ -1209,7 +1338,7 @@ impl<B: Backend> LlamaModel<B> {
             left_pad,
             &self.device(),
         )
-        .with_kv_heads(self.config.n_kv_heads)
+        .with_heads(self.config.n_heads, self.config.n_kv_heads)
     }
 
     /// Final norm and output head: `[b, s, d]` -> logits `[b, s, v]`, always in f32 (so
@@ -1310,10 +1439,98 @@ impl<B: Backend> LlamaModel<B> {
             });
         }
         let step = self.step_context(s, offset, &left_pad);
+        let out = self.run_sets(
+            self.embed_tokens(tokens),
+            sets,
+            &step,
+            caches.as_deref_mut(),
+        )?;
+        if let Some(caches) = caches {
+            for cache in caches.iter_mut() {
+                cache.advance(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Segments packed in one row after cached context, under several omission sets at
+    /// once: `tokens` `[1, n]` holds `segments` (token counts, each at least 1, summing to
+    /// `n`) one after another, and each segment continues the sequence the caches hold
+    /// (one cache per set, all at the same length `offset`, unpadded, batch 1) on its own:
+    /// its token `j` sits at position `offset + j` and attends to the cached slots and to
+    /// its own earlier tokens only. Returns one `[1, n, d]` per set, in the order of
+    /// `sets`; row `i` equals what [`Self::forward_hidden_sets`] gives for that token with
+    /// the segment alone after the cache (up to float rounding). This scores several
+    /// continuations of one context with no padding. The caches are consumed: they end up
+    /// holding the packed keys, which no later step could use.
+    pub fn forward_segments_sets(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        segments: &[usize],
+        sets: &[OmissionSet],
+        mut caches: Vec<KvCache<B>>,
+    ) -> Result<Vec<Tensor<B, 3>>, ModelError> {
+        if sets.is_empty() {
+            return Err(ModelError::Batch("no omission set to run".into()));
+        }
+        let [b, n] = tokens.dims();
+        if b != 1 || segments.iter().sum::<usize>() != n || segments.contains(&0) {
+            return Err(ModelError::Batch(format!(
+                "segments {segments:?} do not pack a [{b}, {n}] row (one row, every segment \
+                 at least one token)"
+            )));
+        }
+        if caches.len() != sets.len() {
+            return Err(ModelError::Cache(format!(
+                "{} caches for {} omission sets; pass one cache per set",
+                caches.len(),
+                sets.len()
+            )));
+        }
+        let offset = caches[0].len();
+        for (cache, set) in caches.iter().zip(sets) {
+            set.check_blocks(self.config.n_blocks)?;
+            for index in set.kept() {
+                self.block(index)?;
+            }
+            cache.check_skip(set)?;
+            cache.check_batch(1)?;
+            if cache.len() != offset || cache.left_pad().iter().any(|&p| p > 0) {
+                return Err(ModelError::Cache(
+                    "packed segments need unpadded caches that all hold the same positions".into(),
+                ));
+            }
+        }
+        let longest = segments.iter().copied().max().unwrap_or(0);
+        if offset + longest > self.config.max_seq_len {
+            return Err(ModelError::PromptTooLong {
+                len: offset + longest,
+                max: self.config.max_seq_len,
+            });
+        }
+        let step = StepContext::segments_after_cache(
+            self.rotary(),
+            self.config.group_size(),
+            offset,
+            segments,
+            &self.device(),
+        )
+        .with_heads(self.config.n_heads, self.config.n_kv_heads);
+        self.run_sets(self.embed_tokens(tokens), sets, &step, Some(&mut caches))
+    }
+
+    /// The block loop of [`Self::forward_hidden_sets`] (inputs already checked): `x` `[b,
+    /// s, d]` -> one `[b, s, d]` per set. Caches receive entries but are not advanced.
+    fn run_sets(
+        &self,
+        x: Tensor<B, 3>,
+        sets: &[OmissionSet],
+        step: &StepContext<B>,
+        mut caches: Option<&mut [KvCache<B>]>,
+    ) -> Result<Vec<Tensor<B, 3>>, ModelError> {
         // Each group: the sets (indices) that agree on every block so far, and their
         // shared residual stream.
-        let mut groups: Vec<(Vec<usize>, Tensor<B, 3>)> =
-            vec![((0..sets.len()).collect(), self.embed_tokens(tokens))];
+        let mut groups: Vec<(Vec<usize>, Tensor<B, 3>)> = vec![((0..sets.len()).collect(), x)];
         for index in 0..self.config.n_blocks {
             let mut next = Vec::with_capacity(groups.len() + 1);
             for (members, x) in groups {
@@ -1328,15 +1545,15 @@ impl<B: Backend> LlamaModel<B> {
                 let skipped_input = (!skipping.is_empty()).then(|| x.clone());
                 let block = self.block(index)?;
                 let y = match caches.as_deref_mut() {
-                    Some(caches) => {
-                        let y = block.forward(x, &step, Some((&mut caches[first], index)));
+                    Some(ref mut caches) => {
+                        let y = block.forward(x, step, Some((&mut caches[first], index)));
                         let entry = caches[first].block_entry(index);
                         for &m in &running[1..] {
                             caches[m].set_block_entry(index, entry.clone());
                         }
                         y
                     }
-                    None => block.forward(x, &step, None),
+                    None => block.forward(x, step, None),
                 };
                 next.push((running, y));
                 if let Some(x) = skipped_input {
@@ -1344,11 +1561,6 @@ impl<B: Backend> LlamaModel<B> {
                 }
             }
             groups = next;
-        }
-        if let Some(caches) = caches {
-            for cache in caches.iter_mut() {
-                cache.advance(s);
-            }
         }
         let mut out: Vec<Option<Tensor<B, 3>>> = vec![None; sets.len()];
         for (members, x) in groups {
@@ -1392,10 +1604,11 @@ mod tests {
     use crate::testing::{load_tiny_llama, TinyLlamaSpec};
     use crate::CpuBackend;
 
-    /// A mask over the repeat limit stays broadcast over the key/value heads; the blocks'
-    /// output is the same either way (the add is the same add, only its layout differs).
+    /// A mask or rotary table over the repeat limit stays broadcast over the heads; the
+    /// blocks' output is the same either way (the same products and sums, only their
+    /// layout differs).
     #[test]
-    fn a_mask_over_the_repeat_limit_stays_broadcast_with_the_same_output() {
+    fn a_mask_or_table_over_the_repeat_limit_stays_broadcast_with_the_same_output() {
         let spec = TinyLlamaSpec::default();
         let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
         let model = lm.model();
@@ -1412,19 +1625,50 @@ mod tests {
         let reps = spec.n_heads / spec.n_kv_heads;
         assert_eq!(mask_dims(&step), Some([1, 1, reps * seq, seq]));
 
-        let repeated = step
-            .clone()
-            .with_kv_heads_within(spec.n_kv_heads, usize::MAX);
+        let (h, g) = (spec.n_heads, spec.n_kv_heads);
+        let table_heads = |s: &StepContext<CpuBackend>| {
+            let by_heads = &s.global.by_heads;
+            let dims: Vec<[usize; 4]> = by_heads.iter().map(|(_, c, _)| c.dims()).collect();
+            assert!(by_heads.iter().all(|(_, c, s)| c.dims() == s.dims()));
+            dims
+        };
+        let head_dim = spec.hidden / spec.n_heads;
+        let repeated = step.clone().with_heads_within(h, g, usize::MAX);
+        assert_eq!(
+            table_heads(&repeated),
+            vec![[1, seq, h, head_dim], [1, seq, g, head_dim]]
+        );
         assert_eq!(
             mask_dims(&repeated),
             Some([1, spec.n_kv_heads, reps * seq, seq])
         );
         // The limit is inclusive: exactly the repeated size repeats, one less does not.
         let needed = spec.n_kv_heads * reps * seq * seq;
-        let at_limit = step.clone().with_kv_heads_within(spec.n_kv_heads, needed);
+        let at_limit = step.clone().with_heads_within(h, g, needed);
         assert_eq!(mask_dims(&at_limit), mask_dims(&repeated));
-        let broadcast = step.with_kv_heads_within(spec.n_kv_heads, needed - 1);
+        let broadcast = step.with_heads_within(h, g, needed - 1);
         assert_eq!(mask_dims(&broadcast), Some([1, 1, reps * seq, seq]));
+        // The tables' limit on its own: the key/value heads' tables fit, the queries' not.
+        assert!(g < h);
+        let tables_only_kv = StepContext::new(
+            model.rotary(),
+            model.config.group_size(),
+            seq,
+            offset,
+            &[],
+            &model.device(),
+        )
+        .with_heads_within(h, g, seq * g * head_dim);
+        assert_eq!(table_heads(&tables_only_kv), vec![[1, seq, g, head_dim]]);
+        let none = StepContext::new(
+            model.rotary(),
+            model.config.group_size(),
+            seq,
+            offset,
+            &[],
+            &model.device(),
+        );
+        assert!(table_heads(&none).is_empty());
 
         let tokens: Vec<i64> = (0..seq as i64).map(|t| 3 + 5 * t).collect();
         let tokens = Tensor::<CpuBackend, 1, Int>::from_data(
@@ -1441,16 +1685,20 @@ mod tests {
                 .to_vec::<f32>()
                 .unwrap()
         };
-        let (a, b) = (run(&repeated), run(&broadcast));
+        let a = run(&repeated);
         assert_eq!(a.len(), seq * spec.hidden);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
-        assert!(
-            diff <= 1e-6,
-            "repeated vs broadcast mask: max |diff| {diff}"
-        );
+        for (what, other) in [
+            ("broadcast mask", &broadcast),
+            ("only the key/value tables repeated", &tables_only_kv),
+            ("nothing repeated", &none),
+        ] {
+            let b = run(other);
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max);
+            assert!(diff <= 1e-6, "repeated vs {what}: max |diff| {diff}");
+        }
     }
 }

@@ -584,8 +584,8 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
     }
 
     /// The context runs once per distinct block input ([`LlamaModel::forward_hidden_sets`]),
-    /// then all continuations of all sets run as one right-padded batch per set on top of
-    /// the shared context state.
+    /// then all continuations run packed in one row, with no padding, on top of each
+    /// set's context state ([`LlamaModel::forward_segments_sets`]).
     fn continuation_logprobs_sets(
         &self,
         context: &[u32],
@@ -611,32 +611,34 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         let hidden =
             self.model
                 .forward_hidden_sets(self.tokens_tensor(context), sets, Some(&mut caches))?;
-        // Padding sits after every real token of a row, so causal attention keeps it from
-        // influencing the positions that are read.
+        // Every continuation token but the last is an input, packed one continuation after
+        // another; each predicts the token after it.
         let n_rows = continuations.len();
-        let width = continuations.iter().map(|c| c.len() - 1).max().unwrap_or(0);
+        let segments: Vec<usize> = continuations
+            .iter()
+            .map(|c| c.len() - 1)
+            .filter(|&n| n > 0)
+            .collect();
+        let inputs: Vec<i64> = continuations
+            .iter()
+            .flat_map(|c| c[..c.len() - 1].iter().map(|&t| t as i64))
+            .collect();
+        let targets: Vec<i64> = continuations
+            .iter()
+            .flat_map(|c| c[1..].iter().map(|&t| t as i64))
+            .collect();
+        let packed = inputs.len();
         let mut rest_hidden: Vec<Option<Tensor<B, 3>>> = vec![None; sets.len()];
-        let mut targets = Vec::with_capacity(n_rows * width);
-        if width > 0 && n_rows > 0 {
-            let mut inputs = Vec::with_capacity(n_rows * width);
-            for cont in continuations {
-                let n = cont.len() - 1;
-                inputs.extend(cont[..n].iter().map(|&t| t as i64));
-                inputs.extend(std::iter::repeat_n(0i64, width - n));
-                targets.extend(cont[1..].iter().map(|&t| t as i64));
-                targets.extend(std::iter::repeat_n(0i64, width - n));
-            }
+        if packed > 0 {
             let tokens =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [n_rows, width]), &device);
-            let mut batch_caches: Vec<KvCache<B>> =
-                caches.iter().map(|c| c.repeat_batch(n_rows)).collect();
+                Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [1, packed]), &device);
             let rest = self
                 .model
-                .forward_hidden_sets(tokens, sets, Some(&mut batch_caches))?;
+                .forward_segments_sets(tokens, &segments, sets, caches)?;
             rest_hidden = rest.into_iter().map(Some).collect();
         }
-        let index = (!targets.is_empty()).then(|| {
-            Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [n_rows, width, 1]), &device)
+        let index = (packed > 0).then(|| {
+            Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, packed, 1]), &device)
         });
         let mut out = Vec::with_capacity(sets.len());
         for (context_hidden, rest) in hidden.into_iter().zip(rest_hidden) {
@@ -649,17 +651,19 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             let first_argmax = crate::sampling::argmax(&first);
             let (mut rest_logprobs, mut rest_best) = (Vec::new(), Vec::new());
             if let (Some(rest), Some(index)) = (rest, &index) {
-                let logp = log_softmax(self.model.head(rest), 2); // [rows, width, v]
+                let logp = log_softmax(self.model.head(rest), 2); // [1, packed, v]
                 rest_best = host_ints(logp.clone().argmax(2))?;
                 rest_logprobs = host_values(logp.gather(2, index.clone()))?;
             }
+            let mut start = 0;
             let mut scores = Vec::with_capacity(n_rows);
-            for (row, cont) in continuations.iter().enumerate() {
+            for cont in continuations {
                 let n = cont.len() - 1;
                 let mut logprobs = vec![first[cont[0] as usize]];
                 let mut is_greedy = first_argmax == cont[0];
                 if n > 0 {
-                    let span = row * width..row * width + n;
+                    let span = start..start + n;
+                    start += n;
                     logprobs.extend_from_slice(&rest_logprobs[span.clone()]);
                     is_greedy &= rest_best[span]
                         .iter()

@@ -141,15 +141,35 @@ impl<B: Backend> RotaryTables<B> {
 /// Rotate-half RoPE: `x * cos + rotate_half(x) * sin`, where `rotate_half` maps the halves
 /// `(a, b)` of the last axis to `(-b, a)`. `x` is `[batch, heads, seq, head_dim]` with `cos`
 /// and `sin` `[1 or batch, 1, seq, head_dim]`, or (faster on the CPU, being contiguous)
-/// `x` `[batch, seq, heads, head_dim]` with the tables `[1 or batch, seq, 1, head_dim]`.
+/// `x` `[batch, seq, heads, head_dim]` with the tables `[1 or batch, seq, 1 or heads,
+/// head_dim]`. Tables already repeated over the heads (see [`expand_over_heads`]) are the
+/// fastest: both products are then contiguous (or one shared row per batch row), where a
+/// broadcast over the heads makes burn-flex walk strides element by element.
 pub fn rotate_half<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 4>,
     sin: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let half = x.dims()[3] / 2;
+    let dims = x.dims();
+    let half = dims[3] / 2;
     let first = x.clone().narrow(3, 0, half);
     let second = x.clone().narrow(3, half, half);
     let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    if cos.dims()[1..] == dims[1..] && sin.dims() == cos.dims() {
+        // `[b, n]` against `[1 or b, n]`: the same element-wise products, on flat rows.
+        let row = dims[1] * dims[2] * dims[3];
+        let flat = |t: Tensor<B, 4>| {
+            let rows = t.dims()[0];
+            t.reshape([rows, row])
+        };
+        let out = flat(x) * flat(cos.clone()) + flat(rotated) * flat(sin.clone());
+        return out.reshape(dims);
+    }
     x * cos.clone() + rotated * sin.clone()
+}
+
+/// Repeats seq-major tables (`[1 or batch, seq, 1, head_dim]`) over `heads` heads:
+/// `[1 or batch, seq, heads, head_dim]`, contiguous, for [`rotate_half`]'s fast path.
+pub fn expand_over_heads<B: Backend>(table: &Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    table.clone().repeat_dim(2, heads)
 }

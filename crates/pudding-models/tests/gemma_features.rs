@@ -172,6 +172,58 @@ fn packed_forward_equals_the_plain_forward() {
     assert!(max_abs_diff(&values(packed.unwrap()), &values(plain)) < 1e-5);
 }
 
+/// Continuations packed in one row after a cached context (the scorer's layout) equal
+/// each continuation run alone after the same cache, with the context and the segments
+/// longer than the window, under two sets at once.
+#[test]
+fn packed_segments_after_a_cache_equal_each_segment_alone() {
+    let c = gemma_like();
+    let m = model(&c);
+    let context = ids();
+    let segments: Vec<Vec<u32>> = vec![vec![4, 8, 15, 16, 23], vec![42], vec![7, 7, 9, 1]];
+    let sets = [
+        OmissionSet::dense(4).unwrap(),
+        OmissionSet::parse("1", 4).unwrap(),
+    ];
+    let filled = || {
+        let mut caches: Vec<KvCache<B>> = sets.iter().map(|s| KvCache::new(s.clone())).collect();
+        m.forward_hidden_sets(tokens(&context), &sets, Some(&mut caches))
+            .unwrap();
+        caches
+    };
+    let packed_ids: Vec<u32> = segments.iter().flatten().copied().collect();
+    let lengths: Vec<usize> = segments.iter().map(Vec::len).collect();
+    let packed = m
+        .forward_segments_sets(tokens(&packed_ids), &lengths, &sets, filled())
+        .unwrap();
+    let d = c.hidden_size;
+    for (set_index, packed) in packed.into_iter().enumerate() {
+        let packed = values(packed);
+        let mut start = 0;
+        for segment in &segments {
+            let mut caches = filled();
+            let alone = m
+                .forward_hidden_sets(tokens(segment), &sets, Some(&mut caches))
+                .unwrap();
+            let alone = values(alone[set_index].clone());
+            let got = &packed[start * d..(start + segment.len()) * d];
+            let diff = max_abs_diff(got, &alone);
+            assert!(diff < 1e-5, "set {set_index} segment {segment:?}: {diff}");
+            start += segment.len();
+        }
+    }
+    // A segment of no tokens, lengths that do not add up, or a padded batch are refused.
+    for lengths in [vec![5, 0, 5], vec![5, 1, 3]] {
+        assert!(m
+            .forward_segments_sets(tokens(&packed_ids), &lengths, &sets, filled())
+            .is_err());
+    }
+    let one_cache = filled().into_iter().take(1).collect();
+    assert!(m
+        .forward_segments_sets(tokens(&packed_ids), &lengths, &sets, one_cache)
+        .is_err());
+}
+
 /// Each Gemma feature is wired in: turning it off changes the logits.
 #[test]
 fn every_gemma_feature_changes_the_output() {

@@ -212,8 +212,8 @@ fn quantised_tiny_models_track_f32() {
     }
 }
 
-/// Scoring several continuations on a shared context (one batch, right-padded) equals
-/// scoring each concatenation from scratch, and `is_greedy` matches the argmax.
+/// Scoring several continuations on a shared context (packed in one row after the cached
+/// context) equals scoring each concatenation from scratch, and `is_greedy` matches the argmax.
 #[test]
 fn batched_continuations_equal_scoring_from_scratch() {
     let (_d, lm) = tiny(&TinyLlamaSpec::default());
