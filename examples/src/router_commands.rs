@@ -154,7 +154,7 @@ pub fn load_router<B: BackendTrait>(
     device: &B::Device,
 ) -> Result<PuddingRouter<B>, Box<dyn Error>> {
     let pool = CandidatePool::load(pool)?;
-    let card: RouterCard = pudding_core::io::read_json(&router.join("router.json"))?;
+    let card = PuddingRouter::<B>::read_card(router)?;
     let encoder = match &card.encoder_dir {
         Some(sub) => BertEncoder::load(&router.join(sub), device)?,
         None if card.encoder == STOCK_ENCODER => load_encoder::<B>(device)?,
@@ -167,7 +167,9 @@ pub fn load_router<B: BackendTrait>(
             .into())
         }
     };
-    Ok(PuddingRouter::load(router, pool, encoder, device)?)
+    Ok(PuddingRouter::load_with_card(
+        router, card, pool, encoder, device,
+    )?)
 }
 
 /// `pudding train-router --mode full`: fine-tunes the encoder and the head together

@@ -46,26 +46,63 @@ pub fn is_unread_buffer(name: &str) -> bool {
     name.ends_with("rotary_emb.inv_freq") || name.ends_with("attn_rot_embd")
 }
 
-/// The HF names (after `model.layers.{i}.`) of every per-block tensor
-/// [`hf_to_gguf_name_for`] maps.
-const BLOCK_TENSOR_TAILS: [&str; 16] = [
-    "input_layernorm.weight",
-    "post_attention_layernorm.weight",
-    "pre_feedforward_layernorm.weight",
-    "post_feedforward_layernorm.weight",
-    "self_attn.q_norm.weight",
-    "self_attn.k_norm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "self_attn.q_proj.bias",
-    "self_attn.k_proj.bias",
-    "self_attn.v_proj.bias",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-];
+/// One per-block tensor's name in each layout: the Hugging Face name after
+/// `model.layers.{i}.`, and llama.cpp's after `blk.{i}.`, which differs for Gemma's
+/// sandwich norms (`None`: no such tensor in that naming).
+struct BlockTensorName {
+    hf: &'static str,
+    gguf: Option<&'static str>,
+    gguf_sandwich: Option<&'static str>,
+}
+
+/// Every per-block tensor [`hf_to_gguf_name_for`] maps (the one table both directions of
+/// the name mapping read).
+const BLOCK_TENSOR_NAMES: [BlockTensorName; 16] = {
+    const fn same(hf: &'static str, gguf: &'static str) -> BlockTensorName {
+        BlockTensorName {
+            hf,
+            gguf: Some(gguf),
+            gguf_sandwich: Some(gguf),
+        }
+    }
+    const fn norm(
+        hf: &'static str,
+        gguf: Option<&'static str>,
+        gguf_sandwich: &'static str,
+    ) -> BlockTensorName {
+        BlockTensorName {
+            hf,
+            gguf,
+            gguf_sandwich: Some(gguf_sandwich),
+        }
+    }
+    [
+        same("input_layernorm.weight", "attn_norm.weight"),
+        norm(
+            "post_attention_layernorm.weight",
+            Some("ffn_norm.weight"),
+            "post_attention_norm.weight",
+        ),
+        norm("pre_feedforward_layernorm.weight", None, "ffn_norm.weight"),
+        norm(
+            "post_feedforward_layernorm.weight",
+            None,
+            "post_ffw_norm.weight",
+        ),
+        same("self_attn.q_norm.weight", "attn_q_norm.weight"),
+        same("self_attn.k_norm.weight", "attn_k_norm.weight"),
+        same("self_attn.q_proj.weight", "attn_q.weight"),
+        same("self_attn.k_proj.weight", "attn_k.weight"),
+        same("self_attn.v_proj.weight", "attn_v.weight"),
+        same("self_attn.o_proj.weight", "attn_output.weight"),
+        same("self_attn.q_proj.bias", "attn_q.bias"),
+        same("self_attn.k_proj.bias", "attn_k.bias"),
+        same("self_attn.v_proj.bias", "attn_v.bias"),
+        same("mlp.gate_proj.weight", "ffn_gate.weight"),
+        same("mlp.up_proj.weight", "ffn_up.weight"),
+        same("mlp.down_proj.weight", "ffn_down.weight"),
+    ]
+};
 
 /// The stored names in a sorted map that start with `prefix`.
 fn names_with_prefix<V>(map: &BTreeMap<String, V>, prefix: &str) -> Vec<String> {
@@ -105,26 +142,12 @@ pub fn hf_to_gguf_name_for(name: &str, sandwich_norms: bool) -> Option<String> {
     let rest = name.strip_prefix("model.layers.")?;
     let (index, tail) = rest.split_once('.')?;
     let index: usize = index.parse().ok()?;
-    let gguf_tail = match tail {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" if sandwich_norms => "post_attention_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "pre_feedforward_layernorm.weight" if sandwich_norms => "ffn_norm.weight",
-        "post_feedforward_layernorm.weight" if sandwich_norms => "post_ffw_norm.weight",
-        "self_attn.q_norm.weight" => "attn_q_norm.weight",
-        "self_attn.k_norm.weight" => "attn_k_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        _ => return None,
-    };
+    let names = BLOCK_TENSOR_NAMES.iter().find(|n| n.hf == tail)?;
+    let gguf_tail = if sandwich_norms {
+        names.gguf_sandwich
+    } else {
+        names.gguf
+    }?;
     Some(format!("blk.{index}.{gguf_tail}"))
 }
 
@@ -264,9 +287,9 @@ impl WeightSource for GgufWeights {
     }
 
     fn block_tensor_names(&self, block: usize) -> Vec<String> {
-        let hf_of: BTreeMap<String, String> = BLOCK_TENSOR_TAILS
+        let hf_of: BTreeMap<String, String> = BLOCK_TENSOR_NAMES
             .iter()
-            .map(|tail| format!("model.layers.{block}.{tail}"))
+            .map(|names| format!("model.layers.{block}.{}", names.hf))
             .filter_map(|hf| self.gguf_name(&hf).map(|gguf| (gguf, hf)))
             .collect();
         let prefix = format!("blk.{block}.");
@@ -702,6 +725,34 @@ mod tests {
         );
         assert_eq!(hf_to_gguf_name("model.layers.x.mlp.up_proj.weight"), None);
         assert_eq!(hf_to_gguf_name("model.rotary.inv_freq"), None);
+        // Gemma's four norms per block (llama.cpp's `gemma3` tensor names); a Llama has
+        // only the first two.
+        let gemma = |tail: &str, sandwich: bool| {
+            hf_to_gguf_name_for(&format!("model.layers.3.{tail}"), sandwich)
+        };
+        let cases = [
+            (
+                "input_layernorm.weight",
+                Some("attn_norm"),
+                Some("attn_norm"),
+            ),
+            (
+                "post_attention_layernorm.weight",
+                Some("ffn_norm"),
+                Some("post_attention_norm"),
+            ),
+            ("pre_feedforward_layernorm.weight", None, Some("ffn_norm")),
+            (
+                "post_feedforward_layernorm.weight",
+                None,
+                Some("post_ffw_norm"),
+            ),
+        ];
+        for (tail, plain, sandwich) in cases {
+            let want = |t: Option<&str>| t.map(|t| format!("blk.3.{t}.weight"));
+            assert_eq!(gemma(tail, false), want(plain), "{tail}");
+            assert_eq!(gemma(tail, true), want(sandwich), "{tail} (sandwich norms)");
+        }
     }
 
     /// llama.cpp's converter: `w.reshape(n_head, 2, hd/2, cols).swapaxes(1, 2)`. Applying

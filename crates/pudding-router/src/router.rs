@@ -138,7 +138,24 @@ impl<B: Backend> PuddingRouter<B> {
         encoder: BertEncoder<B>,
         device: &B::Device,
     ) -> Result<Self, RouterError> {
-        let card: RouterCard = io::read_json(&dir.join("router.json"))?;
+        let card = Self::read_card(dir)?;
+        Self::load_with_card(dir, card, pool, encoder, device)
+    }
+
+    /// The card (`router.json`) of a router directory, e.g. to pick the encoder before
+    /// [`Self::load_with_card`].
+    pub fn read_card(dir: &Path) -> Result<RouterCard, RouterError> {
+        Ok(io::read_json(&dir.join("router.json"))?)
+    }
+
+    /// [`Self::load`] with the directory's card already read (by [`Self::read_card`]).
+    pub fn load_with_card(
+        dir: &Path,
+        card: RouterCard,
+        pool: CandidatePool,
+        encoder: BertEncoder<B>,
+        device: &B::Device,
+    ) -> Result<Self, RouterError> {
         let d_in = encoder.config().hidden_size;
         let head = RouterHead::load(
             &dir.join("head.safetensors"),
