@@ -442,6 +442,16 @@ mod sentencepiece_tests {
         bc: f32,
         space_prefix: bool,
     ) -> Result<(TextTokenizer, Vec<String>), ModelError> {
+        spm_with_unknown(ab, bc, space_prefix, 3)
+    }
+
+    /// [`spm`] with `tokenizer.ggml.unknown_token_id` set to `unk` (3 is `<unk>`).
+    fn spm_with_unknown(
+        ab: f32,
+        bc: f32,
+        space_prefix: bool,
+        unk: u32,
+    ) -> Result<(TextTokenizer, Vec<String>), ModelError> {
         let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>"]
             .map(String::from)
             .into();
@@ -473,7 +483,7 @@ mod sentencepiece_tests {
             .add_str_array("tokenizer.ggml.tokens", &tokens)
             .add_f32_array("tokenizer.ggml.scores", &scores)
             .add_i32_array("tokenizer.ggml.token_type", &types)
-            .add_u32("tokenizer.ggml.unknown_token_id", 3)
+            .add_u32("tokenizer.ggml.unknown_token_id", unk)
             .add_bool("tokenizer.ggml.add_space_prefix", space_prefix);
         let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
         Ok((TextTokenizer::from_gguf(&file)?, tokens))
@@ -502,6 +512,19 @@ mod sentencepiece_tests {
         assert_eq!(pieces(&tok, &tokens, "a a"), ["a", "\u{2581}a"]);
         assert_eq!(pieces(&tok, &tokens, "\u{e9}"), ["<0xC3>", "<0xA9>"]);
         assert_eq!(pieces(&tok, &tokens, "ab\nc"), ["ab", "\n", "c"]);
+    }
+
+    /// An unknown-token id past the vocabulary is a typed error, not a panic or a
+    /// tokenizer without an unknown token.
+    #[test]
+    fn an_unknown_token_id_outside_the_vocabulary_is_refused() {
+        let (_, tokens) = spm(-0.5, -0.7, false).unwrap();
+        let past = tokens.len() as u32;
+        assert!(spm_with_unknown(-0.5, -0.7, false, past - 1).is_ok());
+        assert!(matches!(
+            spm_with_unknown(-0.5, -0.7, false, past),
+            Err(ModelError::Tokenizer(m)) if m.contains("unknown_token_id") && m.contains("outside")
+        ));
     }
 
     #[test]
