@@ -259,6 +259,36 @@ fn batched_continuations_equal_scoring_from_scratch() {
         .is_err());
 }
 
+/// Continuations split over several packed rows (down to one continuation per row) score
+/// as they do in one row, under two sets at once.
+#[test]
+fn continuations_in_several_packs_score_as_in_one() {
+    let (_d, lm) = tiny(&TinyLlamaSpec::default());
+    let context = vec![5u32, 60, 61, 62, 63];
+    let continuations = vec![
+        vec![70u32, 71, 72],
+        vec![71],
+        vec![80, 81, 82, 83, 84],
+        vec![9, 9],
+    ];
+    let sets = [
+        OmissionSet::dense(4).unwrap(),
+        OmissionSet::parse("2", 4).unwrap(),
+    ];
+    let one = lm
+        .continuation_logprobs_in_packs(&context, &continuations, &sets, 512)
+        .unwrap();
+    for cap in [0, 2, 4, 6] {
+        let split = lm
+            .continuation_logprobs_in_packs(&context, &continuations, &sets, cap)
+            .unwrap();
+        for (a, b) in one.iter().flatten().zip(split.iter().flatten()) {
+            assert!(max_abs_diff(&a.logprobs, &b.logprobs) < 1e-5, "cap {cap}");
+            assert_eq!(a.is_greedy, b.is_greedy, "cap {cap}");
+        }
+    }
+}
+
 /// Running several omission sets in one pass (blocks shared where the sets agree on every
 /// earlier block) gives each set exactly what its own pass gives, with and without caches,
 /// and the scores of every continuation equal scoring it from scratch under its set.
