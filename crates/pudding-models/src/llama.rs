@@ -11,7 +11,7 @@ use crate::weights::{HostTensor, WeightSource};
 use crate::{LlamaConfig, ModelError};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{DType, Distribution, FloatDType};
+use burn::tensor::{DType, FloatDType};
 use pudding_core::OmissionSet;
 use std::collections::HashSet;
 
@@ -722,9 +722,30 @@ impl<B: Backend> ParamSource<B> for FromCheckpoint<'_, B> {
     }
 }
 
+/// Random weights from the model's own seeded generator, not the backend's global one
+/// (`Backend::seed` is process-wide, so models built on several threads at once would
+/// interleave its draws and differ from run to run).
 struct Random<'a, B: Backend> {
     device: &'a B::Device,
     bias: bool,
+    rng: crate::sampling::SplitMix64,
+}
+
+impl<B: Backend> Random<'_, B> {
+    /// `n` draws from a normal distribution (Box-Muller).
+    fn normal(&mut self, n: usize, std: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u1 = self.rng.next_f64().max(1e-12);
+                let u2 = self.rng.next_f64();
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+            })
+            .collect()
+    }
+
+    fn tensor<const D: usize>(&self, data: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(data, shape), self.device)
+    }
 }
 
 impl<B: Backend> ParamSource<B> for Random<'_, B> {
@@ -733,22 +754,18 @@ impl<B: Backend> ParamSource<B> for Random<'_, B> {
     /// on random weights run the same kernels (a contiguous `[in, out]` matrix makes the
     /// CPU's matrix-vector products several times slower).
     fn matrix(&mut self, _: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>, ModelError> {
-        let std = 1.0 / (inp as f64).sqrt();
-        Ok(Tensor::random([out, inp], Distribution::Normal(0.0, std), self.device).transpose())
+        let data = self.normal(out * inp, 1.0 / (inp as f64).sqrt());
+        Ok(self.tensor(data, [out, inp]).transpose())
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError> {
-        if name.ends_with("bias") {
-            return Ok(Tensor::random(
-                [len],
-                Distribution::Normal(0.0, 0.02),
-                self.device,
-            ));
-        }
-        Ok(Tensor::random(
-            [len],
-            Distribution::Uniform(0.8, 1.2),
-            self.device,
-        ))
+        let data = if name.ends_with("bias") {
+            self.normal(len, 0.02)
+        } else {
+            (0..len)
+                .map(|_| (0.8 + 0.4 * self.rng.next_f64()) as f32)
+                .collect()
+        };
+        Ok(self.tensor(data, [len]))
     }
     fn has(&self, name: &str) -> bool {
         self.bias || !name.ends_with("bias")
@@ -1013,12 +1030,13 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     /// A model with random weights of `config`'s shape (tests, benchmarks of large shapes
-    /// without downloads). Seeds the backend's generator with `seed`.
+    /// without downloads). The same `seed` gives the same weights on any thread (the draws
+    /// come from the model's own generator, not the backend's process-wide one).
     pub fn random(config: &LlamaConfig, seed: u64, device: &B::Device) -> Result<Self, ModelError> {
-        B::seed(device, seed);
         let mut source = Random {
             device,
             bias: config.attention_bias,
+            rng: crate::sampling::SplitMix64::new(seed),
         };
         let all = OmissionSet::dense(config.n_blocks)?;
         Self::build(config, &mut source, &all, device)
