@@ -1631,14 +1631,18 @@ mod tests {
         let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
         let model = lm.model();
         let (seq, offset) = (7, 0);
-        let step = StepContext::new(
-            model.rotary(),
-            model.config.group_size(),
-            seq,
-            offset,
-            &[],
-            &model.device(),
-        );
+        // A step context with nothing repeated over the heads yet.
+        let fresh_step = || {
+            StepContext::new(
+                model.rotary(),
+                model.config.group_size(),
+                seq,
+                offset,
+                &[],
+                &model.device(),
+            )
+        };
+        let step = fresh_step();
         let mask_dims = |s: &StepContext<CpuBackend>| s.global.mask.as_ref().map(|m| m.dims());
         let reps = spec.n_heads / spec.n_kv_heads;
         assert_eq!(mask_dims(&step), Some([1, 1, reps * seq, seq]));
@@ -1668,24 +1672,9 @@ mod tests {
         assert_eq!(mask_dims(&broadcast), Some([1, 1, reps * seq, seq]));
         // The tables' limit on its own: the key/value heads' tables fit, the queries' not.
         assert!(g < h);
-        let tables_only_kv = StepContext::new(
-            model.rotary(),
-            model.config.group_size(),
-            seq,
-            offset,
-            &[],
-            &model.device(),
-        )
-        .with_heads_within(h, g, seq * g * head_dim);
+        let tables_only_kv = fresh_step().with_heads_within(h, g, seq * g * head_dim);
         assert_eq!(table_heads(&tables_only_kv), vec![[1, seq, g, head_dim]]);
-        let none = StepContext::new(
-            model.rotary(),
-            model.config.group_size(),
-            seq,
-            offset,
-            &[],
-            &model.device(),
-        );
+        let none = fresh_step();
         assert!(table_heads(&none).is_empty());
 
         let tokens: Vec<i64> = (0..seq as i64).map(|t| 3 + 5 * t).collect();
