@@ -1414,37 +1414,10 @@ impl<B: Backend> LlamaModel<B> {
         sets: &[OmissionSet],
         mut caches: Option<&mut [KvCache<B>]>,
     ) -> Result<Vec<Tensor<B, 3>>, ModelError> {
-        if sets.is_empty() {
-            return Err(ModelError::Batch("no omission set to run".into()));
-        }
-        for set in sets {
-            set.check_blocks(self.config.n_blocks)?;
-            // Every block a set runs must be resident, checked before any cache changes.
-            for index in set.kept() {
-                self.block(index)?;
-            }
-        }
+        self.check_sets_runnable(sets)?;
         let [b, s] = tokens.dims();
         let (offset, left_pad) = match caches.as_deref() {
-            Some(caches) => {
-                if caches.len() != sets.len() {
-                    return Err(ModelError::Cache(format!(
-                        "{} caches for {} omission sets; pass one cache per set",
-                        caches.len(),
-                        sets.len()
-                    )));
-                }
-                for (cache, set) in caches.iter().zip(sets) {
-                    cache.check_skip(set)?;
-                    cache.check_batch(b)?;
-                    if cache.len() != caches[0].len() || cache.left_pad() != caches[0].left_pad() {
-                        return Err(ModelError::Cache(
-                            "the caches of a multi-set forward must hold the same positions and padding".into(),
-                        ));
-                    }
-                }
-                (caches[0].len(), caches[0].left_pad().to_vec())
-            }
+            Some(caches) => Self::check_caches_for_sets(caches, sets, b)?,
             None => (0, Vec::new()),
         };
         if s == 0 {
@@ -1488,9 +1461,7 @@ impl<B: Backend> LlamaModel<B> {
         sets: &[OmissionSet],
         mut caches: Vec<KvCache<B>>,
     ) -> Result<Vec<Tensor<B, 3>>, ModelError> {
-        if sets.is_empty() {
-            return Err(ModelError::Batch("no omission set to run".into()));
-        }
+        self.check_sets_runnable(sets)?;
         let [b, n] = tokens.dims();
         if b != 1 || segments.iter().sum::<usize>() != n || segments.contains(&0) {
             return Err(ModelError::Batch(format!(
@@ -1498,26 +1469,11 @@ impl<B: Backend> LlamaModel<B> {
                  at least one token)"
             )));
         }
-        if caches.len() != sets.len() {
-            return Err(ModelError::Cache(format!(
-                "{} caches for {} omission sets; pass one cache per set",
-                caches.len(),
-                sets.len()
-            )));
-        }
-        let offset = caches[0].len();
-        for (cache, set) in caches.iter().zip(sets) {
-            set.check_blocks(self.config.n_blocks)?;
-            for index in set.kept() {
-                self.block(index)?;
-            }
-            cache.check_skip(set)?;
-            cache.check_batch(1)?;
-            if cache.len() != offset || cache.left_pad().iter().any(|&p| p > 0) {
-                return Err(ModelError::Cache(
-                    "packed segments need unpadded caches that all hold the same positions".into(),
-                ));
-            }
+        let (offset, left_pad) = Self::check_caches_for_sets(&caches, sets, 1)?;
+        if left_pad.iter().any(|&p| p > 0) {
+            return Err(ModelError::Cache(
+                "packed segments need unpadded caches".into(),
+            ));
         }
         let longest = segments.iter().copied().max().unwrap_or(0);
         if offset + longest > self.config.max_seq_len {
@@ -1535,6 +1491,49 @@ impl<B: Backend> LlamaModel<B> {
         )
         .with_heads(self.config.n_heads, self.config.n_kv_heads);
         self.run_sets(self.embed_tokens(tokens), sets, &step, Some(&mut caches))
+    }
+
+    /// Checks that there is at least one set, that each is valid for this model and that
+    /// every block it runs is resident (before any cache changes).
+    fn check_sets_runnable(&self, sets: &[OmissionSet]) -> Result<(), ModelError> {
+        if sets.is_empty() {
+            return Err(ModelError::Batch("no omission set to run".into()));
+        }
+        for set in sets {
+            set.check_blocks(self.config.n_blocks)?;
+            for index in set.kept() {
+                self.block(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the caches of a multi-set forward: one per set, each made for its set and
+    /// for `batch` rows, all at the same length and left padding. Returns that length
+    /// and padding (one count per row).
+    fn check_caches_for_sets(
+        caches: &[KvCache<B>],
+        sets: &[OmissionSet],
+        batch: usize,
+    ) -> Result<(usize, Vec<usize>), ModelError> {
+        if caches.len() != sets.len() {
+            return Err(ModelError::Cache(format!(
+                "{} caches for {} omission sets; pass one cache per set",
+                caches.len(),
+                sets.len()
+            )));
+        }
+        for (cache, set) in caches.iter().zip(sets) {
+            cache.check_skip(set)?;
+            cache.check_batch(batch)?;
+            if cache.len() != caches[0].len() || cache.left_pad() != caches[0].left_pad() {
+                return Err(ModelError::Cache(
+                    "the caches of a multi-set forward must hold the same positions and padding"
+                        .into(),
+                ));
+            }
+        }
+        Ok((caches[0].len(), caches[0].left_pad().to_vec()))
     }
 
     /// The block loop of [`Self::forward_hidden_sets`] (inputs already checked): `x` `[b,

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use pudding_core::{GenerationConfig, OmissionSet};
 use pudding_models::config::{Activation, SlidingWindow};
-use pudding_models::{generate_ids, CpuBackend as B, KvCache, LlamaConfig, LlamaModel};
+use pudding_models::{generate_ids, CpuBackend as B, KvCache, LlamaConfig, LlamaModel, ModelError};
 
 const WINDOW: usize = 3;
 const SEQ: usize = 9;
@@ -221,6 +221,29 @@ fn packed_segments_after_a_cache_equal_each_segment_alone() {
     let one_cache = filled().into_iter().take(1).collect();
     assert!(m
         .forward_segments_sets(tokens(&packed_ids), &lengths, &sets, one_cache)
+        .is_err());
+    // Caches at different lengths, swapped between the sets, or left-padded; a set past
+    // the model's blocks.
+    let mut uneven = filled();
+    uneven[1] = KvCache::new(sets[1].clone());
+    let mut swapped = filled();
+    swapped.swap(0, 1);
+    let padded: Vec<KvCache<B>> = sets
+        .iter()
+        .map(|s| KvCache::with_left_padding(s.clone(), vec![1]))
+        .collect();
+    for caches in [uneven, swapped, padded] {
+        let err = m
+            .forward_segments_sets(tokens(&packed_ids), &lengths, &sets, caches)
+            .unwrap_err();
+        assert!(matches!(err, ModelError::Cache(_)), "{err}");
+    }
+    let too_deep = [
+        OmissionSet::dense(4).unwrap(),
+        OmissionSet::dense(5).unwrap(),
+    ];
+    assert!(m
+        .forward_segments_sets(tokens(&packed_ids), &lengths, &too_deep, filled())
         .is_err());
 }
 
