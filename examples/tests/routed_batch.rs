@@ -144,3 +144,64 @@ fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts
     }
     assert!(telling > 0, "no item routes differently on the two texts");
 }
+
+/// Adds a small offset to the encoder's last parameter (a LayerNorm bias of its last
+/// layer), leaving the others as they are.
+struct NudgeLast(usize);
+
+impl pudding_models::bert::ParamMapper<B> for NudgeLast {
+    fn matrix(&mut self, _: usize, t: burn::tensor::Tensor<B, 2>) -> burn::tensor::Tensor<B, 2> {
+        t
+    }
+    fn vector(
+        &mut self,
+        index: usize,
+        t: burn::tensor::Tensor<B, 1>,
+    ) -> burn::tensor::Tensor<B, 1> {
+        if index == self.0 {
+            t.add_scalar(1e-3)
+        } else {
+            t
+        }
+    }
+}
+
+/// A routed results file is labelled by the router's weights as well as its card: the
+/// same card with one head weight changed, or on an encoder with one weight changed, is
+/// another router, while the same router saved and loaded back is the same one.
+#[test]
+fn router_identity_follows_the_weights_not_only_the_card() {
+    use pudding_core::Router;
+    let device = cpu_device();
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../default/pool-k3.json")).unwrap();
+    let encoder = load_encoder::<B>(&device).unwrap();
+    let shipped = embedded_k3_router(K3_CARD, encoder.clone()).unwrap();
+    assert_eq!(
+        shipped.identity(),
+        embedded_k3_router(K3_CARD, encoder.clone())
+            .unwrap()
+            .identity()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    shipped.save(dir.path()).unwrap();
+    let reloaded = PuddingRouter::load(dir.path(), pool.clone(), encoder.clone(), &device).unwrap();
+    assert_eq!(reloaded.identity(), shipped.identity());
+
+    // The last four bytes are the last value of the head's data section: flip its lowest
+    // mantissa bit.
+    let mut head = include_bytes!("../default/router-k3/head.safetensors").to_vec();
+    let last = head.len() - 4;
+    head[last] ^= 1;
+    let other_head =
+        PuddingRouter::from_bytes(K3_CARD, &head, pool, encoder.clone(), &device).unwrap();
+    assert_ne!(other_head.identity(), shipped.identity());
+
+    // The router keeps the stock encoder's first three layers: nudge the third's last
+    // LayerNorm bias (the last parameter of a 3-layer encoder).
+    let three = encoder.clone().truncate_layers(3).unwrap();
+    let last_param = three.params().len() - 1;
+    let nudged = encoder.map_params(&mut NudgeLast(last_param));
+    let other_encoder = embedded_k3_router(K3_CARD, nudged).unwrap();
+    assert_ne!(other_encoder.identity(), shipped.identity());
+}

@@ -9,6 +9,7 @@ use crate::RouterError;
 use burn::prelude::*;
 use pudding_core::{io, CandidatePool, ModelFingerprint, Router};
 use pudding_models::bert::BertEncoder;
+use pudding_models::host_values;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -53,6 +54,56 @@ pub struct PuddingRouter<B: Backend> {
     head: RouterHead<B>,
     pool: CandidatePool,
     card: RouterCard,
+    /// [`weights_digest`] of `head` and `encoder`, taken once when the router is built.
+    weights_digest: [u8; 32],
+}
+
+/// SHA-256 over every parameter of the head (`hidden.weight` `[d_in, hidden]`,
+/// `hidden.bias`, `out.weight` `[hidden, m]`, `out.bias`) and of the encoder (in
+/// [`BertEncoder::params`] order, after any truncation): each tensor's name, shape and
+/// little-endian f32 values. Two routers with the same card but other weights (another
+/// training run, a fine-tuned or swapped encoder) get different digests.
+fn weights_digest<B: Backend>(
+    head: &RouterHead<B>,
+    encoder: &BertEncoder<B>,
+) -> Result<[u8; 32], RouterError> {
+    use pudding_models::bert::BertParam;
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut add = |name: &str, dims: &[usize], values: Vec<f32>| {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((dims.len() as u64).to_le_bytes());
+        for &d in dims {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        for v in values {
+            hasher.update(v.to_le_bytes());
+        }
+    };
+    for (name, linear) in [("hidden", &head.hidden), ("out", &head.out)] {
+        let weight = linear.weight.val();
+        let dims = weight.dims();
+        add(&format!("head.{name}.weight"), &dims, host_values(weight)?);
+        if let Some(bias) = &linear.bias {
+            let bias = bias.val();
+            let dims = bias.dims();
+            add(&format!("head.{name}.bias"), &dims, host_values(bias)?);
+        }
+    }
+    for (name, param) in encoder.params() {
+        match param {
+            BertParam::Matrix(t) => {
+                let dims = t.dims();
+                add(&name, &dims, host_values(t)?);
+            }
+            BertParam::Vector(t) => {
+                let dims = t.dims();
+                add(&name, &dims, host_values(t)?);
+            }
+        }
+    }
+    Ok(hasher.finalize().into())
 }
 
 impl<B: Backend> PuddingRouter<B> {
@@ -102,11 +153,13 @@ impl<B: Backend> PuddingRouter<B> {
                 encoder = encoder.truncate_layers(n)?;
             }
         }
+        let weights_digest = weights_digest(&head, &encoder)?;
         Ok(Self {
             encoder,
             head,
             pool,
             card,
+            weights_digest,
         })
     }
 
@@ -207,12 +260,17 @@ impl<B: Backend> Router for PuddingRouter<B> {
     }
 
     /// The pool's id and a hash of the router card (training settings, validation
-    /// metrics, input mode, encoder layers), 12 hex digits each.
+    /// metrics, input mode, encoder layers) and of its weights (head and encoder), 12 hex
+    /// digits each.
     fn identity(&self) -> String {
         use sha2::{Digest, Sha256};
         // A card of plain numbers and strings always serialises.
         let card = serde_json::to_vec(&self.card).unwrap_or_default();
-        let hash: String = Sha256::digest(&card)
+        let mut hasher = Sha256::new();
+        hasher.update(&card);
+        hasher.update(self.weights_digest);
+        let hash: String = hasher
+            .finalize()
             .iter()
             .take(6)
             .map(|b| format!("{b:02x}"))
