@@ -11,7 +11,9 @@ use pudding_candidates::report::{pool_markdown, pool_svg};
 use pudding_candidates::{GreedyConfig, LossKind};
 use pudding_core::{Candidate, CandidatePool};
 use pudding_core::{Generation, GenerationConfig, OmissionSet, SkippableLm};
-use pudding_eval::runner::{run_eval, run_eval_sets, EvalConfig, EvalReport, SetChooser};
+use pudding_eval::runner::{
+    run_eval, run_eval_sets, EvalConfig, EvalReport, SetChooser, StaticChooser,
+};
 use pudding_eval::tasks::{load_task, TaskName};
 use pudding_models::{LlamaLm, ModelError};
 use serde::Serialize;
@@ -216,9 +218,28 @@ pub fn run_eval_command<B: Backend>(
     Ok(report)
 }
 
+/// Evaluates one fixed omission set into the resumable results file `out`; `jobs` > 1
+/// scores that many items at once, each on one CPU thread (through
+/// [`run_eval_sets_command`], which writes the same file).
+pub fn run_static_eval_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    set: OmissionSet,
+    tasks: &str,
+    limit: Option<usize>,
+    jobs: usize,
+    out: &std::path::Path,
+) -> Result<EvalReport, Box<dyn std::error::Error>> {
+    if jobs < 2 {
+        return run_eval_command(lm, &mut StaticChooser(set), tasks, limit, out);
+    }
+    run_eval_sets_command(lm, &[set], tasks, limit, jobs, &[out.to_path_buf()])?
+        .pop()
+        .ok_or_else(|| "the evaluation returned no report".into())
+}
+
 /// Evaluates several fixed omission sets in one pass (`run_eval_sets`): `outs[i]` is the
-/// resumable results file of `sets[i]`; `jobs` > 1 scores the sets in that many groups at
-/// once, each on one CPU thread (`pudding_eval::parallel`).
+/// resumable results file of `sets[i]`; `jobs` > 1 scores that many items at once, each
+/// in one pass over the sets on one CPU thread (`pudding_eval::parallel`).
 pub fn run_eval_sets_command<B: Backend>(
     lm: &LlamaLm<B>,
     sets: &[OmissionSet],

@@ -4,7 +4,7 @@
 use crate::parallel::ParallelSetScorer;
 use crate::scorer::{score_requests, score_requests_sets, ScoreError};
 use crate::tasks::{
-    aggregate, mean_stderr, DataError, ItemScore, Metric, Split, TaskItem, TaskName,
+    aggregate, mean_stderr, DataError, ItemScore, Metric, Request, Split, TaskItem, TaskName,
 };
 use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, SkippableLm};
 use serde::{Deserialize, Serialize};
@@ -169,8 +169,9 @@ pub struct EvalConfig {
 
     /// Write the results file after this many items.
     pub checkpoint_every: usize,
-    /// [`run_eval_sets`] only: score the sets in this many groups at once, each on one CPU
-    /// thread ([`crate::parallel`]); 1 scores them all in one pass on the backend's threads.
+    /// [`run_eval_sets`] only: score this many items at once, each in one pass over its
+    /// sets on one CPU thread ([`crate::parallel`]); 1 scores one item at a time on the
+    /// backend's threads.
     pub jobs: usize,
 }
 
@@ -541,10 +542,10 @@ pub fn run_eval<L: SkippableLm>(
 /// would write, and a file of either kind resumes the other. Each item is scored once
 /// for the sets still missing it, through [`score_requests_sets`], so blocks with the same
 /// input under several sets run once. A task's `seconds` in each file is that file's share
-/// of the pass (each item's time divided among the sets scored on it). With
-/// `config.jobs` > 1 the sets are scored in that many groups at once
-/// ([`ParallelSetScorer`]). As with [`run_eval`], the returned reports hold only this
-/// run's items.
+/// of the pass (each item's wall-clock time divided among the sets scored on it). With
+/// `config.jobs` > 1 that many items are scored at once, each on one thread
+/// ([`ParallelSetScorer::score_items`]); results are still recorded in item order. As
+/// with [`run_eval`], the returned reports hold only this run's items.
 pub fn run_eval_sets<L: SkippableLm + Sync>(
     lm: &L,
     config: &EvalConfig,
@@ -585,18 +586,32 @@ pub fn run_eval_sets<L: SkippableLm + Sync>(
             .filter(|i| finished(i.doc_id) == sets.len())
             .count();
         progress(task, complete, items.len());
+        // The items some set still lacks, with those sets.
+        let todo: Vec<(&TaskItem, Vec<usize>)> = items
+            .iter()
+            .map(|item| {
+                let missing: Vec<usize> = (0..sets.len())
+                    .filter(|&s| !done[s].contains(&item.doc_id))
+                    .collect();
+                (item, missing)
+            })
+            .filter(|(_, missing)| !missing.is_empty())
+            .collect();
+        let work: Vec<(Vec<Request>, Vec<OmissionSet>)> = todo
+            .iter()
+            .map(|(item, missing)| {
+                let wanted = missing.iter().map(|&s| sets[s].clone()).collect();
+                (item.requests(), wanted)
+            })
+            .collect();
         let mut since_checkpoint = 0;
-        for item in &items {
-            let missing: Vec<usize> = (0..sets.len())
-                .filter(|&s| !done[s].contains(&item.doc_id))
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let start = Instant::now();
-            let wanted: Vec<OmissionSet> = missing.iter().map(|&s| sets[s].clone()).collect();
-            let per_set = scorer.score(lm, &item.requests(), &wanted)?;
-            let share = start.elapsed().as_secs_f64() / missing.len() as f64;
+        // Items are scored `jobs` at a time, so an item's time is the wall-clock time since
+        // the one before it was handed over: the shares add up to the run's time.
+        let mut last = Instant::now();
+        scorer.score_items(lm, &work, |i, per_set| -> Result<(), EvalError> {
+            let (item, missing) = &todo[i];
+            let share = last.elapsed().as_secs_f64() / missing.len() as f64;
+            last = Instant::now();
             for (&s, scores) in missing.iter().zip(&per_set) {
                 let choice = Choice {
                     set: sets[s].clone(),
@@ -618,7 +633,8 @@ pub fn run_eval_sets<L: SkippableLm + Sync>(
                 write_all(&reports)?;
                 since_checkpoint = 0;
             }
-        }
+            Ok(())
+        })?;
         for (r, &n_total) in reports.iter_mut().zip(&n_totals) {
             let entry = task_entry(r, task, n_total);
             entry.items.sort_by_key(|i| i.doc_id);

