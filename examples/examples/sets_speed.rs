@@ -1,7 +1,8 @@
 //! Measures one-pass scoring of several omission sets (`score_requests_sets`: a block
-//! whose input is the same under several sets runs once) against one pass per set, and
-//! the sets scored in JOBS groups at once, each on one CPU thread (`ParallelSetScorer`,
-//! `pudding eval --jobs`), on the first N items of a task, in one run.
+//! whose input is the same under several sets runs once) against one pass per set, the
+//! sets scored in JOBS groups at once (`ParallelSetScorer::score`), and JOBS items scored
+//! at once in one pass each (`ParallelSetScorer::score_items`, what `pudding eval --jobs`
+//! does), each on one CPU thread, on the first N items of a task, in one run.
 //!
 //! ```text
 //! cargo run --release --example sets_speed -- arc_easy 20 results/smollm2 [JOBS]
@@ -16,7 +17,7 @@ use pudding_cli::backend::{self, Backend};
 use pudding_cli::resolve_model;
 use pudding_core::{CandidatePool, OmissionSet, SkippableLm};
 use pudding_eval::parallel::{partition_sets, shared_block_count, ParallelSetScorer};
-use pudding_eval::scorer::{score_requests, score_requests_sets};
+use pudding_eval::scorer::{score_requests, score_requests_sets, ScoreError};
 use pudding_eval::tasks::{load_task, TaskName};
 use pudding_models::LlamaLm;
 use std::time::Instant;
@@ -82,6 +83,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         scorer.score(&lm, &item.requests(), &sets)?;
     }
     let grouped = start.elapsed().as_secs_f64();
+    let work: Vec<_> = items.iter().map(|i| (i.requests(), sets.clone())).collect();
+    let start = Instant::now();
+    scorer.score_items(&lm, &work, |_, _| Ok::<(), ScoreError>(()))?;
+    let side_by_side = start.elapsed().as_secs_f64();
     let shared = shared_block_count(&sets);
     let group_passes: Vec<String> = partition_sets(&sets, jobs)
         .iter()
@@ -115,6 +120,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{jobs} groups at once, one thread each: {:.2} item-sets/s; {:.2}x one pass",
         rate(grouped),
         together / grouped
+    );
+    println!(
+        "{jobs} items at once, one thread each (`pudding eval --jobs {jobs}`): {:.2} item-sets/s; {:.2}x one pass, {:.2}x the groups",
+        rate(side_by_side),
+        together / side_by_side,
+        grouped / side_by_side
     );
     Ok(())
 }

@@ -181,8 +181,8 @@ fn route_uses_the_embedded_router_for_k() {
 #[test]
 fn eval_one_pass_equals_one_file_per_set_and_the_library() {
     let dir = tempfile::tempdir().unwrap();
-    // The first 6 ARC-Easy items under `skip`, into `out`.
-    let eval = |skip: &str, out: &std::path::Path| {
+    // The first 6 ARC-Easy items under `skip`, into `out`, `jobs` items at once.
+    let eval = |skip: &str, out: &std::path::Path, jobs: &str| {
         stdout(&pudding(&[
             "eval",
             "--tasks",
@@ -191,26 +191,33 @@ fn eval_one_pass_equals_one_file_per_set_and_the_library() {
             "6",
             "--skip",
             skip,
+            "--jobs",
+            jobs,
             "--out",
             out.to_str().unwrap(),
         ]))
     };
     let sets = dir.path().join("sets");
-    eval("none;7,18,19", &sets);
+    eval("none;7,18,19", &sets, "1");
     let single = dir.path().join("single.json");
-    eval("7,18,19", &single);
+    eval("7,18,19", &single, "1");
+    // One set, two items at a time on one thread each.
+    let single_jobs = dir.path().join("single-jobs.json");
+    eval("7,18,19", &single_jobs, "2");
     let read = |p: &std::path::Path| -> EvalReport { pudding_core::io::read_json(p).unwrap() };
-    let one_pass = read(&sets.join("skip-7_18_19.json"));
     let alone = read(&single);
-    let (a, b) = (&one_pass.tasks["arc_easy"], &alone.tasks["arc_easy"]);
-    assert_eq!((a.n, b.n), (6, 6));
-    for (x, y) in a.items.iter().zip(&b.items) {
-        assert_eq!(
-            (x.doc_id, x.pred, x.pred_norm),
-            (y.doc_id, y.pred, y.pred_norm)
-        );
-        for (p, q) in x.loglikelihoods.iter().zip(&y.loglikelihoods) {
-            assert!((p - q).abs() < 1e-3, "{p} vs {q}");
+    for other in [read(&sets.join("skip-7_18_19.json")), read(&single_jobs)] {
+        assert_eq!(other.method, alone.method);
+        let (a, b) = (&other.tasks["arc_easy"], &alone.tasks["arc_easy"]);
+        assert_eq!((a.n, b.n), (6, 6));
+        for (x, y) in a.items.iter().zip(&b.items) {
+            assert_eq!(
+                (x.doc_id, x.pred, x.pred_norm),
+                (y.doc_id, y.pred, y.pred_norm)
+            );
+            for (p, q) in x.loglikelihoods.iter().zip(&y.loglikelihoods) {
+                assert!((p - q).abs() < 1e-3, "{p} vs {q}");
+            }
         }
     }
     // The dense file's first item equals the library's own scoring of it.
