@@ -16,6 +16,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Parses a count that must be at least 1.
+/// The help of `--jobs` (`eval` and `reproduce`).
+const JOBS_HELP: &str = "Score this many items at once, each in one pass over the omission \
+    sets on one CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores, \
+    docs/benchmarks.md; scores equal up to float rounding)";
+
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -116,10 +121,7 @@ enum Command {
         /// Also write the Markdown table here.
         #[arg(long)]
         table: Option<PathBuf>,
-        /// Score this many items at once, each in one pass over the omission sets on one
-        /// CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores,
-        /// docs/benchmarks.md; scores equal up to float rounding).
-        #[arg(long, default_value_t = 1, value_parser = at_least_one,
+        #[arg(long, default_value_t = 1, value_parser = at_least_one, help = JOBS_HELP,
               conflicts_with_all = ["router", "oracle"])]
         jobs: usize,
     },
@@ -266,10 +268,7 @@ enum Command {
         /// N items of each unseen task, chosen the same way (default: full splits).
         #[arg(long, value_parser = at_least_one)]
         unseen_limit: Option<usize>,
-        /// Score this many items at once, each in one pass over the omission sets on one
-        /// CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores,
-        /// docs/benchmarks.md; scores equal up to float rounding).
-        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one, help = JOBS_HELP)]
         jobs: usize,
         /// Timed repeats of the speed benchmark (0: skip it).
         #[arg(long, default_value_t = 3)]
