@@ -15,12 +15,12 @@ use pudding_models::{LlamaLm, ModelError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Parses a count that must be at least 1.
 /// The help of `--jobs` (`eval` and `reproduce`).
 const JOBS_HELP: &str = "Score this many items at once, each in one pass over the omission \
     sets on one CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores, \
     docs/benchmarks.md; scores equal up to float rounding)";
 
+/// Parses a count that must be at least 1.
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
