@@ -273,6 +273,48 @@ mod tests {
         OmissionSet::new(blocks.iter().copied(), 8).unwrap()
     }
 
+    /// A tiny random 6-block model (and the directory holding its files).
+    fn six_block_lm() -> (
+        tempfile::TempDir,
+        pudding_models::LlamaLm<pudding_models::CpuBackend>,
+    ) {
+        use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
+        let spec = TinyLlamaSpec {
+            n_blocks: 6,
+            ..Default::default()
+        };
+        load_tiny_llama(&spec).unwrap()
+    }
+
+    /// Sets of the 6-block model, each written as `OmissionSet::parse` reads it.
+    fn six_block_sets(list: &[&str]) -> Vec<OmissionSet> {
+        list.iter()
+            .map(|s| OmissionSet::parse(s, 6).unwrap())
+            .collect()
+    }
+
+    fn request(context: &str, continuation: &str) -> Request {
+        Request {
+            context: context.into(),
+            continuation: continuation.into(),
+        }
+    }
+
+    /// Per set and request, the same greedy flags and log-probs within 1e-4.
+    fn assert_scores_close(a: &[Vec<ContinuationScore>], b: &[Vec<ContinuationScore>]) {
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(b) {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x.is_greedy, y.is_greedy);
+                assert_eq!(x.logprobs.len(), y.logprobs.len());
+                for (p, q) in x.logprobs.iter().zip(&y.logprobs) {
+                    assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn shared_block_count_counts_distinct_block_inputs() {
         // Dense runs 8 blocks. Skipping 5 shares blocks 0..=4 with dense and adds 6, 7 on a
@@ -324,20 +366,8 @@ mod tests {
     /// one pass returns.
     #[test]
     fn groups_score_what_one_pass_scores() {
-        use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
-        let spec = TinyLlamaSpec {
-            n_blocks: 6,
-            ..Default::default()
-        };
-        let (_dir, lm) = load_tiny_llama::<pudding_models::CpuBackend>(&spec).unwrap();
-        let sets: Vec<OmissionSet> = ["", "1", "1,2", "4", "2,5", "0,3"]
-            .iter()
-            .map(|s| OmissionSet::parse(s, 6).unwrap())
-            .collect();
-        let request = |context: &str, continuation: &str| Request {
-            context: context.into(),
-            continuation: continuation.into(),
-        };
+        let (_dir, lm) = six_block_lm();
+        let sets = six_block_sets(&["", "1", "1,2", "4", "2,5", "0,3"]);
         let requests = vec![
             request("the cat sat on", " the mat"),
             request("the cat sat on", " a dog"),
@@ -349,35 +379,13 @@ mod tests {
             .score(&lm, &requests, &sets)
             .unwrap();
         assert_eq!(grouped.len(), sets.len());
-        for (a, b) in one_pass.iter().zip(&grouped) {
-            assert_eq!(a.len(), requests.len());
-            for (x, y) in a.iter().zip(b) {
-                assert_eq!(x.is_greedy, y.is_greedy);
-                assert_eq!(x.logprobs.len(), y.logprobs.len());
-                for (p, q) in x.logprobs.iter().zip(&y.logprobs) {
-                    assert!((p - q).abs() < 1e-4, "{p} vs {q}");
-                }
-            }
-        }
+        assert!(one_pass.iter().all(|scores| scores.len() == requests.len()));
+        assert_scores_close(&one_pass, &grouped);
     }
 
     #[test]
     fn items_scored_side_by_side_come_back_in_order_as_one_by_one() {
-        use pudding_models::testing::{load_tiny_llama, TinyLlamaSpec};
-        let spec = TinyLlamaSpec {
-            n_blocks: 6,
-            ..Default::default()
-        };
-        let (_dir, lm) = load_tiny_llama::<pudding_models::CpuBackend>(&spec).unwrap();
-        let parse = |list: &[&str]| -> Vec<OmissionSet> {
-            list.iter()
-                .map(|s| OmissionSet::parse(s, 6).unwrap())
-                .collect()
-        };
-        let request = |context: &str, continuation: &str| Request {
-            context: context.into(),
-            continuation: continuation.into(),
-        };
+        let (_dir, lm) = six_block_lm();
         // Items of different lengths and different missing sets, so threads finish out
         // of order.
         let items: Vec<(Vec<Request>, Vec<OmissionSet>)> = (0..7)
@@ -388,9 +396,9 @@ mod tests {
                     request(&context, " the bird flew away"),
                 ];
                 let sets = if i % 2 == 0 {
-                    parse(&["", "1,2", "4"])
+                    six_block_sets(&["", "1,2", "4"])
                 } else {
-                    parse(&["2,5"])
+                    six_block_sets(&["2,5"])
                 };
                 (requests, sets)
             })
@@ -403,14 +411,7 @@ mod tests {
                     let (requests, sets) = &items[i];
                     let alone = score_requests_sets(&lm, requests, sets).unwrap();
                     assert_eq!(scores.len(), sets.len());
-                    for (a, b) in alone.iter().zip(&scores) {
-                        for (x, y) in a.iter().zip(b) {
-                            assert_eq!(x.is_greedy, y.is_greedy);
-                            for (p, q) in x.logprobs.iter().zip(&y.logprobs) {
-                                assert!((p - q).abs() < 1e-4, "{p} vs {q}");
-                            }
-                        }
-                    }
+                    assert_scores_close(&alone, &scores);
                     seen.push(i);
                     Ok(())
                 })
