@@ -236,11 +236,18 @@ struct TaskChoice {
     overall: usize,
 }
 
-fn task_choice(
-    labels: &std::path::Path,
-    n_candidates: usize,
-) -> Result<TaskChoice, Box<dyn Error>> {
-    let labels = pudding_router::labels::read_labels(labels)?;
+fn task_choice(path: &std::path::Path, pool: &CandidatePool) -> Result<TaskChoice, Box<dyn Error>> {
+    let n_candidates = pool.len();
+    let labels = pudding_router::labels::read_labels(path)?;
+    // A labels file left from another pool would make this row silently wrong.
+    if labels.header.pool_id != pool.id() {
+        return Err(format!(
+            "{} was made for another candidate pool than {}",
+            path.display(),
+            pool.id()
+        )
+        .into());
+    }
     if labels.header.n_candidates != n_candidates {
         return Err(format!(
             "labels file has {} candidates, the pool {n_candidates}",
@@ -276,6 +283,17 @@ pub fn reproduce<B: Backend>(
     lm: &LlamaLm<B>,
     cfg: &ReproduceConfig,
 ) -> Result<Reproduction, Box<dyn Error>> {
+    // Checked before any search: a misspelt name would otherwise fail hours in.
+    if let Some(name) = cfg
+        .baselines
+        .iter()
+        .find(|name| !BASELINES.iter().any(|(known, _)| known == name))
+    {
+        return Err(format!(
+            "unknown baseline {name:?}; use sleb, shortgpt, shortened-ppl or taylor"
+        )
+        .into());
+    }
     let out = &cfg.out;
     std::fs::create_dir_all(out.join("eval"))?;
     let mut pools = BTreeMap::new();
@@ -467,7 +485,7 @@ pub fn reproduce<B: Backend>(
         };
         // The task-level baseline: per task, the candidate best on average in the router's
         // labels for that task (a router that only recognises the task).
-        let by_task = task_choice(&out.join(format!("labels-k{k}.jsonl")), pool.len())?;
+        let by_task = task_choice(&out.join(format!("labels-k{k}.jsonl")), pool)?;
         let mut task_row = MethodRow {
             method: "Task-level choice (labels)".into(),
             ..routed_row.clone()

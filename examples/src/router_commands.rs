@@ -45,6 +45,15 @@ pub fn labels_command<B: BackendTrait>(
     let mut items = Vec::new();
     for task in parse_tasks(tasks)? {
         let all = load_task(task, Split::Train)?;
+        // Fewer rows than asked for would train a router on less than the user thinks.
+        if offset.saturating_add(rows) > all.len() {
+            return Err(format!(
+                "{} has {} train rows; --offset {offset} + --rows {rows} goes past them",
+                task.name(),
+                all.len()
+            )
+            .into());
+        }
         items.extend(all.into_iter().skip(offset).take(rows));
     }
     let bar = indicatif::ProgressBar::new(items.len() as u64);

@@ -7,6 +7,7 @@ use pudding_core::SkippableLm;
 use pudding_eval::runner::EvalReport;
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs the `pudding` binary built for this test with `args`.
@@ -247,8 +248,59 @@ fn eval_one_pass_equals_one_file_per_set_and_the_library() {
 
 #[test]
 fn bad_input_fails_with_a_message_not_a_panic() {
+    let pool = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../results/smollm2/pool-k3.json"
+    );
     for (args, needle) in [
         (vec!["generate", "--prompt", "hi", "--skip", "30"], "block"),
+        (
+            vec!["generate", "--prompt", "hi", "--max-tokens", "0"],
+            "at least 1",
+        ),
+        (
+            vec!["route", "--prompt", "hi", "--max-tokens", "0"],
+            "at least 1",
+        ),
+        // More rows than the task's train split: refused, not silently fewer.
+        (
+            vec![
+                "labels",
+                "--pool",
+                pool,
+                "--tasks",
+                "arc_challenge",
+                "--offset",
+                "5000",
+                "--out",
+                "/tmp/pudding-no-labels.jsonl",
+            ],
+            "train rows",
+        ),
+        // A misspelt baseline is refused before the hours of candidate search.
+        (
+            vec![
+                "reproduce",
+                "--baselines",
+                "sleb,shortgtp",
+                "--out",
+                "/tmp/pudding-no-reproduction",
+            ],
+            "unknown baseline",
+        ),
+        // A router that cannot be loaded fails before the benchmark runs.
+        (
+            vec![
+                "bench",
+                "--skip",
+                "3",
+                "--pool",
+                "/tmp/pudding-no-pool.json",
+                "--router",
+                "/tmp/pudding-no-router",
+            ],
+            "pudding-no-pool.json",
+        ),
         (vec!["logprobs", "--ids", "1,2,x"], "token id"),
         (vec!["logprobs", "--ids", "1,99999999"], "vocab"),
         (
@@ -368,6 +420,8 @@ fn bad_input_fails_with_a_message_not_a_panic() {
         let out = pudding(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!Path::new("/tmp/pudding-no-labels.jsonl").exists());
+        assert!(!Path::new("/tmp/pudding-no-reproduction").exists());
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(
             err.to_lowercase().contains(needle),

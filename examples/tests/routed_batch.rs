@@ -121,8 +121,16 @@ fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts
     // A card that keeps too few input tokens for any text is refused.
     let max_tokens = format!("\"max_tokens\": {}", router.card().max_tokens);
     assert_eq!(card.matches(&max_tokens).count(), 1);
-    let starved = embedded_k3_router(&card.replace(&max_tokens, "\"max_tokens\": 2"), encoder);
+    let starved = embedded_k3_router(
+        &card.replace(&max_tokens, "\"max_tokens\": 2"),
+        encoder.clone(),
+    );
     assert!(matches!(starved.err(), Some(RouterError::Invalid(_))));
+    // So is one that keeps more than the encoder has positions (MiniLM: 512).
+    let overlong = embedded_k3_router(&card.replace(&max_tokens, "\"max_tokens\": 513"), encoder);
+    assert!(
+        matches!(&overlong.err(), Some(RouterError::Invalid(m)) if m.contains("512 positions"))
+    );
     assert!(matches!(
         Pudding::new(&lm, &router),
         Err(PipelineError::Core(CoreError::RouterNeedsAnswerChoice))

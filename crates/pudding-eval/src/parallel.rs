@@ -152,15 +152,16 @@ impl ParallelSetScorer {
         let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             let (sender, receiver) = mpsc::channel::<(usize, Scored)>();
+            let mut spawn_error = None;
             let handles: Vec<_> = self
                 .pools
                 .iter()
-                .map(|pool| {
+                .filter_map(|pool| {
                     let sender = sender.clone();
                     let next = &next;
                     // The pool's one worker runs each pass, so the backend's parallel loops
                     // inside it see a single thread.
-                    scope.spawn(move || {
+                    let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                         pool.install(|| loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some((requests, sets)) = items.get(i) else {
@@ -174,7 +175,9 @@ impl ParallelSetScorer {
                                 break;
                             }
                         })
-                    })
+                    });
+                    // The threads that did start share all the items between them.
+                    spawned.map_err(|e| spawn_error = Some(e)).ok()
                 })
                 .collect();
             drop(sender);
@@ -194,11 +197,14 @@ impl ParallelSetScorer {
             }
             // Dropping the receiver (on an error) makes every thread stop after its item.
             drop(receiver);
+            let started = handles.len();
             let panicked = handles.into_iter().any(|h| h.join().is_err());
             if outcome.is_ok() && (panicked || handed < items.len()) {
-                outcome = Err(E::from(ScoreError::Threads(
-                    "a scoring thread panicked".into(),
-                )));
+                let reason = match spawn_error {
+                    Some(e) if started == 0 => format!("no scoring thread could start: {e}"),
+                    _ => "a scoring thread panicked".into(),
+                };
+                outcome = Err(E::from(ScoreError::Threads(reason)));
             }
             outcome
         })
@@ -231,17 +237,20 @@ impl ParallelSetScorer {
                             group.iter().map(|&i| sets[i].clone()).collect();
                         // The pool's one worker runs the pass, so the backend's parallel
                         // loops inside it see a single thread.
-                        scope.spawn(move || {
+                        std::thread::Builder::new().spawn_scoped(scope, move || {
                             pool.install(|| score_tokenized_sets(lm, requests, &group_sets))
                         })
                     })
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
+                    .map(|spawned| match spawned {
+                        Ok(h) => h.join().unwrap_or_else(|_| {
                             Err(ScoreError::Threads("a scoring thread panicked".into()))
-                        })
+                        }),
+                        Err(e) => Err(ScoreError::Threads(format!(
+                            "a scoring thread could not start: {e}"
+                        ))),
                     })
                     .collect()
             });

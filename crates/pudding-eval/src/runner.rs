@@ -8,7 +8,7 @@ use crate::tasks::{
 };
 use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, SkippableLm};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -402,6 +402,55 @@ fn check_stored_items(report: &EvalReport) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a resumed file's entry for `task` against the task as this run loads it: the
+/// same split and reported metric, and every stored item that this run would count has
+/// as many scored choices and the same gold answer as the item now. A file from another
+/// split or data version would otherwise resume with foreign items counted as done.
+fn check_stored_task(
+    report: &EvalReport,
+    out: &Path,
+    task: TaskName,
+    items: &[TaskItem],
+) -> Result<(), EvalError> {
+    let Some(entry) = report.tasks.get(task.name()) else {
+        return Ok(());
+    };
+    let mismatch = |reason: String| EvalError::ResumeMismatch {
+        path: out.display().to_string(),
+        reason,
+    };
+    let (split, metric) = (
+        task.default_eval_split().name(),
+        task.reported_metric().name(),
+    );
+    if entry.split != split || entry.metric != metric {
+        return Err(mismatch(format!(
+            "its {} entry is of split {:?} with metric {:?}, not {split:?} with {metric:?}",
+            task.name(),
+            entry.split,
+            entry.metric
+        )));
+    }
+    let by_id: HashMap<usize, &TaskItem> = items.iter().map(|i| (i.doc_id, i)).collect();
+    for stored in &entry.items {
+        if let Some(item) = by_id.get(&stored.doc_id) {
+            if stored.loglikelihoods.len() != item.num_choices() || stored.gold != item.gold {
+                return Err(mismatch(format!(
+                    "{} document {} has {} scored choices and gold {}, but the task's item \
+                     has {} choices and gold {}",
+                    task.name(),
+                    stored.doc_id,
+                    stored.loglikelihoods.len(),
+                    stored.gold,
+                    item.num_choices(),
+                    item.gold
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The items of `task` that `config` evaluates.
 fn task_items(
     config: &EvalConfig,
@@ -499,6 +548,7 @@ pub fn run_eval<L: SkippableLm>(
     let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
         let items = task_items(config, task, load)?;
+        check_stored_task(&report, out, task, &items)?;
         let ids: HashSet<usize> = items.iter().map(|i| i.doc_id).collect();
         let (done, _) = open_task(&mut report, task, &ids);
         let mut complete = done.intersection(&ids).count();
@@ -576,6 +626,9 @@ pub fn run_eval_sets<L: SkippableLm + Sync>(
     let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
         let items = task_items(config, task, load)?;
+        for (report, out) in reports.iter().zip(outs) {
+            check_stored_task(report, out, task, &items)?;
+        }
         let ids: HashSet<usize> = items.iter().map(|i| i.doc_id).collect();
         let (done, n_totals): (Vec<HashSet<usize>>, Vec<usize>) =
             reports.iter_mut().map(|r| open_task(r, task, &ids)).unzip();

@@ -359,6 +359,7 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
             "{name}"
         );
     }
+    let base = doc.clone();
     // A stored item whose gold choice is not among its scores is refused on resume.
     for task in doc["tasks"].as_object_mut().unwrap().values_mut() {
         task["items"][0]["gold"] = 99.into();
@@ -368,6 +369,41 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         run_one_item(),
         Err(EvalError::ResumeMismatch { .. })
     ));
+    // So is one that fits its own scores but not the task as loaded now (another gold
+    // answer, or another split): another data version's items must not count as done.
+    let mut other_gold = base.clone();
+    for task in other_gold["tasks"].as_object_mut().unwrap().values_mut() {
+        let item = &mut task["items"][0];
+        let n = item["loglikelihoods"].as_array().unwrap().len() as u64;
+        let gold = item["gold"].as_u64().unwrap();
+        item["gold"] = ((gold + 1) % n).into();
+    }
+    let mut other_split = base;
+    for task in other_split["tasks"].as_object_mut().unwrap().values_mut() {
+        task["split"] = "train".into();
+    }
+    for edited in [&other_gold, &other_split] {
+        std::fs::write(&partial, edited.to_string()).unwrap();
+        let err = run_eval(
+            lm,
+            &config(1, 1),
+            &mut StaticChooser(sets[0].clone()),
+            &partial,
+            &mut load,
+            &mut quiet,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, EvalError::ResumeMismatch { reason, .. }
+                if reason.contains("gold") || reason.contains("split")),
+            "{err}"
+        );
+        let file = [partial.clone()];
+        assert!(matches!(
+            run_eval_sets(lm, &config(1, 1), &sets[..1], &file, &mut load, &mut quiet),
+            Err(EvalError::ResumeMismatch { .. })
+        ));
+    }
     // Files of another set, or a count that does not match, are refused.
     let swapped = [together[1].clone(), together[0].clone()];
     assert!(matches!(

@@ -70,6 +70,7 @@ impl Checkpoint {
         let file = GgufFile::open(path)?;
         let config = LlamaConfig::from_gguf(&file)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
+        check_tokenizer_fits(&tokenizer, &config)?;
         let special = |key: &str| {
             GgufFile::optional(file.get_u32(key))?
                 .map(|id| special_token(key, u64::from(id), config.vocab_size))
@@ -125,6 +126,7 @@ impl Checkpoint {
         let text_config = hf_text_config(&value)?;
         let config = LlamaConfig::from_hf_text_config(&text_config)?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        check_tokenizer_fits(&tokenizer, &config)?;
         // A special-token id from the top level, else from the text model's configuration
         // (a multimodal Gemma 3 keeps `bos_token_id` there, or leaves it to the default).
         let lookup = |key: &str| {
@@ -280,6 +282,20 @@ fn read_hf_tokenizer_config(dir: &Path) -> Result<HfTokenizerConfig, ModelError>
         chat_template,
         add_bos_token,
     })
+}
+
+/// Refuses a tokenizer whose base vocabulary is larger than the model's embedding table: it
+/// belongs to another model, and its ids past the table would only fail mid-run.
+fn check_tokenizer_fits(tokenizer: &TextTokenizer, config: &LlamaConfig) -> Result<(), ModelError> {
+    let tokens = tokenizer.base_vocab_size();
+    if tokens > config.vocab_size {
+        return Err(ModelError::Config(format!(
+            "the tokenizer has {tokens} tokens but the model embeds only {}: the tokenizer \
+             and the weights belong to different models",
+            config.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// A special token id read from a checkpoint's metadata (`key`), checked to be a

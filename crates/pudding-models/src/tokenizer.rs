@@ -307,6 +307,12 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// Size of the base vocabulary, without the tokens added on top of it (a multimodal
+    /// tokenizer may add e.g. an image token past the text model's embedding rows).
+    pub fn base_vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(false)
+    }
 }
 
 /// `{token: id}` of a GGUF vocabulary; an error if a token appears twice.

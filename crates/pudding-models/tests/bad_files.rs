@@ -248,6 +248,30 @@ fn special_token_ids_outside_the_vocabulary_are_refused() {
     );
 }
 
+/// A tokenizer.json from a model with a larger vocabulary than the weights embed is refused
+/// when the checkpoint is opened, not when a prompt first produces an id past the table.
+#[test]
+fn a_tokenizer_larger_than_the_embedding_table_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    write_tiny_llama_hf(&TinyLlamaSpec::default(), &hf).unwrap();
+    let tokenizer_path = hf.join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokenizer_path).unwrap()).unwrap();
+    let vocab = tokenizer["model"]["vocab"].as_object_mut().unwrap();
+    let embedded = vocab.len();
+    for i in 0..100 {
+        vocab.insert(format!("extra{i}"), serde_json::json!(embedded + i));
+    }
+    std::fs::write(&tokenizer_path, tokenizer.to_string()).unwrap();
+    let err = load(&hf).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Config(m)
+            if m.contains(&format!("{} tokens", embedded + 100)) && m.contains("embeds only")),
+        "{err}"
+    );
+}
+
 /// Weights laid out as a multimodal checkpoint's language model (`language_model.model.*`)
 /// under a text-only Llama `config.json` are refused by name, not loaded or reported as
 /// missing tensors.

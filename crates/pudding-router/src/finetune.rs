@@ -211,6 +211,13 @@ pub fn finetune<AB: AutodiffBackend>(
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<FinetuneOutcome<AB::InnerBackend>, RouterError> {
     config.validate()?;
+    let positions = encoder.config().max_position_embeddings;
+    if config.max_tokens > positions {
+        return Err(RouterError::Invalid(format!(
+            "max_tokens {} is more than the encoder's {positions} positions",
+            config.max_tokens
+        )));
+    }
     let n = texts.len();
     if n < 2 || labels.len() != n {
         return Err(RouterError::Invalid(format!(

@@ -142,6 +142,15 @@ impl<B: Backend> PuddingRouter<B> {
                 card.max_tokens
             )));
         }
+        let positions = encoder.config().max_position_embeddings;
+        if card.max_tokens > positions {
+            // The encoder would cut the input at its position table, unlike the card says.
+            return Err(RouterError::Invalid(format!(
+                "the router card keeps {} input tokens but the encoder has only {positions} \
+                 positions",
+                card.max_tokens
+            )));
+        }
         if let Some(n) = card.encoder_layers {
             let have = encoder.config().num_hidden_layers;
             if have < n {

@@ -76,3 +76,33 @@ fn finetuning_lowers_the_loss_and_checkpoints_every_epoch() {
         b
     );
 }
+
+/// More input tokens than the encoder has positions is refused before any training.
+#[test]
+fn max_tokens_past_the_encoders_positions_is_refused() {
+    let device = cpu_device();
+    let encoder = BertEncoder::<Autodiff<B>>::load(&ensure_minilm().unwrap(), &device).unwrap();
+    let texts = vec!["a cat".to_string(), "a saw".to_string()];
+    let labels = vec![vec![0.0, -1.0], vec![-1.0, 0.0]];
+    let config = FinetuneConfig {
+        max_tokens: 513,
+        ..Default::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let err = finetune::<Autodiff<B>>(
+        encoder,
+        &texts,
+        &labels,
+        &config,
+        out.path(),
+        &device,
+        &mut |_| {},
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, pudding_router::RouterError::Invalid(m) if m.contains("512 positions")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

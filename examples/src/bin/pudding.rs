@@ -69,7 +69,7 @@ enum Command {
         #[arg(long, default_value = "")]
         skip: String,
         /// Maximum new tokens.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         max_tokens: usize,
         /// Sampling temperature; 0 means greedy.
         #[arg(long, default_value_t = 0.0)]
@@ -376,7 +376,7 @@ enum Command {
         #[arg(long)]
         prompt: String,
         /// Maximum new tokens.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         max_tokens: usize,
     },
     /// Print per-token log-probabilities as JSON.
@@ -696,6 +696,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 generate_lengths: lengths(&generate)?,
                 repeats,
             };
+            // The router is loaded and checked first: a bad path or another model's router
+            // fails now, not after the whole benchmark has run.
+            let router = match (pool, router) {
+                (Some(pool), Some(router)) => {
+                    let router = pudding_cli::router_commands::load_router::<Backend>(
+                        &pool,
+                        &router,
+                        &backend::device(),
+                    )
+                    .map_err(CliError::Stage)?;
+                    router
+                        .card()
+                        .model
+                        .check_matches(lm.fingerprint(), "router")?;
+                    Some(router)
+                }
+                _ => None,
+            };
             let c = lm.model().config();
             let mut report = pudding_eval::bench::run_bench(
                 &lm,
@@ -709,14 +727,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 pudding_eval::bench::BenchError::Model(e) => CliError::Model(e),
                 settings => CliError::Usage(settings.to_string()),
             })?;
-            if let (Some(pool), Some(router)) = (pool, router) {
-                let err = CliError::Stage;
-                let router = pudding_cli::router_commands::load_router::<Backend>(
-                    &pool,
-                    &router,
-                    &backend::device(),
-                )
-                .map_err(err)?;
+            if let Some(router) = router {
                 let prompts: Vec<String> = pudding_eval::tasks::load_task(
                     pudding_eval::tasks::TaskName::ArcEasy,
                     pudding_eval::tasks::TaskName::ArcEasy.default_eval_split(),
@@ -731,7 +742,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     .map_err(stage)?;
                 let prefill_128 =
                     lm.encode_prompt(&"The quick brown fox jumps over the lazy dog. ".repeat(20))?;
-                let ids = &prefill_128[..128.min(prefill_128.len())];
+                // The ratio is against a 128-token prefill; fewer tokens would flatter it.
+                let ids = prefill_128.get(..128).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "the reference prompt is only {} tokens under this tokenizer; the \
+                         router's cost is reported against a 128-token prefill",
+                        prefill_128.len()
+                    ))
+                })?;
                 let dense = OmissionSet::dense(lm.n_blocks())?;
                 let once = pudding_core::GenerationConfig {
                     max_new_tokens: 1,
