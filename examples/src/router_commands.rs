@@ -181,6 +181,22 @@ pub fn load_router<B: BackendTrait>(
     )?)
 }
 
+/// [`load_router`], then checks that the pool and router were made for `lm` (the model's
+/// fingerprint), so that a router of another model fails before any work is done.
+pub fn load_router_for<B: BackendTrait, L: SkippableLm>(
+    lm: &L,
+    pool: &Path,
+    router: &Path,
+    device: &B::Device,
+) -> Result<PuddingRouter<B>, Box<dyn Error>> {
+    let router = load_router::<B>(pool, router, device)?;
+    router
+        .card()
+        .model
+        .check_matches(lm.fingerprint(), "router")?;
+    Ok(router)
+}
+
 /// `pudding train-router --mode full`: fine-tunes the encoder and the head together
 /// (the paper's setting; `config` carries its defaults), checkpointing every epoch under
 /// `out/checkpoints/`, and writes the router directory with the fine-tuned encoder in

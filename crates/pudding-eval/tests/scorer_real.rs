@@ -3,12 +3,12 @@
 
 use pudding_core::{OmissionSet, SkippableLm};
 use pudding_eval::runner::{
-    run_eval, run_eval_sets, score_item, EvalConfig, EvalError, EvalReport, StaticChooser,
+    run_eval, run_eval_sets, score_item, EvalConfig, EvalError, EvalReport, Progress, StaticChooser,
 };
 use pudding_eval::scorer::{
     score_requests, score_requests_sets, score_requests_unshared, tokenize_request,
 };
-use pudding_eval::tasks::{load_task, Request, Split, TaskName};
+use pudding_eval::tasks::{load_task, DataError, Request, Split, TaskItem, TaskName};
 use pudding_models::assets::{ensure_asset, GEMMA3_270M, SMOLLM2_135M_INSTRUCT};
 use pudding_models::{CpuBackend as B, LlamaLm};
 use std::sync::OnceLock;
@@ -339,17 +339,20 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         task["n"] = 2.into();
     }
     std::fs::write(&partial, doc.to_string()).unwrap();
-    let mut run_one_item = || {
-        run_eval(
-            lm,
-            &config(1, 1),
-            &mut StaticChooser(sets[0].clone()),
-            &partial,
-            &mut load,
-            &mut quiet,
-        )
-    };
-    let one = run_one_item().unwrap();
+    // Borrows the loader and progress sink per call, so run_eval_sets can use them between.
+    let run_one_item =
+        |load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
+         quiet: Progress<'_>| {
+            run_eval(
+                lm,
+                &config(1, 1),
+                &mut StaticChooser(sets[0].clone()),
+                &partial,
+                load,
+                quiet,
+            )
+        };
+    let one = run_one_item(&mut load, &mut quiet).unwrap();
     let on_disk: EvalReport = pudding_core::io::read_json(&partial).unwrap();
     for (name, task) in &on_disk.tasks {
         assert_eq!((task.n, task.n_total), (2, 4), "{name}");
@@ -366,7 +369,7 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
     }
     std::fs::write(&partial, doc.to_string()).unwrap();
     assert!(matches!(
-        run_one_item(),
+        run_one_item(&mut load, &mut quiet),
         Err(EvalError::ResumeMismatch { .. })
     ));
     // So is one that fits its own scores but not the task as loaded now (another gold
@@ -384,15 +387,7 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
     }
     for edited in [&other_gold, &other_split] {
         std::fs::write(&partial, edited.to_string()).unwrap();
-        let err = run_eval(
-            lm,
-            &config(1, 1),
-            &mut StaticChooser(sets[0].clone()),
-            &partial,
-            &mut load,
-            &mut quiet,
-        )
-        .unwrap_err();
+        let err = run_one_item(&mut load, &mut quiet).unwrap_err();
         assert!(
             matches!(&err, EvalError::ResumeMismatch { reason, .. }
                 if reason.contains("gold") || reason.contains("split")),

@@ -571,13 +571,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             let report = match (pool, router) {
                 (Some(pool_path), Some(router_path)) => {
-                    let r = pudding_cli::router_commands::load_router::<Backend>(
+                    let r = pudding_cli::router_commands::load_router_for::<Backend, _>(
+                        &lm,
                         &pool_path,
                         &router_path,
                         &backend::device(),
                     )
                     .map_err(err)?;
-                    r.card().model.check_matches(lm.fingerprint(), "router")?;
                     let mut chooser = RoutedChooser(&r);
                     pudding_cli::commands::run_eval_command(&lm, &mut chooser, &tasks, limit, &out)
                 }
@@ -700,16 +700,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             // fails now, not after the whole benchmark has run.
             let router = match (pool, router) {
                 (Some(pool), Some(router)) => {
-                    let router = pudding_cli::router_commands::load_router::<Backend>(
+                    let router = pudding_cli::router_commands::load_router_for::<Backend, _>(
+                        &lm,
                         &pool,
                         &router,
                         &backend::device(),
                     )
                     .map_err(CliError::Stage)?;
-                    router
-                        .card()
-                        .model
-                        .check_matches(lm.fingerprint(), "router")?;
                     Some(router)
                 }
                 _ => None,
