@@ -8,15 +8,19 @@
 //! cargo run --release --example quickstart -- --prompt "Why is the sky blue?"
 //! cargo run --release --example quickstart -- --k 6     # the k = 6 router (6 of 30 blocks)
 //! cargo run --release --example quickstart -- --skip 3,12,16,17,18,26   # a fixed set instead
+//! cargo run --release --example quickstart -- --weights dequantized  # f32 weights
 //! cargo run --release --example quickstart --features cuda -- --dtype bf16  # NVIDIA GPU
 //! ```
+//!
+//! On the CPU the GGUF's quantised blocks are kept as stored and run by the quantised
+//! kernels (`--weights quantized`, the default there); GPU backends load them dequantised.
 
 use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, speed_line};
 use pudding_cli::default_router::embedded_router;
 use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Pudding, SkippableLm};
-use pudding_models::LlamaLm;
+use pudding_models::{LlamaLm, WeightMode};
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +32,7 @@ struct Args {
     model: Option<PathBuf>,
     dtype: String,
     k: usize,
+    weights: Option<WeightMode>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         model: None,
         dtype: "f32".into(),
         k: 3,
+        weights: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,9 +59,16 @@ fn parse_args() -> Result<Args, String> {
             "--model" => args.model = Some(PathBuf::from(value()?)),
             "--dtype" => args.dtype = value()?,
             "--k" => args.k = value()?.parse().map_err(|_| "--k takes 3 or 6")?,
+            "--weights" => {
+                args.weights = Some(match value()?.as_str() {
+                    "quantized" => WeightMode::Quantized,
+                    "dequantized" => WeightMode::Dequantized,
+                    _ => return Err("--weights takes quantized or dequantized".into()),
+                })
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --prompt, --skip, --k, --max-tokens, --model, --dtype"
+                    "unknown argument {other}; use --prompt, --skip, --k, --max-tokens, --model, --dtype, --weights"
                 ))
             }
         }
@@ -68,7 +81,15 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let path = resolve_model(args.model)?;
     println!("model: {} (backend: {})", path.display(), backend::NAME);
     let device = backend::device();
-    let lm = LlamaLm::<Backend>::load(&path, &device)?;
+    let weights = args
+        .weights
+        .unwrap_or(if backend::NAME.starts_with("flex") {
+            WeightMode::Quantized
+        } else {
+            WeightMode::Dequantized
+        });
+    let lm = LlamaLm::<Backend>::load_with(&path, &device, weights)?;
+    println!("weights: {}", weights.name());
     let dense = OmissionSet::dense(lm.n_blocks())?;
     let config = GenerationConfig {
         max_new_tokens: args.max_tokens,

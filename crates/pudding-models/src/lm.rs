@@ -4,6 +4,7 @@
 use crate::cache::KvCache;
 use crate::config::hf_text_config;
 use crate::gguf::GgufFile;
+use crate::linear::WeightMode;
 use crate::llama::LlamaModel;
 use crate::sampling::Sampler;
 use crate::tokenizer::TextTokenizer;
@@ -53,6 +54,9 @@ pub struct Checkpoint {
     pub chat_template: Option<String>,
     /// The weights, by Hugging Face name.
     pub weights: Box<dyn WeightSource>,
+    /// How block-quantised GGUF matrices are held once loaded (default:
+    /// [`WeightMode::Dequantized`], exact scoring; see [`Self::with_weight_mode`]).
+    pub weight_mode: WeightMode,
 }
 
 impl Checkpoint {
@@ -111,6 +115,7 @@ impl Checkpoint {
             add_bos,
             chat_template,
             weights,
+            weight_mode: WeightMode::default(),
         })
     }
 
@@ -192,18 +197,33 @@ impl Checkpoint {
             add_bos,
             chat_template: tokenizer_config.chat_template,
             weights,
+            weight_mode: WeightMode::default(),
         })
     }
 
-    /// Copies every weight to `device` and returns the ready model.
+    /// The same checkpoint, loaded with its block-quantised matrices held as `mode` says
+    /// ([`WeightMode::Quantized`]: as stored, multiplied by the quantised CPU kernels).
+    pub fn with_weight_mode(mut self, mode: WeightMode) -> Self {
+        self.weight_mode = mode;
+        self
+    }
+
+    /// Copies every weight to `device` (or, with [`WeightMode::Quantized`], keeps the
+    /// quantised matrices as stored) and returns the ready model.
     pub fn into_lm<B: Backend>(self, device: &B::Device) -> Result<LlamaLm<B>, ModelError> {
-        let lm = LlamaLm::from_parts(
+        let model = LlamaModel::from_weights_with(
+            &self.config,
+            self.weights.as_ref(),
+            device,
+            self.weight_mode,
+        )?;
+        let lm = LlamaLm::assemble(
+            model,
             &self.config,
             self.weights.as_ref(),
             self.tokenizer,
             self.stop_tokens,
-            device,
-        )?;
+        );
         let lm = lm
             .with_bos_token(self.bos_token)?
             .with_add_bos(self.add_bos)?
@@ -335,8 +355,22 @@ pub(crate) fn host_ints<B: Backend, const D: usize>(
 impl<B: Backend> LlamaLm<B> {
     /// Loads a model from a `.gguf` file or from a Hugging Face directory (config.json,
     /// `*.safetensors` (+ index), tokenizer.json).
+    ///
+    /// GGUF matrices are dequantised ([`WeightMode::Dequantized`]); [`Self::load_with`]
+    /// keeps them as stored.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, ModelError> {
         Checkpoint::open(path)?.into_lm(device)
+    }
+
+    /// [`Self::load`] with the block-quantised GGUF matrices held as `mode` says.
+    pub fn load_with(
+        path: &Path,
+        device: &B::Device,
+        mode: WeightMode,
+    ) -> Result<Self, ModelError> {
+        Checkpoint::open(path)?
+            .with_weight_mode(mode)
+            .into_lm(device)
     }
 
     /// Loads a GGUF file (weights dequantised to the backend's float type, tokenizer from

@@ -2,6 +2,7 @@
 //! keeps are resident on the device; the others stay in the memory-mapped checkpoint, and
 //! switching to another set loads just the blocks it needs that are not resident yet.
 
+use crate::linear::WeightMode;
 use crate::llama::LlamaModel;
 use crate::lm::{Checkpoint, LlamaLm};
 use crate::ModelError;
@@ -42,14 +43,15 @@ pub struct ResidentLlamaLm<B: Backend> {
 
 impl<B: Backend> ResidentLlamaLm<B> {
     /// Opens a `.gguf` file or Hugging Face directory with only the blocks `skip` keeps
-    /// resident.
+    /// resident, block-quantised GGUF matrices held as `mode` says.
     pub fn open(
         path: &Path,
         skip: &OmissionSet,
         device: &B::Device,
+        mode: WeightMode,
     ) -> Result<(Self, SwitchReport), ModelError> {
         let start = Instant::now();
-        let checkpoint = Checkpoint::open(path)?;
+        let checkpoint = Checkpoint::open(path)?.with_weight_mode(mode);
         let config = checkpoint.config.clone();
         skip.check_blocks(config.n_blocks)?;
         let model = LlamaModel::<B>::from_weights_resident(
@@ -57,6 +59,7 @@ impl<B: Backend> ResidentLlamaLm<B> {
             checkpoint.weights.as_ref(),
             skip,
             device,
+            mode,
         )?;
         let lm = LlamaLm::assemble(
             model,
@@ -103,13 +106,15 @@ impl<B: Backend> ResidentLlamaLm<B> {
         &self.current
     }
 
-    /// Bytes of the resident parameters.
+    /// Bytes of the resident weight matrices (their stored size when quantised).
     pub fn resident_bytes(&self) -> usize {
-        self.lm.model().resident_params() * self.elem_bytes()
+        self.lm.model().weight_memory_bytes()
     }
 
-    fn elem_bytes(&self) -> usize {
-        self.lm.model().embed.dtype().size()
+    /// Bytes per parameter of the resident weights (fractional for block formats).
+    fn bytes_per_param(&self) -> f64 {
+        let model = self.lm.model();
+        model.weight_memory_bytes() as f64 / model.resident_params().max(1) as f64
     }
 
     fn report(&self, loaded: Vec<usize>, evicted: Vec<usize>, start: Instant) -> SwitchReport {
@@ -119,8 +124,8 @@ impl<B: Backend> ResidentLlamaLm<B> {
             evicted,
             switch_secs: start.elapsed().as_secs_f64(),
             resident_params,
-            resident_bytes: resident_params * self.elem_bytes(),
-            full_bytes: self.full_params * self.elem_bytes(),
+            resident_bytes: self.resident_bytes(),
+            full_bytes: (self.full_params as f64 * self.bytes_per_param()).round() as usize,
         }
     }
 }

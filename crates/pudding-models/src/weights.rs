@@ -5,7 +5,8 @@
 //! own format, converts the storage type to `f32` and, for GGUF, undoes llama.cpp's
 //! query/key row permutation so that every source yields the HF layout.
 
-use crate::gguf::GgufFile;
+use crate::gguf::matmul::{self, QuantizedMatrix};
+use crate::gguf::{GgmlType, GgufFile};
 use crate::{LlamaConfig, ModelError};
 use memmap2::Mmap;
 use pudding_core::{FingerprintBuilder, ModelFingerprint};
@@ -37,6 +38,13 @@ pub trait WeightSource {
     fn block_tensor_names(&self, block: usize) -> Vec<String>;
     /// The stored names (the checkpoint's own naming) that start with `prefix`.
     fn stored_names_with_prefix(&self, prefix: &str) -> Vec<String>;
+    /// The matrix `name` (HF naming, `[out, in]` in the HF row order) as stored, without
+    /// an `f32` copy, when the source keeps it so: GGUF block-quantised and half-precision
+    /// matrices. `None` when it is stored otherwise (read it with [`Self::tensor`]).
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>, ModelError> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// Per-block tensors that checkpoints may carry and no model reads: the rotary inverse
@@ -238,6 +246,51 @@ impl GgufWeights {
 }
 
 impl WeightSource for GgufWeights {
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>, ModelError> {
+        let Some(gguf_name) = self.gguf_name(name) else {
+            return Ok(None);
+        };
+        let Ok(info) = self.file.tensor(&gguf_name) else {
+            return Ok(None);
+        };
+        let shape = info.shape_row_major();
+        // F32 matrices gain nothing from staying as stored; other types without a kernel
+        // load dequantised.
+        if shape.len() != 2 || info.dtype == GgmlType::F32 || !matmul::has_kernel(info.dtype) {
+            return Ok(None);
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        let bytes = self.file.tensor_bytes_shared(&gguf_name)?;
+        let matrix = QuantizedMatrix::new(&gguf_name, info.dtype, rows, cols, bytes)?;
+        let heads = if !self.permuted_rotary {
+            None
+        } else if gguf_name.ends_with("attn_q.weight") {
+            Some(self.n_heads)
+        } else if gguf_name.ends_with("attn_k.weight") {
+            Some(self.n_kv_heads)
+        } else {
+            None
+        };
+        let Some(heads) = heads else {
+            return Ok(Some(matrix));
+        };
+        if rows != heads * self.head_dim {
+            return Err(ModelError::ShapeMismatch {
+                name: gguf_name,
+                expected: vec![heads * self.head_dim],
+                actual: shape,
+            });
+        }
+        // Output row `hf` reads the GGUF row llama.cpp's permute moved it to.
+        let stored_rows: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+        let order = move_rotary_rows(&stored_rows, heads, self.head_dim, 1, false)
+            .into_iter()
+            .map(|r| r as u32)
+            .collect();
+        let matrix = matrix.with_row_order(order)?;
+        Ok(Some(matrix))
+    }
+
     fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
         let arch = self.architecture.as_str();
         let gguf_name = self
@@ -545,6 +598,13 @@ impl<W: WeightSource> LanguageModelOf<W> {
 }
 
 impl<W: WeightSource> WeightSource for LanguageModelOf<W> {
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>, ModelError> {
+        match self.stored_name(name) {
+            Some(stored) => self.inner.quantized(&stored),
+            None => Ok(None),
+        }
+    }
+
     fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
         match self.stored_name(name) {
             Some(stored) => self.inner.tensor(&stored),
@@ -610,6 +670,11 @@ fn is_norm_weight(name: &str) -> bool {
 }
 
 impl<W: WeightSource> WeightSource for UnitOffsetNorms<W> {
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedMatrix>, ModelError> {
+        // Norm weights are vectors, never stored matrices: nothing to offset here.
+        self.inner.quantized(name)
+    }
+
     fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
         let mut t = self.inner.tensor(name)?;
         if is_norm_weight(name) {

