@@ -213,6 +213,62 @@ fn quantised_tiny_models_track_f32() {
     }
 }
 
+/// The same quantised file loaded both ways: kept as stored (`WeightMode::Quantized`, the
+/// quantised kernels, q/k rows read in llama.cpp's permuted order) and dequantised to f32.
+/// The weights are the same values, so only the 8-bit activations separate them (nothing at
+/// all for F16, which multiplies f32 activations); skipping, the KV cache and residency
+/// behave the same on both.
+#[test]
+fn quantised_weights_kept_as_stored_match_their_dequantised_values() {
+    use pudding_models::{ResidentLlamaLm, WeightMode};
+    let ids: Vec<u32> = (10..30).collect();
+    let dir = tempfile::tempdir().unwrap();
+    for (dtype, tol) in [
+        (GgmlType::Q8_0, 0.05),
+        (GgmlType::Q4_1, 0.05),
+        (GgmlType::F16, 1e-4),
+    ] {
+        let spec = TinyLlamaSpec {
+            matrix_type: dtype,
+            ..Default::default()
+        };
+        let path = dir.path().join(format!("tiny-{dtype}.gguf"));
+        write_tiny_llama_gguf(&spec, &path).unwrap();
+        let exact = LlamaLm::<B>::load(&path, &Default::default()).unwrap();
+        let kept =
+            LlamaLm::<B>::load_with(&path, &Default::default(), WeightMode::Quantized).unwrap();
+        assert_eq!(kept.model().weight_mode(), WeightMode::Quantized);
+        assert!(matches!(
+            kept.model().block(0).unwrap().attn.q.weight,
+            LinearWeight::Quantized(_)
+        ));
+        assert!(kept.model().weight_memory_bytes() < exact.model().weight_memory_bytes());
+        for skip in ["", "1,2"] {
+            let skip = OmissionSet::parse(skip, 4).unwrap();
+            let want = exact.token_logprobs(&ids, &skip).unwrap();
+            let got = kept.token_logprobs(&ids, &skip).unwrap();
+            let diff = max_abs_diff(&want, &got);
+            assert!(diff < tol, "{dtype:?} skip {skip}: {diff}");
+            let config = GenerationConfig {
+                max_new_tokens: 8,
+                ..Default::default()
+            };
+            let cached = kept.generate(&ids, &skip, &config).unwrap();
+            let uncached = kept.greedy_uncached(&ids, &skip, 8).unwrap();
+            assert_eq!(cached.ids, uncached, "{dtype:?} skip {skip}");
+        }
+        // Memory-constrained mode loads the kept blocks as stored too.
+        let skip = OmissionSet::parse("1,2", 4).unwrap();
+        let (resident, _) =
+            ResidentLlamaLm::<B>::open(&path, &skip, &Default::default(), WeightMode::Quantized)
+                .unwrap();
+        assert_eq!(
+            resident.lm().token_logprobs(&ids, &skip).unwrap(),
+            kept.token_logprobs(&ids, &skip).unwrap()
+        );
+    }
+}
+
 /// Scoring several continuations on a shared context (packed in one row after the cached
 /// context) equals scoring each concatenation from scratch, and `is_greedy` matches the argmax.
 #[test]
