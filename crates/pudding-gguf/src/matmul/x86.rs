@@ -6,7 +6,7 @@
 //! giving eight i32 lanes; lanes 0-3 hold values 0-15 and lanes 4-7 values 16-31, so Q6_K's
 //! two scales per 32 are one per half.
 
-use super::scalar::{decode_sub, subs_per_block, SubBlock};
+use super::scalar::subs_per_block;
 use super::{QuantizedActivations, QuantizedMatrix, ACT_BLOCK};
 use crate::dequant::{k_scales, scale_min_k4};
 use crate::GgmlType;
@@ -204,27 +204,57 @@ impl Format for Q6K {
     }
 }
 
-/// Formats without a SIMD decoder of their own (Q5_0, Q5_1): the scalar decoder, packed.
-struct Generic<const TYPE: u32, const SIGNED_: bool>;
-impl<const TYPE: u32, const SIGNED_: bool> Format for Generic<TYPE, SIGNED_> {
+/// 32 bits (little endian at `p`) -> 32 bytes, 16 where the bit is set, else 0.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    let bits = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
+    // Byte i takes bit-byte i / 8, then keeps bit i % 8 of it.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+    _mm256_and_si256(set, _mm256_set1_epi8(16))
+}
+
+struct Q5_0;
+impl Format for Q5_0 {
     const SUBS: usize = 1;
-    const BYTES: usize = if TYPE == 6 { 22 } else { 24 };
-    const SIGNED: bool = SIGNED_;
-    const HAS_MIN: bool = !SIGNED_;
+    const BYTES: usize = 22;
+    const SIGNED: bool = true;
+    const HAS_MIN: bool = false;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn decode(block: *const u8, j: usize) -> Sub {
-        let dtype = GgmlType::from_id(TYPE).expect("known type");
-        let bytes = std::slice::from_raw_parts(block, dtype.bytes_per_block());
-        let SubBlock { q, scale, min } = decode_sub(dtype, bytes, j);
-        let mut packed = [0i8; 32];
-        for (p, v) in packed.iter_mut().zip(q) {
-            *p = v as i8;
-        }
+    unsafe fn decode(block: *const u8, _: usize) -> Sub {
+        let q = _mm256_or_si256(nibbles(block.add(6)), fifth_bits(block.add(2)));
         Sub {
-            w: _mm256_loadu_si256(packed.as_ptr() as *const __m256i),
-            scale: _mm256_set_m128(_mm_set1_ps(scale[1]), _mm_set1_ps(scale[0])),
-            min,
+            w: _mm256_sub_epi8(q, _mm256_set1_epi8(16)),
+            scale: _mm256_set1_ps(f16_at(block)),
+            min: 0.0,
+        }
+    }
+}
+
+struct Q5_1;
+impl Format for Q5_1 {
+    const SUBS: usize = 1;
+    const BYTES: usize = 24;
+    const SIGNED: bool = false;
+    const HAS_MIN: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: *const u8, _: usize) -> Sub {
+        Sub {
+            w: _mm256_or_si256(nibbles(block.add(8)), fifth_bits(block.add(4))),
+            scale: _mm256_set1_ps(f16_at(block)),
+            min: f16_at(block.add(2)),
         }
     }
 }
@@ -363,8 +393,8 @@ pub(crate) unsafe fn int_rows(
         GgmlType::Q4_K => rows_of::<Q4K>(m, rows, a, out),
         GgmlType::Q5_K => rows_of::<Q5K>(m, rows, a, out),
         GgmlType::Q6_K => rows_of::<Q6K>(m, rows, a, out),
-        GgmlType::Q5_0 => rows_of::<Generic<6, true>>(m, rows, a, out),
-        GgmlType::Q5_1 => rows_of::<Generic<7, false>>(m, rows, a, out),
+        GgmlType::Q5_0 => rows_of::<Q5_0>(m, rows, a, out),
+        GgmlType::Q5_1 => rows_of::<Q5_1>(m, rows, a, out),
         other => unreachable!("no integer kernel for {other}"),
     }
 }
