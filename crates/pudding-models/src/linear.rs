@@ -124,30 +124,9 @@ pub fn dequantized<B: Backend>(m: &QuantizedMatrix, device: &B::Device) -> Tenso
 /// `x` `[n, cols]` times the transpose of `m` (`[rows, cols]`) -> `[n, rows]`, in `x`'s float
 /// type, on `x`'s device, through the quantised CPU kernels.
 pub fn quantized_matmul<B: Backend>(x: Tensor<B, 2>, m: &QuantizedMatrix) -> Tensor<B, 2> {
-    let [n, cols] = x.dims();
-    assert_eq!(
-        cols,
-        m.cols(),
-        "input width {cols} does not match `{}` ({} columns); the model checks shapes at load",
-        m.name(),
-        m.cols()
-    );
-    let dtype = x.dtype();
-    let device = x.device();
-    let values: Vec<f32> = x
-        .cast(FloatDType::F32)
-        .into_data()
-        .into_vec::<f32>()
-        .expect("an f32 tensor reads back as f32");
-    let y = m
-        .matmul(&values)
-        .expect("input shape checked above, matrix checked at load");
-    let y = Tensor::<B, 2>::from_data(TensorData::new(y, [n, m.rows()]), &device);
-    match dtype {
-        DType::F16 => y.cast(FloatDType::F16),
-        DType::BF16 => y.cast(FloatDType::BF16),
-        _ => y,
-    }
+    quantized_matmul_group(x, &[m])
+        .pop()
+        .expect("one product per matrix")
 }
 
 /// `x` `[n, cols]` times every matrix of `mats` (transposed), sharing one quantisation of
@@ -156,7 +135,15 @@ pub fn quantized_matmul_group<B: Backend>(
     x: Tensor<B, 2>,
     mats: &[&QuantizedMatrix],
 ) -> Vec<Tensor<B, 2>> {
-    let [n, _] = x.dims();
+    let [n, cols] = x.dims();
+    if let Some(m) = mats.iter().find(|m| m.cols() != cols) {
+        panic!(
+            "input width {cols} does not match `{}` ({} columns); the model checks shapes \
+             at load",
+            m.name(),
+            m.cols()
+        );
+    }
     let dtype = x.dtype();
     let device = x.device();
     let values: Vec<f32> = x
@@ -164,19 +151,26 @@ pub fn quantized_matmul_group<B: Backend>(
         .into_data()
         .into_vec::<f32>()
         .expect("an f32 tensor reads back as f32");
-    let ys = pudding_gguf::matmul_group(mats, &values)
-        .expect("the model checks every projection's shape at load");
+    let ys = pudding_gguf::matmul_group(mats, &values).expect("input widths checked above");
     mats.iter()
         .zip(ys)
-        .map(|(m, y)| {
-            let y = Tensor::<B, 2>::from_data(TensorData::new(y, [n, m.rows()]), &device);
-            match dtype {
-                DType::F16 => y.cast(FloatDType::F16),
-                DType::BF16 => y.cast(FloatDType::BF16),
-                _ => y,
-            }
-        })
+        .map(|(m, y)| from_host(y, [n, m.rows()], dtype, &device))
         .collect()
+}
+
+/// Host `f32` values of shape `shape` as a tensor of float type `dtype` on `device`.
+fn from_host<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    dtype: DType,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let t = Tensor::<B, D>::from_data(TensorData::new(values, shape), device);
+    match dtype {
+        DType::F16 => t.cast(FloatDType::F16),
+        DType::BF16 => t.cast(FloatDType::BF16),
+        _ => t,
+    }
 }
 
 /// `x` `[n, in]` times each weight: one product per weight, `[n, out_i]`. When every weight
@@ -228,12 +222,7 @@ impl<B: Backend> Embedding<B> {
                 let rows = m
                     .dequantize_rows(&ids)
                     .expect("token ids are checked against the vocabulary before a forward");
-                let x = Tensor::<B, 3>::from_data(TensorData::new(rows, [b, s, m.cols()]), &device);
-                match dtype {
-                    DType::F16 => x.cast(FloatDType::F16),
-                    DType::BF16 => x.cast(FloatDType::BF16),
-                    _ => x,
-                }
+                from_host(rows, [b, s, m.cols()], dtype, &device)
             }
         }
     }

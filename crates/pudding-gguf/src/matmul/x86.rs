@@ -119,6 +119,20 @@ unsafe fn k_scale_min(block: *const u8, j: usize) -> (f32, f32) {
     )
 }
 
+/// The 4-bit values of K-quant sub-block `j` from `qs`: sub-blocks `2c` and `2c + 1` are
+/// the low and high nibbles of the same 32 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn k_nibbles(qs: *const u8, j: usize) -> __m256i {
+    let q = _mm256_loadu_si256(qs.add(32 * (j / 2)) as *const __m256i);
+    let q = if j.is_multiple_of(2) {
+        q
+    } else {
+        _mm256_srli_epi16(q, 4)
+    };
+    _mm256_and_si256(q, _mm256_set1_epi8(0x0F))
+}
+
 struct Q4K;
 impl Format for Q4K {
     const SUBS: usize = 8;
@@ -128,15 +142,9 @@ impl Format for Q4K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: *const u8, j: usize) -> Sub {
-        let q = _mm256_loadu_si256(block.add(16 + 32 * (j / 2)) as *const __m256i);
-        let q = if j.is_multiple_of(2) {
-            q
-        } else {
-            _mm256_srli_epi16(q, 4)
-        };
         let (s, min) = k_scale_min(block, j);
         Sub {
-            w: _mm256_and_si256(q, _mm256_set1_epi8(0x0F)),
+            w: k_nibbles(block.add(16), j),
             scale: _mm256_set1_ps(s),
             min,
         }
@@ -152,13 +160,7 @@ impl Format for Q5K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: *const u8, j: usize) -> Sub {
-        let q = _mm256_loadu_si256(block.add(48 + 32 * (j / 2)) as *const __m256i);
-        let q = if j.is_multiple_of(2) {
-            q
-        } else {
-            _mm256_srli_epi16(q, 4)
-        };
-        let low = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+        let low = k_nibbles(block.add(48), j);
         let qh = _mm256_loadu_si256(block.add(16) as *const __m256i);
         let bit = _mm256_set1_epi8((1u8 << j) as i8);
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
