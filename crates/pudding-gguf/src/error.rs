@@ -120,7 +120,7 @@ pub enum GgufError {
         dtype: GgmlType,
     },
 
-    /// Invalid arguments to [`GgufWriter`] or to the raw (de)quantisation functions.
+    /// Invalid arguments to [`GgufWriter`](crate::GgufWriter) or to the raw (de)quantisation functions.
     #[error("invalid input: {0}; fix the caller")]
     InvalidInput(String),
 }

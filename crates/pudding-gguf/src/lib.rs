@@ -2,7 +2,7 @@
 //!
 //! GGUF (v2/v3) model files without a deep-learning framework: a bounds-checked reader over
 //! a read-only memory map ([`reader`]), the ggml block formats ([`dequant`] to `f32`,
-//! [`quantize`] from it), the quantised matrix products that run on the stored blocks
+//! [`quantize`](mod@quantize) from it), the quantised matrix products that run on the stored blocks
 //! ([`matmul`]: SIMD and multi-threaded, with the activations quantised per block of 32), and
 //! a small writer used to build test models ([`writer`]).
 //!

@@ -260,7 +260,7 @@ impl GgmlType {
         }
     }
 
-    /// Whether [`dequantize_into`] / [`GgufFile::dequantize`] support this type.
+    /// Whether [`dequantize_into`](crate::dequantize_into) / [`GgufFile::dequantize`](crate::GgufFile::dequantize) support this type.
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
         matches!(
@@ -269,7 +269,7 @@ impl GgmlType {
         )
     }
 
-    /// Whether [`quantize`] / [`GgufWriter::add_tensor`] can produce this type.
+    /// Whether [`quantize`](crate::quantize()) / [`GgufWriter::add_tensor`](crate::GgufWriter::add_tensor) can produce this type.
     pub fn can_quantize(self) -> bool {
         use GgmlType::*;
         matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1)

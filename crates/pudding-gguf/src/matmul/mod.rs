@@ -196,7 +196,7 @@ impl QuantizedMatrix {
     }
 
     /// Quantises a row-major `[rows, cols]` `f32` matrix to `dtype` (tests, benchmarks and
-    /// random models; the formats of [`crate::quantize`]).
+    /// random models; the formats of [`crate::quantize()`]).
     pub fn quantize_f32(
         name: &str,
         dtype: GgmlType,
