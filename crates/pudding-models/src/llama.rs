@@ -965,20 +965,28 @@ impl BlockNormNames {
 impl<B: Backend> Block<B> {
     /// Number of parameters of this block.
     pub fn param_count(&self) -> usize {
-        let proj =
-            |p: &Projection<B>| p.weight.param_count() + p.bias.as_ref().map_or(0, |b| b.dims()[0]);
-        proj(&self.attn.q)
-            + proj(&self.attn.k)
-            + proj(&self.attn.v)
-            + proj(&self.attn.o)
-            + proj(&self.mlp.gate)
-            + proj(&self.mlp.up)
-            + proj(&self.mlp.down)
+        self.projections()
+            .iter()
+            .map(|(_, p)| p.weight.param_count() + p.bias.as_ref().map_or(0, |b| b.dims()[0]))
+            .sum::<usize>()
             + self
                 .norms()
                 .iter()
                 .map(|(_, n)| n.weight.dims()[0])
                 .sum::<usize>()
+    }
+
+    /// The seven projections with their HF weight names, in a fixed order.
+    pub fn projections(&self) -> [(&'static str, &Projection<B>); 7] {
+        [
+            ("self_attn.q_proj.weight", &self.attn.q),
+            ("self_attn.k_proj.weight", &self.attn.k),
+            ("self_attn.v_proj.weight", &self.attn.v),
+            ("self_attn.o_proj.weight", &self.attn.o),
+            ("mlp.gate_proj.weight", &self.mlp.gate),
+            ("mlp.up_proj.weight", &self.mlp.up),
+            ("mlp.down_proj.weight", &self.mlp.down),
+        ]
     }
 
     /// Every norm of the block with its HF name suffix, in a fixed order.
@@ -1015,16 +1023,11 @@ impl<B: Backend> Block<B> {
         Vec<(&'static str, Tensor<B, 1>)>,
     ) {
         let device = self.attn_norm.weight.device();
-        let dense = |p: &Projection<B>| p.weight.to_dense(&device);
-        let matrices = vec![
-            ("self_attn.q_proj.weight", dense(&self.attn.q)),
-            ("self_attn.k_proj.weight", dense(&self.attn.k)),
-            ("self_attn.v_proj.weight", dense(&self.attn.v)),
-            ("self_attn.o_proj.weight", dense(&self.attn.o)),
-            ("mlp.gate_proj.weight", dense(&self.mlp.gate)),
-            ("mlp.up_proj.weight", dense(&self.mlp.up)),
-            ("mlp.down_proj.weight", dense(&self.mlp.down)),
-        ];
+        let matrices = self
+            .projections()
+            .into_iter()
+            .map(|(name, p)| (name, p.weight.to_dense(&device)))
+            .collect();
         let mut vectors: Vec<(&'static str, Tensor<B, 1>)> = self
             .norms()
             .into_iter()
@@ -1379,20 +1382,8 @@ impl<B: Backend> LlamaModel<B> {
             .blocks
             .iter()
             .flatten()
-            .map(|b| {
-                [
-                    &b.attn.q,
-                    &b.attn.k,
-                    &b.attn.v,
-                    &b.attn.o,
-                    &b.mlp.gate,
-                    &b.mlp.up,
-                    &b.mlp.down,
-                ]
-                .iter()
-                .map(|p| p.weight.memory_bytes())
-                .sum::<usize>()
-            })
+            .flat_map(|b| b.projections())
+            .map(|(_, p)| p.weight.memory_bytes())
             .sum();
         blocks
             + self.embed.memory_bytes()

@@ -170,24 +170,25 @@ fn move_rotary_rows(
     cols: usize,
     to_gguf: bool,
 ) -> Vec<f32> {
-    let half = head_dim / 2;
     let mut out = vec![0.0f32; data.len()];
-    for h in 0..n_heads {
-        for part in 0..2 {
-            for i in 0..half {
-                let hf_row = h * head_dim + part * half + i;
-                let gguf_row = h * head_dim + 2 * i + part;
-                let (from, to) = if to_gguf {
-                    (hf_row, gguf_row)
-                } else {
-                    (gguf_row, hf_row)
-                };
-                out[to * cols..(to + 1) * cols]
-                    .copy_from_slice(&data[from * cols..(from + 1) * cols]);
-            }
-        }
+    for hf_row in 0..n_heads * head_dim {
+        let gguf_row = gguf_rotary_row(hf_row, head_dim);
+        let (from, to) = if to_gguf {
+            (hf_row, gguf_row)
+        } else {
+            (gguf_row, hf_row)
+        };
+        out[to * cols..(to + 1) * cols].copy_from_slice(&data[from * cols..(from + 1) * cols]);
     }
     out
+}
+
+/// The GGUF row holding HF query/key row `hf_row` (heads of `head_dim` rows; see
+/// [`unpermute_rotary_rows`]).
+fn gguf_rotary_row(hf_row: usize, head_dim: usize) -> usize {
+    let (head, within) = (hf_row / head_dim, hf_row % head_dim);
+    let (part, i) = (within / (head_dim / 2), within % (head_dim / 2));
+    head * head_dim + 2 * i + part
 }
 
 /// Undoes llama.cpp's `permute` of query/key projection rows (GGUF -> HF layout). `data`
@@ -243,6 +244,37 @@ impl GgufWeights {
     fn gguf_name(&self, hf_name: &str) -> Option<String> {
         hf_to_gguf_name_for(hf_name, self.sandwich_norms)
     }
+
+    /// The head count of a query/key weight or bias whose rows llama.cpp permuted (`None`
+    /// for every other tensor, and for architectures it does not permute), checked against
+    /// the tensor's row count `rows`.
+    fn permuted_heads(
+        &self,
+        gguf_name: &str,
+        shape: &[usize],
+    ) -> Result<Option<usize>, ModelError> {
+        let is = |part: &str| {
+            gguf_name.ends_with(&format!("{part}.weight"))
+                || gguf_name.ends_with(&format!("{part}.bias"))
+        };
+        let heads = if !self.permuted_rotary {
+            return Ok(None);
+        } else if is("attn_q") {
+            self.n_heads
+        } else if is("attn_k") {
+            self.n_kv_heads
+        } else {
+            return Ok(None);
+        };
+        if shape.first().copied().unwrap_or(0) != heads * self.head_dim {
+            return Err(ModelError::ShapeMismatch {
+                name: gguf_name.to_string(),
+                expected: vec![heads * self.head_dim],
+                actual: shape.to_vec(),
+            });
+        }
+        Ok(Some(heads))
+    }
 }
 
 impl WeightSource for GgufWeights {
@@ -262,33 +294,14 @@ impl WeightSource for GgufWeights {
         let (rows, cols) = (shape[0], shape[1]);
         let bytes = self.file.tensor_bytes_shared(&gguf_name)?;
         let matrix = QuantizedMatrix::new(&gguf_name, info.dtype, rows, cols, bytes)?;
-        let heads = if !self.permuted_rotary {
-            None
-        } else if gguf_name.ends_with("attn_q.weight") {
-            Some(self.n_heads)
-        } else if gguf_name.ends_with("attn_k.weight") {
-            Some(self.n_kv_heads)
-        } else {
-            None
-        };
-        let Some(heads) = heads else {
+        if self.permuted_heads(&gguf_name, &shape)?.is_none() {
             return Ok(Some(matrix));
-        };
-        if rows != heads * self.head_dim {
-            return Err(ModelError::ShapeMismatch {
-                name: gguf_name,
-                expected: vec![heads * self.head_dim],
-                actual: shape,
-            });
         }
         // Output row `hf` reads the GGUF row llama.cpp's permute moved it to.
-        let stored_rows: Vec<f32> = (0..rows).map(|r| r as f32).collect();
-        let order = move_rotary_rows(&stored_rows, heads, self.head_dim, 1, false)
-            .into_iter()
-            .map(|r| r as u32)
+        let order = (0..rows)
+            .map(|hf_row| gguf_rotary_row(hf_row, self.head_dim) as u32)
             .collect();
-        let matrix = matrix.with_row_order(order)?;
-        Ok(Some(matrix))
+        Ok(Some(matrix.with_row_order(order)?))
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor, ModelError> {
@@ -308,28 +321,9 @@ impl WeightSource for GgufWeights {
             })?;
         let shape = info.shape_row_major();
         let mut data = self.file.dequantize(&gguf_name)?;
-        if self.permuted_rotary {
-            let heads = if gguf_name.ends_with("attn_q.weight")
-                || gguf_name.ends_with("attn_q.bias")
-            {
-                Some(self.n_heads)
-            } else if gguf_name.ends_with("attn_k.weight") || gguf_name.ends_with("attn_k.bias") {
-                Some(self.n_kv_heads)
-            } else {
-                None
-            };
-            if let Some(heads) = heads {
-                let rows = shape.first().copied().unwrap_or(0);
-                if rows != heads * self.head_dim {
-                    return Err(ModelError::ShapeMismatch {
-                        name: gguf_name,
-                        expected: vec![heads * self.head_dim],
-                        actual: shape,
-                    });
-                }
-                let cols = data.len() / rows.max(1);
-                data = unpermute_rotary_rows(&data, heads, self.head_dim, cols);
-            }
+        if let Some(heads) = self.permuted_heads(&gguf_name, &shape)? {
+            let cols = data.len() / shape[0].max(1);
+            data = unpermute_rotary_rows(&data, heads, self.head_dim, cols);
         }
         Ok(HostTensor { shape, data })
     }
