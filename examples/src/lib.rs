@@ -5,6 +5,7 @@ pub mod backend;
 pub mod commands;
 pub mod default_router;
 pub mod e2e_report;
+pub mod export_command;
 pub mod reproduce;
 pub mod router_commands;
 pub mod shape_bench;

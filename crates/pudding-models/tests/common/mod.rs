@@ -129,3 +129,30 @@ pub fn check_greedy(lm: &LlamaLm<B>, cases: &[GreedyCase], min_gap: f32) {
         assert_eq!(cached.ids, case.greedy, "skip {:?}", case.skip);
     }
 }
+
+/// The Python of a venv under `$PUDDING_HOME/venvs/<name>` with `packages` installed from
+/// PyPI (made on first use, reused after), for the independent readers in
+/// `scripts/reference/`.
+pub fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
+    let dir = pudding_models::assets::pudding_home()
+        .join("venvs")
+        .join(name);
+    let python = dir.join("bin").join("python");
+    let ready = dir.join(".installed");
+    if !ready.exists() {
+        let status = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(status.success(), "python3 -m venv {}", dir.display());
+        let status = std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages)
+            .status()
+            .expect("pip install");
+        assert!(status.success(), "pip install {packages:?}");
+        std::fs::write(&ready, packages.join("\n")).unwrap();
+    }
+    python
+}
