@@ -251,6 +251,14 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         };
+        // Opening a FIFO or a device would block or read forever: only regular files
+        // (symbolic links followed) are opened.
+        if !std::fs::metadata(path).map_err(io_err)?.is_file() {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a GGUF model is a file)",
+            )));
+        }
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         if len == 0 {

@@ -1,12 +1,27 @@
 //! Chat templates: a checkpoint's Jinja `chat_template` rendered the way Hugging Face's
 //! `apply_chat_template` does (variables `messages`, `add_generation_prompt`,
 //! `bos_token`, `eos_token`; `raise_exception` available to the template).
+//!
+//! A template comes from a downloaded file and is executed, so it runs under limits: at
+//! most [`CHAT_TEMPLATE_FUEL`] instructions, [`CHAT_TEMPLATE_RECURSION`] nested calls and
+//! [`MAX_RENDERED_CHAT_BYTES`] of output; past one, rendering stops with
+//! [`ModelError::LimitExceeded`] naming it.
 
 use crate::ModelError;
 use minijinja::{context, Environment, Error, ErrorKind};
 
+/// The most template instructions one rendering may run (real chat templates run a few
+/// hundred per message; nested loops over large ranges run out).
+pub const CHAT_TEMPLATE_FUEL: u64 = 2_000_000;
+/// The deepest nesting of macro calls and includes in a template.
+pub const CHAT_TEMPLATE_RECURSION: usize = 64;
+/// The most bytes a rendered chat prompt may have (far above any model's context).
+pub const MAX_RENDERED_CHAT_BYTES: usize = 16 << 20;
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
+    env.set_recursion_limit(CHAT_TEMPLATE_RECURSION);
     env.add_function(
         "raise_exception",
         |message: String| -> Result<String, Error> {
@@ -37,13 +52,51 @@ pub fn render_user_turn(
 ) -> Result<String, ModelError> {
     let env = environment();
     let tmpl = env.template_from_str(template).map_err(template_error)?;
-    tmpl.render(context! {
-        messages => vec![context! { role => "user", content => user }],
-        add_generation_prompt => true,
-        bos_token => bos_token,
-        eos_token => eos_token,
-    })
-    .map_err(template_error)
+    let mut out = CappedOutput::default();
+    let rendered = tmpl.render_captured_to(
+        context! {
+            messages => vec![context! { role => "user", content => user }],
+            add_generation_prompt => true,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        },
+        &mut out,
+    );
+    match rendered {
+        Ok(_) => String::from_utf8(out.bytes)
+            .map_err(|_| ModelError::Tokenizer("chat template: output is not UTF-8".into())),
+        Err(_) if out.overflowed => Err(ModelError::LimitExceeded {
+            what: "rendered chat prompt bytes (MAX_RENDERED_CHAT_BYTES)",
+            limit: MAX_RENDERED_CHAT_BYTES as u64,
+        }),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(ModelError::LimitExceeded {
+            what: "chat template instructions (CHAT_TEMPLATE_FUEL)",
+            limit: CHAT_TEMPLATE_FUEL,
+        }),
+        Err(e) => Err(template_error(e)),
+    }
+}
+
+/// A sink that refuses to grow past [`MAX_RENDERED_CHAT_BYTES`].
+#[derive(Default)]
+struct CappedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_CHAT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered chat prompt too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +131,28 @@ mod tests {
         );
         assert!(check_template("{% for %}").is_err());
         assert!(check_template(SMOLLM2).is_ok());
+    }
+
+    /// Hostile templates stop at a named limit, quickly, instead of hanging or exhausting
+    /// memory.
+    #[test]
+    fn hostile_templates_stop_at_a_named_limit() {
+        let started = std::time::Instant::now();
+        let nested =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        match render_user_turn(nested, "x", "", "") {
+            Err(ModelError::LimitExceeded { what, .. }) => assert!(what.contains("FUEL"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        let huge = "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}";
+        match render_user_turn(huge, "x", "", "") {
+            Err(ModelError::LimitExceeded { what, .. }) => {
+                assert!(what.contains("MAX_RENDERED_CHAT_BYTES"), "{what}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let deep = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        assert!(render_user_turn(deep, "x", "", "").is_err());
+        assert!(started.elapsed().as_secs() < 60);
     }
 }

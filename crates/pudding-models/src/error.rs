@@ -113,6 +113,15 @@ pub enum ModelError {
     /// Fetching an asset failed.
     #[error("asset fetch failed: {0}")]
     Fetch(String),
+    /// Untrusted input went past one of pudding's named limits (a constant, given by
+    /// name in `what`).
+    #[error("limit exceeded: {what} is at most {limit}")]
+    LimitExceeded {
+        /// The quantity and the constant that bounds it.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// A pruned export was refused (output equal to the input, per-block metadata that
     /// cannot be adjusted, a set for another model, ...).
     #[error("export refused: {0}")]

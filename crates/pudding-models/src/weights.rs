@@ -383,8 +383,18 @@ impl WeightSource for GgufWeights {
 pub struct SafetensorsWeights {
     /// (path, mmap) of each shard.
     shards: Vec<(PathBuf, Mmap)>,
-    /// HF tensor name -> shard index.
-    index: BTreeMap<String, usize>,
+    /// HF tensor name -> where it is. Each header is parsed once, at open: reading a
+    /// tensor then costs no parsing (a file of many small tensors loads in linear time).
+    index: BTreeMap<String, StoredTensor>,
+}
+
+/// A tensor's place in a shard, from the shard's validated header.
+struct StoredTensor {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte range in the shard file (header offsets plus the header's length).
+    range: std::ops::Range<usize>,
 }
 
 impl SafetensorsWeights {
@@ -446,13 +456,28 @@ impl SafetensorsWeights {
                 path: path.clone(),
                 source,
             })?;
-            let parsed = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+            // `deserialize` validates the header against the file (offsets in bounds,
+            // contiguous, sizes matching dtypes and shapes); the tensors' places are then
+            // kept so that no later read parses the header again.
+            SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            for name in parsed.names() {
-                if let Some(first) = index.insert(name.to_string(), shards.len()) {
-                    let first: &(PathBuf, Mmap) = &shards[first];
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Safetensors {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let data_start = 8 + header_len;
+            for (name, info) in metadata.tensors() {
+                let stored = StoredTensor {
+                    shard: shards.len(),
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    range: data_start + info.data_offsets.0..data_start + info.data_offsets.1,
+                };
+                if let Some(first) = index.insert(name.clone(), stored) {
+                    let first: &(PathBuf, Mmap) = &shards[first.shard];
                     return Err(ModelError::Safetensors {
                         path: path.clone(),
                         reason: format!(
@@ -467,13 +492,11 @@ impl SafetensorsWeights {
         Ok(Self { shards, index })
     }
 
-    fn view(&self, name: &str) -> Option<(&Path, SafeTensors<'_>)> {
-        let shard = *self.index.get(name)?;
-        let (path, mmap) = &self.shards[shard];
-        // Headers were validated in `open_dir`.
-        SafeTensors::deserialize(mmap)
-            .ok()
-            .map(|st| (path.as_path(), st))
+    /// Tensor `name`'s dtype, shape and stored bytes.
+    fn view(&self, name: &str) -> Option<(Dtype, &[usize], &[u8])> {
+        let stored = self.index.get(name)?;
+        let (_, mmap) = &self.shards[stored.shard];
+        Some((stored.dtype, &stored.shape, &mmap[stored.range.clone()]))
     }
 }
 
@@ -507,14 +530,10 @@ impl WeightSource for SafetensorsWeights {
             name: name.to_string(),
             arch: "llama-family".into(),
         };
-        let (path, st) = self.view(name).ok_or_else(missing)?;
-        let view = st.tensor(name).map_err(|e| ModelError::Safetensors {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let data = convert_to_f32(name, view.dtype(), view.data())?;
+        let (dtype, shape, bytes) = self.view(name).ok_or_else(missing)?;
+        let data = convert_to_f32(name, dtype, bytes)?;
         Ok(HostTensor {
-            shape: view.shape().to_vec(),
+            shape: shape.to_vec(),
             data,
         })
     }
@@ -534,15 +553,8 @@ impl WeightSource for SafetensorsWeights {
     fn fingerprint(&self, config: &LlamaConfig) -> ModelFingerprint {
         let mut builder = fingerprint_builder(config);
         for name in self.index.keys() {
-            if let Some((_, st)) = self.view(name) {
-                if let Ok(view) = st.tensor(name) {
-                    builder.add_tensor(
-                        name,
-                        view.shape(),
-                        &format!("{:?}", view.dtype()),
-                        view.data(),
-                    );
-                }
+            if let Some((dtype, shape, bytes)) = self.view(name) {
+                builder.add_tensor(name, shape, &format!("{dtype:?}"), bytes);
             }
         }
         builder.finish()

@@ -393,3 +393,43 @@ fn a_block_tensor_the_model_does_not_read_is_refused() {
     extra_shard(&hf, "model.layers.1.self_attn.rotary_emb.inv_freq");
     assert!(load(&hf).is_ok());
 }
+
+/// A safetensors file of many tiny tensors (a hostile or odd checkpoint) is indexed once:
+/// opening it and reading every tensor is linear in the file, where parsing the header
+/// again per tensor took minutes for 20,000 tensors.
+#[test]
+fn a_safetensors_file_of_many_tensors_parses_its_header_once() {
+    use pudding_models::weights::{SafetensorsWeights, WeightSource};
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<[u8; 4]> = (0..20_000).map(|i| (i as f32).to_le_bytes()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], b).unwrap();
+            (format!("t.{i}"), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    let weights = SafetensorsWeights::open_dir(dir.path()).unwrap();
+    for i in (0..20_000).step_by(7) {
+        assert_eq!(weights.tensor(&format!("t.{i}")).unwrap().data, [i as f32]);
+    }
+}
+
+/// `--model` naming a FIFO (or a device) is refused instead of blocking in `open`.
+#[test]
+fn a_fifo_is_not_opened_as_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.gguf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = load(&fifo).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    let err = load(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}

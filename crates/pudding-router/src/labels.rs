@@ -9,7 +9,7 @@ use pudding_eval::runner::gold_mean_loglikelihoods;
 use pudding_eval::tasks::TaskItem;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 /// What text the router reads for a training row or at inference.
@@ -75,6 +75,31 @@ pub fn item_label<L: SkippableLm>(
         .collect())
 }
 
+/// Reads only the first line of a labels file, its header; errors when the file does not
+/// start with one.
+pub fn read_labels_header(path: &Path) -> Result<LabelsHeader, RouterError> {
+    let file = std::fs::File::open(path).map_err(|source| pudding_core::CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let malformed = |reason: String| RouterError::Malformed {
+        what: "labels file",
+        path: path.display().to_string(),
+        line: 1,
+        reason: format!("{reason} (not a labels file: its first line must be the header)"),
+    };
+    // A header is a short line; a file whose first line runs on is not a labels file.
+    let mut first = String::new();
+    std::io::BufReader::new(file)
+        .take(MAX_HEADER_BYTES)
+        .read_line(&mut first)
+        .map_err(|e| malformed(e.to_string()))?;
+    serde_json::from_str(first.trim_end()).map_err(|e| malformed(e.to_string()))
+}
+
+/// The longest first line [`read_labels_header`] reads.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
 /// Reads a labels file (header + rows), with the line of any malformed row.
 pub fn read_labels(path: &Path) -> Result<Labels, RouterError> {
     let file = std::fs::File::open(path).map_err(|source| pudding_core::CoreError::Io {
@@ -132,14 +157,16 @@ pub fn generate_labels<L: SkippableLm>(
     };
     let mut done: HashSet<(String, usize)> = HashSet::new();
     if out.exists() {
-        drop_partial_last_line(out)?;
-        let existing = read_labels(out)?;
-        if existing.header != header {
+        // The header is checked before anything is cut: a file that is not a labels file
+        // for this pool (a text file, the pool itself given as --out) is left untouched.
+        if read_labels_header(out)? != header {
             return Err(RouterError::Mismatch(format!(
                 "labels file {} was made for another pool or input mode",
                 out.display()
             )));
         }
+        drop_partial_last_line(out)?;
+        let existing = read_labels(out)?;
         done.extend(existing.rows.iter().map(|r| (r.task.clone(), r.doc_id)));
     } else {
         let line =

@@ -365,4 +365,37 @@ fn labels_resume_and_reject_another_pool() {
         &mut |_, _| {}
     )
     .is_err());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        before,
+        "left untouched"
+    );
+
+    // A file that is not a labels file (text, or the pool itself given as --out) is
+    // refused before anything is cut from it, however often the command is run.
+    let pool_path = dir.path().join("pool.json");
+    pool.save(&pool_path).unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(
+        &notes,
+        "first line\nsecond line\nthird line without newline",
+    )
+    .unwrap();
+    for path in [&pool_path, &notes] {
+        let before = std::fs::read(path).unwrap();
+        for _ in 0..2 {
+            let err = generate_labels(
+                &lm,
+                &pool,
+                &items[..1],
+                RouterInput::Prompt,
+                path,
+                &mut |_, _| {},
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("not a labels file"), "{err}");
+        }
+        assert_eq!(std::fs::read(path).unwrap(), before, "{}", path.display());
+    }
+    CandidatePool::load(&pool_path).unwrap();
 }
