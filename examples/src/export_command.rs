@@ -2,8 +2,7 @@
 //! candidate a labels file prefers for a task), then [`pudding_models::export`].
 
 use pudding_core::{CandidatePool, OmissionSet};
-use pudding_models::export::{export_pruned, ExportReport};
-use pudding_models::lm::Checkpoint;
+use pudding_models::export::{ExportReport, ExportSource};
 use pudding_models::ModelError;
 use pudding_router::labels::read_labels;
 use std::path::{Path, PathBuf};
@@ -59,12 +58,13 @@ pub fn export_command(
     selection: &ExportSelection,
     out: &Path,
 ) -> Result<(OmissionSet, ExportReport), ExportCommandError> {
-    let checkpoint = Checkpoint::open(model)?;
-    let n_blocks = checkpoint.config.n_blocks;
+    // Opened and fingerprinted once: for the pool checks and for the export.
+    let source = ExportSource::open(model)?;
+    let n_blocks = source.checkpoint().config.n_blocks;
     let set = match selection {
         ExportSelection::Skip(text) => OmissionSet::parse(text, n_blocks)?,
         ExportSelection::Candidate { pool, index } => {
-            let pool = load_pool_for(pool, &checkpoint)?;
+            let pool = load_pool_for(pool, &source)?;
             pool.candidates
                 .get(*index)
                 .map(|c| c.set.clone())
@@ -76,23 +76,18 @@ pub fn export_command(
                 })?
         }
         ExportSelection::Task { pool, labels, task } => {
-            let pool_file = pool;
-            let pool = load_pool_for(pool_file, &checkpoint)?;
+            let pool = load_pool_for(pool, &source)?;
             let index = preferred_candidate(&pool, labels, task)?;
             pool.candidates[index].set.clone()
         }
     };
-    drop(checkpoint);
-    let report = export_pruned(model, &set, out)?;
+    let report = source.export(&set, out)?;
     Ok((set, report))
 }
 
-fn load_pool_for(
-    path: &Path,
-    checkpoint: &Checkpoint,
-) -> Result<CandidatePool, ExportCommandError> {
+fn load_pool_for(path: &Path, source: &ExportSource) -> Result<CandidatePool, ExportCommandError> {
     let pool = CandidatePool::load(path)?;
-    pool.check_model(&checkpoint.weights.fingerprint(&checkpoint.config))?;
+    pool.check_model(source.fingerprint())?;
     Ok(pool)
 }
 

@@ -1,12 +1,12 @@
 //! Pruned copies of a checkpoint: the model with some blocks removed, written in the
 //! input's format so that other engines (llama.cpp, transformers, vLLM) run it.
 //!
-//! - GGUF in, GGUF out ([`export_gguf`]): kept blocks renumbered `blk.0..`, tensors copied
+//! - GGUF in, GGUF out: kept blocks renumbered `blk.0..`, tensors copied
 //!   as stored (no re-quantisation), `<arch>.block_count` and every per-block metadata
 //!   array cut to the kept blocks, Gemma 3's sliding-window pattern written per block, the
 //!   tokenizer and chat template kept, and `general.pudding.*` keys naming what was removed
 //!   from which model.
-//! - Hugging Face directory in, directory out ([`export_hf_dir`]): safetensors (sharded as
+//! - Hugging Face directory in, directory out: safetensors (sharded as
 //!   the input was), `config.json` with `num_hidden_layers`, `layer_types` and Qwen2's
 //!   `max_window_layers` adjusted, every other top-level file (tokenizer, generation
 //!   config) copied.
@@ -18,6 +18,7 @@
 use crate::config::LlamaConfig;
 use crate::gguf::{GgufFile, GgufValue, GgufValueType, GgufWriter};
 use crate::lm::Checkpoint;
+use crate::weights::safetensors_shard_paths;
 use crate::ModelError;
 use pudding_core::{ModelFingerprint, OmissionSet};
 use safetensors::tensor::TensorView;
@@ -74,41 +75,78 @@ pub struct ExportReport {
 
 /// Writes `input` (a `.gguf` file or a Hugging Face directory) with the blocks of `removed`
 /// taken out to `out`, in the input's format. `removed` must be a set for the input's
-/// block count. Returns what was written.
+/// block count. Returns what was written. ([`ExportSource::open`] then
+/// [`ExportSource::export`].)
 pub fn export_pruned(
     input: &Path,
     removed: &OmissionSet,
     out: &Path,
 ) -> Result<ExportReport, ModelError> {
-    if input.is_dir() {
-        export_hf_dir(input, removed, out)
-    } else {
-        export_gguf(input, removed, out)
-    }
+    ExportSource::open(input)?.export(removed, out)
 }
 
-/// Opens the source, checks `removed` against it, and refuses an output that is the input.
-fn prepare(
-    input: &Path,
-    removed: &OmissionSet,
-    out: &Path,
-) -> Result<(LlamaConfig, ModelFingerprint), ModelError> {
-    refuse_same_path(input, out)?;
-    let checkpoint = Checkpoint::open(input)?;
-    let config = checkpoint.config.clone();
-    if removed.n_blocks() != config.n_blocks {
-        return Err(export_error(format!(
-            "the omission set is for a {}-block model; {} has {} blocks",
-            removed.n_blocks(),
-            input.display(),
-            config.n_blocks
-        )));
+/// A checkpoint opened for export: its configuration, tokenizer and fingerprint (hashed
+/// once), so that a caller choosing the blocks (e.g. from a pool, checked against the
+/// fingerprint) does not open and hash the model a second time.
+pub struct ExportSource {
+    path: PathBuf,
+    checkpoint: Checkpoint,
+    fingerprint: ModelFingerprint,
+}
+
+impl ExportSource {
+    /// Opens the `.gguf` file or Hugging Face directory at `path` and fingerprints it.
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        let checkpoint = Checkpoint::open(path)?;
+        let fingerprint = checkpoint.weights.fingerprint(&checkpoint.config);
+        Ok(Self {
+            path: path.to_path_buf(),
+            checkpoint,
+            fingerprint,
+        })
     }
-    if removed.len() >= config.n_blocks {
-        return Err(export_error("removing every block leaves no model".into()));
+
+    /// The opened checkpoint.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
     }
-    let fingerprint = checkpoint.weights.fingerprint(&config);
-    Ok((config, fingerprint))
+
+    /// The source model's identity.
+    pub fn fingerprint(&self) -> &ModelFingerprint {
+        &self.fingerprint
+    }
+
+    /// Writes the model without `removed`'s blocks to `out`, in the source's format (see
+    /// the module docs).
+    pub fn export(&self, removed: &OmissionSet, out: &Path) -> Result<ExportReport, ModelError> {
+        self.check(removed, out)?;
+        if self.path.is_dir() {
+            export_hf_dir(self, removed, out)
+        } else {
+            export_gguf(self, removed, out)
+        }
+    }
+
+    fn config(&self) -> &LlamaConfig {
+        &self.checkpoint.config
+    }
+
+    /// Checks `removed` against the source and refuses an output that is the input.
+    fn check(&self, removed: &OmissionSet, out: &Path) -> Result<(), ModelError> {
+        refuse_same_path(&self.path, out)?;
+        let n_blocks = self.config().n_blocks;
+        if removed.n_blocks() != n_blocks {
+            return Err(export_error(format!(
+                "the omission set is for a {}-block model; {} has {n_blocks} blocks",
+                removed.n_blocks(),
+                self.path.display(),
+            )));
+        }
+        if removed.len() >= n_blocks {
+            return Err(export_error("removing every block leaves no model".into()));
+        }
+        Ok(())
+    }
 }
 
 fn export_error(reason: String) -> ModelError {
@@ -122,6 +160,18 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     }
 }
 
+/// The directory `out` lies in (`.` for a bare name) and its file name.
+fn parent_and_name(out: &Path) -> Result<(&Path, &std::ffi::OsStr), ModelError> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| export_error(format!("{} has no file name", out.display())))?;
+    Ok((parent, name))
+}
+
 /// Errors when `out` names the input (or, for a directory, lies inside it).
 fn refuse_same_path(input: &Path, out: &Path) -> Result<(), ModelError> {
     let input = input.canonicalize().map_err(io_error(input))?;
@@ -129,13 +179,7 @@ fn refuse_same_path(input: &Path, out: &Path) -> Result<(), ModelError> {
         Ok(p) => p,
         // Not there yet: resolve its parent (which must exist) and append the name.
         Err(_) => {
-            let parent = match out.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            let name = out
-                .file_name()
-                .ok_or_else(|| export_error(format!("{} has no file name", out.display())))?;
+            let (parent, name) = parent_and_name(out)?;
             parent.canonicalize().map_err(io_error(parent))?.join(name)
         }
     };
@@ -167,12 +211,13 @@ fn gguf_block_of(name: &str) -> Option<(usize, &str)> {
 }
 
 /// Writes a GGUF file with `removed`'s blocks taken out (see the module docs).
-pub fn export_gguf(
-    input: &Path,
+fn export_gguf(
+    source: &ExportSource,
     removed: &OmissionSet,
     out: &Path,
 ) -> Result<ExportReport, ModelError> {
-    let (config, source) = prepare(input, removed, out)?;
+    let config = source.config();
+    let input = source.path.as_path();
     let file = GgufFile::open(input)?;
     let arch = config.architecture.clone();
     let n_blocks = config.n_blocks;
@@ -230,8 +275,8 @@ pub fn export_gguf(
             GgufValue::Array(GgufValueType::U32, removed_values),
         )
         .add_u32(SOURCE_BLOCK_COUNT_KEY, n_blocks as u32)
-        .add_string(SOURCE_MODEL_KEY, &source.short())
-        .add_string(SOURCE_HASH_KEY, &source.hash);
+        .add_string(SOURCE_MODEL_KEY, &source.fingerprint.short())
+        .add_string(SOURCE_HASH_KEY, &source.fingerprint.hash);
 
     let mut sizes = TensorSizes::default();
     for info in file.tensors() {
@@ -260,14 +305,7 @@ pub fn export_gguf(
         )?;
     }
     writer.write_to(out)?;
-    Ok(sizes.report(
-        out,
-        source,
-        removed,
-        kept.len(),
-        file_size(input)?,
-        file_size(out)?,
-    ))
+    sizes.report(source, removed, out)
 }
 
 /// Tensor bytes counted on the way through an export.
@@ -294,28 +332,26 @@ impl TensorSizes {
         }
     }
 
+    /// The report of an export of `source` without `removed`, written to `out`.
     fn report(
         self,
-        out: &Path,
-        source: ModelFingerprint,
+        source: &ExportSource,
         removed: &OmissionSet,
-        n_blocks_out: usize,
-        file_bytes_in: u64,
-        file_bytes_out: u64,
-    ) -> ExportReport {
-        ExportReport {
+        out: &Path,
+    ) -> Result<ExportReport, ModelError> {
+        Ok(ExportReport {
             out: out.to_path_buf(),
-            n_blocks_in: removed.n_blocks(),
+            source: source.fingerprint.clone(),
             removed: removed.blocks().to_vec(),
-            source,
-            n_blocks_out,
+            n_blocks_in: removed.n_blocks(),
+            n_blocks_out: removed.n_blocks() - removed.len(),
             tensor_bytes_in: self.all_in,
             tensor_bytes_out: self.all_out,
             block_bytes_in: self.blocks_in,
             block_bytes_out: self.blocks_out,
-            file_bytes_in,
-            file_bytes_out,
-        }
+            file_bytes_in: file_size(&source.path)?,
+            file_bytes_out: file_size(out)?,
+        })
     }
 }
 
@@ -399,12 +435,13 @@ fn prune_hf_config(
 
 /// Writes a Hugging Face directory with `removed`'s blocks taken out (see the module
 /// docs). `out` must not exist, or be an empty directory.
-pub fn export_hf_dir(
-    input: &Path,
+fn export_hf_dir(
+    source: &ExportSource,
     removed: &OmissionSet,
     out: &Path,
 ) -> Result<ExportReport, ModelError> {
-    let (config, source) = prepare(input, removed, out)?;
+    let config = source.config();
+    let input = source.path.as_path();
     if out.exists() {
         let empty_dir = out.is_dir()
             && std::fs::read_dir(out)
@@ -434,13 +471,13 @@ pub fn export_hf_dir(
                 .expect("checked just above"),
             _ => root,
         };
-        prune_hf_config(text_config, &config, &kept)?;
+        prune_hf_config(text_config, config, &kept)?;
     }
     config_json[HF_EXPORT_KEY] = serde_json::json!({
         "removed_blocks": removed.blocks(),
         "source_num_hidden_layers": config.n_blocks,
-        "source_model": source.short(),
-        "source_hash": source.hash,
+        "source_model": source.fingerprint.short(),
+        "source_hash": source.fingerprint.hash,
     });
 
     let staging = TempDir::beside(out)?;
@@ -452,47 +489,7 @@ pub fn export_hf_dir(
     std::fs::write(&staged_config, config_text + "\n").map_err(io_error(&staged_config))?;
     copy_other_files(input, staging.path())?;
     staging.publish(out)?;
-    Ok(sizes.report(
-        out,
-        source,
-        removed,
-        kept.len(),
-        file_size(input)?,
-        file_size(out)?,
-    ))
-}
-
-/// The input's safetensors shards, in order (from the index when there is one).
-fn safetensors_shards(input: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let index_path = input.join("model.safetensors.index.json");
-    if index_path.exists() {
-        let text = std::fs::read_to_string(&index_path).map_err(io_error(&index_path))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                path: index_path.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut names: Vec<String> = value
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::Safetensors {
-                path: index_path.clone(),
-                reason: "no weight_map object".into(),
-            })?
-            .values()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        names.sort();
-        names.dedup();
-        return Ok(names.into_iter().map(|n| input.join(n)).collect());
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-        .map_err(io_error(input))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    found.sort();
-    Ok(found)
+    sizes.report(source, removed, out)
 }
 
 /// One output tensor: its name and the input view its bytes come from.
@@ -508,7 +505,7 @@ fn write_pruned_safetensors(
     dir: &Path,
     sizes: &mut TensorSizes,
 ) -> Result<(), ModelError> {
-    let shard_paths = safetensors_shards(input)?;
+    let shard_paths = safetensors_shard_paths(input)?;
     let mut maps = Vec::with_capacity(shard_paths.len());
     for path in &shard_paths {
         let file = std::fs::File::open(path).map_err(io_error(path))?;
@@ -627,13 +624,7 @@ struct TempDir {
 
 impl TempDir {
     fn beside(out: &Path) -> Result<TempDir, ModelError> {
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = out
-            .file_name()
-            .ok_or_else(|| export_error(format!("{} has no file name", out.display())))?;
+        let (parent, name) = parent_and_name(out)?;
         let path = parent.join(format!(
             ".{}.tmp-{}",
             name.to_string_lossy(),

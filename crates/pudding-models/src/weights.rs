@@ -379,6 +379,50 @@ impl WeightSource for GgufWeights {
     }
 }
 
+/// The `*.safetensors` files of a Hugging Face directory: the shards named by
+/// `model.safetensors.index.json` when there is one, else every `*.safetensors` file; sorted
+/// and deduplicated.
+pub(crate) fn safetensors_shard_paths(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let index_path = dir.join("model.safetensors.index.json");
+    let files: Vec<PathBuf> = if index_path.exists() {
+        let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
+            path: index_path.clone(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                path: index_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Safetensors {
+                path: index_path.clone(),
+                reason: "no weight_map object".into(),
+            })?;
+        let mut names: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        names.into_iter().map(|n| dir.join(n)).collect()
+    } else {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| ModelError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        found.sort();
+        found
+    };
+    Ok(files)
+}
+
 /// Weights from one or several Hugging Face `*.safetensors` files (memory-mapped).
 pub struct SafetensorsWeights {
     /// (path, mmap) of each shard.
@@ -401,43 +445,7 @@ impl SafetensorsWeights {
     /// Opens every `*.safetensors` file in `dir` (using `model.safetensors.index.json`
     /// when present to know the shards), validating each header.
     pub fn open_dir(dir: &Path) -> Result<Self, ModelError> {
-        let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
-                path: index_path.clone(),
-                source,
-            })?;
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                    path: index_path.clone(),
-                    reason: e.to_string(),
-                })?;
-            let map = value
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::Safetensors {
-                    path: index_path.clone(),
-                    reason: "no weight_map object".into(),
-                })?;
-            let mut names: Vec<String> = map
-                .values()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
-        } else {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|source| ModelError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
-            found.sort();
-            found
-        };
+        let files = safetensors_shard_paths(dir)?;
         if files.is_empty() {
             return Err(ModelError::Safetensors {
                 path: dir.to_path_buf(),

@@ -1,6 +1,8 @@
 //! The BERT encoder on the real all-MiniLM-L6-v2 against an independent numpy forward
 //! (`scripts/reference/minilm_reference.py` -> `fixtures/minilm_reference.json`).
 
+mod common;
+use common::max_abs_diff;
 use pudding_models::assets::ensure_minilm;
 use pudding_models::bert::BertEncoder;
 use pudding_models::CpuBackend as B;
@@ -17,14 +19,6 @@ struct Case {
 #[derive(Deserialize)]
 struct Reference {
     cases: Vec<Case>,
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! The Hugging Face directory export is tested in `real_gemma3_hf.rs`, beside the code
 //! that writes a Hugging Face copy of Gemma 3.
 
+mod common;
+
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::assets::{
     ensure_asset, WheelAsset, GEMMA3_270M, QWEN25_CODER_05B_INSTRUCT, SMOLLM2_135M_INSTRUCT,
@@ -49,11 +51,7 @@ fn check_export(asset: &WheelAsset, removed: &[usize]) -> (GgufFile, GgufFile) {
     );
     let want = source.position_log_probs(&ids, &set).unwrap();
     let got = pruned.position_log_probs(&ids, &dense).unwrap();
-    let worst = want
-        .iter()
-        .zip(&got)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = common::max_abs_diff(&want, &got);
     assert!(worst <= 1e-5, "{}: max |d log p| {worst}", asset.name);
 
     let config = GenerationConfig {

@@ -2,7 +2,9 @@
 //! left-padded and packed forwards), and that GeGLU, QK-norm, the sandwich norms, the
 //! embedding scale and the soft-cap each change the output.
 
+mod common;
 use burn::prelude::*;
+use common::max_abs_diff;
 use pudding_core::{GenerationConfig, OmissionSet};
 use pudding_models::config::{Activation, SlidingWindow};
 use pudding_models::{generate_ids, CpuBackend as B, KvCache, LlamaConfig, LlamaModel, ModelError};
@@ -50,14 +52,6 @@ fn tokens(ids: &[u32]) -> Tensor<B, 2, Int> {
 
 fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn logits(m: &LlamaModel<B>, ids: &[u32]) -> Vec<f32> {

@@ -347,11 +347,7 @@ fn a_hugging_face_export_scores_as_the_skipped_model() {
     let want = source.position_log_probs(&ids, &removed).unwrap();
     let dense = OmissionSet::dense(15).unwrap();
     let got = pruned.position_log_probs(&ids, &dense).unwrap();
-    let worst = want
-        .iter()
-        .zip(&got)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = common::max_abs_diff(&want, &got);
     assert!(worst <= 1e-5, "max |d log p| {worst}");
 
     let python = common::python_venv("hf-export-check", &["safetensors", "numpy"]);

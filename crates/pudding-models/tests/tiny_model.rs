@@ -1,7 +1,9 @@
 //! Unit-level checks on tiny random Llama checkpoints written in the real formats:
 //! shapes, causal masking, grouped-query attention, block skipping, KV cache, loaders.
 
+mod common;
 use burn::prelude::*;
+use common::max_abs_diff;
 use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
 use pudding_models::gguf::GgmlType;
 use pudding_models::linear::LinearWeight;
@@ -27,14 +29,6 @@ fn tiny_hf_dir() -> (tempfile::TempDir, std::path::PathBuf) {
 
 fn tiny(spec: &TinyLlamaSpec) -> (tempfile::TempDir, LlamaLm<B>) {
     load_tiny_llama::<B>(spec).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn ids_tensor(ids: &[[i64; 6]]) -> Tensor<B, 2, Int> {

@@ -156,3 +156,12 @@ pub fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
     }
     python
 }
+
+/// The largest `|a[i] - b[i]|` (the slices must have one length).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
