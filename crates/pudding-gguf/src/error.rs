@@ -47,6 +47,16 @@ pub enum GgufError {
         offset: u64,
     },
 
+    /// The file goes past one of the reader's named limits (a constant, named in `what`),
+    /// which bound the memory a hostile file can make the reader allocate.
+    #[error("GGUF file exceeds a limit: {what} is at most {limit}")]
+    LimitExceeded {
+        /// The quantity and the constant that bounds it.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+
     /// The file is structurally invalid.
     #[error("GGUF file is corrupt: {0}; re-download the file (or re-convert the model)")]
     Corrupt(String),

@@ -86,6 +86,12 @@ pub const MAX_DIMS: usize = 4;
 /// Deepest nesting of array values accepted (guards the recursive parser's stack).
 pub(crate) const MAX_ARRAY_DEPTH: usize = 32;
 
+/// The most metadata values (array elements included) a file may hold. Each is held as a
+/// [`GgufValue`] (32 bytes), so this bounds the parsed metadata near 512 MiB, while the
+/// largest real vocabularies need about a million (tokens, scores, types and merges of a
+/// 262k-token vocabulary).
+pub const MAX_METADATA_VALUES: u64 = 1 << 24;
+
 /// Upper bound on any up-front `Vec` reservation driven by a count read from the file.
 pub(crate) const MAX_PREALLOC: usize = 1 << 16;
 

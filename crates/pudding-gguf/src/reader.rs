@@ -58,6 +58,8 @@ impl GgufTensorInfo {
 pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata values parsed so far (bounded by [`MAX_METADATA_VALUES`]).
+    values: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -143,6 +145,15 @@ impl<'a> Cursor<'a> {
                     return Err(GgufError::Truncated {
                         what: format!("{count} array elements of type {elem}"),
                         offset: count_pos as u64,
+                    });
+                }
+                // Fitting the file is not enough: each element costs a `GgufValue` in
+                // memory, many times its encoded size for small types.
+                self.values = self.values.saturating_add(count);
+                if self.values > MAX_METADATA_VALUES {
+                    return Err(GgufError::LimitExceeded {
+                        what: "metadata values, array elements included (MAX_METADATA_VALUES)",
+                        limit: MAX_METADATA_VALUES,
                     });
                 }
                 let count = usize::try_from(count).map_err(|_| truncated("array", count_pos))?;
@@ -280,7 +291,11 @@ impl GgufFile {
         let storage = Arc::new(storage);
         let buf = storage.bytes();
         let file_len = buf.len() as u64;
-        let mut c = Cursor { buf, pos: 0 };
+        let mut c = Cursor {
+            buf,
+            pos: 0,
+            values: 0,
+        };
 
         let head = buf.get(..4).unwrap_or(buf);
         if head != GGUF_MAGIC {

@@ -958,3 +958,30 @@ fn ggml_type_table() {
     };
     assert_eq!(huge.n_elements(), u64::MAX); // saturates, no panic
 }
+
+/// A file whose metadata arrays hold more values than `MAX_METADATA_VALUES` is refused
+/// before the values are parsed: a 17 MB `array<u8>` would otherwise cost 32 bytes per
+/// element in memory (a 400 MB file asked for 8.6 GB).
+#[test]
+fn metadata_arrays_past_the_value_limit_are_refused() {
+    let count = MAX_METADATA_VALUES + 1;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"GGUF");
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // metadata entries
+    let key = b"hostile.bytes";
+    bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(key);
+    bytes.extend_from_slice(&GgufValueType::Array.id().to_le_bytes());
+    bytes.extend_from_slice(&GgufValueType::U8.id().to_le_bytes());
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.resize(bytes.len() + count as usize, 7);
+    match GgufFile::from_bytes(bytes) {
+        Err(GgufError::LimitExceeded { what, limit }) => {
+            assert!(what.contains("MAX_METADATA_VALUES"), "{what}");
+            assert_eq!(limit, MAX_METADATA_VALUES);
+        }
+        other => panic!("{other:?}"),
+    }
+}

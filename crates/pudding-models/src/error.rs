@@ -74,6 +74,15 @@ pub enum ModelError {
         /// The value.
         value: f32,
     },
+    /// The model's output (logits or log-probabilities) holds NaN or an infinity: the
+    /// activations overflowed, so any token it picks or score it prints would be noise.
+    #[error("the model's {what} hold a non-finite value at index {index}: the activations overflowed (half precision, or extreme weights); nothing was printed from them")]
+    NonFiniteOutput {
+        /// Which output (`"logits"`, `"log-probabilities"`).
+        what: &'static str,
+        /// Flat index of the first such value.
+        index: usize,
+    },
     /// A tensor is stored in a type this loader cannot convert.
     #[error("tensor {name:?} is stored as {dtype}, which is not supported; convert the checkpoint to F32/F16/BF16 (safetensors) or F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K (GGUF)")]
     UnsupportedDtype {

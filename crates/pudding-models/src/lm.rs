@@ -541,7 +541,9 @@ impl<B: Backend> LlamaLm<B> {
     ) -> Result<Vec<f32>, ModelError> {
         self.check_ids(ids)?;
         let logits = self.model.forward(self.tokens_tensor(ids), skip, None)?;
-        host_values(log_softmax(logits, 2))
+        let logprobs = host_values(log_softmax(logits, 2))?;
+        crate::sampling::check_finite("log-probabilities", &logprobs)?;
+        Ok(logprobs)
     }
 }
 
@@ -745,7 +747,9 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
             TensorData::new(next, [1, t - 1, 1]),
             &self.model.device(),
         );
-        host_values(logp.gather(2, index))
+        let logprobs = host_values(logp.gather(2, index))?;
+        crate::sampling::check_finite("log-probabilities", &logprobs)?;
+        Ok(logprobs)
     }
 
     fn continuation_logprobs(
@@ -885,8 +889,8 @@ pub fn generate_ids<B: Backend>(
         samplers
             .iter_mut()
             .zip(logits.chunks(vocab))
-            .map(|(s, row)| Some(s.sample(row)))
-            .collect()
+            .map(|(s, row)| s.sample(row).map(Some))
+            .collect::<Result<_, _>>()?
     } else {
         finish.fill(Some(FinishReason::Length));
         vec![None; rows]
@@ -921,7 +925,7 @@ pub fn generate_ids<B: Backend>(
         let logits = host_values(model.forward_last(tokens, skip, Some(&mut cache))?)?;
         for (row, logits) in logits.chunks(vocab).enumerate() {
             if finish[row].is_none() {
-                next[row] = Some(samplers[row].sample(logits));
+                next[row] = Some(samplers[row].sample(logits)?);
             }
         }
     }

@@ -65,14 +65,16 @@ impl Sampler {
         })
     }
 
-    /// Picks the next token from `logits` (one row of length v).
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        match self.rule {
+    /// Picks the next token from `logits` (one row of length v). Non-finite logits (an
+    /// overflow) are an error, never a token picked from noise.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32, ModelError> {
+        check_finite("logits", logits)?;
+        Ok(match self.rule {
             Sampling::Greedy => argmax(logits),
             Sampling::TopP {
                 temperature, top_p, ..
             } => self.nucleus(logits, temperature, top_p),
-        }
+        })
     }
 
     fn nucleus(&mut self, logits: &[f32], temperature: f32, top_p: f32) -> u32 {
@@ -106,6 +108,14 @@ impl Sampler {
     }
 }
 
+/// Errors with [`ModelError::NonFiniteOutput`] at the first NaN or infinity in `values`.
+pub fn check_finite(what: &'static str, values: &[f32]) -> Result<(), ModelError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(ModelError::NonFiniteOutput { what, index }),
+        None => Ok(()),
+    }
+}
+
 /// Index of the largest logit (the lowest index on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -124,7 +134,7 @@ mod tests {
     #[test]
     fn greedy_and_validation() {
         let mut s = Sampler::new(&Sampling::Greedy).unwrap();
-        assert_eq!(s.sample(&[0.1, 2.0, 2.0, -1.0]), 1);
+        assert_eq!(s.sample(&[0.1, 2.0, 2.0, -1.0]).unwrap(), 1);
         let bad = Sampling::TopP {
             temperature: 0.0,
             top_p: 0.9,
@@ -153,7 +163,7 @@ mod tests {
             })
             .unwrap();
             let n = 4000;
-            let draws: Vec<u32> = (0..n).map(|_| s.sample(&logits)).collect();
+            let draws: Vec<u32> = (0..n).map(|_| s.sample(&logits).unwrap()).collect();
             assert!(draws.iter().all(|&t| t <= 1), "outside the nucleus");
             let zeros = draws.iter().filter(|&&t| t == 0).count() as f64 / n as f64;
             // Binomial standard error ~0.008; 5 of them.
@@ -174,7 +184,7 @@ mod tests {
         // Token 2 alone holds > 50% of the mass, so it is always chosen.
         let logits = [0.0, 0.0, 5.0, 0.0];
         let mut s = Sampler::new(&rule).unwrap();
-        assert!((0..50).all(|_| s.sample(&logits) == 2));
+        assert!((0..50).all(|_| s.sample(&logits).unwrap() == 2));
         // Same seed, same draws.
         let flat = [0.0f32; 16];
         let mut a = Sampler::new(&Sampling::TopP {
@@ -189,9 +199,27 @@ mod tests {
             seed: 3,
         })
         .unwrap();
-        let da: Vec<u32> = (0..20).map(|_| a.sample(&flat)).collect();
-        let db: Vec<u32> = (0..20).map(|_| b.sample(&flat)).collect();
+        let da: Vec<u32> = (0..20).map(|_| a.sample(&flat).unwrap()).collect();
+        let db: Vec<u32> = (0..20).map(|_| b.sample(&flat).unwrap()).collect();
         assert_eq!(da, db);
         assert!(da.iter().any(|&t| t != da[0]));
+    }
+
+    #[test]
+    fn non_finite_logits_are_refused() {
+        let mut s = Sampler::new(&Sampling::Greedy).unwrap();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err = s.sample(&[0.1, bad, 2.0]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ModelError::NonFiniteOutput {
+                        what: "logits",
+                        index: 1
+                    }
+                ),
+                "{err}"
+            );
+        }
     }
 }

@@ -433,3 +433,28 @@ fn a_fifo_is_not_opened_as_a_model() {
     let err = load(Path::new("/dev/zero")).unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
 }
+
+/// Finite weights that make the activations overflow (a final-norm scale of 3e38) give a
+/// typed error from log-probabilities and from generation, where they used to print `null`
+/// log-probabilities or an empty generation and succeed.
+#[test]
+fn overflowing_activations_are_an_error_not_noise() {
+    use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
+    let w = tiny_llama_gguf_edited(&TinyLlamaSpec::default(), |name, data| {
+        if name == "output_norm.weight" {
+            data.iter_mut().for_each(|v| *v = 3e38);
+        }
+    })
+    .unwrap();
+    let lm = load_written(&w).unwrap();
+    let dense = OmissionSet::dense(lm.n_blocks()).unwrap();
+    let ids = [5, 9, 14, 3];
+    let non_finite = |err: ModelError| matches!(err, ModelError::NonFiniteOutput { .. });
+    assert!(non_finite(lm.token_logprobs(&ids, &dense).unwrap_err()));
+    assert!(non_finite(lm.position_log_probs(&ids, &dense).unwrap_err()));
+    let config = GenerationConfig {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    assert!(non_finite(lm.generate(&ids, &dense, &config).unwrap_err()));
+}
