@@ -11,9 +11,10 @@
 # Environment: ROUNDS (alternations, default 2), REPEATS (per measurement, default 3),
 # WEIGHTS (pudding's --weights, default quantized), OUT_DIR (default target/peer).
 #
-# llama-bench's tg128 decodes 128 tokens from an empty context; pudding's decode rate is
-# (128 - 1) / (t[prompt 128 + generate 128] - t[prefill 128]), i.e. decoding after a
-# 128-token prompt (slightly more attention work per token).
+# Decode is compared at the same depth: pudding's rate is (128 - 1) / (t[prompt 128 +
+# generate 128] - t[prefill 128]), i.e. 128 tokens decoded after a 128-token prompt, and
+# llama.cpp's is llama-bench's tg128 at depth 128 (`-d 128`). llama-bench's tg128 from an
+# empty context (less attention per token) is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEER_HOME="${PUDDING_HOME:-$HOME/.cache/pudding}/peer"
@@ -36,6 +37,8 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "round $round, $threads thread(s): llama-bench" >&2
         "$LLAMA_BENCH" -m "$MODEL" -p 128,512 -n 128 -t "$threads" -r "$REPEATS" -o json \
             > "$OUT_DIR/$NAME-llama-t$threads-r$round.json" 2>/dev/null
+        "$LLAMA_BENCH" -m "$MODEL" -p 0 -n 128 -d 128 -t "$threads" -r "$REPEATS" -o json \
+            > "$OUT_DIR/$NAME-llama-depth-t$threads-r$round.json" 2>/dev/null
         echo "round $round, $threads thread(s): pudding bench" >&2
         RAYON_NUM_THREADS="$threads" "$PUDDING" --weights "$WEIGHTS" bench --model "$MODEL" \
             --skip "$SKIP" --prefill 128,512 --generate 128 --repeats "$REPEATS" \
@@ -53,8 +56,12 @@ out, name, rounds, model, weights = sys.argv[1], sys.argv[2], int(sys.argv[3]), 
 def llama(t):
     rates = {}
     for r in range(1, rounds + 1):
-        for row in json.load(open(f"{out}/{name}-llama-t{t}-r{r}.json")):
+        rows = json.load(open(f"{out}/{name}-llama-t{t}-r{r}.json"))
+        rows += json.load(open(f"{out}/{name}-llama-depth-t{t}-r{r}.json"))
+        for row in rows:
             key = f"pp{row['n_prompt']}" if row["n_gen"] == 0 else f"tg{row['n_gen']}"
+            if row.get("n_depth", 0):
+                key += f"@d{row['n_depth']}"
             rates.setdefault(key, []).append(row["avg_ts"])
     return {k: statistics.median(v) for k, v in rates.items()}
 def pudding(t):
@@ -64,7 +71,7 @@ def pudding(t):
         for n in (128, 512):
             rates.setdefault(f"pp{n}", []).append(n / rows[f"prefill {n}"]["dense_secs"])
         gen, pre = rows["prompt 128 + generate 128"], rows["prefill 128"]
-        rates.setdefault("tg128", []).append(127 / (gen["dense_secs"] - pre["dense_secs"]))
+        rates.setdefault("tg128@d128", []).append(127 / (gen["dense_secs"] - pre["dense_secs"]))
         skipped = 127 / (gen["skipped_secs"] - pre["skipped_secs"])
         rates.setdefault("tg128 skipped", []).append(skipped)
         for w, x in rows.items():
@@ -77,9 +84,10 @@ print("| tokens/s | llama.cpp 1 thread | pudding 1 thread | ratio | llama.cpp 2 
 print("|---|---|---|---|---|---|---|")
 l1, l2 = llama(1), llama(2)
 (p1, r1), (p2, r2) = pudding(1), pudding(2)
-for k in ("pp128", "pp512", "tg128"):
-    print(f"| {k} | {l1[k]:.1f} | {p1[k]:.1f} | {p1[k] / l1[k]:.2f}x | {l2[k]:.1f} | {p2[k]:.1f} | {p2[k] / l2[k]:.2f}x |")
-print(f"| tg128, blocks skipped | | {p1['tg128 skipped']:.1f} | | | {p2['tg128 skipped']:.1f} | |")
+for k, label in (("pp128", "pp128"), ("pp512", "pp512"), ("tg128@d128", "tg128 after 128 tokens")):
+    print(f"| {label} | {l1[k]:.1f} | {p1[k]:.1f} | {p1[k] / l1[k]:.2f}x | {l2[k]:.1f} | {p2[k]:.1f} | {p2[k] / l2[k]:.2f}x |")
+print(f"| tg128 after 128 tokens, blocks skipped | | {p1['tg128 skipped']:.1f} | | | {p2['tg128 skipped']:.1f} | |")
+print(f"| tg128 from an empty context | {l1['tg128']:.1f} | | | {l2['tg128']:.1f} | | |")
 rss = {w: int(open(f"{out}/{name}-rss-{w}.txt").read().split()[-1]) * 1024 for w in ("quantized", "dequantized")}
 print(f"\npeak RSS of `pudding generate`: quantized {rss['quantized'] / 2**20:.0f} MiB "
       f"({rss['quantized'] / size:.2f}x the file), dequantized {rss['dequantized'] / 2**20:.0f} MiB "

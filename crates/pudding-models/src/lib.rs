@@ -21,12 +21,14 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod fused_decode;
 pub mod linear;
 pub mod llama;
 pub mod lm;
 pub mod resident;
 pub mod rope;
 pub mod sampling;
+pub mod team;
 pub mod testing;
 pub mod tokenizer;
 pub mod weights;
@@ -38,9 +40,12 @@ pub use pudding_gguf as gguf;
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use error::ModelError;
+pub use fused_decode::FusedDecoder;
 pub use linear::WeightMode;
 pub use llama::LlamaModel;
-pub use lm::{generate_ids, host_values, BatchIds, Checkpoint, LlamaLm};
+pub use lm::{
+    generate_ids, generate_ids_with, host_values, BatchIds, Checkpoint, DecodePath, LlamaLm,
+};
 pub use resident::{ResidentLlamaLm, SwitchReport};
 pub use tokenizer::TextTokenizer;
 

