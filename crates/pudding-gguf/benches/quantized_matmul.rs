@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements((ROWS * COLS) as u64));
     for dtype in formats {
         let m = matrix(dtype);
-        for kernel in [Kernel::detect(), Kernel::Scalar] {
+        for kernel in Kernel::available() {
             let id = BenchmarkId::new(format!("{kernel:?}"), dtype.name());
             group.bench_with_input(id, &m, |b, m| {
                 b.iter(|| m.matmul_with(&x[..COLS], kernel).unwrap())
@@ -71,11 +71,21 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul_128_rows");
     group.throughput(Throughput::Elements((128 * ROWS * COLS) as u64));
     group.sample_size(10);
+    // The scalar kernel is left out where a SIMD one runs (it would take minutes here).
+    let kernels: Vec<Kernel> = match Kernel::available().as_slice() {
+        [only] => vec![*only],
+        all => all
+            .iter()
+            .copied()
+            .filter(|&k| k != Kernel::Scalar)
+            .collect(),
+    };
     for dtype in formats {
         let m = matrix(dtype);
-        group.bench_with_input(BenchmarkId::from_parameter(dtype.name()), &m, |b, m| {
-            b.iter(|| m.matmul(&x).unwrap())
-        });
+        for &kernel in &kernels {
+            let id = BenchmarkId::new(format!("{kernel:?}"), dtype.name());
+            group.bench_with_input(id, &m, |b, m| b.iter(|| m.matmul_with(&x, kernel).unwrap()));
+        }
     }
     group.finish();
 }

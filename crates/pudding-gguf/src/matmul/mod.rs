@@ -322,9 +322,10 @@ impl QuantizedMatrix {
         let n = input.n();
         // `Kernel` is a public enum: never run the AVX2 code on a CPU without it, whatever
         // the caller asked for (the feature checks are cached).
-        let kernel = match kernel {
-            Kernel::Avx2 if Kernel::detect() != Kernel::Avx2 => Kernel::Scalar,
-            k => k,
+        let kernel = if Kernel::available().contains(&kernel) {
+            kernel
+        } else {
+            Kernel::detect()
         };
         let acts = match &input.quantized {
             Some(a) if self.dtype.block_size() > 1 => Activations::Quantized(a),
@@ -333,11 +334,16 @@ impl QuantizedMatrix {
         match (kernel, acts) {
             #[cfg(target_arch = "x86_64")]
             (Kernel::Avx2, Activations::Quantized(a)) => {
-                // SAFETY: `Kernel::Avx2` is only produced when the CPU has AVX2 and FMA.
+                // SAFETY: `Kernel::Avx2` is only kept (above) when the CPU has AVX2 and FMA.
                 unsafe { x86::int_rows(self, rows, a, out) }
             }
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, Activations::Float(x)) => {
+            (Kernel::AvxVnni, Activations::Quantized(a)) => {
+                // SAFETY: `Kernel::AvxVnni` is only kept when the CPU has AVX-VNNI too.
+                unsafe { x86::int_rows_vnni(self, rows, a, out) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2 | Kernel::AvxVnni, Activations::Float(x)) => {
                 // SAFETY: as above.
                 unsafe { x86::float_rows(self, rows, x, n, out) }
             }
@@ -492,8 +498,11 @@ impl QuantizedMatrix {
 pub enum Kernel {
     /// Portable scalar code.
     Scalar,
-    /// AVX2 + FMA (x86-64).
+    /// AVX2 + FMA + F16C (x86-64).
     Avx2,
+    /// [`Kernel::Avx2`] with AVX-VNNI byte dot products in the integer kernel (x86-64: Intel
+    /// from Alder Lake and Sapphire Rapids, AMD from Zen 4).
+    AvxVnni,
 }
 
 impl Kernel {
@@ -505,10 +514,22 @@ impl Kernel {
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c")
             {
+                if std::arch::is_x86_feature_detected!("avxvnni") {
+                    return Kernel::AvxVnni;
+                }
                 return Kernel::Avx2;
             }
         }
         Kernel::Scalar
+    }
+
+    /// Every implementation this CPU runs (tests and benchmarks compare them).
+    pub fn available() -> Vec<Kernel> {
+        match Kernel::detect() {
+            Kernel::Scalar => vec![Kernel::Scalar],
+            Kernel::Avx2 => vec![Kernel::Scalar, Kernel::Avx2],
+            Kernel::AvxVnni => vec![Kernel::Scalar, Kernel::Avx2, Kernel::AvxVnni],
+        }
     }
 }
 
@@ -531,30 +552,58 @@ pub struct QuantizedActivations {
     pub cols: usize,
 }
 
+/// Activations (values) from which [`QuantizedActivations::new`] works in parallel.
+const PARALLEL_QUANTIZE_MIN: usize = 1 << 15;
+
+/// Quantises one block of 32 values into `q`; returns the scale `d` and `d * sum(q)`.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    // Adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to the
+    // nearest integer, ties to even, in two additions the compiler vectorises (`round()`
+    // is a library call on baseline x86-64, a fifth of a prefill's quantisation).
+    const ROUND: f32 = 12_582_912.0;
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let mut sum = 0i32;
+    for (qv, &xv) in q.iter_mut().zip(x) {
+        let v = ((xv * inv).clamp(-127.0, 127.0) + ROUND) - ROUND;
+        let v = v as i8;
+        sum += i32::from(v);
+        *qv = v;
+    }
+    (scale, scale * sum as f32)
+}
+
 impl QuantizedActivations {
-    /// Quantises `x` (`[n, cols]`, `cols` a multiple of 32) per block of 32.
+    /// Quantises `x` (`[n, cols]`, `cols` a multiple of 32) per block of 32: `q =
+    /// round(x / d)` with `d = max|x| / 127`, rounding half to even (as llama.cpp's SIMD
+    /// quantisers do). Rows are quantised in parallel when there are many of them (a
+    /// prefill).
     pub fn new(x: &[f32], cols: usize) -> Self {
         let blocks = x.len() / ACT_BLOCK;
         let mut q = vec![0i8; x.len()];
         let mut d = vec![0.0f32; blocks];
         let mut s = vec![0.0f32; blocks];
-        for (((xb, qb), db), sb) in x
-            .chunks_exact(ACT_BLOCK)
-            .zip(q.chunks_exact_mut(ACT_BLOCK))
-            .zip(d.iter_mut())
-            .zip(s.iter_mut())
-        {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (qv, &xv) in qb.iter_mut().zip(xb) {
-                let v = (xv * inv).round().clamp(-127.0, 127.0) as i8;
-                sum += i32::from(v);
-                *qv = v;
-            }
-            *db = scale;
-            *sb = scale * sum as f32;
+        let per_row = cols / ACT_BLOCK;
+        let quantize_rows =
+            |(((xr, qr), dr), sr): (((&[f32], &mut [i8]), &mut [f32]), &mut [f32])| {
+                for (((xb, qb), db), sb) in xr
+                    .chunks_exact(ACT_BLOCK)
+                    .zip(qr.chunks_exact_mut(ACT_BLOCK))
+                    .zip(dr.iter_mut())
+                    .zip(sr.iter_mut())
+                {
+                    (*db, *sb) = quantize_block(xb, qb);
+                }
+            };
+        if x.len() >= PARALLEL_QUANTIZE_MIN && per_row > 0 && rayon::current_num_threads() > 1 {
+            x.par_chunks(cols)
+                .zip(q.par_chunks_mut(cols))
+                .zip(d.par_chunks_mut(per_row))
+                .zip(s.par_chunks_mut(per_row))
+                .for_each(quantize_rows);
+        } else {
+            quantize_rows((((x, &mut q[..]), &mut d[..]), &mut s[..]));
         }
         Self { q, d, s, cols }
     }
@@ -664,7 +713,7 @@ mod tests {
                 } else {
                     x.clone()
                 };
-                for kernel in [Kernel::Scalar, Kernel::detect()] {
+                for kernel in Kernel::available() {
                     let y = m.matmul_with(&x, kernel).unwrap();
                     assert_eq!(y.len(), n * rows);
                     for t in 0..n {

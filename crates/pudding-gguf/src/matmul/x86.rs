@@ -1,5 +1,6 @@
-//! AVX2 + FMA + F16C kernels (x86-64). Every function here requires those features; callers
-//! check them at run time ([`super::Kernel::detect`]).
+//! AVX2 + FMA + F16C kernels (x86-64), and the integer kernel once more with AVX-VNNI dot
+//! products. Every function here requires those features; callers check them at run time
+//! ([`super::Kernel::detect`]).
 //!
 //! A weight sub-block of 32 is decoded to 32 bytes in one register, multiplied with the 32
 //! activation bytes by `maddubs` (unsigned x signed pairs to i16) and `madd` (pairs to i32),
@@ -273,6 +274,21 @@ unsafe fn dot32(signed: bool, w: __m256i, a: __m256i) -> __m256i {
     _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
 }
 
+/// [`dot32`] with AVX-VNNI: one `vpdpbusd` (unsigned x signed bytes, four products summed
+/// into each i32 lane) in place of `maddubs` + `madd`. The sums are the same: `maddubs`
+/// never saturates here (weights are at most 128 in magnitude after the sign trick, so a
+/// pair stays within 2 * 128 * 127).
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[inline]
+unsafe fn dot32_vnni(signed: bool, w: __m256i, a: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    if signed {
+        _mm256_dpbusd_avx_epi32(zero, _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
+    } else {
+        _mm256_dpbusd_avx_epi32(zero, w, a)
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn hsum(v: __m256) -> f32 {
@@ -288,94 +304,109 @@ const PREFETCH_AHEAD: usize = 512;
 /// Activation rows multiplied together per weight row (the decoded weights are reused).
 const TILE: usize = 4;
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_of<F: Format>(
-    m: &QuantizedMatrix,
-    rows: std::ops::Range<usize>,
-    a: &QuantizedActivations,
-    out: &mut [f32],
-) {
-    let n = a.n();
-    let full = n / TILE * TILE;
-    for t0 in (0..full).step_by(TILE) {
-        tile_of::<F, TILE>(m, rows.clone(), a, t0, out);
-    }
-    for t0 in full..n {
-        tile_of::<F, 1>(m, rows.clone(), a, t0, out);
-    }
+/// The integer kernel's loops, compiled once per instruction set: `$dot` multiplies a
+/// decoded sub-block with 32 activation bytes, and every function the loops call inlines
+/// into them (the decoders need a subset of `$features`).
+macro_rules! integer_kernel {
+    ($features:literal, $rows_of:ident, $tile_of:ident, $dot:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $rows_of<F: Format>(
+            m: &QuantizedMatrix,
+            rows: std::ops::Range<usize>,
+            a: &QuantizedActivations,
+            out: &mut [f32],
+        ) {
+            let n = a.n();
+            let full = n / TILE * TILE;
+            for t0 in (0..full).step_by(TILE) {
+                $tile_of::<F, TILE>(m, rows.clone(), a, t0, out);
+            }
+            for t0 in full..n {
+                $tile_of::<F, 1>(m, rows.clone(), a, t0, out);
+            }
+        }
+
+        /// Activation rows `t0..t0 + TN` against weight rows `rows`; `TN` is a constant so the
+        /// accumulators stay in registers. Sub-blocks alternate between two sets of accumulators:
+        /// with one, every sub-block waits for the previous one's add (a 4-cycle chain that is
+        /// longer than the sub-block's own work).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn $tile_of<F: Format, const TN: usize>(
+            m: &QuantizedMatrix,
+            rows: std::ops::Range<usize>,
+            a: &QuantizedActivations,
+            t0: usize,
+            out: &mut [f32],
+        ) {
+            let n = a.n();
+            debug_assert_eq!(
+                (F::SUBS, F::BYTES),
+                (subs_per_block(m.dtype), m.dtype.bytes_per_block())
+            );
+            let total = m.cols / ACT_BLOCK;
+            let act_blocks = a.blocks_per_row();
+            let qa_base = a.q.as_ptr().add(t0 * act_blocks * ACT_BLOCK);
+            let d_base = a.d.as_ptr().add(t0 * act_blocks);
+            let s_base = a.s.as_ptr().add(t0 * act_blocks);
+            for (ri, r) in rows.enumerate() {
+                let row = m.row(r).as_ptr();
+                let mut acc = [[_mm256_setzero_ps(); TN]; 2];
+                let mut min_acc = [[0.0f32; TN]; 2];
+                // Sub-block `j` of block `u / SUBS` is the `u`-th sub-block of the row.
+                let mut step = |u: usize, j: usize, lane: usize| {
+                    let block = row.add(u / F::SUBS * F::BYTES);
+                    if j == 0 {
+                        // Streams from memory: ask for the bytes a few blocks ahead.
+                        _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH_AHEAD) as *const i8);
+                    }
+                    let sub = F::decode(block, j);
+                    for t in 0..TN {
+                        let at = t * act_blocks + u;
+                        let qa = _mm256_loadu_si256(qa_base.add(at * ACT_BLOCK) as *const __m256i);
+                        let dot = _mm256_cvtepi32_ps($dot(F::SIGNED, sub.w, qa));
+                        let scale = _mm256_mul_ps(sub.scale, _mm256_set1_ps(*d_base.add(at)));
+                        acc[lane][t] = _mm256_fmadd_ps(dot, scale, acc[lane][t]);
+                        if F::HAS_MIN {
+                            min_acc[lane][t] += sub.min * *s_base.add(at);
+                        }
+                    }
+                };
+                if F::SUBS == 1 {
+                    let mut u = 0;
+                    while u + 1 < total {
+                        step(u, 0, 0);
+                        step(u + 1, 0, 1);
+                        u += 2;
+                    }
+                    if u < total {
+                        step(u, 0, 0);
+                    }
+                } else {
+                    // K-quants: the sub-block index is a constant of the unrolled inner loop.
+                    for first in (0..total).step_by(F::SUBS) {
+                        for j in (0..F::SUBS).step_by(2) {
+                            step(first + j, j, 0);
+                            step(first + j + 1, j + 1, 1);
+                        }
+                    }
+                }
+                for t in 0..TN {
+                    let sum = _mm256_add_ps(acc[0][t], acc[1][t]);
+                    out[ri * n + t0 + t] = hsum(sum) + min_acc[0][t] + min_acc[1][t];
+                }
+            }
+        }
+    };
 }
 
-/// Activation rows `t0..t0 + TN` against weight rows `rows`; `TN` is a constant so the
-/// accumulators stay in registers. Sub-blocks alternate between two sets of accumulators:
-/// with one, every sub-block waits for the previous one's add (a 4-cycle chain that is
-/// longer than the sub-block's own work).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn tile_of<F: Format, const TN: usize>(
-    m: &QuantizedMatrix,
-    rows: std::ops::Range<usize>,
-    a: &QuantizedActivations,
-    t0: usize,
-    out: &mut [f32],
-) {
-    let n = a.n();
-    debug_assert_eq!(
-        (F::SUBS, F::BYTES),
-        (subs_per_block(m.dtype), m.dtype.bytes_per_block())
-    );
-    let total = m.cols / ACT_BLOCK;
-    let act_blocks = a.blocks_per_row();
-    let qa_base = a.q.as_ptr().add(t0 * act_blocks * ACT_BLOCK);
-    let d_base = a.d.as_ptr().add(t0 * act_blocks);
-    let s_base = a.s.as_ptr().add(t0 * act_blocks);
-    for (ri, r) in rows.enumerate() {
-        let row = m.row(r).as_ptr();
-        let mut acc = [[_mm256_setzero_ps(); TN]; 2];
-        let mut min_acc = [[0.0f32; TN]; 2];
-        // Sub-block `j` of block `u / SUBS` is the `u`-th sub-block of the row.
-        let mut step = |u: usize, j: usize, lane: usize| {
-            let block = row.add(u / F::SUBS * F::BYTES);
-            if j == 0 {
-                // Streams from memory: ask for the bytes a few blocks ahead.
-                _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH_AHEAD) as *const i8);
-            }
-            let sub = F::decode(block, j);
-            for t in 0..TN {
-                let at = t * act_blocks + u;
-                let qa = _mm256_loadu_si256(qa_base.add(at * ACT_BLOCK) as *const __m256i);
-                let dot = _mm256_cvtepi32_ps(dot32(F::SIGNED, sub.w, qa));
-                let scale = _mm256_mul_ps(sub.scale, _mm256_set1_ps(*d_base.add(at)));
-                acc[lane][t] = _mm256_fmadd_ps(dot, scale, acc[lane][t]);
-                if F::HAS_MIN {
-                    min_acc[lane][t] += sub.min * *s_base.add(at);
-                }
-            }
-        };
-        if F::SUBS == 1 {
-            let mut u = 0;
-            while u + 1 < total {
-                step(u, 0, 0);
-                step(u + 1, 0, 1);
-                u += 2;
-            }
-            if u < total {
-                step(u, 0, 0);
-            }
-        } else {
-            // K-quants: the sub-block index is a constant of the unrolled inner loop.
-            for first in (0..total).step_by(F::SUBS) {
-                for j in (0..F::SUBS).step_by(2) {
-                    step(first + j, j, 0);
-                    step(first + j + 1, j + 1, 1);
-                }
-            }
-        }
-        for t in 0..TN {
-            let sum = _mm256_add_ps(acc[0][t], acc[1][t]);
-            out[ri * n + t0 + t] = hsum(sum) + min_acc[0][t] + min_acc[1][t];
-        }
-    }
-}
+integer_kernel!("avx2,fma,f16c", rows_of, tile_of, dot32);
+integer_kernel!(
+    "avx2,fma,f16c,avxvnni",
+    rows_of_vnni,
+    tile_of_vnni,
+    dot32_vnni
+);
 
 /// Output rows `rows` of an integer-format `m` against `a`, into `out` (`[rows.len(), n]`).
 ///
@@ -397,6 +428,30 @@ pub(crate) unsafe fn int_rows(
         GgmlType::Q6_K => rows_of::<Q6K>(m, rows, a, out),
         GgmlType::Q5_0 => rows_of::<Q5_0>(m, rows, a, out),
         GgmlType::Q5_1 => rows_of::<Q5_1>(m, rows, a, out),
+        other => unreachable!("no integer kernel for {other}"),
+    }
+}
+
+/// [`int_rows`] with AVX-VNNI dot products.
+///
+/// # Safety
+/// The CPU has AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn int_rows_vnni(
+    m: &QuantizedMatrix,
+    rows: std::ops::Range<usize>,
+    a: &QuantizedActivations,
+    out: &mut [f32],
+) {
+    match m.dtype {
+        GgmlType::Q4_0 => rows_of_vnni::<Q4_0>(m, rows, a, out),
+        GgmlType::Q4_1 => rows_of_vnni::<Q4_1>(m, rows, a, out),
+        GgmlType::Q8_0 => rows_of_vnni::<Q8_0>(m, rows, a, out),
+        GgmlType::Q4_K => rows_of_vnni::<Q4K>(m, rows, a, out),
+        GgmlType::Q5_K => rows_of_vnni::<Q5K>(m, rows, a, out),
+        GgmlType::Q6_K => rows_of_vnni::<Q6K>(m, rows, a, out),
+        GgmlType::Q5_0 => rows_of_vnni::<Q5_0>(m, rows, a, out),
+        GgmlType::Q5_1 => rows_of_vnni::<Q5_1>(m, rows, a, out),
         other => unreachable!("no integer kernel for {other}"),
     }
 }
