@@ -1275,17 +1275,19 @@ impl<B: Backend> LlamaModel<B> {
                 })
             })
             .collect();
+        let final_norm = norm(self.norm);
+        let autodiff_device = final_norm.weight.device();
         LlamaModel {
             config: self.config,
             embed: Embedding::Dense(t2(self.embed.to_dense(&device))),
             blocks,
-            norm: norm(self.norm),
+            norm: final_norm,
             lm_head: self
                 .lm_head
                 .map(|h| LinearWeight::Dense(t2(h.to_dense(&device)))),
             weight_mode: WeightMode::Dequantized,
-            rope: self.rope.into_autodiff(),
-            rope_local: self.rope_local.map(RotaryTables::into_autodiff),
+            rope: self.rope.into_autodiff(&autodiff_device),
+            rope_local: self.rope_local.map(|r| r.into_autodiff(&autodiff_device)),
         }
     }
 

@@ -109,22 +109,44 @@ impl TextTokenizer {
                 )))
             }
         };
-        let vocab = vocab_json(&tokens)?;
-        let spec = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": [],
-            "normalizer": normalizer,
-            "pre_tokenizer": pre_tokenizer,
-            "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
-        });
-        let mut inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
+        // The model is built directly: as a JSON document to parse, the 49k-entry vocabulary
+        // and merge list took ~25 MB of transient heap, which the allocator kept (a sixth
+        // of `pudding generate`'s peak memory on SmolLM2).
+        let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
+        for (id, token) in tokens.iter().enumerate() {
+            if vocab.insert(token.to_string(), id as u32).is_some() {
+                return Err(ModelError::Tokenizer(
+                    "tokenizer.ggml.tokens holds duplicate tokens".into(),
+                ));
+            }
+        }
+        let merges = merges
+            .iter()
+            .map(|m| match m.split_once(' ') {
+                Some((a, b)) => Ok((a.to_string(), b.to_string())),
+                None => Err(ModelError::Tokenizer(format!(
+                    "merge {m:?} is not two tokens separated by a space"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bpe = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        if !normalizer.is_null() {
+            let normalizer: tokenizers::NormalizerWrapper =
+                serde_json::from_value(normalizer).map_err(tok_err)?;
+            inner.with_normalizer(Some(normalizer)).map_err(tok_err)?;
+        }
+        let pre_tokenizer: tokenizers::PreTokenizerWrapper =
+            serde_json::from_value(pre_tokenizer).map_err(tok_err)?;
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        let decoder: tokenizers::DecoderWrapper = serde_json::from_value(json!(
+            {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}
+        ))
+        .map_err(tok_err)?;
+        inner.with_decoder(Some(decoder));
         inner
             .add_tokens(added_tokens(&tokens, &types))
             .map_err(tok_err)?;
@@ -312,21 +334,6 @@ impl TextTokenizer {
     pub fn base_vocab_size(&self) -> usize {
         self.inner.get_vocab_size(false)
     }
-}
-
-/// `{token: id}` of a GGUF vocabulary; an error if a token appears twice.
-fn vocab_json(tokens: &[&str]) -> Result<serde_json::Map<String, Value>, ModelError> {
-    let vocab: serde_json::Map<String, Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
-    if vocab.len() != tokens.len() {
-        return Err(ModelError::Tokenizer(
-            "tokenizer.ggml.tokens holds duplicate tokens".into(),
-        ));
-    }
-    Ok(vocab)
 }
 
 /// Control and user-defined tokens as `tokenizers` added tokens (control ones special):
