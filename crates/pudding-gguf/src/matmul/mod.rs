@@ -574,6 +574,19 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     (scale, scale * sum as f32)
 }
 
+/// Quantises whole blocks of `x` into `q`, with their scales `d` and sums `s` (one each
+/// per block).
+fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (((xb, qb), db), sb) in x
+        .chunks_exact(ACT_BLOCK)
+        .zip(q.chunks_exact_mut(ACT_BLOCK))
+        .zip(d.iter_mut())
+        .zip(s.iter_mut())
+    {
+        (*db, *sb) = quantize_block(xb, qb);
+    }
+}
+
 impl QuantizedActivations {
     /// Quantises `x` (`[n, cols]`, `cols` a multiple of 32) per block of 32: `q =
     /// round(x / d)` with `d = max|x| / 127`, rounding half to even (as llama.cpp's SIMD
@@ -585,25 +598,14 @@ impl QuantizedActivations {
         let mut d = vec![0.0f32; blocks];
         let mut s = vec![0.0f32; blocks];
         let per_row = cols / ACT_BLOCK;
-        let quantize_rows =
-            |(((xr, qr), dr), sr): (((&[f32], &mut [i8]), &mut [f32]), &mut [f32])| {
-                for (((xb, qb), db), sb) in xr
-                    .chunks_exact(ACT_BLOCK)
-                    .zip(qr.chunks_exact_mut(ACT_BLOCK))
-                    .zip(dr.iter_mut())
-                    .zip(sr.iter_mut())
-                {
-                    (*db, *sb) = quantize_block(xb, qb);
-                }
-            };
         if x.len() >= PARALLEL_QUANTIZE_MIN && per_row > 0 && rayon::current_num_threads() > 1 {
             x.par_chunks(cols)
                 .zip(q.par_chunks_mut(cols))
                 .zip(d.par_chunks_mut(per_row))
                 .zip(s.par_chunks_mut(per_row))
-                .for_each(quantize_rows);
+                .for_each(|(((x, q), d), s)| quantize_blocks(x, q, d, s));
         } else {
-            quantize_rows((((x, &mut q[..]), &mut d[..]), &mut s[..]));
+            quantize_blocks(x, &mut q, &mut d, &mut s);
         }
         Self { q, d, s, cols }
     }
