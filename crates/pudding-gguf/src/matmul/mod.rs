@@ -704,7 +704,8 @@ mod tests {
             let m =
                 QuantizedMatrix::new("w", dtype, rows, cols, TensorBytes::from_vec(bytes)).unwrap();
             let w = m.dequantize();
-            for n in [1, 3, 6] {
+            // 13 rows: one tile of eight, one of four, one alone.
+            for n in [1, 3, 6, 13] {
                 let x: Vec<f32> = (0..n * cols).map(|_| rng.uniform()).collect();
                 let xq: Vec<f32> = if dtype.block_size() > 1 {
                     let a = QuantizedActivations::new(&x, cols);
