@@ -5,11 +5,12 @@
 //! fork-join, every product wakes the other threads and lets them fall asleep again: on
 //! these machines the wake-ups and context switches cost about a tenth of a step and the
 //! second core idled between products. A [`Team`] takes every thread of rayon's pool for the
-//! whole step ([`with_team`], one `rayon::broadcast`): thread 0 leads and runs the step,
-//! the others spin until the leader publishes a job ([`Team::run`]), then claim its shares
-//! one at a time. The leader claims shares too, so a job completes even if a helper never
-//! arrives (e.g. its thread is busy elsewhere): the team never waits on a thread that has
-//! not joined.
+//! whole step ([`with_team`], one `rayon::broadcast`): the calling thread leads and runs
+//! the step, the others spin until the leader publishes a job ([`Team::run`]), then claim
+//! its shares one at a time. The leader claims shares too, so a job completes even if a
+//! helper never arrives (e.g. its thread is busy elsewhere), and a helper that waits too
+//! long for a job leaves: the team never waits on a thread, and never holds one, for
+//! longer than a step's own work.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,6 +18,13 @@ use std::sync::Mutex;
 /// One team at a time: helpers spin, so two teams would fight over the cores. A step that
 /// finds the team taken runs on rayon's fork-join instead ([`with_team`] returns `None`).
 static TEAM_LOCK: Mutex<()> = Mutex::new(());
+
+/// How long a helper waits for the leader's next job before it leaves the team. A decode
+/// step's serial stretches between products take tens of microseconds; a helper that
+/// waits longer is likely waiting on a leader that has not started (its thread busy with
+/// other work of a shared pool), and must not hold its own thread meanwhile: that thread's
+/// other work might be what the leader waits for.
+const HELPER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A job: share index -> work. Stored type-erased while it runs.
 type JobPtr = *const (dyn Fn(usize) + Sync);
@@ -116,13 +124,22 @@ impl Team {
         }
     }
 
-    /// A helper's loop: take shares of each new job until the leader stops the team.
+    /// A helper's loop: take shares of each new job until the leader stops the team, or
+    /// until no job has come for [`HELPER_PATIENCE`] (the leader may be slow to start, or
+    /// busy with something that is not the team's: the helper then returns its thread to
+    /// rayon, and the leader finishes every job alone).
     fn help(&self) {
         let mut done_epoch = 0u32;
+        let mut idle_since = std::time::Instant::now();
+        let mut spins = 0u32;
         while !self.stop.load(Ordering::Acquire) {
             let claimed_epoch = (self.claims.load(Ordering::Acquire) >> 32) as u32;
             if claimed_epoch == done_epoch {
                 std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(1024) && idle_since.elapsed() > HELPER_PATIENCE {
+                    return;
+                }
                 continue;
             }
             let (job, shares, epoch) = {
@@ -141,6 +158,7 @@ impl Team {
                 self.finished.fetch_add(1, Ordering::Release);
             }
             done_epoch = epoch;
+            idle_since = std::time::Instant::now();
         }
     }
 }
@@ -166,14 +184,17 @@ pub fn with_team<R: Send>(lead: impl FnOnce(&Team) -> R + Send) -> Option<R> {
     Some(lead_team(threads, lead))
 }
 
-/// Runs `lead` as thread 0 of a team of `threads` threads (rayon's current pool must have
-/// that many), the others helping.
+/// Runs `lead` on the calling thread as the leader of a team of `threads` threads (rayon's
+/// current pool must have that many), the others helping.
 fn lead_team<R: Send>(threads: usize, lead: impl FnOnce(&Team) -> R + Send) -> R {
     let team = Team::new(threads);
     let lead = Mutex::new(Some(lead));
     let result = Mutex::new(None);
+    // The calling thread leads (it runs its own share of the broadcast as soon as it
+    // waits), so the step never waits for another thread to become free.
+    let leader = rayon::current_thread_index().unwrap_or(0);
     rayon::broadcast(|ctx| {
-        if ctx.index() == 0 {
+        if ctx.index() == leader {
             let _stop = StopOnDrop(&team);
             let lead = lead
                 .lock()
@@ -219,6 +240,25 @@ mod tests {
             })
         });
         assert_eq!(sums, [0, 1, 5, 64, 1000]);
+    }
+
+    /// Helpers that wait past their patience leave; the leader then runs every share.
+    #[test]
+    fn a_late_leader_finishes_alone_after_the_helpers_leave() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let counts: Vec<AtomicU32> = (0..100).map(|_| AtomicU32::new(0)).collect();
+        pool.install(|| {
+            lead_team(3, |team| {
+                std::thread::sleep(HELPER_PATIENCE * 10);
+                team.run(counts.len(), &|i| {
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                });
+            })
+        });
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
     }
 
     #[test]
