@@ -383,9 +383,7 @@ impl GgufFile {
             GgufError::Corrupt(format!("alignment {alignment} overflows the data offset"))
         })?;
 
-        for t in &tensors {
-            tensor_range(t, data_offset, file_len)?;
-        }
+        check_tensor_layout(&tensors, data_offset, alignment, file_len)?;
 
         Ok(GgufFile {
             storage,
@@ -672,6 +670,40 @@ pub(crate) fn tensor_range(
             file_len,
         }),
     }
+}
+
+/// Every tensor's data lies inside the file, starts at a multiple of the alignment, and
+/// shares no byte with another tensor's (llama.cpp refuses the same files): a file whose
+/// tensors overlap would alias weights silently.
+fn check_tensor_layout(
+    tensors: &[GgufTensorInfo],
+    data_offset: u64,
+    alignment: u64,
+    file_len: u64,
+) -> Result<(), GgufError> {
+    let mut ranges = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let (start, end) = tensor_range(t, data_offset, file_len)?;
+        if !t.offset.is_multiple_of(alignment) {
+            return Err(GgufError::Corrupt(format!(
+                "tensor `{}` starts at data offset {}, not a multiple of the alignment {alignment}",
+                t.name, t.offset
+            )));
+        }
+        if end > start {
+            ranges.push((start, end, &t.name));
+        }
+    }
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
+        if start < end {
+            return Err(GgufError::Corrupt(format!(
+                "the data of tensors `{a}` and `{b}` overlap (bytes {start}..{end} of the file)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn align_up(x: u64, alignment: u64) -> Option<u64> {

@@ -985,3 +985,25 @@ fn metadata_arrays_past_the_value_limit_are_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Tensors that overlap, or start off the alignment, are refused (llama.cpp refuses both):
+/// overlapping data would alias two weights silently.
+#[test]
+fn overlapping_or_misaligned_tensor_data_is_refused() {
+    // F32 `a` [16] (64 bytes) at 0 and `b` [8] (32 bytes): at 64 they are apart, at 0 or
+    // 32 (both aligned) `b` lies inside `a`.
+    let two = |second: u64| {
+        Raw::new(2, 0)
+            .tensor("a", &[16], 0, 0)
+            .tensor("b", &[8], 0, second)
+            .build(96)
+    };
+    assert!(GgufFile::from_bytes(two(64)).is_ok());
+    for offset in [0, 32] {
+        let err = parse(two(offset)).to_string();
+        assert!(err.contains("overlap") && err.contains("`a`") && err.contains("`b`"), "{err}");
+    }
+    // 8 is off the default alignment of 32.
+    let err = parse(Raw::new(1, 0).tensor("w", &[8], 0, 8).build(64)).to_string();
+    assert!(err.contains("`w`") && err.contains("alignment"), "{err}");
+}
