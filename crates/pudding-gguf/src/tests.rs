@@ -1001,7 +1001,10 @@ fn overlapping_or_misaligned_tensor_data_is_refused() {
     assert!(GgufFile::from_bytes(two(64)).is_ok());
     for offset in [0, 32] {
         let err = parse(two(offset)).to_string();
-        assert!(err.contains("overlap") && err.contains("`a`") && err.contains("`b`"), "{err}");
+        assert!(
+            err.contains("overlap") && err.contains("`a`") && err.contains("`b`"),
+            "{err}"
+        );
     }
     // 8 is off the default alignment of 32.
     let err = parse(Raw::new(1, 0).tensor("w", &[8], 0, 8).build(64)).to_string();

@@ -54,6 +54,17 @@ pub enum ModelError {
         /// Architecture being loaded.
         arch: String,
     },
+    /// The checkpoint holds tensors of a block past its declared block count (a block
+    /// count edited down, or tensors of another model): loading would drop them silently.
+    #[error("tensor {name:?} belongs to block {block}, but the checkpoint declares {n_blocks} blocks (0..{n_blocks}); its metadata and tensors disagree")]
+    BlockPastCount {
+        /// One such tensor (HF naming where known, else the checkpoint's).
+        name: String,
+        /// Its block.
+        block: usize,
+        /// The declared block count.
+        n_blocks: usize,
+    },
     /// A weight has the wrong shape for the configuration.
     #[error("tensor {name:?} has shape {actual:?} but the configuration implies {expected:?}; the config and weights do not belong together")]
     ShapeMismatch {

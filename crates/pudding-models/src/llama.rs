@@ -708,6 +708,11 @@ trait ParamSource<B: Backend> {
     fn has(&self, name: &str) -> bool;
     /// Called when block `block` is built: a checkpoint refuses a block holding a tensor
     /// that was not read.
+    /// Errors if the source holds tensors of `block`, which lies past the `n_blocks`
+    /// blocks the configuration declares.
+    fn check_no_block(&self, _block: usize, _n_blocks: usize) -> Result<(), ModelError> {
+        Ok(())
+    }
     fn finish_block(&mut self, _block: usize) -> Result<(), ModelError> {
         Ok(())
     }
@@ -795,6 +800,16 @@ impl<B: Backend> ParamSource<B> for FromCheckpoint<'_, B> {
     }
     fn has(&self, name: &str) -> bool {
         self.source.contains(name)
+    }
+    fn check_no_block(&self, block: usize, n_blocks: usize) -> Result<(), ModelError> {
+        match self.source.block_tensor_names(block).into_iter().next() {
+            Some(name) => Err(ModelError::BlockPastCount {
+                name,
+                block,
+                n_blocks,
+            }),
+            None => Ok(()),
+        }
     }
     fn finish_block(&mut self, block: usize) -> Result<(), ModelError> {
         let read = std::mem::take(&mut self.read);
@@ -1180,6 +1195,7 @@ impl<B: Backend> LlamaModel<B> {
                 Some(build_block(c, src, i)?)
             });
         }
+        src.check_no_block(c.n_blocks, c.n_blocks)?;
         let norm = RmsNorm {
             weight: src.vector("model.norm.weight", d)?,
             eps: c.rms_norm_eps,

@@ -458,3 +458,27 @@ fn overflowing_activations_are_an_error_not_noise() {
     };
     assert!(non_finite(lm.generate(&ids, &dense, &config).unwrap_err()));
 }
+
+/// A block count edited below the blocks stored (the tensors of blocks 3 and up would be
+/// dropped without a word) is refused, naming a tensor of the first block past it; with
+/// the quantised weights too.
+#[test]
+fn tensors_of_blocks_past_the_block_count_are_refused() {
+    let mut w = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    w.add_u32("llama.block_count", 3);
+    let err = load_written(&w).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::BlockPastCount { name, block: 3, n_blocks: 3 } if name.contains('3')),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    w.write_to(&path).unwrap();
+    let err = LlamaLm::<B>::load_with(
+        &path,
+        &Default::default(),
+        pudding_models::WeightMode::Quantized,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::BlockPastCount { .. }), "{err}");
+}
