@@ -686,3 +686,57 @@ fn an_exported_candidate_has_the_perplexity_of_the_skipped_source() {
         "{skipped} vs {pruned}"
     );
 }
+
+/// A prompt read from standard input or a file (`--prompt-file`, for prompts longer than
+/// one argument may be) generates what the same `--prompt` does; the two options exclude
+/// each other, an unreadable file is a message, and `--jobs` is capped at the CPUs.
+#[test]
+fn prompt_files_and_stdin_give_the_prompts_generation() {
+    use std::io::Write;
+    let prompt = "Name three colours of the rainbow.";
+    let args = ["--weights", "dequantized", "generate", "--max-tokens", "8"];
+    let direct = stdout(&pudding(&[&args[..], &["--prompt", prompt]].concat()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pudding"))
+        .args([&args[..], &["--prompt-file", "-"]].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(prompt.as_bytes())
+        .unwrap();
+    let piped = stdout(&child.wait_with_output().unwrap());
+    assert_eq!(piped, direct);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompt.txt");
+    std::fs::write(&file, prompt).unwrap();
+    let from_file = stdout(&pudding(
+        &[&args[..], &["--prompt-file", file.to_str().unwrap()]].concat(),
+    ));
+    assert_eq!(from_file, direct);
+
+    let fails = |extra: &[&str], needle: &str| {
+        let out = pudding(&[&args[..], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    fails(
+        &["--prompt", prompt, "--prompt-file", "-"],
+        "cannot be used with",
+    );
+    fails(
+        &["--prompt-file", "/nonexistent/prompt.txt"],
+        "--prompt-file",
+    );
+    fails(&[], "--prompt");
+    let out = pudding(&[
+        "eval", "--tasks", "arc_easy", "--skip", "none", "--out", "x.json", "--jobs", "100000",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("at most"), "{err}");
+}

@@ -20,6 +20,52 @@ const JOBS_HELP: &str = "Score this many items at once, each in one pass over th
     sets on one CPU thread (CPU backend: on 2 cores, 2 beats one item at a time on both cores, \
     docs/benchmarks.md; scores equal up to float rounding)";
 
+/// Parses `--jobs`: at least 1 and at most the CPUs this process may use (each job scores
+/// on its own thread; more would only contend for the cores and multiply the memory).
+fn job_count(text: &str) -> Result<usize, String> {
+    let n = at_least_one(text)?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if n > cpus {
+        return Err(format!(
+            "{n} jobs but this machine runs {cpus} threads at once; use at most {cpus}"
+        ));
+    }
+    Ok(n)
+}
+
+/// The most bytes `--prompt-file` reads (a prompt is tokenised whole; the model's context
+/// bounds what is used, this bounds what is read).
+const MAX_PROMPT_FILE_BYTES: u64 = 16 << 20;
+
+/// The prompt of `--prompt TEXT` or `--prompt-file PATH` (`-`: standard input), which clap
+/// makes exactly one of; a file must be UTF-8 and at most [`MAX_PROMPT_FILE_BYTES`].
+fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String, CliError> {
+    use std::io::Read;
+    let Some(path) = file else {
+        return prompt.ok_or_else(|| CliError::Usage("give --prompt or --prompt-file".into()));
+    };
+    let mut bytes = Vec::new();
+    let limited = |r: &mut dyn Read, bytes: &mut Vec<u8>| {
+        r.take(MAX_PROMPT_FILE_BYTES + 1).read_to_end(bytes)
+    };
+    if path.as_os_str() == "-" {
+        limited(&mut std::io::stdin().lock(), &mut bytes)?;
+    } else {
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| CliError::Usage(format!("--prompt-file {}: {e}", path.display())))?;
+        limited(&mut f, &mut bytes)?;
+    }
+    if bytes.len() as u64 > MAX_PROMPT_FILE_BYTES {
+        return Err(CliError::Usage(format!(
+            "--prompt-file {}: longer than {} MiB",
+            path.display(),
+            MAX_PROMPT_FILE_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| CliError::Usage(format!("--prompt-file {}: not UTF-8 ({e})", path.display())))
+}
+
 /// Parses a count that must be at least 1.
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -118,8 +164,16 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// The prompt.
+        #[arg(
+            long,
+            required_unless_present = "prompt_file",
+            conflicts_with = "prompt_file"
+        )]
+        prompt: Option<String>,
+        /// Read the prompt from this file (`-`: standard input), for prompts longer than a
+        /// command-line argument may be; at most 16 MiB of UTF-8.
         #[arg(long)]
-        prompt: String,
+        prompt_file: Option<PathBuf>,
         /// Blocks to skip, e.g. "3,7,19" or "10-15" (default: none).
         #[arg(long, default_value = "")]
         skip: String,
@@ -176,7 +230,7 @@ enum Command {
         /// Also write the Markdown table here.
         #[arg(long)]
         table: Option<PathBuf>,
-        #[arg(long, default_value_t = 1, value_parser = at_least_one, help = JOBS_HELP,
+        #[arg(long, default_value_t = 1, value_parser = job_count, help = JOBS_HELP,
               conflicts_with_all = ["router", "oracle"])]
         jobs: usize,
     },
@@ -323,7 +377,7 @@ enum Command {
         /// N items of each unseen task, chosen the same way (default: full splits).
         #[arg(long, value_parser = at_least_one)]
         unseen_limit: Option<usize>,
-        #[arg(long, default_value_t = 1, value_parser = at_least_one, help = JOBS_HELP)]
+        #[arg(long, default_value_t = 1, value_parser = job_count, help = JOBS_HELP)]
         jobs: usize,
         /// Timed repeats of the speed benchmark (0: skip it).
         #[arg(long, default_value_t = 3)]
@@ -428,8 +482,16 @@ enum Command {
         #[arg(short, long, default_value_t = 3, conflicts_with = "pool")]
         k: usize,
         /// The prompt.
+        #[arg(
+            long,
+            required_unless_present = "prompt_file",
+            conflicts_with = "prompt_file"
+        )]
+        prompt: Option<String>,
+        /// Read the prompt from this file (`-`: standard input), for prompts longer than a
+        /// command-line argument may be; at most 16 MiB of UTF-8.
         #[arg(long)]
-        prompt: String,
+        prompt_file: Option<PathBuf>,
         /// Maximum new tokens.
         #[arg(long, default_value_t = 64, value_parser = at_least_one)]
         max_tokens: usize,
@@ -586,6 +648,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Generate {
             model,
             prompt,
+            prompt_file,
             skip,
             max_tokens,
             temperature,
@@ -593,6 +656,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             seed,
             raw,
         } => {
+            let prompt = read_prompt(prompt, prompt_file)?;
             if !(temperature.is_finite() && temperature >= 0.0) {
                 return Err(CliError::Usage(format!(
                     "--temperature {temperature} must be 0 (greedy) or positive"
@@ -1083,8 +1147,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             router,
             k,
             prompt,
+            prompt_file,
             max_tokens,
         } => {
+            let prompt = read_prompt(prompt, prompt_file)?;
             if pool.is_none() {
                 pudding_cli::default_router::check_embedded_k(k).map_err(stage)?;
             }
