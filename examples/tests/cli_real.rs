@@ -740,3 +740,33 @@ fn prompt_files_and_stdin_give_the_prompts_generation() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("at most"), "{err}");
 }
+
+/// An output that cannot be written fails before any item is scored, with its path.
+#[test]
+fn an_unwritable_eval_output_fails_before_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out_path = blocker.join("results.json");
+    let out = pudding(&[
+        "eval",
+        "--tasks",
+        "arc_easy",
+        "--limit",
+        "2",
+        "--skip",
+        "none",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("results.json") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("arc_easy: 1/2"),
+        "scored before failing: {err}"
+    );
+}

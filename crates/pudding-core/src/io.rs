@@ -31,6 +31,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Checks, before a long job starts, that [`write_atomic`] will be able to write `path`:
+/// its directory can be created and written (a temporary file is made there and
+/// removed), and `path` is not a directory. Nothing is left behind.
+pub fn check_writable(path: &Path) -> Result<(), CoreError> {
+    let io_err = |source| CoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_dir() {
+        return Err(io_err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "the output is a directory, not a file",
+        )));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    tempfile::NamedTempFile::new_in(&dir).map_err(io_err)?;
+    Ok(())
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically to `path`.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), CoreError> {
     let text = serde_json::to_vec_pretty(value).map_err(|source| CoreError::Json {
@@ -59,6 +82,16 @@ mod tests {
     #[test]
     fn atomic_write_replaces_whole_file() {
         let dir = tempfile::tempdir().unwrap();
+        // A writable place passes and leaves nothing; a directory, or a file's place under
+        // a regular file, fails.
+        check_writable(&dir.path().join("sub/out.json")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            0
+        );
+        assert!(check_writable(dir.path()).is_err());
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(check_writable(&dir.path().join("file/out.json")).is_err());
         let path = dir.path().join("sub/out.json");
         write_atomic(&path, b"first version, long").unwrap();
         write_atomic(&path, b"second").unwrap();

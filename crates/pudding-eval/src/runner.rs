@@ -347,6 +347,8 @@ fn open_report<L: SkippableLm>(
     method: String,
 ) -> Result<EvalReport, EvalError> {
     if !out.exists() {
+        // An unwritable output fails now, not at the first checkpoint many items in.
+        io::check_writable(out)?;
         return Ok(EvalReport {
             model: lm.fingerprint().clone(),
             method,
@@ -404,13 +406,15 @@ fn check_stored_items(report: &EvalReport) -> Result<(), String> {
 
 /// Checks a resumed file's entry for `task` against the task as this run loads it: the
 /// same split and reported metric, and every stored item that this run would count has
-/// as many scored choices and the same gold answer as the item now. A file from another
-/// split or data version would otherwise resume with foreign items counted as done.
+/// as many scored choices and the same gold answer as the item now; every stored item is a
+/// document of the task's split (`split_ids`). A file from another split or data version
+/// would otherwise resume with foreign items counted as done, or carry them along.
 fn check_stored_task(
     report: &EvalReport,
     out: &Path,
     task: TaskName,
     items: &[TaskItem],
+    split_ids: &HashSet<usize>,
 ) -> Result<(), EvalError> {
     let Some(entry) = report.tasks.get(task.name()) else {
         return Ok(());
@@ -433,6 +437,14 @@ fn check_stored_task(
     }
     let by_id: HashMap<usize, &TaskItem> = items.iter().map(|i| (i.doc_id, i)).collect();
     for stored in &entry.items {
+        if !split_ids.contains(&stored.doc_id) {
+            return Err(mismatch(format!(
+                "{} document {} is not in the task's {split} split ({} documents)",
+                task.name(),
+                stored.doc_id,
+                split_ids.len()
+            )));
+        }
         if let Some(item) = by_id.get(&stored.doc_id) {
             if stored.loglikelihoods.len() != item.num_choices() || stored.gold != item.gold {
                 return Err(mismatch(format!(
@@ -451,17 +463,19 @@ fn check_stored_task(
     Ok(())
 }
 
-/// The items of `task` that `config` evaluates.
+/// The items of `task` that `config` evaluates, and the doc ids of the task's whole
+/// evaluation split (what a resumed file's items must come from).
 fn task_items(
     config: &EvalConfig,
     task: TaskName,
     load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
-) -> Result<Vec<TaskItem>, EvalError> {
+) -> Result<(Vec<TaskItem>, HashSet<usize>), EvalError> {
     let mut items = load(task, task.default_eval_split())?;
+    let split_ids = items.iter().map(|i| i.doc_id).collect();
     if let Some(limit) = config.limit {
         items = crate::tasks::limit_items(items, limit);
     }
-    Ok(items)
+    Ok((items, split_ids))
 }
 
 /// Opens `task`'s entry in `report` for a run over the items with doc ids `ids`: returns
@@ -547,8 +561,8 @@ pub fn run_eval<L: SkippableLm>(
     let mut report = open_report(lm, out, chooser.label())?;
     let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
-        let items = task_items(config, task, load)?;
-        check_stored_task(&report, out, task, &items)?;
+        let (items, split_ids) = task_items(config, task, load)?;
+        check_stored_task(&report, out, task, &items, &split_ids)?;
         let ids: HashSet<usize> = items.iter().map(|i| i.doc_id).collect();
         let (done, _) = open_task(&mut report, task, &ids);
         let mut complete = done.intersection(&ids).count();
@@ -625,9 +639,9 @@ pub fn run_eval_sets<L: SkippableLm + Sync>(
     };
     let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
-        let items = task_items(config, task, load)?;
+        let (items, split_ids) = task_items(config, task, load)?;
         for (report, out) in reports.iter().zip(outs) {
-            check_stored_task(report, out, task, &items)?;
+            check_stored_task(report, out, task, &items, &split_ids)?;
         }
         let ids: HashSet<usize> = items.iter().map(|i| i.doc_id).collect();
         let (done, n_totals): (Vec<HashSet<usize>>, Vec<usize>) =

@@ -381,11 +381,16 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         let gold = item["gold"].as_u64().unwrap();
         item["gold"] = ((gold + 1) % n).into();
     }
-    let mut other_split = base;
+    let mut other_split = base.clone();
     for task in other_split["tasks"].as_object_mut().unwrap().values_mut() {
         task["split"] = "train".into();
     }
-    for edited in [&other_gold, &other_split] {
+    // An item from outside the task's split (beyond this run's limit too) is foreign.
+    let mut foreign_doc = base;
+    for task in foreign_doc["tasks"].as_object_mut().unwrap().values_mut() {
+        task["items"][1]["doc_id"] = 10_000_000.into();
+    }
+    for edited in [&other_gold, &other_split, &foreign_doc] {
         std::fs::write(&partial, edited.to_string()).unwrap();
         let err = run_one_item(&mut load, &mut quiet).unwrap_err();
         assert!(
