@@ -4,6 +4,17 @@ use crate::CoreError;
 use std::io::Write;
 use std::path::Path;
 
+/// Creates the directory `path` is to be written in (`.` for a bare file name), and
+/// returns it.
+fn create_parent_dir(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Writes `bytes` to `path` atomically: the data go to a temporary file in the same
 /// directory, are flushed to disk, and the file is renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
@@ -11,11 +22,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    let dir = create_parent_dir(path).map_err(io_err)?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err)?;
     tmp.write_all(bytes).map_err(io_err)?;
     tmp.as_file().sync_all().map_err(io_err)?;
@@ -45,11 +52,7 @@ pub fn check_writable(path: &Path) -> Result<(), CoreError> {
             "the output is a directory, not a file",
         )));
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    let dir = create_parent_dir(path).map_err(io_err)?;
     tempfile::NamedTempFile::new_in(&dir).map_err(io_err)?;
     Ok(())
 }

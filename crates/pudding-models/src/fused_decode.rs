@@ -230,7 +230,7 @@ impl<'a, B: Backend> FusedDecoder<'a, B> {
         };
         match (&self.model.lm_head, &self.model.embed) {
             (Some(LinearWeight::Quantized(m)), _) | (None, Embedding::Quantized(m)) => {
-                Ok(products(team, &[m], &x)?.pop().expect("one product"))
+                product(team, m, &x)
             }
             (Some(LinearWeight::Dense(w)), _) => dense(w.clone()),
             (None, Embedding::Dense(e)) => dense(e.clone().transpose()),
@@ -332,13 +332,8 @@ impl<'a> FusedBlock<'a> {
         self.cache.keys.extend_from_slice(k);
         self.cache.values.extend_from_slice(v);
         let attended = self.attend(q, position, team);
-        let mut a = products(team, &[self.o], &attended)?
-            .pop()
-            .expect("one product");
-        if let Some(norm) = &self.post_attn_norm {
-            a = rms_norm(&a, norm, self.eps);
-        }
-        x.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
+        let a = product(team, self.o, &attended)?;
+        add_branch(x, a, &self.post_attn_norm, self.eps);
 
         let normed = rms_norm(x, &self.mlp_norm, self.eps);
         let mut gate_up = products(team, &self.gate_up, &normed)?;
@@ -351,13 +346,8 @@ impl<'a> FusedBlock<'a> {
                 Activation::GeluTanh => gelu_tanh(*g),
             } * u
         });
-        let mut m = products(team, &[self.down], &hidden)?
-            .pop()
-            .expect("one product");
-        if let Some(norm) = &self.post_mlp_norm {
-            m = rms_norm(&m, norm, self.eps);
-        }
-        x.iter_mut().zip(&m).for_each(|(x, m)| *x += m);
+        let m = product(team, self.down, &hidden)?;
+        add_branch(x, m, &self.post_mlp_norm, self.eps);
         self.trim(position + 1);
         Ok(())
     }
@@ -494,6 +484,23 @@ fn products(
         Some(e) => Err(e.into()),
         None => Ok(outs),
     }
+}
+
+/// [`products`] of one matrix: `[rows]`.
+fn product(team: Option<&Team>, m: &QuantizedMatrix, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+    Ok(products(team, &[m], x)?
+        .pop()
+        .expect("one product per matrix"))
+}
+
+/// Adds a branch's output (attention or MLP, `[d]`) to the residual stream `x`, through
+/// its post-norm when the block has one (Gemma's sandwich norms).
+fn add_branch(x: &mut [f32], branch: Vec<f32>, post_norm: &Option<Vec<f32>>, eps: f32) {
+    let branch = match post_norm {
+        Some(norm) => rms_norm(&branch, norm, eps),
+        None => branch,
+    };
+    x.iter_mut().zip(&branch).for_each(|(x, b)| *x += b);
 }
 
 /// `(cos, sin)` of every rotate-half column at `position`, `[e]` each (angles in `f64`, as

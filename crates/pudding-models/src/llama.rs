@@ -706,13 +706,13 @@ trait ParamSource<B: Backend> {
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError>;
     fn has(&self, name: &str) -> bool;
-    /// Called when block `block` is built: a checkpoint refuses a block holding a tensor
-    /// that was not read.
-    /// Errors if the source holds tensors of `block`, which lies past the `n_blocks`
-    /// blocks the configuration declares.
-    fn check_no_block(&self, _block: usize, _n_blocks: usize) -> Result<(), ModelError> {
+    /// Errors if the source holds tensors of a block past the `n_blocks` the configuration
+    /// declares (those of block `n_blocks`, the first one past).
+    fn check_no_block_past(&self, _n_blocks: usize) -> Result<(), ModelError> {
         Ok(())
     }
+    /// Called when block `block` is built: a checkpoint refuses a block holding a tensor
+    /// that was not read.
     fn finish_block(&mut self, _block: usize) -> Result<(), ModelError> {
         Ok(())
     }
@@ -801,11 +801,11 @@ impl<B: Backend> ParamSource<B> for FromCheckpoint<'_, B> {
     fn has(&self, name: &str) -> bool {
         self.source.contains(name)
     }
-    fn check_no_block(&self, block: usize, n_blocks: usize) -> Result<(), ModelError> {
-        match self.source.block_tensor_names(block).into_iter().next() {
+    fn check_no_block_past(&self, n_blocks: usize) -> Result<(), ModelError> {
+        match self.source.block_tensor_names(n_blocks).into_iter().next() {
             Some(name) => Err(ModelError::BlockPastCount {
                 name,
-                block,
+                block: n_blocks,
                 n_blocks,
             }),
             None => Ok(()),
@@ -1195,7 +1195,7 @@ impl<B: Backend> LlamaModel<B> {
                 Some(build_block(c, src, i)?)
             });
         }
-        src.check_no_block(c.n_blocks, c.n_blocks)?;
+        src.check_no_block_past(c.n_blocks)?;
         let norm = RmsNorm {
             weight: src.vector("model.norm.weight", d)?,
             eps: c.rms_norm_eps,

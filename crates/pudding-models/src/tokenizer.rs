@@ -109,17 +109,8 @@ impl TextTokenizer {
                 )))
             }
         };
-        // The model is built directly: as a JSON document to parse, the 49k-entry vocabulary
-        // and merge list took ~25 MB of transient heap, which the allocator kept (a sixth
-        // of `pudding generate`'s peak memory on SmolLM2).
-        let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
-        for (id, token) in tokens.iter().enumerate() {
-            if vocab.insert(token.to_string(), id as u32).is_some() {
-                return Err(ModelError::Tokenizer(
-                    "tokenizer.ggml.tokens holds duplicate tokens".into(),
-                ));
-            }
-        }
+        // The model is built directly, not parsed from a JSON document (see `gguf_vocab`).
+        let vocab = gguf_vocab(&tokens)?;
         let merges = merges
             .iter()
             .map(|m| match m.split_once(' ') {
@@ -179,13 +170,7 @@ impl TextTokenizer {
         }
         let space_prefix =
             GgufFile::optional(file.get_bool("tokenizer.ggml.add_space_prefix"))?.unwrap_or(true);
-        let ids: std::collections::HashMap<&str, usize> =
-            tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
-        if ids.len() != tokens.len() {
-            return Err(ModelError::Tokenizer(
-                "tokenizer.ggml.tokens holds duplicate tokens".into(),
-            ));
-        }
+        let vocab = gguf_vocab(&tokens)?;
         // Every split of a mergeable piece into two vocabulary pieces is a merge, ranked by
         // the piece's score (highest first; ties by piece, then left, then right id).
         let index = PieceIndex::new(&tokens);
@@ -231,11 +216,6 @@ impl TextTokenizer {
         let merges: tokenizers::models::bpe::Merges = merges
             .iter()
             .map(|&(_, _, l, r)| (tokens[l].to_string(), tokens[r].to_string()))
-            .collect();
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
             .collect();
         let unk = match GgufFile::optional(file.get_u32("tokenizer.ggml.unknown_token_id"))? {
             Some(id) => Some(*tokens.get(id as usize).ok_or_else(|| {
@@ -334,6 +314,21 @@ impl TextTokenizer {
     pub fn base_vocab_size(&self) -> usize {
         self.inner.get_vocab_size(false)
     }
+}
+
+/// `{token: id}` of a GGUF vocabulary, built directly (as a JSON document to parse, a
+/// 49k-entry vocabulary took ~25 MB of transient heap that the allocator kept); an error
+/// if a token appears twice.
+fn gguf_vocab(tokens: &[&str]) -> Result<tokenizers::models::bpe::Vocab, ModelError> {
+    let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
+    for (id, token) in tokens.iter().enumerate() {
+        if vocab.insert(token.to_string(), id as u32).is_some() {
+            return Err(ModelError::Tokenizer(
+                "tokenizer.ggml.tokens holds duplicate tokens".into(),
+            ));
+        }
+    }
+    Ok(vocab)
 }
 
 /// Control and user-defined tokens as `tokenizers` added tokens (control ones special):

@@ -161,11 +161,8 @@ fn fused_decode_steps_equal_the_tensor_path() {
             .unwrap(),
     )
     .unwrap();
-    let argmax = |v: &[f32]| {
-        (0..v.len())
-            .max_by(|&i, &j| v[i].total_cmp(&v[j]).then(j.cmp(&i)))
-            .unwrap() as u32
-    };
+    // The greedy sampler's own choice (the lowest id on ties).
+    let argmax = pudding_models::sampling::argmax;
     let mut decoder = pudding_models::FusedDecoder::continuing(lm.model(), &cache)
         .unwrap()
         .unwrap();

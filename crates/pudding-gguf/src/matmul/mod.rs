@@ -322,7 +322,7 @@ impl QuantizedMatrix {
         let n = input.n();
         // `Kernel` is a public enum: never run the AVX2 code on a CPU without it, whatever
         // the caller asked for (the feature checks are cached).
-        let kernel = if Kernel::available().contains(&kernel) {
+        let kernel = if kernel.runs_here() {
             kernel
         } else {
             Kernel::detect()
@@ -517,7 +517,8 @@ impl QuantizedMatrix {
     }
 }
 
-/// The inner-product implementation.
+/// The inner-product implementation, in the order of the CPU features each needs (each
+/// needs the features of the one before it, and more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     /// Portable scalar code.
@@ -547,13 +548,17 @@ impl Kernel {
         Kernel::Scalar
     }
 
+    /// Whether this CPU runs `self` (each kernel's features include the one before's).
+    pub fn runs_here(self) -> bool {
+        self as u8 <= Kernel::detect() as u8
+    }
+
     /// Every implementation this CPU runs (tests and benchmarks compare them).
     pub fn available() -> Vec<Kernel> {
-        match Kernel::detect() {
-            Kernel::Scalar => vec![Kernel::Scalar],
-            Kernel::Avx2 => vec![Kernel::Scalar, Kernel::Avx2],
-            Kernel::AvxVnni => vec![Kernel::Scalar, Kernel::Avx2, Kernel::AvxVnni],
-        }
+        [Kernel::Scalar, Kernel::Avx2, Kernel::AvxVnni]
+            .into_iter()
+            .filter(|k| k.runs_here())
+            .collect()
     }
 }
 

@@ -306,11 +306,33 @@ const PREFETCH_AHEAD: usize = 512;
 /// products (more rows per decoded sub-block); more would not fit the 16 vector registers.
 const TILE: usize = 8;
 
-/// The integer kernel's loops, compiled once per instruction set: `$dot` multiplies a
-/// decoded sub-block with 32 activation bytes, and every function the loops call inlines
-/// into them (the decoders need a subset of `$features`).
+/// The integer kernel, compiled once per instruction set: the entry point `$int_rows`
+/// (dispatching on the format) and its loops, where `$dot` multiplies a decoded sub-block
+/// with 32 activation bytes and every function the loops call inlines into them (the
+/// decoders need a subset of `$features`).
 macro_rules! integer_kernel {
-    ($features:literal, $rows_of:ident, $tile_of:ident, $dot:ident) => {
+    ($(#[$doc:meta])* $features:literal, $int_rows:ident, $rows_of:ident, $tile_of:ident, $dot:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $int_rows(
+            m: &QuantizedMatrix,
+            rows: std::ops::Range<usize>,
+            a: &QuantizedActivations,
+            out: &mut [f32],
+        ) {
+            match m.dtype {
+                GgmlType::Q4_0 => $rows_of::<Q4_0>(m, rows, a, out),
+                GgmlType::Q4_1 => $rows_of::<Q4_1>(m, rows, a, out),
+                GgmlType::Q8_0 => $rows_of::<Q8_0>(m, rows, a, out),
+                GgmlType::Q4_K => $rows_of::<Q4K>(m, rows, a, out),
+                GgmlType::Q5_K => $rows_of::<Q5K>(m, rows, a, out),
+                GgmlType::Q6_K => $rows_of::<Q6K>(m, rows, a, out),
+                GgmlType::Q5_0 => $rows_of::<Q5_0>(m, rows, a, out),
+                GgmlType::Q5_1 => $rows_of::<Q5_1>(m, rows, a, out),
+                other => unreachable!("no integer kernel for {other}"),
+            }
+        }
+
         #[target_feature(enable = $features)]
         unsafe fn $rows_of<F: Format>(
             m: &QuantizedMatrix,
@@ -410,61 +432,29 @@ macro_rules! integer_kernel {
     };
 }
 
-integer_kernel!("avx2,fma,f16c", rows_of, tile_of, dot32);
 integer_kernel!(
+    /// Output rows `rows` of an integer-format `m` against `a`, into `out` (`[rows.len(),
+    /// n]`).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    "avx2,fma,f16c",
+    int_rows,
+    rows_of,
+    tile_of,
+    dot32
+);
+integer_kernel!(
+    /// [`int_rows`] with AVX-VNNI dot products.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA, F16C and AVX-VNNI.
     "avx2,fma,f16c,avxvnni",
+    int_rows_vnni,
     rows_of_vnni,
     tile_of_vnni,
     dot32_vnni
 );
-
-/// Output rows `rows` of an integer-format `m` against `a`, into `out` (`[rows.len(), n]`).
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn int_rows(
-    m: &QuantizedMatrix,
-    rows: std::ops::Range<usize>,
-    a: &QuantizedActivations,
-    out: &mut [f32],
-) {
-    match m.dtype {
-        GgmlType::Q4_0 => rows_of::<Q4_0>(m, rows, a, out),
-        GgmlType::Q4_1 => rows_of::<Q4_1>(m, rows, a, out),
-        GgmlType::Q8_0 => rows_of::<Q8_0>(m, rows, a, out),
-        GgmlType::Q4_K => rows_of::<Q4K>(m, rows, a, out),
-        GgmlType::Q5_K => rows_of::<Q5K>(m, rows, a, out),
-        GgmlType::Q6_K => rows_of::<Q6K>(m, rows, a, out),
-        GgmlType::Q5_0 => rows_of::<Q5_0>(m, rows, a, out),
-        GgmlType::Q5_1 => rows_of::<Q5_1>(m, rows, a, out),
-        other => unreachable!("no integer kernel for {other}"),
-    }
-}
-
-/// [`int_rows`] with AVX-VNNI dot products.
-///
-/// # Safety
-/// The CPU has AVX2, FMA, F16C and AVX-VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-pub(crate) unsafe fn int_rows_vnni(
-    m: &QuantizedMatrix,
-    rows: std::ops::Range<usize>,
-    a: &QuantizedActivations,
-    out: &mut [f32],
-) {
-    match m.dtype {
-        GgmlType::Q4_0 => rows_of_vnni::<Q4_0>(m, rows, a, out),
-        GgmlType::Q4_1 => rows_of_vnni::<Q4_1>(m, rows, a, out),
-        GgmlType::Q8_0 => rows_of_vnni::<Q8_0>(m, rows, a, out),
-        GgmlType::Q4_K => rows_of_vnni::<Q4K>(m, rows, a, out),
-        GgmlType::Q5_K => rows_of_vnni::<Q5K>(m, rows, a, out),
-        GgmlType::Q6_K => rows_of_vnni::<Q6K>(m, rows, a, out),
-        GgmlType::Q5_0 => rows_of_vnni::<Q5_0>(m, rows, a, out),
-        GgmlType::Q5_1 => rows_of_vnni::<Q5_1>(m, rows, a, out),
-        other => unreachable!("no integer kernel for {other}"),
-    }
-}
 
 /// Eight stored float values at `p` as `f32`.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -228,9 +228,7 @@ pub fn fused_against_tensor_steps(
         let got = log_softmax(&fused.step(token).unwrap());
         let mut order: Vec<usize> = (0..want.len()).collect();
         order.sort_by(|&i, &j| want[j].total_cmp(&want[i]));
-        let fused_best = (0..got.len())
-            .max_by(|&i, &j| got[i].total_cmp(&got[j]))
-            .unwrap();
+        let fused_best = pudding_models::sampling::argmax(&got) as usize;
         a.steps += 1;
         if fused_best == order[0] {
             a.top1_same += 1;
