@@ -10,6 +10,11 @@ pub mod reproduce;
 pub mod router_commands;
 pub mod shape_bench;
 
+/// Every binary built on this crate (the CLI, the examples, their tests) counts allocations,
+/// so chat templates render under their memory budget (`pudding_models::chat`).
+#[global_allocator]
+static ALLOCATOR: pudding_core::memory::BudgetedAllocator = pudding_core::memory::BudgetedAllocator;
+
 use pudding_models::assets::{ensure_asset, KNOWN_ASSETS, SMOLLM2_135M_INSTRUCT};
 use pudding_models::ModelError;
 use std::path::PathBuf;

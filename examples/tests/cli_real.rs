@@ -770,3 +770,39 @@ fn an_unwritable_eval_output_fails_before_scoring() {
         "scored before failing: {err}"
     );
 }
+
+/// A GGUF whose chat template doubles a string forty times (a terabyte in a few template
+/// instructions) stops at the template's memory budget with a named limit, instead of
+/// exhausting the machine's memory.
+#[test]
+fn a_chat_template_that_doubles_a_string_stops_at_its_memory_budget() {
+    use pudding_models::testing::{tiny_llama_gguf, TinyLlamaSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doubling.gguf");
+    let mut gguf = tiny_llama_gguf(&TinyLlamaSpec::default()).unwrap();
+    gguf.add_string(
+        "tokenizer.chat_template",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    );
+    gguf.write_to(&path).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_pudding"))
+        .args([
+            "generate",
+            "--model",
+            path.to_str().unwrap(),
+            "--max-tokens",
+            "2",
+            "--prompt",
+            "Hi",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CHAT_TEMPLATE_MEMORY") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}

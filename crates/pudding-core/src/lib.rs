@@ -9,12 +9,14 @@
 //! - [`Router`] and [`RouteDecision`]: prompt -> candidate index, with per-candidate scores.
 //! - [`Pudding`]: route once per prompt, then generate with the chosen set.
 //! - [`io::write_atomic`]: every file pudding writes goes through a temp file and a rename.
+//! - [`memory::run_with_budget`]: untrusted work (chat templates) under a memory budget.
 
 pub mod error;
 pub mod fingerprint;
 pub mod generation;
 pub mod io;
 pub mod lm;
+pub mod memory;
 pub mod omission;
 pub mod pipeline;
 pub mod pool;

@@ -3,9 +3,12 @@
 //! `bos_token`, `eos_token`; `raise_exception` available to the template).
 //!
 //! A template comes from a downloaded file and is executed, so it runs under limits: at
-//! most [`CHAT_TEMPLATE_FUEL`] instructions, [`CHAT_TEMPLATE_RECURSION`] nested calls and
-//! [`MAX_RENDERED_CHAT_BYTES`] of output; past one, rendering stops with
-//! [`ModelError::LimitExceeded`] naming it.
+//! most [`CHAT_TEMPLATE_FUEL`] instructions, [`CHAT_TEMPLATE_RECURSION`] nested calls,
+//! [`MAX_RENDERED_CHAT_BYTES`] of output and [`CHAT_TEMPLATE_MEMORY`] held at once (a
+//! few concatenations double a string forty times); past one, rendering stops with
+//! [`ModelError::LimitExceeded`] naming it. The memory budget holds where the binary
+//! installs [`pudding_core::memory::BudgetedAllocator`] (the `pudding` CLI and the
+//! examples do).
 
 use crate::ModelError;
 use minijinja::{context, Environment, Error, ErrorKind};
@@ -17,6 +20,9 @@ pub const CHAT_TEMPLATE_FUEL: u64 = 2_000_000;
 pub const CHAT_TEMPLATE_RECURSION: usize = 64;
 /// The most bytes a rendered chat prompt may have (far above any model's context).
 pub const MAX_RENDERED_CHAT_BYTES: usize = 16 << 20;
+/// The most bytes one rendering may hold at once (the message, the template's values and
+/// the output together; see [`pudding_core::memory::run_with_budget`]).
+pub const CHAT_TEMPLATE_MEMORY: usize = 256 << 20;
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -45,6 +51,24 @@ pub fn check_template(template: &str) -> Result<(), ModelError> {
 
 /// Renders `template` for one user message, ready for the assistant's answer.
 pub fn render_user_turn(
+    template: &str,
+    user: &str,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, ModelError> {
+    let owned = [template, user, bos_token, eos_token].map(str::to_string);
+    let rendered = pudding_core::memory::run_with_budget(CHAT_TEMPLATE_MEMORY, move || {
+        let [template, user, bos_token, eos_token] = owned;
+        render_unbudgeted(&template, &user, &bos_token, &eos_token)
+    });
+    rendered.unwrap_or(Err(ModelError::LimitExceeded {
+        what: "chat template memory (CHAT_TEMPLATE_MEMORY)",
+        limit: CHAT_TEMPLATE_MEMORY as u64,
+    }))
+}
+
+/// [`render_user_turn`] on the calling thread, with every limit but the memory budget.
+fn render_unbudgeted(
     template: &str,
     user: &str,
     bos_token: &str,
@@ -153,6 +177,20 @@ mod tests {
         }
         let deep = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
         assert!(render_user_turn(deep, "x", "", "").is_err());
+        // Forty doublings of a string take a few instructions and a terabyte.
+        assert!(pudding_core::memory::budget_enforced());
+        let doubling = "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+        match render_user_turn(doubling, "x", "", "") {
+            Err(ModelError::LimitExceeded { what, .. }) => {
+                assert!(what.contains("CHAT_TEMPLATE_MEMORY"), "{what}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let unrolled = "{% set a = 'x' * 50000000 %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}{{ d|length }}";
+        assert!(matches!(
+            render_user_turn(unrolled, "x", "", ""),
+            Err(ModelError::LimitExceeded { .. })
+        ));
         assert!(started.elapsed().as_secs() < 60);
     }
 }

