@@ -4,7 +4,8 @@
 //! string concatenations double a value forty times. [`run_with_budget`] runs a job on a
 //! thread of its own whose allocations [`BudgetedAllocator`] counts; an allocation that would
 //! take the thread's live bytes past the budget never returns (the thread sleeps for
-//! good, keeping at most the budget), and the caller gets [`OverBudget`] at once. A job cannot
+//! good, keeping at most the budget), and the caller gets [`BudgetError::OverBudget`] at
+//! once. A job cannot
 //! be unwound from inside an allocator, and a failed allocation aborts the process, so
 //! stranding the thread is the one way to stop it in process.
 //!
@@ -127,28 +128,50 @@ pub fn budget_enforced() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
-/// A job held more memory than its budget allowed.
+/// Why [`run_with_budget`] gave no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the job held more than its memory budget of {limit} bytes")]
-pub struct OverBudget {
-    /// The budget in bytes.
-    pub limit: usize,
+pub enum BudgetError {
+    /// The job held more memory than its budget allowed (its thread is stranded).
+    #[error("the job held more than its memory budget of {limit} bytes")]
+    OverBudget {
+        /// The budget in bytes.
+        limit: usize,
+    },
+    /// Earlier jobs of this process were stranded holding so much that another might pass
+    /// [`MAX_STRANDED_BYTES`]: the job was not started.
+    #[error("jobs stopped at their memory budget hold {stranded} bytes; another could pass the cap of {MAX_STRANDED_BYTES} bytes")]
+    TooMuchStranded {
+        /// Bytes the stranded jobs may hold (the sum of their budgets).
+        stranded: usize,
+    },
 }
+
+/// The most memory that stranded jobs may hold in one process (the sum of their budgets):
+/// past it, [`run_with_budget`] refuses new jobs rather than let hostile input pile up
+/// stranded threads (e.g. a server asked again and again to render a hostile template).
+pub const MAX_STRANDED_BYTES: usize = 1 << 30;
+
+/// The sum of the budgets of stranded jobs.
+static STRANDED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// How often the caller looks at the job's tripwire while it waits.
 const POLL: Duration = Duration::from_millis(2);
 
 /// Runs `job` on a thread of its own, with at most `limit` bytes allocated and not yet freed
 /// by that thread at any time (where [`budget_enforced`]). Returns the job's value, or
-/// [`OverBudget`] as soon as an allocation would pass the budget (that thread is then left
-/// asleep, holding what it had). A panic in the job is resumed on the caller; its panic
+/// [`BudgetError::OverBudget`] as soon as an allocation would pass the budget (that thread
+/// is then left asleep, holding what it had; [`MAX_STRANDED_BYTES`] caps the total). A panic in the job is resumed on the caller; its panic
 /// hook runs on the job's thread under the budget, so keep budgets well above what a hook
 /// needs (a few MiB for a backtrace).
-pub fn run_with_budget<T, F>(limit: usize, job: F) -> Result<T, OverBudget>
+pub fn run_with_budget<T, F>(limit: usize, job: F) -> Result<T, BudgetError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    let stranded = STRANDED.load(Ordering::Acquire);
+    if stranded.saturating_add(limit) > MAX_STRANDED_BYTES {
+        return Err(BudgetError::TooMuchStranded { stranded });
+    }
     let tripwire = Arc::new(AtomicBool::new(false));
     let (send, receive) = mpsc::sync_channel(1);
     let flag = Arc::clone(&tripwire);
@@ -174,7 +197,8 @@ where
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if tripwire.load(Ordering::Acquire) {
-                    return Err(OverBudget { limit });
+                    STRANDED.fetch_add(limit, Ordering::AcqRel);
+                    return Err(BudgetError::OverBudget { limit });
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -221,10 +245,21 @@ mod tests {
             s.len()
         })
         .unwrap_err();
-        assert_eq!(err, OverBudget { limit: 64 << 20 });
+        assert_eq!(err, BudgetError::OverBudget { limit: 64 << 20 });
         assert!(started.elapsed() < Duration::from_secs(30));
         // The caller's own allocations are not counted.
         assert_eq!(vec![1u8; 128 << 20].len(), 128 << 20);
+    }
+
+    /// Stranded jobs add up to a cap, past which new jobs are refused.
+    #[test]
+    fn stranded_jobs_are_capped() {
+        let before = STRANDED.load(Ordering::Acquire);
+        let huge = MAX_STRANDED_BYTES - before;
+        assert!(matches!(
+            run_with_budget(huge + 1, || 0),
+            Err(BudgetError::TooMuchStranded { .. })
+        ));
     }
 
     #[test]

@@ -56,15 +56,36 @@ pub fn render_user_turn(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, ModelError> {
+    render_user_turn_within(template, user, bos_token, eos_token, CHAT_TEMPLATE_MEMORY)
+}
+
+/// [`render_user_turn`] with a memory budget other than [`CHAT_TEMPLATE_MEMORY`] (e.g. a
+/// fuzzer's, small enough that stopped renderings do not add up).
+pub fn render_user_turn_within(
+    template: &str,
+    user: &str,
+    bos_token: &str,
+    eos_token: &str,
+    memory_budget: usize,
+) -> Result<String, ModelError> {
+    use pudding_core::memory::{run_with_budget, BudgetError, MAX_STRANDED_BYTES};
     let owned = [template, user, bos_token, eos_token].map(str::to_string);
-    let rendered = pudding_core::memory::run_with_budget(CHAT_TEMPLATE_MEMORY, move || {
+    let rendered = run_with_budget(memory_budget, move || {
         let [template, user, bos_token, eos_token] = owned;
         render_unbudgeted(&template, &user, &bos_token, &eos_token)
     });
-    rendered.unwrap_or(Err(ModelError::LimitExceeded {
-        what: "chat template memory (CHAT_TEMPLATE_MEMORY)",
-        limit: CHAT_TEMPLATE_MEMORY as u64,
-    }))
+    match rendered {
+        Ok(result) => result,
+        Err(BudgetError::OverBudget { limit }) => Err(ModelError::LimitExceeded {
+            what: "chat template memory (CHAT_TEMPLATE_MEMORY)",
+            limit: limit as u64,
+        }),
+        Err(BudgetError::TooMuchStranded { .. }) => Err(ModelError::LimitExceeded {
+            what:
+                "memory held by stopped chat templates (pudding_core::memory::MAX_STRANDED_BYTES)",
+            limit: MAX_STRANDED_BYTES as u64,
+        }),
+    }
 }
 
 /// [`render_user_turn`] on the calling thread, with every limit but the memory budget.
