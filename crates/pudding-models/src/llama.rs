@@ -144,6 +144,9 @@ pub struct StepContext<B: Backend> {
     global: StepTables<B>,
     /// The sliding-window blocks' tables and mask; `None` without a window.
     local: Option<StepTables<B>>,
+    /// The most attention scores one block computes at once (see
+    /// [`ATTENTION_SCORES_LIMIT`]): past it, the queries run in chunks.
+    scores_limit: usize,
 }
 
 /// Rotary tables and attention mask of one kind of block.
@@ -158,8 +161,12 @@ struct StepTables<B: Backend> {
     by_heads: Vec<(usize, Tensor<B, 4>, Tensor<B, 4>)>,
     /// Additive mask `[1 or b, 1 or g, r*s, t]` (query row `(rep, i)` is row `rep * s + i`; the
     /// `t` columns are the key slots the attention holds, see `keep`), or `None` when every
-    /// query may see every key (one new token, no padding, within the window).
+    /// query may see every key (one new token, no padding, within the window), or when the
+    /// mask is too large to hold and `causal` builds its rows per chunk of queries.
     mask: Option<Tensor<B, 4>>,
+    /// The causal (padding, window) mask of a long prompt, described instead of held: its
+    /// rows are built for each chunk of queries (see [`MASK_DENSE_LIMIT`]).
+    causal: Option<CausalRows>,
     /// For the sliding-window blocks, the window: their KV cache keeps only the last
     /// `keep` slots (older keys are out of every later query's window), so a step at
     /// `offset` attends to slots `offset.saturating_sub(keep)..offset + s`. `None`: the
@@ -195,15 +202,46 @@ impl<B: Backend> StepContext<B> {
         left_pad: &[usize],
         device: &B::Device,
     ) -> Self {
+        Self::new_within(rope, reps, seq, offset, left_pad, device, MASK_DENSE_LIMIT)
+    }
+
+    /// [`Self::new`] holding masks of at most `dense_limit` elements (larger ones are built
+    /// per chunk of queries).
+    fn new_within(
+        rope: Rotary<'_, B>,
+        reps: usize,
+        seq: usize,
+        offset: usize,
+        left_pad: &[usize],
+        device: &B::Device,
+        dense_limit: usize,
+    ) -> Self {
         let tables = |rope: &RotaryTables<B>, window: Option<usize>| {
-            StepTables::new(rope, window, reps, seq, offset, left_pad, device)
+            StepTables::new(
+                rope,
+                window,
+                reps,
+                seq,
+                offset,
+                left_pad,
+                device,
+                dense_limit,
+            )
         };
         Self {
             global: tables(rope.global, None),
             local: rope
                 .local
                 .map(|(local, window)| tables(local, Some(window))),
+            scores_limit: ATTENTION_SCORES_LIMIT,
         }
+    }
+
+    /// The same context computing at most `limit` attention scores at once (tests).
+    #[cfg(test)]
+    fn with_scores_limit(mut self, limit: usize) -> Self {
+        self.scores_limit = limit.max(1);
+        self
     }
 
     /// Repeats the attention masks over the `kv_heads` key/value heads (`[1 or b, 1, r*s,
@@ -238,6 +276,63 @@ impl<B: Backend> StepContext<B> {
 /// The most elements an attention mask or a rotary table may have once repeated over the
 /// heads ([`StepContext::with_heads`]): 32M, 128 MB in f32.
 pub const MASK_REPEAT_LIMIT: usize = 1 << 25;
+
+/// The most elements a causal attention mask is held with (`rows * reps * s * t`): 32M,
+/// 128 MB in f32. A longer prompt's mask is described and built per chunk of queries
+/// (SmolLM2 reaches it at about 3,300 tokens, where the whole mask would be 3 * s * t).
+pub const MASK_DENSE_LIMIT: usize = 1 << 25;
+
+/// The most attention scores (`b * kv_heads * reps * queries * keys`) one block computes at
+/// once: 32M, 128 MB in f32 (and as much again for the probabilities). Past it the queries
+/// run in chunks, so a long prompt's attention takes memory linear in its length instead
+/// of `heads * s * t` (Qwen2.5-Coder at 30,000 tokens: 50 GB).
+pub const ATTENTION_SCORES_LIMIT: usize = 1 << 25;
+
+/// The causal mask of a step described rather than held: every row `b` (one, without
+/// padding) has its queries at slots `offset..offset + seq` after `left_pad[b]` padding
+/// slots, over the key slots `first_key..offset + seq` (with a window, only its last
+/// `window` keys).
+#[derive(Clone, Debug)]
+struct CausalRows {
+    reps: usize,
+    seq: usize,
+    offset: usize,
+    /// One entry per batch row, or `[0]` for an unpadded batch (the mask broadcasts).
+    left_pad: Vec<usize>,
+    window: Option<usize>,
+    first_key: usize,
+}
+
+impl CausalRows {
+    /// The mask rows of queries `queries` for every rep: `[1 or b, 1, reps * c, t]`.
+    fn rows<B: Backend>(
+        &self,
+        queries: std::ops::Range<usize>,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        let keys = self.offset + self.seq - self.first_key;
+        let c = queries.len();
+        let mask: Vec<f32> = self
+            .left_pad
+            .iter()
+            .flat_map(|&pad| {
+                mask_rows(
+                    self.reps,
+                    queries.clone(),
+                    self.seq,
+                    self.offset,
+                    pad,
+                    self.window,
+                    self.first_key,
+                )
+            })
+            .collect();
+        Tensor::from_data(
+            TensorData::new(mask, [self.left_pad.len(), 1, self.reps * c, keys]),
+            device,
+        )
+    }
+}
 
 impl<B: Backend> StepTables<B> {
     /// Repeats the mask over `kv_heads`, and the rotary tables over `heads` and over
@@ -286,6 +381,7 @@ impl<B: Backend> StepTables<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         rope: &RotaryTables<B>,
         window: Option<usize>,
@@ -294,42 +390,51 @@ impl<B: Backend> StepTables<B> {
         offset: usize,
         left_pad: &[usize],
         device: &B::Device,
+        dense_limit: usize,
     ) -> Self {
         let total = offset + seq;
         // The first key slot the attention holds: the cache's own trimming rule.
         let first_key = first_held_slot(offset, window);
         let keys = total - first_key;
-        if left_pad.iter().all(|&p| p == 0) {
-            let (cos, sin) = rope.window(offset, seq);
-            let sees_all = seq == 1 && window.is_none_or(|w| keys <= w);
-            let mask = (!sees_all).then(|| {
-                let mask = mask_rows(reps, seq, offset, 0, window, first_key);
-                Tensor::from_data(TensorData::new(mask, [1, 1, reps * seq, keys]), device)
-            });
-            return Self {
-                cos,
-                sin,
-                by_heads: Vec::new(),
-                mask,
-                keep: window,
-            };
-        }
-        let batch = left_pad.len();
-        let positions: Vec<usize> = left_pad
-            .iter()
-            .flat_map(|&pad| (offset..total).map(move |slot| slot.saturating_sub(pad)))
-            .collect();
-        let (cos, sin) = rope.at_positions(&positions, batch, seq);
-        let mask: Vec<f32> = left_pad
-            .iter()
-            .flat_map(|&pad| mask_rows(reps, seq, offset, pad, window, first_key))
-            .collect();
-        let mask = Tensor::from_data(TensorData::new(mask, [batch, 1, reps * seq, keys]), device);
+        let padded = left_pad.iter().any(|&p| p != 0);
+        let (cos, sin) = if padded {
+            let positions: Vec<usize> = left_pad
+                .iter()
+                .flat_map(|&pad| (offset..total).map(move |slot| slot.saturating_sub(pad)))
+                .collect();
+            rope.at_positions(&positions, left_pad.len(), seq)
+        } else {
+            rope.window(offset, seq)
+        };
+        let sees_all = !padded && seq == 1 && window.is_none_or(|w| keys <= w);
+        let causal = (!sees_all).then(|| CausalRows {
+            reps,
+            seq,
+            offset,
+            left_pad: if padded { left_pad.to_vec() } else { vec![0] },
+            window,
+            first_key,
+        });
+        let elements = [
+            causal.as_ref().map_or(0, |c| c.left_pad.len()),
+            reps,
+            seq,
+            keys,
+        ]
+        .iter()
+        .fold(1usize, |a, &x| a.saturating_mul(x));
+        let (mask, causal) = match causal {
+            Some(causal) if elements <= dense_limit => {
+                (Some(causal.rows::<B>(0..seq, device)), None)
+            }
+            causal => (None, causal),
+        };
         Self {
             cos,
             sin,
             by_heads: Vec::new(),
-            mask: Some(mask),
+            mask,
+            causal,
             keep: window,
         }
     }
@@ -384,6 +489,7 @@ impl<B: Backend> StepTables<B> {
             sin,
             by_heads: Vec::new(),
             mask: Some(mask),
+            causal: None,
             keep: window,
         }
     }
@@ -419,6 +525,7 @@ impl<B: Backend> StepTables<B> {
             sin,
             by_heads: Vec::new(),
             mask: Some(mask),
+            causal: None,
             keep: None,
         }
     }
@@ -445,6 +552,7 @@ impl<B: Backend> StepContext<B> {
             local: rope
                 .local
                 .map(|(local, window)| tables(local, Some(window))),
+            scores_limit: ATTENTION_SCORES_LIMIT,
         }
     }
 
@@ -472,16 +580,22 @@ impl<B: Backend> StepContext<B> {
             };
             StepTables::custom(local, reps, batch, seq, positions, in_window, device)
         });
-        Self { global, local }
+        Self {
+            global,
+            local,
+            scores_limit: ATTENTION_SCORES_LIMIT,
+        }
     }
 }
 
 /// Mask rows of one batch row: query `(rep, i)` at slot `offset + i` sees keys `pad..=slot`
 /// (with a window, only the last `window` of them). A padding query (slot < pad) sees only
-/// itself, so its softmax stays finite; nothing real ever reads it. The columns are key
-/// slots `first_key..offset + seq` (the slots the attention holds).
+/// itself, so its softmax stays finite; nothing real ever reads it. The rows are the
+/// queries `queries` (of `seq`) for every rep, rep-major; the columns are key slots
+/// `first_key..offset + seq` (the slots the attention holds).
 fn mask_rows(
     reps: usize,
+    queries: std::ops::Range<usize>,
     seq: usize,
     offset: usize,
     pad: usize,
@@ -489,22 +603,22 @@ fn mask_rows(
     first_key: usize,
 ) -> Vec<f32> {
     let total = offset + seq;
-    let mut mask = Vec::with_capacity(reps * seq * (total - first_key));
-    for _ in 0..reps {
-        for i in 0..seq {
-            let slot = offset + i;
-            let mut first = if slot < pad { slot } else { pad };
-            if let Some(w) = window {
-                first = first.max((slot + 1).saturating_sub(w));
-            }
-            mask.extend((first_key..total).map(|j| {
-                if j >= first && j <= slot {
-                    0.0f32
-                } else {
-                    f32::NEG_INFINITY
-                }
-            }));
+    let mut mask = Vec::with_capacity(reps * queries.len() * (total - first_key));
+    for i in queries {
+        let slot = offset + i;
+        let mut first = if slot < pad { slot } else { pad };
+        if let Some(w) = window {
+            first = first.max((slot + 1).saturating_sub(w));
         }
+        let (first, last) = (first.max(first_key), slot + 1);
+        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, first - first_key));
+        mask.extend(std::iter::repeat_n(0.0f32, last - first));
+        mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, total - last));
+    }
+    // Every rep's rows are the first rep's.
+    let one_rep = mask.len();
+    for _ in 1..reps {
+        mask.extend_from_within(..one_rep);
     }
     mask
 }
@@ -522,6 +636,7 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (h, g, e) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let r = h / g;
+        let scores_limit = step.scores_limit;
         let step = step.tables(self.sliding);
         // The q/k norms and RoPE act on the last axis, so they run while the heads are
         // still `[b, s, n, e]` (contiguous): on the `[b, n, s, e]` view every element-wise
@@ -545,21 +660,64 @@ impl<B: Backend> Attention<B> {
         };
         // Group the r query heads that share a key/value head into one matrix of r*s rows,
         // so keys and values are used as they are, without repeating them r times.
-        let q = q.reshape([b, g, r * s, e]);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, g, r*s, t]
-        let probs = in_f32(scores, |scores| {
-            let scores = match &step.mask {
-                Some(mask) => add_mask(scores, mask.clone().cast(FloatDType::F32)),
-                None => scores,
-            };
-            softmax(scores, 3)
-        });
-        let out = probs.matmul(v); // [b, g, r*s, e]
-        let out = out
+        let keys = k.dims()[2];
+        let per_query = (b * g * r).saturating_mul(keys).max(1);
+        let chunk = (scores_limit / per_query).max(1);
+        let out = if chunk >= s && step.causal.is_none() {
+            self.attend(q.reshape([b, g, r * s, e]), &k, &v, step.mask.clone())
+        } else {
+            // A long prompt: the queries in chunks, each against every key, so the scores
+            // never exceed the limit (the sums are the same, row by row).
+            let q = q.reshape([b, g, r, s, e]);
+            let device = q.device();
+            let chunks: Vec<Tensor<B, 5>> = (0..s)
+                .step_by(chunk)
+                .map(|start| {
+                    let c = chunk.min(s - start);
+                    let mask = match (&step.mask, &step.causal) {
+                        (Some(mask), _) => {
+                            let [mb, mh, _, t] = mask.dims();
+                            Some(
+                                mask.clone()
+                                    .reshape([mb, mh, r, s, t])
+                                    .narrow(3, start, c)
+                                    .reshape([mb, mh, r * c, t]),
+                            )
+                        }
+                        (None, Some(causal)) => Some(causal.rows::<B>(start..start + c, &device)),
+                        (None, None) => None,
+                    };
+                    let qc = q.clone().narrow(3, start, c).reshape([b, g, r * c, e]);
+                    self.attend(qc, &k, &v, mask).reshape([b, g, r, c, e])
+                })
+                .collect();
+            Tensor::cat(chunks, 3).reshape([b, g, r * s, e])
+        };
+        let out = out // [b, g, r*s, e]
             .reshape([b, h, s, e])
             .swap_dims(1, 2)
             .reshape([b, s, h * e]);
         self.o.forward(out)
+    }
+
+    /// Softmax attention of grouped queries `q` `[b, g, rows, e]` over keys and values
+    /// `[b, g, t, e]`, with an additive `mask` `[1 or b, 1 or g, rows, t]`: `[b, g, rows, e]`.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        v: &Tensor<B, 4>,
+        mask: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 4> {
+        let scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(self.scale); // [b, g, rows, t]
+        let probs = in_f32(scores, |scores| {
+            let scores = match mask {
+                Some(mask) => add_mask(scores, mask.cast(FloatDType::F32)),
+                None => scores,
+            };
+            softmax(scores, 3)
+        });
+        probs.matmul(v.clone())
     }
 }
 
@@ -1781,6 +1939,82 @@ mod tests {
     use super::*;
     use crate::testing::{load_tiny_llama, TinyLlamaSpec};
     use crate::CpuBackend;
+
+    /// Attention in chunks of queries, with the mask held or built per chunk, gives the
+    /// whole-matrix result: without and with left padding, without and with a sliding
+    /// window, at every chunk size from one query to all of them.
+    #[test]
+    fn chunked_attention_and_a_built_per_chunk_mask_equal_the_whole_matrix() {
+        let spec = TinyLlamaSpec::default();
+        let (_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+        let seq = 9;
+        let reps = spec.n_heads / spec.n_kv_heads;
+        for window in [None, Some(4)] {
+            let model = match window {
+                None => lm.model().clone(),
+                Some(_) => lm.model().clone().map_blocks(|mut block| {
+                    block.attn.sliding = true;
+                    block
+                }),
+            };
+            let rotary = Rotary {
+                global: &model.rope,
+                local: window.map(|w| (&model.rope, w)),
+            };
+            for left_pad in [vec![], vec![0, 3]] {
+                let batch = left_pad.len().max(1);
+                let tokens: Vec<i64> = (0..(batch * seq) as i64).map(|t| 3 + 5 * t % 250).collect();
+                let tokens = Tensor::<CpuBackend, 1, Int>::from_data(
+                    TensorData::new(tokens, [batch * seq]),
+                    &model.device(),
+                )
+                .reshape([batch, seq]);
+                let x = model.embed_tokens(tokens);
+                let step = |dense_limit: usize, scores_limit: usize| {
+                    StepContext::new_within(
+                        rotary.clone(),
+                        reps,
+                        seq,
+                        0,
+                        &left_pad,
+                        &model.device(),
+                        dense_limit,
+                    )
+                    .with_heads(spec.n_heads, spec.n_kv_heads)
+                    .with_scores_limit(scores_limit)
+                };
+                let run = |step: StepContext<CpuBackend>| {
+                    model
+                        .run_blocks_in(&step, 0..spec.n_blocks, x.clone())
+                        .unwrap()
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap()
+                };
+                let whole = step(usize::MAX, usize::MAX);
+                assert!(whole.global.mask.is_some() && whole.global.causal.is_none());
+                let reference = run(whole);
+                let per_query = batch * spec.n_kv_heads * reps * seq;
+                for (dense_limit, queries) in
+                    [(usize::MAX, 1), (usize::MAX, 4), (0, 1), (0, 2), (0, seq)]
+                {
+                    let chunked = step(dense_limit, per_query * queries);
+                    assert_eq!(chunked.global.causal.is_some(), dense_limit == 0);
+                    let got = run(chunked);
+                    let diff = reference
+                        .iter()
+                        .zip(&got)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0.0, f32::max);
+                    assert!(
+                        diff <= 1e-5,
+                        "window {window:?}, padding {left_pad:?}, dense limit {dense_limit}, \
+                         {queries} queries a chunk: max |diff| {diff}"
+                    );
+                }
+            }
+        }
+    }
 
     /// A mask or rotary table over the repeat limit stays broadcast over the heads; the
     /// blocks' output is the same either way (the same products and sums, only their

@@ -50,9 +50,17 @@ impl TextTokenizer {
         let invalid =
             |e: &dyn std::fmt::Display| ModelError::Tokenizer(format!("{}: {e}", path.display()));
         // `tokenizers` panics on some malformed JSON inside a `decoder` object (it unwraps
-        // that part's parse): check the document's syntax first, so a broken file is an
-        // error (found by the `hf_checkpoint` fuzz target).
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| invalid(&e))?;
+        // that part's parse) and on some BPE merges (see `check_merges`): check the
+        // document's syntax and the merges first, so such a file is an error (found by the
+        // `hf_checkpoint` and `gguf_tokenizer` fuzz targets).
+        #[derive(serde::Deserialize)]
+        struct Document {
+            #[serde(default)]
+            model: Value,
+        }
+        let document: Document = serde_json::from_str(&text).map_err(|e| invalid(&e))?;
+        check_json_merges(&document.model)?;
+        drop(document);
         let mut inner: tokenizers::Tokenizer = text.parse().map_err(|e| invalid(&e))?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(tok_err)?;
@@ -129,6 +137,11 @@ impl TextTokenizer {
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        check_merges(
+            merges.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+            |t| vocab.contains_key(t),
+            "",
+        )?;
         let bpe = tokenizers::models::bpe::BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -328,6 +341,52 @@ impl TextTokenizer {
 /// `{token: id}` of a GGUF vocabulary, built directly (as a JSON document to parse, a
 /// 49k-entry vocabulary took ~25 MB of transient heap that the allocator kept); an error
 /// if a token appears twice.
+/// Checks BPE merges before `tokenizers` builds a model from them: each merge's two parts
+/// and its result (the second part after the `prefix` of continuing subwords) must be
+/// vocabulary tokens. `tokenizers` checks that only after copying the parts into a buffer
+/// as long as the longest token, and panics (or, past a non-boundary prefix, builds invalid
+/// UTF-8) when a merge makes a longer one.
+fn check_merges<'a>(
+    merges: impl Iterator<Item = (&'a str, &'a str)>,
+    in_vocab: impl Fn(&str) -> bool,
+    prefix: &str,
+) -> Result<(), ModelError> {
+    for (i, (a, b)) in merges.enumerate() {
+        let merged = b.strip_prefix(prefix).map(|rest| format!("{a}{rest}"));
+        let fine = in_vocab(a) && in_vocab(b) && merged.as_deref().is_some_and(&in_vocab);
+        if !fine {
+            return Err(ModelError::Tokenizer(format!(
+                "BPE merge {i} ({a:?} {b:?}) does not join two vocabulary tokens into a third"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_merges`] on a `tokenizer.json` model that has merges (as `"a b"` strings or
+/// `[a, b]` pairs) and a token-to-id vocabulary; other shapes are left to `tokenizers`.
+fn check_json_merges(model: &Value) -> Result<(), ModelError> {
+    let (Some(merges), Some(vocab)) = (
+        model.get("merges").and_then(Value::as_array),
+        model.get("vocab").and_then(Value::as_object),
+    ) else {
+        return Ok(());
+    };
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let pairs = merges.iter().filter_map(|m| match m {
+        Value::String(m) => m.split_once(' '),
+        Value::Array(pair) => match pair.as_slice() {
+            [Value::String(a), Value::String(b)] => Some((a.as_str(), b.as_str())),
+            _ => None,
+        },
+        _ => None,
+    });
+    check_merges(pairs, |t| vocab.contains_key(t), prefix)
+}
+
 fn gguf_vocab(tokens: &[&str]) -> Result<tokenizers::models::bpe::Vocab, ModelError> {
     let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
     for (id, token) in tokens.iter().enumerate() {

@@ -522,3 +522,30 @@ fn a_tokenizer_json_with_a_broken_decoder_is_an_error() {
     }
     assert!(load(fuzz_dir.path()).is_err());
 }
+
+/// A BPE merge whose result is longer than every vocabulary token (and not one itself) is
+/// a typed error, in GGUF metadata and in a `tokenizer.json`: the `tokenizers` crate
+/// panics on it (it copies the parts into a buffer as long as the longest token). Found
+/// by the `gguf_tokenizer` fuzz target (`fuzz/regressions/gguf_tokenizer/`).
+#[test]
+fn a_bpe_merge_making_an_unknown_longer_token_is_an_error() {
+    use pudding_models::gguf::GgufWriter;
+    use pudding_models::TextTokenizer;
+    let mut w = GgufWriter::new();
+    w.add_string("tokenizer.ggml.model", "gpt2")
+        .add_str_array("tokenizer.ggml.tokens", &["a", "bc"])
+        .add_str_array("tokenizer.ggml.merges", &["a bc"]);
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let err = TextTokenizer::from_gguf(&file).unwrap_err();
+    assert!(err.to_string().contains("BPE merge 0"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    let json = serde_json::json!({
+        "version": "1.0",
+        "model": {"type": "BPE", "vocab": {"a": 0, "bc": 1}, "merges": ["a bc"]}
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = TextTokenizer::from_file(&path).unwrap_err();
+    assert!(err.to_string().contains("BPE merge 0"), "{err}");
+}

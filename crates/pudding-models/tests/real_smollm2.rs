@@ -234,3 +234,73 @@ fn bad_requests_are_typed_errors() {
         Err(ModelError::Core(_))
     ));
 }
+
+/// `fixtures/smollm2_long_reference.json` (scripts/reference/long_prompt_reference.py):
+/// a 3,400-id prompt, log-probabilities at two positions.
+#[derive(Deserialize)]
+struct LongReference {
+    ids: Vec<u32>,
+    probe_ids: Vec<u32>,
+    cases: Vec<LongCase>,
+}
+
+#[derive(Deserialize)]
+struct LongCase {
+    skip: Vec<usize>,
+    positions: Vec<LongPosition>,
+}
+
+#[derive(Deserialize)]
+struct LongPosition {
+    position: usize,
+    top_ids: Vec<u32>,
+    top_logprobs: Vec<f32>,
+    probe_logprobs: Vec<f32>,
+}
+
+/// A prompt long enough that attention runs in chunks of queries and the causal mask is
+/// built per chunk (3,400 ids: 104M scores and 35M mask elements per block, past both
+/// limits) matches the float64 numpy forward, which holds whole T x T matrices.
+#[test]
+fn a_long_prompt_in_chunked_attention_matches_the_reference() {
+    use burn::tensor::{activation::log_softmax, Int, Tensor, TensorData};
+    let reference: LongReference =
+        serde_json::from_str(include_str!("fixtures/smollm2_long_reference.json")).unwrap();
+    let model = model().model();
+    let n = reference.ids.len();
+    assert!(3 * 3 * n * n > pudding_models::llama::ATTENTION_SCORES_LIMIT);
+    assert!(3 * n * n > pudding_models::llama::MASK_DENSE_LIMIT);
+    let ids: Vec<i64> = reference.ids.iter().map(|&i| i64::from(i)).collect();
+    let tokens =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &model.device()).reshape([1, n]);
+    let mut worst = 0f32;
+    for case in &reference.cases {
+        let skip = OmissionSet::new(case.skip.iter().copied(), model.config().n_blocks).unwrap();
+        let hidden = model.forward_hidden(tokens.clone(), &skip, None).unwrap();
+        for want in &case.positions {
+            let logits = model.head(hidden.clone().narrow(1, want.position, 1));
+            let row: Vec<f32> = log_softmax(logits, 2).into_data().to_vec().unwrap();
+            let ours = (0..row.len())
+                .max_by(|&i, &j| row[i].total_cmp(&row[j]))
+                .unwrap();
+            let gap = want.top_logprobs[0] - want.top_logprobs[1];
+            assert!(
+                ours as u32 == want.top_ids[0] || gap < 0.05,
+                "skip {:?} position {}: top-1 {ours} vs {}",
+                case.skip,
+                want.position,
+                want.top_ids[0]
+            );
+            let pairs = want
+                .top_ids
+                .iter()
+                .zip(&want.top_logprobs)
+                .chain(reference.probe_ids.iter().zip(&want.probe_logprobs));
+            for (&id, &lp) in pairs {
+                worst = worst.max((row[id as usize] - lp).abs());
+            }
+        }
+    }
+    println!("long prompt: max |d log p| {worst:.2e} over top-32 and 256 probe ids");
+    assert!(worst < 2e-3, "max |d log p| {worst}");
+}
