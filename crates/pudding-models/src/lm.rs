@@ -21,6 +21,10 @@ use pudding_core::{
 use std::path::Path;
 use std::time::Instant;
 
+/// The most logits (`positions * vocab`) one head pass of [`SkippableLm::token_logprobs`]
+/// computes at once: 32M, 128 MB in f32.
+const LOGITS_CHUNK_ELEMENTS: usize = 1 << 25;
+
 /// A Llama-family model ready to score and generate, with its tokenizer and fingerprint.
 #[derive(Clone, Debug)]
 pub struct LlamaLm<B: Backend> {
@@ -759,14 +763,26 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         if t == 1 {
             return Ok(Vec::new());
         }
-        let logits = self.model.forward(self.tokens_tensor(ids), skip, None)?;
-        let logp = log_softmax(logits.narrow(1, 0, t - 1), 2); // [1, t-1, v]
-        let next: Vec<i64> = ids[1..].iter().map(|&i| i as i64).collect();
-        let index = Tensor::<B, 3, Int>::from_data(
-            TensorData::new(next, [1, t - 1, 1]),
-            &self.model.device(),
-        );
-        let logprobs = host_values(logp.gather(2, index))?;
+        let hidden = self
+            .model
+            .forward_hidden(self.tokens_tensor(ids), skip, None)?; // [1, t, d]
+                                                                   // The logits of a few positions at a time: a long prompt's `[t, vocab]` would not
+                                                                   // fit in memory (Qwen2.5-Coder at 30,000 tokens: 18 GB).
+        let rows = (LOGITS_CHUNK_ELEMENTS / self.model.config().vocab_size.max(1)).max(1);
+        let mut logprobs = Vec::with_capacity(t - 1);
+        for start in (0..t - 1).step_by(rows) {
+            let n = rows.min(t - 1 - start);
+            let logp = log_softmax(self.model.head(hidden.clone().narrow(1, start, n)), 2); // [1, n, v]
+            let next: Vec<i64> = ids[start + 1..start + 1 + n]
+                .iter()
+                .map(|&i| i as i64)
+                .collect();
+            let index = Tensor::<B, 3, Int>::from_data(
+                TensorData::new(next, [1, n, 1]),
+                &self.model.device(),
+            );
+            logprobs.extend(host_values(logp.gather(2, index))?);
+        }
         crate::sampling::check_finite("log-probabilities", &logprobs)?;
         Ok(logprobs)
     }
