@@ -17,10 +17,10 @@ cargo +nightly fuzz run "$target" "$work" -- \
     -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -max_len=262144 \
     >"$log" 2>&1 || true
 elapsed=$(( $(date +%s) - start ))
-# Minimise into the committed corpus (the inputs that keep the coverage).
+# Minimise into the committed corpus (libFuzzer -merge=1 keeps the inputs that add coverage).
 rm -rf "corpus/$target.new" && mkdir -p "corpus/$target.new"
-cargo +nightly fuzz cmin "$target" "corpus/$target.new" "$work" -- -rss_limit_mb=2048 -timeout=30 \
-    >"campaign/$target.cmin.log" 2>&1 || true
+cargo +nightly fuzz run "$target" "corpus/$target.new" "$work" -- -merge=1 -rss_limit_mb=2048 \
+    -timeout=30 -max_len=262144 >"campaign/$target.cmin.log" 2>&1 || true
 if [ -n "$(ls -A "corpus/$target.new")" ]; then
     rm -rf "corpus/$target" && mv "corpus/$target.new" "corpus/$target"
 fi
