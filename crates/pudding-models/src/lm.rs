@@ -763,11 +763,11 @@ impl<B: Backend> SkippableLm for LlamaLm<B> {
         if t == 1 {
             return Ok(Vec::new());
         }
+        // The logits of a few positions at a time: a long prompt's `[t, vocab]` would not
+        // fit in memory (Qwen2.5-Coder at 30,000 tokens: 18 GB).
         let hidden = self
             .model
             .forward_hidden(self.tokens_tensor(ids), skip, None)?; // [1, t, d]
-                                                                   // The logits of a few positions at a time: a long prompt's `[t, vocab]` would not
-                                                                   // fit in memory (Qwen2.5-Coder at 30,000 tokens: 18 GB).
         let rows = (LOGITS_CHUNK_ELEMENTS / self.model.config().vocab_size.max(1)).max(1);
         let mut logprobs = Vec::with_capacity(t - 1);
         for start in (0..t - 1).step_by(rows) {

@@ -338,9 +338,6 @@ impl TextTokenizer {
     }
 }
 
-/// `{token: id}` of a GGUF vocabulary, built directly (as a JSON document to parse, a
-/// 49k-entry vocabulary took ~25 MB of transient heap that the allocator kept); an error
-/// if a token appears twice.
 /// Checks BPE merges before `tokenizers` builds a model from them: each merge's two parts
 /// and its result (the second part after the `prefix` of continuing subwords) must be
 /// vocabulary tokens. `tokenizers` checks that only after copying the parts into a buffer
@@ -387,6 +384,9 @@ fn check_json_merges(model: &Value) -> Result<(), ModelError> {
     check_merges(pairs, |t| vocab.contains_key(t), prefix)
 }
 
+/// `{token: id}` of a GGUF vocabulary, built directly (as a JSON document to parse, a
+/// 49k-entry vocabulary took ~25 MB of transient heap that the allocator kept); an error
+/// if a token appears twice.
 fn gguf_vocab(tokens: &[&str]) -> Result<tokenizers::models::bpe::Vocab, ModelError> {
     let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
     for (id, token) in tokens.iter().enumerate() {
