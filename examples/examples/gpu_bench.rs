@@ -53,6 +53,10 @@ struct Args {
     /// Timed repeats per workload (after a warm-up).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// The GPU: the CUDA device index (`--features cuda`) or the n-th discrete GPU
+    /// (`--features wgpu`); default: the backend's default device.
+    #[arg(long, value_name = "INDEX")]
+    device: Option<usize>,
     /// Write the JSON report here (and the Markdown next to it, `.md`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -77,8 +81,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "smollm2" | "smollm2-135m" => LlamaConfig::smollm2_135m_shape(context),
         other => return Err(format!("unknown shape {other:?}: llama3.1-8b or smollm2").into()),
     };
+    let device = backend::start(args.device)?;
     backend::set_float_dtype(&args.dtype)?;
-    let device = backend::device();
     let skip = match &args.skip {
         Some(text) => OmissionSet::parse(text, config.n_blocks)?,
         None => spread_skip(config.n_blocks, args.skip_count)?,

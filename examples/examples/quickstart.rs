@@ -33,6 +33,7 @@ struct Args {
     dtype: String,
     k: usize,
     weights: Option<WeightMode>,
+    device: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         dtype: "f32".into(),
         k: 3,
         weights: None,
+        device: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +60,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--model" => args.model = Some(PathBuf::from(value()?)),
             "--dtype" => args.dtype = value()?,
+            "--device" => {
+                args.device = Some(value()?.parse().map_err(|_| "--device takes an index")?)
+            }
             "--k" => args.k = value()?.parse().map_err(|_| "--k takes 3 or 6")?,
             "--weights" => {
                 args.weights = Some(match value()?.as_str() {
@@ -68,7 +73,7 @@ fn parse_args() -> Result<Args, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --prompt, --skip, --k, --max-tokens, --model, --dtype, --weights"
+                    "unknown argument {other}; use --prompt, --skip, --k, --max-tokens, --model, --dtype, --weights, --device"
                 ))
             }
         }
@@ -77,10 +82,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    // First: a GPU build on a machine without the GPU stops here with what is missing.
+    let device = backend::start(args.device)?;
     backend::set_float_dtype(&args.dtype)?;
     let path = resolve_model(args.model)?;
     println!("model: {} (backend: {})", path.display(), backend::NAME);
-    let device = backend::device();
     let weights = args
         .weights
         .unwrap_or(if backend::NAME.starts_with("flex") {

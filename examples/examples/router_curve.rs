@@ -25,6 +25,7 @@ use pudding_router::train::{centered, route_metrics, split_rows, train_head, Tra
 use std::collections::BTreeMap;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    backend::start(None)?;
     let mut args = std::env::args().skip(1);
     let labels_path = args
         .next()

@@ -14,6 +14,7 @@ use pudding_models::LlamaLm;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    backend::start(None)?;
     let mut args = std::env::args().skip(1);
     let task: TaskName = args.next().unwrap_or_else(|| "arc_easy".into()).parse()?;
     let n: usize = args.next().unwrap_or_else(|| "40".into()).parse()?;

@@ -18,6 +18,7 @@ use pudding_models::LlamaLm;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    backend::start(None)?;
     let mut args = std::env::args().skip(1);
     let task: TaskName = args.next().unwrap_or_else(|| "arc_easy".into()).parse()?;
     let kind: LossKind = args.next().unwrap_or_else(|| "tl".into()).parse()?;

@@ -263,6 +263,11 @@ fn bad_input_fails_with_a_message_not_a_panic() {
     );
     for (args, needle) in [
         (vec!["generate", "--prompt", "hi", "--skip", "30"], "block"),
+        // The CPU has one device; an index is refused before anything loads.
+        (
+            vec!["--device", "1", "generate", "--prompt", "hi"],
+            "--device 1: the cpu backend has one device (0)",
+        ),
         (
             vec!["generate", "--prompt", "hi", "--max-tokens", "0"],
             "at least 1",

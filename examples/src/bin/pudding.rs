@@ -101,6 +101,11 @@ struct Cli {
     /// uses the tensor operations (to compare the two).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     decode: DecodeArg,
+    /// The GPU to run on: in a `--features cuda` build the CUDA device index, in a
+    /// `--features wgpu` build the n-th discrete GPU (default: the backend's default
+    /// device). The CPU build has one device, 0. Checked before anything is loaded.
+    #[arg(long, global = true, value_name = "INDEX")]
+    device: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -585,6 +590,9 @@ enum CliError {
     /// A command-line value that cannot be used.
     #[error("{0}")]
     Usage(String),
+    /// The backend this binary was built for cannot start here (no driver, no device).
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
 }
 
 impl From<pudding_core::CoreError> for CliError {
@@ -605,7 +613,14 @@ fn stage(e: impl Into<Box<dyn std::error::Error>>) -> CliError {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    backend::set_float_dtype(&cli.dtype).map_err(ModelError::Config)?;
+    // Fetching and merging pools touch no tensor: they run where no GPU is (a login node).
+    if !matches!(
+        cli.command,
+        Command::Fetch { .. } | Command::MergePools { .. }
+    ) {
+        backend::start(cli.device)?;
+        backend::set_float_dtype(&cli.dtype)?;
+    }
     let exact = WeightArg::or_default(cli.weights, false);
     let fast = WeightArg::or_default(cli.weights, true);
     let decode = DecodePath::from(cli.decode);
