@@ -280,7 +280,7 @@ fn task_arrow(dir: &Path) -> Result<()> {
 
 /// The committed default pools, router cards and the start of a labels file.
 fn cards(dir: &Path) -> Result<()> {
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("default");
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/pudding-router/default");
     for (kind, name) in [
         (0u8, "pool-k3.json"),
         (0, "pool-k6.json"),

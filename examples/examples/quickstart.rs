@@ -17,10 +17,10 @@
 
 use pudding_cli::backend::{self, Backend};
 use pudding_cli::commands::{generate_text, speed_line};
-use pudding_cli::default_router::embedded_router;
 use pudding_cli::resolve_model;
 use pudding_core::{GenerationConfig, OmissionSet, Pudding, SkippableLm};
 use pudding_models::{LlamaLm, WeightMode};
+use pudding_router::default::embedded_router;
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,7 +111,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "given with --skip".to_string(),
         ),
         None => {
-            let router = embedded_router::<Backend>(args.k, &lm, &device)?;
+            let router = embedded_router::<Backend, _>(args.k, &lm, &device)?;
             let pipeline = Pudding::new(&lm, &router)?;
             // Warm the router once so the reported time is the steady state.
             pipeline.route(&args.prompt)?;

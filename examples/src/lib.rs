@@ -3,7 +3,6 @@
 
 pub mod backend;
 pub mod commands;
-pub mod default_router;
 pub mod e2e_report;
 pub mod export_command;
 pub mod reproduce;

@@ -103,9 +103,9 @@ fn generate_and_route_answer_a_chat_prompt() {
     let out = pudding(&[
         "route",
         "--pool",
-        &format!("{root}/default/pool-k3.json"),
+        &format!("{root}/../crates/pudding-router/default/pool-k3.json"),
         "--router",
-        &format!("{root}/default/router-k3"),
+        &format!("{root}/../crates/pudding-router/default/router-k3"),
         "--prompt",
         prompt,
         "--max-tokens",
@@ -533,9 +533,9 @@ fn a_pool_made_for_another_model_is_refused() {
         "--model",
         "qwen2.5-coder-0.5b-instruct",
         "--pool",
-        &format!("{root}/default/pool-k3.json"),
+        &format!("{root}/../crates/pudding-router/default/pool-k3.json"),
         "--router",
-        &format!("{root}/default/router-k3"),
+        &format!("{root}/../crates/pudding-router/default/router-k3"),
         "--prompt",
         "Why is the sky blue?",
     ]);

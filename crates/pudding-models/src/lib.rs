@@ -13,6 +13,31 @@
 //!   prompt encoder).
 //! - [`assets`]: fetching the real weights (SmolLM2, Qwen2.5-Coder, Gemma 3, MiniLM) into
 //!   the cache.
+//!
+//! ```no_run
+//! use pudding_core::{GenerationConfig, OmissionSet, SkippableLm};
+//! use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+//! use pudding_models::{cpu_device, CpuBackend, LlamaLm, WeightMode};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // SmolLM2-135M-Instruct's Q4_1 GGUF, fetched into $PUDDING_HOME on first use; its
+//! // blocks stay quantised and run on the quantised CPU kernels.
+//! let path = ensure_asset(&SMOLLM2_135M_INSTRUCT)?;
+//! let lm = LlamaLm::<CpuBackend>::load_with(&path, &cpu_device(), WeightMode::Quantized)?;
+//! let ids = lm.encode_prompt(&lm.chat_prompt("What is the capital of France?")?)?;
+//! let config = GenerationConfig {
+//!     max_new_tokens: 24,
+//!     stop_tokens: lm.stop_tokens().to_vec(),
+//!     ..Default::default()
+//! };
+//! for skip in ["none", "3,7,19"] {
+//!     let skip = OmissionSet::parse(skip, lm.n_blocks())?;
+//!     let answer = lm.generate(&ids, &skip, &config)?;
+//!     println!("skipping {skip}: {} ({:.1} tok/s)", answer.text, answer.decode_tokens_per_sec());
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod assets;
 pub mod bert;

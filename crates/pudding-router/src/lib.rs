@@ -13,7 +13,37 @@
 //!   routing metrics, epoch log, best-epoch strategy).
 //! - [`finetune`]: the paper's full fine-tuning of encoder + head (per-epoch checkpoints).
 //! - [`router`]: [`router::PuddingRouter`], implementing [`pudding_core::Router`].
+//! - [`default`]: the embedded k = 3 and k = 6 routers for SmolLM2-135M-Instruct.
+//!
+//! Load the model, route a prompt with the embedded default router ([`default`]), and
+//! generate with the chosen candidate's blocks skipped:
+//!
+//! ```no_run
+//! use pudding_core::{GenerationConfig, Pudding, SkippableLm};
+//! use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+//! use pudding_models::{cpu_device, CpuBackend, LlamaLm};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = cpu_device();
+//! let path = ensure_asset(&SMOLLM2_135M_INSTRUCT)?; // fetched into $PUDDING_HOME once
+//! let lm = LlamaLm::<CpuBackend>::load(&path, &device)?;
+//! let router = pudding_router::default::embedded_router::<CpuBackend, _>(3, &lm, &device)?;
+//! let pudding = Pudding::new(&lm, &router)?;
+//!
+//! let prompt = "Why is the sky blue?";
+//! let ids = lm.encode_prompt(&lm.chat_prompt(prompt)?)?;
+//! let config = GenerationConfig {
+//!     max_new_tokens: 32,
+//!     stop_tokens: lm.stop_tokens().to_vec(),
+//!     ..Default::default()
+//! };
+//! let (decision, generation) = pudding.generate(prompt, &ids, &config)?;
+//! println!("skipped blocks {}: {}", decision.set, generation.text);
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod default;
 pub mod error;
 pub mod finetune;
 pub mod head;

@@ -1167,7 +1167,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let prompt = read_prompt(prompt, prompt_file)?;
             if pool.is_none() {
-                pudding_cli::default_router::check_embedded_k(k).map_err(stage)?;
+                pudding_router::default::check_embedded_k(k).map_err(stage)?;
             }
             let lm = load(model, fast, decode)?;
             let device = backend::device();
@@ -1175,7 +1175,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Some((pool, router)) => {
                     pudding_cli::router_commands::load_router::<Backend>(&pool, &router, &device)
                 }
-                None => pudding_cli::default_router::embedded_router::<Backend>(k, &lm, &device),
+                None => pudding_router::default::embedded_router::<Backend, _>(k, &lm, &device)
+                    .map_err(Into::into),
             }
             .map_err(stage)?;
             pudding_cli::router_commands::route_command(&lm, &router, &prompt, max_tokens)

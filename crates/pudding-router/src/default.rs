@@ -1,14 +1,16 @@
-//! The embedded default PuDDing routers: the committed k = 3 and k = 6 candidate pools for
-//! SmolLM2-135M-Instruct and their router heads (`examples/default/`, made as docs/router.md
-//! shows), compiled into the binary so that a routed generation needs no files besides the
-//! model and the MiniLM encoder (both fetched on first use).
+//! The default PuDDing routers: the committed k = 3 and k = 6 candidate pools for
+//! SmolLM2-135M-Instruct and their router heads (`crates/pudding-router/default/`, made as
+//! docs/router.md shows), compiled into this crate so that a routed generation needs no
+//! files besides the model and the all-MiniLM-L6-v2 encoder (both fetched on first use).
+//!
+//! The crate-level example routes and generates with the k = 3 router.
 
-use crate::router_commands::load_encoder;
+use crate::router::PuddingRouter;
+use crate::RouterError;
 use burn::prelude::Backend as BackendTrait;
 use pudding_core::{CandidatePool, SkippableLm};
-use pudding_models::LlamaLm;
-use pudding_router::router::PuddingRouter;
-use std::error::Error;
+use pudding_models::assets::ensure_minilm;
+use pudding_models::bert::BertEncoder;
 
 /// One embedded router: its k, the pool's JSON, the router card's JSON and the head's
 /// safetensors bytes.
@@ -57,6 +59,9 @@ pub fn check_embedded_k(k: usize) -> Result<(), EmbeddedRouterError> {
 /// Why the embedded router cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedRouterError {
+    /// The embedded pool, the encoder or the head failed to load.
+    #[error(transparent)]
+    Router(#[from] RouterError),
     /// No embedded router skips this many blocks.
     #[error("no embedded router skips {k} blocks; the embedded ones skip {available:?}")]
     NoSuchK {
@@ -78,12 +83,19 @@ pub enum EmbeddedRouterError {
 }
 
 /// `embedded`'s pool, validated and checked against `lm`'s fingerprint.
-fn pool_of<B: BackendTrait>(
+fn pool_of<L: SkippableLm>(
     embedded: &Embedded,
-    lm: &LlamaLm<B>,
-) -> Result<CandidatePool, Box<dyn Error>> {
-    let pool: CandidatePool = serde_json::from_str(embedded.pool_json)?;
-    let pool = CandidatePool::new(pool.fingerprint, pool.candidates)?;
+    lm: &L,
+) -> Result<CandidatePool, EmbeddedRouterError> {
+    let malformed = |reason: String| RouterError::Malformed {
+        what: "embedded pool",
+        path: format!("pool-k{}.json", embedded.k),
+        line: 0,
+        reason,
+    };
+    let pool: CandidatePool =
+        serde_json::from_str(embedded.pool_json).map_err(|e| malformed(e.to_string()))?;
+    let pool = CandidatePool::new(pool.fingerprint, pool.candidates).map_err(RouterError::Core)?;
     pool.check_model(lm.fingerprint())
         .map_err(|e| EmbeddedRouterError::OtherModel {
             detail: e.to_string(),
@@ -91,17 +103,19 @@ fn pool_of<B: BackendTrait>(
     Ok(pool)
 }
 
-/// The embedded router for `k` skipped blocks on `lm` (which must be SmolLM2-135M-Instruct,
-/// the model its pool was searched on), with the all-MiniLM-L6-v2 encoder fetched on first
-/// use.
-pub fn embedded_router<B: BackendTrait>(
+/// The embedded router for `k` skipped blocks (3 or 6, [`EMBEDDED_KS`]) on `lm`, which
+/// must be SmolLM2-135M-Instruct (the model its pool was searched on: checked by
+/// fingerprint), with the all-MiniLM-L6-v2 encoder fetched into `$PUDDING_HOME` on first
+/// use. Checks the model before it fetches or loads the encoder.
+pub fn embedded_router<B: BackendTrait, L: SkippableLm>(
     k: usize,
-    lm: &LlamaLm<B>,
+    lm: &L,
     device: &B::Device,
-) -> Result<PuddingRouter<B>, Box<dyn Error>> {
+) -> Result<PuddingRouter<B>, EmbeddedRouterError> {
     let embedded = embedded(k)?;
     let pool = pool_of(embedded, lm)?;
-    let encoder = load_encoder::<B>(device)?;
+    let encoder = BertEncoder::load(&ensure_minilm().map_err(RouterError::Model)?, device)
+        .map_err(RouterError::Model)?;
     Ok(PuddingRouter::from_bytes(
         embedded.card_json,
         embedded.head_safetensors,
