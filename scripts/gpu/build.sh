@@ -45,7 +45,7 @@ if [ "$backend" = cuda ]; then
 fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-build=(cargo build -p pudding-examples "${profile_flag[@]}" "${features[@]}" --bin pudding --example gpu_bench)
+build=(cargo build -p pudding-cli -p pudding-examples "${profile_flag[@]}" "${features[@]}" --bin pudding --example gpu_bench)
 echo "+ ${build[*]}${CUDARC_CUDA_VERSION:+ (CUDARC_CUDA_VERSION=$CUDARC_CUDA_VERSION)}"
 if [ "$dry_run" = 1 ]; then
     echo "+ pack $target_dir/$profile_dir/{pudding,examples/gpu_bench} + scripts/gpu/run.sh -> $out/pudding-gpu.tar.gz"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Run from the repository root after `cargo build --release -p pudding-examples --bin pudding`
+# Run from the repository root after `cargo build --release -p pudding-cli --bin pudding`
 # and `cargo build --release` in scripts/peer/candle-bench; pause other jobs first.
 # One run: candle (quantized kernels), pudding (dense and skipping 7,18,19), candle with
 # every matmul dequantised to f32, then candle quantized again.

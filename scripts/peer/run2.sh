@@ -1,5 +1,5 @@
 #!/bin/bash
-# Run from the repository root after `cargo build --release -p pudding-examples --bin pudding`
+# Run from the repository root after `cargo build --release -p pudding-cli --bin pudding`
 # and `cargo build --release` in scripts/peer/candle-bench; pause other jobs first.
 set -e
 M=${MODEL:-$HOME/.cache/pudding/models/SmolLM2-135M-Instruct.Q4_1.gguf}

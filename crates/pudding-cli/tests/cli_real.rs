@@ -33,7 +33,7 @@ fn stdout(out: &Output) -> String {
 #[test]
 fn logprobs_match_the_numpy_reference() {
     let reference: Value = serde_json::from_str(include_str!(
-        "../../crates/pudding-models/tests/fixtures/smollm2_reference.json"
+        "../../pudding-models/tests/fixtures/smollm2_reference.json"
     ))
     .unwrap();
     let cases = reference["cases"].as_array().unwrap();
@@ -103,9 +103,9 @@ fn generate_and_route_answer_a_chat_prompt() {
     let out = pudding(&[
         "route",
         "--pool",
-        &format!("{root}/../crates/pudding-router/default/pool-k3.json"),
+        &format!("{root}/../pudding-router/default/pool-k3.json"),
         "--router",
-        &format!("{root}/../crates/pudding-router/default/router-k3"),
+        &format!("{root}/../pudding-router/default/router-k3"),
         "--prompt",
         prompt,
         "--max-tokens",
@@ -259,7 +259,7 @@ fn eval_one_pass_equals_one_file_per_set_and_the_library() {
 fn bad_input_fails_with_a_message_not_a_panic() {
     let pool = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../results/smollm2/pool-k3.json"
+        "/../../results/smollm2/pool-k3.json"
     );
     for (args, needle) in [
         (vec!["generate", "--prompt", "hi", "--skip", "30"], "block"),
@@ -471,7 +471,7 @@ fn generate_reference_greedy(reference: &Value, model: &str) -> String {
 #[test]
 fn generate_with_a_known_asset_name_matches_the_qwen2_reference() {
     let reference: Value = serde_json::from_str(include_str!(
-        "../../crates/pudding-models/tests/fixtures/qwen2_reference.json"
+        "../../pudding-models/tests/fixtures/qwen2_reference.json"
     ))
     .unwrap();
     let text = generate_reference_greedy(&reference, "qwen2.5-coder-0.5b-instruct");
@@ -489,7 +489,7 @@ fn generate_with_a_known_asset_name_matches_the_qwen2_reference() {
 #[test]
 fn gemma3_generates_and_scores_like_its_reference() {
     let reference: Value = serde_json::from_str(include_str!(
-        "../../crates/pudding-models/tests/fixtures/gemma3_reference.json"
+        "../../pudding-models/tests/fixtures/gemma3_reference.json"
     ))
     .unwrap();
     let text = generate_reference_greedy(&reference, "gemma-3-270m");
@@ -533,9 +533,9 @@ fn a_pool_made_for_another_model_is_refused() {
         "--model",
         "qwen2.5-coder-0.5b-instruct",
         "--pool",
-        &format!("{root}/../crates/pudding-router/default/pool-k3.json"),
+        &format!("{root}/../pudding-router/default/pool-k3.json"),
         "--router",
-        &format!("{root}/../crates/pudding-router/default/router-k3"),
+        &format!("{root}/../pudding-router/default/router-k3"),
         "--prompt",
         "Why is the sky blue?",
     ]);
@@ -578,7 +578,7 @@ fn perplexity_text(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("text.txt");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/peer/perplexity_text.py"
+        "/../../scripts/peer/perplexity_text.py"
     );
     let run = Command::new("python3")
         .arg(script)
@@ -627,7 +627,7 @@ fn perplexity_follows_llama_cpp() {
 /// task, and the exported GGUF has the perplexity of the source with those blocks skipped.
 #[test]
 fn an_exported_candidate_has_the_perplexity_of_the_skipped_source() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/default");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../pudding-router/default");
     let pool: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{root}/pool-k6.json")).unwrap())
             .unwrap();

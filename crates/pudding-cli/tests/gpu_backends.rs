@@ -9,8 +9,8 @@
 //! does not exist is refused with exit code 1.
 //!
 //! ```text
-//! cargo test -p pudding-examples --features cuda --test gpu_backends
-//! cargo test -p pudding-examples --features wgpu --test gpu_backends
+//! cargo test -p pudding-cli --features cuda --test gpu_backends
+//! cargo test -p pudding-cli --features wgpu --test gpu_backends
 //! ```
 //! (The test asks cargo for the quickstart and `gpu_bench` built with the same feature.)
 #![cfg(any(feature = "cuda", feature = "wgpu"))]

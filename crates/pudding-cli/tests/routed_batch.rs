@@ -11,7 +11,7 @@ use pudding_router::router::PuddingRouter;
 use pudding_router::RouterError;
 
 /// The shipped router-k3 card.
-const K3_CARD: &str = include_str!("../../crates/pudding-router/default/router-k3/router.json");
+const K3_CARD: &str = include_str!("../../pudding-router/default/router-k3/router.json");
 
 /// The embedded k = 3 pool with its shipped head, under `card` (the shipped
 /// [`K3_CARD`] or an edited copy) and on `encoder`.
@@ -19,13 +19,11 @@ fn embedded_k3_router(
     card: &str,
     encoder: BertEncoder<B>,
 ) -> Result<PuddingRouter<B>, RouterError> {
-    let pool: CandidatePool = serde_json::from_str(include_str!(
-        "../../crates/pudding-router/default/pool-k3.json"
-    ))
-    .unwrap();
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../../pudding-router/default/pool-k3.json")).unwrap();
     PuddingRouter::from_bytes(
         card,
-        include_bytes!("../../crates/pudding-router/default/router-k3/head.safetensors"),
+        include_bytes!("../../pudding-router/default/router-k3/head.safetensors"),
         pool,
         encoder,
         &cpu_device(),
@@ -183,10 +181,8 @@ impl pudding_models::bert::ParamMapper<B> for NudgeLast {
 fn router_identity_follows_the_weights_not_only_the_card() {
     use pudding_core::Router;
     let device = cpu_device();
-    let pool: CandidatePool = serde_json::from_str(include_str!(
-        "../../crates/pudding-router/default/pool-k3.json"
-    ))
-    .unwrap();
+    let pool: CandidatePool =
+        serde_json::from_str(include_str!("../../pudding-router/default/pool-k3.json")).unwrap();
     let encoder = load_encoder::<B>(&device).unwrap();
     let shipped = embedded_k3_router(K3_CARD, encoder.clone()).unwrap();
     assert_eq!(
@@ -203,7 +199,7 @@ fn router_identity_follows_the_weights_not_only_the_card() {
     // The last four bytes are the last value of the head's data section: flip its lowest
     // mantissa bit.
     let mut head =
-        include_bytes!("../../crates/pudding-router/default/router-k3/head.safetensors").to_vec();
+        include_bytes!("../../pudding-router/default/router-k3/head.safetensors").to_vec();
     let last = head.len() - 4;
     head[last] ^= 1;
     let other_head =

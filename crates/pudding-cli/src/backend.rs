@@ -122,10 +122,15 @@ mod chosen {
     /// The file names cudarc tries for `names`, shortened to the Linux-style ones
     /// (`libcuda.so`, `libcuda.so.1`, ...) and a count of the rest.
     fn searched(names: &[&str]) -> String {
-        let all: Vec<String> = names
+        let mut all: Vec<String> = Vec::new();
+        for candidate in names
             .iter()
-            .flat_map(|name| cudarc::get_lib_name_candidates(name))
-            .collect();
+            .flat_map(|n| cudarc::get_lib_name_candidates(n))
+        {
+            if !all.contains(&candidate) {
+                all.push(candidate);
+            }
+        }
         let plain = format!(
             "{}{}{}",
             std::env::consts::DLL_PREFIX,
