@@ -430,6 +430,29 @@ fn bad_input_fails_with_a_message_not_a_panic() {
             ],
             "--mode full",
         ),
+        // Closed choices are checked by the parser, which lists what is accepted.
+        (
+            vec!["baseline", "--method", "shortgtp", "--out", "/tmp/b.json"],
+            "[possible values: sleb, shortgpt, shortened-ppl, taylor]",
+        ),
+        (
+            vec![
+                "train-router",
+                "--pool",
+                "/tmp/pool.json",
+                "--labels",
+                "/tmp/labels.jsonl",
+                "--out",
+                "/tmp/router",
+                "--mode",
+                "half",
+            ],
+            "[possible values: head, full]",
+        ),
+        (
+            vec!["--dtype", "f64", "generate", "--prompt", "hi"],
+            "[possible values: f32, f16, bf16]",
+        ),
     ] {
         let out = pudding(&args);
         let err = String::from_utf8_lossy(&out.stderr);

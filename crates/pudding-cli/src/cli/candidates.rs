@@ -1,0 +1,57 @@
+//! `pudding candidates`.
+
+use super::prelude::*;
+
+/// The arguments of `pudding candidates` (its help is the subcommand's doc).
+#[derive(Args)]
+pub(super) struct CandidatesArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Calibration tasks (lm-eval names, comma-separated).
+    #[arg(
+        long,
+        default_value = "arc_challenge,arc_easy,hellaswag,piqa,winogrande"
+    )]
+    tasks: String,
+    /// Losses (tl, tld), comma-separated.
+    #[arg(long, default_value = "tl,tld")]
+    losses: String,
+    /// Blocks to omit (at least 1).
+    #[arg(short = 'k', long, default_value_t = 6, value_parser = at_least_one)]
+    k: usize,
+    /// Calibration rows per task (the first N train rows).
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+    calib: usize,
+    /// Output pool (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Directory for per-search checkpoints (resume after an interruption).
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+}
+
+/// Runs `pudding candidates`.
+pub(super) fn run(args: CandidatesArgs, ctx: &Context) -> Result<(), CliError> {
+    let Context { exact, decode, .. } = *ctx;
+    let CandidatesArgs {
+        model: ModelArg { model },
+        tasks,
+        losses,
+        k,
+        calib,
+        out,
+        checkpoints,
+    } = args;
+    let lm = load(model, exact, decode)?;
+    pudding_cli::commands::candidates_command(
+        &lm,
+        &tasks,
+        &losses,
+        k,
+        calib,
+        &out,
+        checkpoints.as_deref(),
+    )
+    .map_err(stage)?;
+    Ok(())
+}
