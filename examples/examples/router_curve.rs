@@ -20,8 +20,10 @@ use pudding_cli::resolve_model;
 use pudding_cli::router_commands::{load_encoder, ROUTER_MAX_TOKENS};
 use pudding_core::SkippableLm;
 use pudding_models::LlamaLm;
+use pudding_router::config::TrainConfig;
+use pudding_router::fit::{centered, route_metrics, split_rows};
 use pudding_router::labels::read_labels;
-use pudding_router::train::{centered, route_metrics, split_rows, train_head, TrainConfig};
+use pudding_router::train::train_head;
 use std::collections::BTreeMap;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

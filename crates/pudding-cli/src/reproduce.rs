@@ -342,7 +342,7 @@ pub fn reproduce<B: Backend>(
                 &pool_path,
                 &labels,
                 &router_dir,
-                &pudding_router::train::TrainConfig {
+                &pudding_router::config::TrainConfig {
                     epochs: cfg.router_epochs,
                     seed: 42,
                     ..Default::default()

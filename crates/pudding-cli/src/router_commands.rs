@@ -9,9 +9,10 @@ use pudding_eval::tasks::{load_task, Split};
 use pudding_models::assets::ensure_minilm;
 use pudding_models::bert::BertEncoder;
 use pudding_models::LlamaLm;
+use pudding_router::config::TrainConfig;
 use pudding_router::labels::{generate_labels, read_labels, Labels, RouterInput};
 use pudding_router::router::{PuddingRouter, RouterCard};
-use pudding_router::train::{train_head, TrainConfig};
+use pudding_router::train::train_head;
 use pudding_router::RouterError;
 use std::error::Error;
 use std::path::Path;
@@ -205,7 +206,7 @@ pub fn finetune_router_command(
     pool: &Path,
     labels: &Path,
     out: &Path,
-    config: &pudding_router::finetune::FinetuneConfig,
+    config: &pudding_router::config::FinetuneConfig,
     encoder_layers: Option<usize>,
 ) -> Result<(), Box<dyn Error>> {
     let (pool, labels) = load_pool_and_labels(pool, labels)?;

@@ -1,15 +1,16 @@
 //! Full fine-tuning (the paper's setting, its section on the router): the BERT encoder and the
 //! head are trained together on the MSE against the label vectors. AdamW with a linear
 //! warm-up (in steps) then linear decay, decoupled weight decay, gradient-norm clipping,
-//! mini-batches, the seeded split of [`crate::train`], per-epoch metrics, a checkpoint
+//! mini-batches, the seeded split of [`crate::fit`], per-epoch metrics, a checkpoint
 //! directory per epoch, early stopping; the best epoch is kept.
 //!
 //! The head is a burn module updated by burn's AdamW; the encoder's plain tensors are
 //! updated by [`EncoderAdamW`], the same rule written out (moments per parameter, bias
 //! correction, decoupled decay), with their gradients clipped by their global norm.
 
+use crate::config::{EpochMetrics, FinetuneConfig};
+use crate::fit::{linear_schedule, route_metrics, shuffle, split_rows};
 use crate::head::RouterHead;
-use crate::train::{linear_schedule, route_metrics, shuffle, split_rows, EpochMetrics};
 use crate::RouterError;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -17,77 +18,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use pudding_models::bert::{BertEncoder, BertParam, ParamMapper};
 use pudding_models::sampling::SplitMix64;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Settings of the full fine-tune (defaults: the paper's).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FinetuneConfig {
-    /// Width of the head's hidden layer.
-    pub hidden: usize,
-    /// Peak learning rate (encoder and head).
-    pub lr: f64,
-    /// Epochs.
-    pub epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Linear warm-up steps (capped at the total number of steps), then linear decay.
-    pub warmup_steps: usize,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Gradient-norm clipping.
-    pub grad_clip: f64,
-    /// Seed of the split, the shuffling and the head's initialisation.
-    pub seed: u64,
-    /// Fraction of rows held out for validation.
-    pub val_fraction: f64,
-    /// Stop after this many epochs without a better validation MSE.
-    pub patience: usize,
-    /// Router input tokens kept.
-    pub max_tokens: usize,
-}
-
-impl FinetuneConfig {
-    /// Errors unless every setting is usable: the checks of
-    /// [`crate::train::TrainConfig::validate`] on the shared settings, and room for text
-    /// between `[CLS]` and `[SEP]`.
-    pub fn validate(&self) -> Result<(), RouterError> {
-        crate::train::check_training_settings(&crate::train::TrainingSettings {
-            hidden: self.hidden,
-            lr: self.lr,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            weight_decay: self.weight_decay,
-            grad_clip: self.grad_clip,
-            val_fraction: self.val_fraction,
-        })?;
-        if self.max_tokens < 3 {
-            return Err(RouterError::Invalid(format!(
-                "max_tokens {} leaves no room for text between [CLS] and [SEP]",
-                self.max_tokens
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl Default for FinetuneConfig {
-    fn default() -> Self {
-        Self {
-            hidden: 256,
-            lr: 1e-5,
-            epochs: 10,
-            batch_size: 32,
-            warmup_steps: 500,
-            weight_decay: 0.01,
-            grad_clip: 1.0,
-            seed: 42,
-            val_fraction: 0.2,
-            patience: 3,
-            max_tokens: 256,
-        }
-    }
-}
 
 /// The outcome: the best epoch's head (inference backend) and where its encoder was saved.
 pub struct FinetuneOutcome<B: Backend> {

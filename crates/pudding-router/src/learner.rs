@@ -9,8 +9,9 @@
 //! right after the validation epoch, while metrics are still in flight on another thread;
 //! ours wait for the store's end-of-epoch event, so every decision sees the whole epoch.
 
+use crate::config::EpochMetrics;
+use crate::fit::{linear_schedule, route_metrics};
 use crate::head::RouterHead;
-use crate::train::{linear_schedule, route_metrics, EpochMetrics};
 use burn::backend::Flex;
 use burn::data::dataloader::batcher::Batcher;
 use burn::lr_scheduler::LrScheduler;

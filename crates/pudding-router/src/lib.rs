@@ -5,6 +5,8 @@
 //! the correct answer with those blocks skipped; routing picks the argmax.
 //!
 //! - [`labels`]: training labels computed with the shared scorer (resumable JSON lines).
+//! - [`config`]: the training settings and metrics a router card records.
+//! - [`fit`]: the split, shuffle, schedule and routing metrics the trainers share.
 //! - [`head`]: the MLP head on top of a frozen BERT encoder, saved as safetensors.
 //! - [`train`]: the head trained with burn-train's `Learner`: AdamW on MSE with warm-up +
 //!   linear decay, weight decay, gradient clipping, a seeded 80/20 split, per-epoch metrics
@@ -14,6 +16,10 @@
 //! - [`finetune`]: the paper's full fine-tuning of encoder + head (per-epoch checkpoints).
 //! - [`router`]: [`router::PuddingRouter`], implementing [`pudding_core::Router`].
 //! - [`default`]: the embedded k = 3 and k = 6 routers for SmolLM2-135M-Instruct.
+//!
+//! Training ([`train`], [`learner`], [`finetune`]) is behind the default `train` feature
+//! (it brings in burn-train); `default-features = false` keeps routing with trained
+//! routers, labels and the card types.
 //!
 //! Load the model, route a prompt with the embedded default router ([`default`]), and
 //! generate with the chosen candidate's blocks skipped:
@@ -43,13 +49,18 @@
 //! # }
 //! ```
 
+pub mod config;
 pub mod default;
 pub mod error;
+#[cfg(feature = "train")]
 pub mod finetune;
+pub mod fit;
 pub mod head;
 pub mod labels;
+#[cfg(feature = "train")]
 pub mod learner;
 pub mod router;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use error::RouterError;

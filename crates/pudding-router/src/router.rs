@@ -1,10 +1,9 @@
 //! [`PuddingRouter`]: encoder + head + pool, saved as a directory (`head.safetensors` +
 //! `router.json`) and loaded back with checks that it belongs to the pool and model.
 
-use crate::finetune::FinetuneConfig;
+use crate::config::{EpochMetrics, FinetuneConfig, TrainConfig};
 use crate::head::RouterHead;
 use crate::labels::RouterInput;
-use crate::train::{EpochMetrics, TrainConfig};
 use crate::RouterError;
 use burn::prelude::*;
 use pudding_core::{io, CandidatePool, ModelFingerprint, Router};

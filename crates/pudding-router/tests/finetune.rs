@@ -6,7 +6,8 @@ use burn::backend::Autodiff;
 use pudding_models::assets::ensure_minilm;
 use pudding_models::bert::BertEncoder;
 use pudding_models::{cpu_device, CpuBackend as B};
-use pudding_router::finetune::{finetune, FinetuneConfig};
+use pudding_router::config::FinetuneConfig;
+use pudding_router::finetune::finetune;
 
 #[test]
 fn finetuning_lowers_the_loss_and_checkpoints_every_epoch() {

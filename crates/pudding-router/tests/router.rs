@@ -6,9 +6,11 @@ use pudding_eval::tasks::{load_task, Split, TaskName};
 use pudding_models::sampling::SplitMix64;
 use pudding_models::testing::{write_tiny_llama_gguf, TinyLlamaSpec};
 use pudding_models::{CpuBackend as B, LlamaLm};
+use pudding_router::config::TrainConfig;
+use pudding_router::fit::route_metrics;
 use pudding_router::head::RouterHead;
 use pudding_router::labels::{generate_labels, read_labels, RouterInput};
-use pudding_router::train::{route_metrics, train_head, TrainConfig};
+use pudding_router::train::train_head;
 
 /// The head's predictions (row-major `[rows, m]`) for `inputs[rows]`.
 fn predict(head: &RouterHead<B>, inputs: &[Vec<f32>], rows: &[usize]) -> Vec<f32> {
@@ -79,11 +81,11 @@ fn unusable_training_settings_are_errors() {
 fn unsplittable_rows_and_non_finite_head_weights_are_errors() {
     for n in [0, 1] {
         assert!(matches!(
-            pudding_router::train::split_rows(n, 0.2, 7),
+            pudding_router::fit::split_rows(n, 0.2, 7),
             Err(pudding_router::RouterError::Invalid(_))
         ));
     }
-    let (val, train) = pudding_router::train::split_rows(2, 0.2, 7).unwrap();
+    let (val, train) = pudding_router::fit::split_rows(2, 0.2, 7).unwrap();
     assert_eq!((val.len(), train.len()), (1, 1));
 
     let (d_in, hidden, m) = (2usize, 3usize, 2usize);
@@ -185,7 +187,7 @@ fn head_learns_a_learnable_routing_problem() {
 #[test]
 fn centred_labels_ignore_each_rows_offset() {
     assert_eq!(
-        pudding_router::train::centered(&[1.0, 2.0, 6.0]),
+        pudding_router::fit::centered(&[1.0, 2.0, 6.0]),
         vec![-2.0, -1.0, 3.0]
     );
     let mut rng = SplitMix64::new(5);

@@ -92,7 +92,7 @@ pub(super) fn run(args: TrainRouterArgs, _ctx: &Context) -> Result<(), CliError>
             &pool,
             &labels,
             &out,
-            &pudding_router::train::TrainConfig {
+            &pudding_router::config::TrainConfig {
                 epochs: epochs.unwrap_or(200),
                 seed,
                 center_labels,
@@ -104,8 +104,8 @@ pub(super) fn run(args: TrainRouterArgs, _ctx: &Context) -> Result<(), CliError>
             Err("--center-labels applies to --mode head only".into())
         }
         TrainMode::Full => {
-            let d = pudding_router::finetune::FinetuneConfig::default();
-            let config = pudding_router::finetune::FinetuneConfig {
+            let d = pudding_router::config::FinetuneConfig::default();
+            let config = pudding_router::config::FinetuneConfig {
                 epochs: epochs.unwrap_or(d.epochs),
                 lr: lr.unwrap_or(d.lr),
                 warmup_steps: warmup_steps.unwrap_or(d.warmup_steps),
