@@ -1,5 +1,6 @@
 //! Reports of a candidate pool: a Markdown table and an SVG grid of the omitted blocks.
 
+use plotters::prelude::*;
 use pudding_core::CandidatePool;
 
 /// One row per candidate: index, skipped blocks, provenance sources (task/loss).
@@ -36,44 +37,68 @@ pub fn pool_markdown(pool: &CandidatePool) -> String {
     out
 }
 
-/// An SVG grid: one row per candidate, one column per block, filled where the block is
-/// omitted.
-pub fn pool_svg(pool: &CandidatePool) -> String {
-    let n_blocks = pool.fingerprint.n_blocks;
-    let (cell, left, top) = (18usize, 40usize, 24usize);
-    let width = left + n_blocks * cell + 10;
-    let height = top + pool.len() * cell + 10;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"10\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+/// A plot that could not be drawn (plotters' error, as text: its type is generic over the
+/// drawing backend).
+#[derive(Debug, thiserror::Error)]
+#[error("drawing the plot failed: {0}")]
+pub struct PlotError(pub String);
+
+impl PlotError {
+    /// Wraps any plotters error.
+    pub fn from_plotters(e: impl std::fmt::Display) -> Self {
+        PlotError(e.to_string())
+    }
+}
+
+/// The colour of an omitted block in [`pool_svg`].
+pub const OMITTED_COLOUR: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
+/// The colour of a kept block in [`pool_svg`].
+pub const KEPT_COLOUR: RGBColor = RGBColor(0xec, 0xf0, 0xf1);
+
+/// An SVG grid drawn with plotters: one row per candidate (0 at the top), one column per
+/// block, filled with [`OMITTED_COLOUR`] where the block is omitted.
+pub fn pool_svg(pool: &CandidatePool) -> Result<String, PlotError> {
+    let n_blocks = pool.fingerprint.n_blocks as i32;
+    let n_candidates = pool.len() as i32;
+    let size = (
+        (70 + 18 * n_blocks.max(1)) as u32,
+        (70 + 18 * n_candidates.max(1)) as u32,
     );
-    for b in 0..n_blocks {
-        if b % 5 == 0 {
-            svg.push_str(&format!(
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{b}</text>\n",
-                left + b * cell + cell / 2,
-                top - 8
-            ));
-        }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(PlotError::from_plotters)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(32)
+            // Candidate 0 on the top row, as the Markdown table lists them.
+            .build_cartesian_2d(0..n_blocks, n_candidates..0)
+            .map_err(PlotError::from_plotters)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("block")
+            .y_desc("candidate")
+            .x_labels(n_blocks.clamp(1, 7) as usize)
+            .y_labels(n_candidates.clamp(1, 10) as usize)
+            .draw()
+            .map_err(PlotError::from_plotters)?;
+        let cells = pool.candidates.iter().enumerate().flat_map(|(i, c)| {
+            (0..pool.fingerprint.n_blocks).map(move |b| {
+                let colour = if c.set.skips(b) {
+                    OMITTED_COLOUR
+                } else {
+                    KEPT_COLOUR
+                };
+                let (x, y) = (b as i32, i as i32);
+                Rectangle::new([(x, y), (x + 1, y + 1)], colour.filled())
+            })
+        });
+        chart.draw_series(cells).map_err(PlotError::from_plotters)?;
+        root.present().map_err(PlotError::from_plotters)?;
     }
-    for (i, c) in pool.candidates.iter().enumerate() {
-        let y = top + i * cell;
-        svg.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{i}</text>\n",
-            left - 6,
-            y + cell - 5
-        ));
-        for b in 0..n_blocks {
-            let fill = if c.set.skips(b) { "#c0392b" } else { "#ecf0f1" };
-            svg.push_str(&format!(
-                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" stroke=\"white\"/>\n",
-                left + b * cell,
-                cell,
-                cell
-            ));
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -91,8 +116,15 @@ mod tests {
         let pool = CandidatePool::new(fp, vec![c("1,2"), c("3")]).unwrap();
         let md = pool_markdown(&pool);
         assert!(md.contains("| 0 | 1,2 | 2 | piqa/tl |") && md.contains("| 1 | 3 | 1 |"));
-        let svg = pool_svg(&pool);
-        assert_eq!(svg.matches("#c0392b").count(), 3);
-        assert_eq!(svg.matches("<rect ").count(), 1 + 12);
+        let svg = pool_svg(&pool).unwrap();
+        // Opened as XML: one rectangle per (candidate, block), the omitted ones coloured.
+        let doc = roxmltree::Document::parse(&svg).expect("the SVG parses");
+        let fills: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("rect"))
+            .filter_map(|n| n.attribute("fill").map(str::to_ascii_lowercase))
+            .collect();
+        assert_eq!(fills.iter().filter(|f| *f == "#c0392b").count(), 3);
+        assert_eq!(fills.iter().filter(|f| *f == "#ecf0f1").count(), 12 - 3);
     }
 }

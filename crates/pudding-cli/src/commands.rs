@@ -302,7 +302,7 @@ pub fn candidates_command<B: Backend>(
     bar.finish_and_clear();
     pool.save(out)?;
     pudding_core::io::write_atomic(&out.with_extension("md"), pool_markdown(&pool).as_bytes())?;
-    pudding_core::io::write_atomic(&out.with_extension("svg"), pool_svg(&pool).as_bytes())?;
+    pudding_core::io::write_atomic(&out.with_extension("svg"), pool_svg(&pool)?.as_bytes())?;
     println!(
         "{} candidates from {} searches in {:.0} s -> {}",
         pool.len(),

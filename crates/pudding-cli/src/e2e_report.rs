@@ -1,6 +1,8 @@
-//! Tables and plots of `pudding reproduce` (Markdown and SVG, no plotting dependency).
+//! Tables and plots of `pudding reproduce` (Markdown, and SVG drawn with plotters).
 
 use crate::reproduce::{MethodRow, ReproduceConfig, Reproduction};
+use plotters::prelude::*;
+use pudding_candidates::report::PlotError;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -156,54 +158,80 @@ pub fn markdown(r: &Reproduction, cfg: &ReproduceConfig) -> String {
     md
 }
 
-/// Per task (rows) and block (columns), the fraction of routed items that omit the block.
-pub fn heatmap_svg(k: usize, freq: &BTreeMap<String, Vec<f64>>) -> String {
-    let n_blocks = freq.values().map(Vec::len).max().unwrap_or(0);
-    let (cell, left, top) = (18.0, 130.0, 40.0);
-    let width = left + cell * n_blocks as f64 + 20.0;
-    let height = top + cell * freq.len() as f64 + 40.0;
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">
-<text x="{left}" y="16">Routed block omission frequency per task (k = {k})</text>
-"#
+/// Per task (rows) and block (columns), the fraction of routed items that omit the block:
+/// white never, [`HEATMAP_FULL`] always.
+pub fn heatmap_svg(k: usize, freq: &BTreeMap<String, Vec<f64>>) -> Result<String, PlotError> {
+    let n_blocks = freq.values().map(Vec::len).max().unwrap_or(0) as i32;
+    let tasks: Vec<&String> = freq.keys().collect();
+    let n_tasks = tasks.len() as i32;
+    let size = (
+        (190 + 18 * n_blocks.max(1)) as u32,
+        (110 + 18 * n_tasks.max(1)) as u32,
     );
-    for b in 0..n_blocks {
-        let x = left + cell * b as f64 + cell / 2.0;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{x}" y="{}" text-anchor="middle">{b}</text>"#,
-            top - 4.0
-        );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(PlotError::from_plotters)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Routed block omission frequency per task (k = {k})"),
+                ("sans-serif", 13),
+            )
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(120)
+            .build_cartesian_2d(0..n_blocks.max(1), n_tasks.max(1)..0)
+            .map_err(PlotError::from_plotters)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("block (white: never omitted, blue: always)")
+            .x_labels(n_blocks.clamp(1, 10) as usize)
+            .y_labels(n_tasks.max(1) as usize)
+            // Each task's name at its row (the tick below the row's centre is the row's top).
+            .y_label_formatter(&|row| {
+                tasks
+                    .get(*row as usize)
+                    .map_or(String::new(), |t| t.to_string())
+            })
+            .draw()
+            .map_err(PlotError::from_plotters)?;
+        let cells = freq.values().enumerate().flat_map(|(row, values)| {
+            values.iter().enumerate().map(move |(b, &v)| {
+                let (x, y) = (b as i32, row as i32);
+                Rectangle::new([(x, y), (x + 1, y + 1)], heatmap_colour(v).filled())
+            })
+        });
+        chart.draw_series(cells).map_err(PlotError::from_plotters)?;
+        root.present().map_err(PlotError::from_plotters)?;
     }
-    for (row, (task, values)) in freq.iter().enumerate() {
-        let y = top + cell * row as f64;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{task}</text>"#,
-            left - 6.0,
-            y + cell * 0.7
-        );
-        for (b, &v) in values.iter().enumerate() {
-            let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
-            let _ = writeln!(
-                svg,
-                r##"<rect x="{}" y="{y}" width="{cell}" height="{cell}" fill="rgb({shade},{shade},255)" stroke="#ccc"><title>{task} block {b}: {:.2}</title></rect>"##,
-                left + cell * b as f64,
-                v
-            );
-        }
-    }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{left}" y="{}">white: never omitted, blue: always omitted</text></svg>"#,
-        height - 12.0
-    );
-    svg
+    Ok(svg)
 }
 
-/// Average accuracy (paper tasks) against the number of skipped blocks, one line per
-/// method; dense is the shared point at k = 0.
-pub fn accuracy_svg(methods: &[MethodRow]) -> String {
+/// The heatmap's colour at frequency 1.
+pub const HEATMAP_FULL: RGBColor = RGBColor(0, 0, 255);
+
+/// White at 0, [`HEATMAP_FULL`] at 1, linear between.
+pub fn heatmap_colour(frequency: f64) -> RGBColor {
+    let shade = (255.0 * (1.0 - frequency.clamp(0.0, 1.0))).round() as u8;
+    RGBColor(shade, shade, 255)
+}
+
+/// The line colours of [`accuracy_svg`], one per method in name order (cycled).
+pub const METHOD_COLOURS: [RGBColor; 7] = [
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+];
+
+/// Average accuracy (paper tasks, %) against the number of skipped blocks, one line per
+/// method (in name order, [`METHOD_COLOURS`]) with its points marked and a legend; dense
+/// is every line's point at k = 0.
+pub fn accuracy_svg(methods: &[MethodRow]) -> Result<String, PlotError> {
     let dense = methods.iter().find(|m| m.k == 0).map(|m| m.average);
     let mut lines: BTreeMap<&str, Vec<(usize, f64)>> = BTreeMap::new();
     for m in methods.iter().filter(|m| m.k > 0 && !m.average.is_nan()) {
@@ -212,92 +240,159 @@ pub fn accuracy_svg(methods: &[MethodRow]) -> String {
     let max_k = methods.iter().map(|m| m.k).max().unwrap_or(1).max(1) as f64;
     let values: Vec<f64> = methods
         .iter()
-        .map(|m| m.average)
+        .map(|m| 100.0 * m.average)
         .filter(|v| !v.is_nan())
         .collect();
     let lo = values
         .iter()
         .copied()
         .fold(f64::INFINITY, f64::min)
-        .min(0.25);
+        .min(25.0);
     let hi = values
         .iter()
         .copied()
         .fold(f64::NEG_INFINITY, f64::max)
-        .max(lo + 0.05);
-    let (w, h, left, top, bottom) = (560.0, 340.0, 60.0, 30.0, 50.0);
-    let x = |k: f64| left + (w - left - 200.0) * k / max_k;
-    let y = |v: f64| top + (h - top - bottom) * (hi - v) / (hi - lo);
-    let colours = [
-        "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-    ];
-    let mut svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
-<text x="{left}" y="16">Average accuracy (paper tasks) vs skipped blocks</text>
-<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>
-<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>
-"##,
-        h - bottom,
-        x(max_k),
-        h - bottom,
-        h - bottom
-    );
-    for k in 0..=(max_k as usize) {
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">{k}</text>"#,
-            x(k as f64),
-            h - bottom + 14.0
-        );
-    }
-    for i in 0..=4 {
-        let v = lo + (hi - lo) * i as f64 / 4.0;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{:.1}</text>"#,
-            left - 4.0,
-            y(v) + 4.0,
-            100.0 * v
-        );
-    }
-    for (i, (name, mut points)) in lines.into_iter().enumerate() {
-        let colour = colours[i % colours.len()];
-        if let Some(d) = dense {
-            points.insert(0, (0, d));
+        .max(lo + 5.0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (600, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(PlotError::from_plotters)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Average accuracy (paper tasks) vs skipped blocks",
+                ("sans-serif", 13),
+            )
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(-0.2..max_k + 0.2, lo - 1.0..hi + 1.0)
+            .map_err(PlotError::from_plotters)?;
+        chart
+            .configure_mesh()
+            .x_desc("skipped blocks (k)")
+            .y_desc("accuracy (%)")
+            .x_labels(max_k as usize + 1)
+            .x_label_formatter(&|k| format!("{k:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .draw()
+            .map_err(PlotError::from_plotters)?;
+        for (i, (name, mut points)) in lines.into_iter().enumerate() {
+            let colour = METHOD_COLOURS[i % METHOD_COLOURS.len()];
+            if let Some(d) = dense {
+                points.insert(0, (0, d));
+            }
+            points.sort_by_key(|p| p.0);
+            let xy: Vec<(f64, f64)> = points.iter().map(|&(k, v)| (k as f64, 100.0 * v)).collect();
+            chart
+                .draw_series(LineSeries::new(xy.clone(), colour.stroke_width(2)))
+                .map_err(PlotError::from_plotters)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 10, y + 4)], colour.filled())
+                });
+            chart
+                .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                .map_err(PlotError::from_plotters)?;
         }
-        points.sort_by_key(|p| p.0);
-        let path: Vec<String> = points
-            .iter()
-            .map(|&(k, v)| format!("{:.1},{:.1}", x(k as f64), y(v)))
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(PlotError::from_plotters)?;
+        root.present().map_err(PlotError::from_plotters)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+    }
+
+    /// `(tag, lower-case attribute value)` of every element with attribute `attr`.
+    fn attrs(svg: &str, attr: &str) -> Vec<(String, String)> {
+        let doc = roxmltree::Document::parse(svg).expect("the SVG parses");
+        doc.descendants()
+            .filter_map(|n| {
+                n.attribute(attr)
+                    .map(|v| (n.tag_name().name().to_string(), v.to_ascii_lowercase()))
+            })
+            .collect()
+    }
+
+    fn texts(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).expect("the SVG parses");
+        doc.descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_heatmap_has_one_cell_per_task_and_block_in_its_colour() {
+        let freq: BTreeMap<String, Vec<f64>> = [
+            ("arc_easy".to_string(), vec![0.0, 1.0, 0.25, 0.0]),
+            ("piqa".to_string(), vec![0.5, 1.0, 0.0, 0.0]),
+        ]
+        .into();
+        let svg = heatmap_svg(3, &freq).unwrap();
+        let fills: Vec<String> = attrs(&svg, "fill")
+            .into_iter()
+            .filter(|(tag, _)| tag == "rect")
+            .map(|(_, f)| f)
             .collect();
-        let _ = writeln!(
-            svg,
-            r##"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"##,
-            path.join(" ")
-        );
-        for &(k, v) in &points {
-            let _ = writeln!(
-                svg,
-                r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"##,
-                x(k as f64),
-                y(v)
-            );
+        for (v, n) in [(1.0, 2), (0.25, 1), (0.5, 1)] {
+            let want = hex(heatmap_colour(v));
+            assert_eq!(fills.iter().filter(|f| **f == want).count(), n, "{want}");
         }
-        let ly = top + 16.0 * i as f64;
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{}" y="{}" width="10" height="10" fill="{colour}"/><text x="{}" y="{}">{name}</text>"##,
-            w - 190.0,
-            ly,
-            w - 175.0,
-            ly + 9.0
-        );
+        let names = texts(&svg);
+        for label in ["arc_easy", "piqa"] {
+            assert!(names.iter().any(|t| t == label), "{label} in {names:?}");
+        }
+        assert!(names.iter().any(|t| t.contains("(k = 3)")));
     }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">skipped blocks (k)</text></svg>"#,
-        x(max_k / 2.0),
-        h - 12.0
-    );
-    svg
+
+    #[test]
+    fn the_accuracy_plot_has_a_line_and_points_per_method_and_a_legend() {
+        let row = |method: &str, k: usize, average: f64| MethodRow {
+            method: method.into(),
+            k,
+            set: None,
+            tasks: BTreeMap::new(),
+            average,
+            unseen_average: None,
+        };
+        let methods = [
+            row("dense", 0, 0.50),
+            row("pudding", 3, 0.47),
+            row("pudding", 6, 0.44),
+            row("sleb", 3, 0.46),
+            row("sleb", 6, f64::NAN), // not run: no point
+        ];
+        let svg = accuracy_svg(&methods).unwrap();
+        let strokes = attrs(&svg, "stroke");
+        // Methods in name order: pudding, sleb.
+        for (i, points) in [(0, 3), (1, 2)] {
+            let colour = hex(METHOD_COLOURS[i]);
+            let lines = strokes
+                .iter()
+                .filter(|(tag, s)| tag == "polyline" && *s == colour)
+                .count();
+            assert_eq!(lines, 1, "one line in {colour}");
+            let circles = attrs(&svg, "fill")
+                .into_iter()
+                .filter(|(tag, f)| tag == "circle" && *f == colour)
+                .count();
+            assert_eq!(circles, points, "points of the line in {colour}");
+        }
+        let names = texts(&svg);
+        for label in ["pudding", "sleb", "skipped blocks (k)"] {
+            assert!(names.iter().any(|t| t == label), "{label} in {names:?}");
+        }
+    }
 }

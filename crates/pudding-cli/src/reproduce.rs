@@ -650,12 +650,12 @@ pub fn reproduce<B: Backend>(
     for (k, freq) in &analysis.omission_frequency {
         pudding_core::io::write_atomic(
             &report.join(format!("omission-heatmap-k{k}.svg")),
-            crate::e2e_report::heatmap_svg(*k, freq).as_bytes(),
+            crate::e2e_report::heatmap_svg(*k, freq)?.as_bytes(),
         )?;
     }
     pudding_core::io::write_atomic(
         &report.join("accuracy-vs-k.svg"),
-        crate::e2e_report::accuracy_svg(&analysis.methods).as_bytes(),
+        crate::e2e_report::accuracy_svg(&analysis.methods)?.as_bytes(),
     )?;
     eprintln!("tables -> {}", report.join("E2E.md").display());
     Ok(analysis)

@@ -27,7 +27,9 @@ pub(super) fn run(args: MergePoolsArgs, _ctx: &Context) -> Result<(), CliError> 
     )?;
     pudding_core::io::write_atomic(
         &out.with_extension("svg"),
-        pudding_candidates::report::pool_svg(&merged).as_bytes(),
+        pudding_candidates::report::pool_svg(&merged)
+            .map_err(stage)?
+            .as_bytes(),
     )?;
     println!("{} candidates -> {}", merged.len(), out.display());
     for (i, c) in merged.candidates.iter().enumerate() {
