@@ -15,43 +15,54 @@
 //! (The test asks cargo for the quickstart and `gpu_bench` built with the same feature.)
 #![cfg(any(feature = "cuda", feature = "wgpu"))]
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
-/// The example `name` built with this test's features and profile. Cargo builds examples
-/// for `cargo test` as test harnesses, so this asks cargo for the plain binary (a quick
-/// build: the library is already built).
+/// The examples these tests run.
+const EXAMPLES: [&str; 2] = ["quickstart", "gpu_bench"];
+
+/// The example `name` (one of [`EXAMPLES`]) built with this test's features and profile.
+/// Cargo builds examples for `cargo test` as test harnesses, so this asks cargo for the
+/// plain binaries, once for all tests (a quick build: the library is already built).
 fn example(name: &str) -> PathBuf {
-    let feature = if cfg!(feature = "wgpu") {
-        "wgpu"
-    } else {
-        "cuda"
-    };
-    let mut build = Command::new(env!("CARGO"));
-    build.args([
-        "build",
-        "-p",
-        "pudding-examples",
-        "--features",
-        feature,
-        "--example",
-        name,
-        "--message-format=json",
-    ]);
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    let output = build.output().expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo build --example {name}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["target"]["name"] == name)
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let feature = if cfg!(feature = "wgpu") {
+            "wgpu"
+        } else {
+            "cuda"
+        };
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "pudding-examples", "--features", feature]);
+        for example in EXAMPLES {
+            build.args(["--example", example]);
+        }
+        build.arg("--message-format=json");
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let output = build.output().expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "cargo build --example {EXAMPLES:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|message| {
+                let name = message["target"]["name"].as_str()?.to_string();
+                let path = message["executable"].as_str()?;
+                Some((name, PathBuf::from(path)))
+            })
+            .collect()
+    });
+    built
+        .iter()
+        .find(|(built_name, _)| built_name == name)
+        .map(|(_, path)| path.clone())
         .unwrap_or_else(|| panic!("cargo reported no executable for example {name}"))
 }
 
@@ -62,9 +73,15 @@ fn pudding() -> PathBuf {
 /// Runs `program args`, with backtraces on so that a panic would show one, and an empty
 /// cache so that nothing can be fetched before the backend check.
 fn run(program: &PathBuf, args: &[&str]) -> Output {
+    run_with_env(program, args, &[])
+}
+
+/// [`run`] with more environment variables.
+fn run_with_env(program: &PathBuf, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let home = tempfile::tempdir().expect("a temporary PUDDING_HOME");
     Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "1")
         .env("PUDDING_HOME", home.path())
         .output()
@@ -221,16 +238,16 @@ int cuDeviceGetCount(int *count) { const char *v = getenv("PUDDING_CU_COUNT"); *
     }
 
     fn run_with(dir: &Path, init: i32, count: i32, args: &[&str]) -> Output {
-        let home = tempfile::tempdir().expect("a temporary PUDDING_HOME");
-        Command::new(pudding())
-            .args(args)
-            .env("LD_LIBRARY_PATH", dir)
-            .env("PUDDING_CU_INIT", init.to_string())
-            .env("PUDDING_CU_COUNT", count.to_string())
-            .env("RUST_BACKTRACE", "1")
-            .env("PUDDING_HOME", home.path())
-            .output()
-            .expect("pudding starts")
+        let (init, count) = (init.to_string(), count.to_string());
+        run_with_env(
+            &pudding(),
+            args,
+            &[
+                ("LD_LIBRARY_PATH", dir.as_os_str()),
+                ("PUDDING_CU_INIT", OsStr::new(&init)),
+                ("PUDDING_CU_COUNT", OsStr::new(&count)),
+            ],
+        )
     }
 
     const GENERATE: &[&str] = &["generate", "--prompt", "Hi"];

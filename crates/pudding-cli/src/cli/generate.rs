@@ -7,17 +7,8 @@ use super::prelude::*;
 pub(super) struct GenerateArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// The prompt.
-    #[arg(
-        long,
-        required_unless_present = "prompt_file",
-        conflicts_with = "prompt_file"
-    )]
-    prompt: Option<String>,
-    /// Read the prompt from this file (`-`: standard input), for prompts longer than a
-    /// command-line argument may be; at most 16 MiB of UTF-8.
-    #[arg(long)]
-    prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    prompt: PromptArg,
     /// Blocks to skip, e.g. "3,7,19" or "10-15" (default: none).
     #[arg(long, default_value = "")]
     skip: String,
@@ -44,7 +35,6 @@ pub(super) fn run(args: GenerateArgs, ctx: &Context) -> Result<(), CliError> {
     let GenerateArgs {
         model: ModelArg { model },
         prompt,
-        prompt_file,
         skip,
         max_tokens,
         temperature,
@@ -52,7 +42,7 @@ pub(super) fn run(args: GenerateArgs, ctx: &Context) -> Result<(), CliError> {
         seed,
         raw,
     } = args;
-    let prompt = read_prompt(prompt, prompt_file)?;
+    let prompt = prompt.read()?;
     if !(temperature.is_finite() && temperature >= 0.0) {
         return Err(CliError::Usage(format!(
             "--temperature {temperature} must be 0 (greedy) or positive"

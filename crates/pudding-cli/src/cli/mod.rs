@@ -21,7 +21,7 @@ mod train_router;
 /// What every subcommand module imports.
 mod prelude {
     pub(super) use super::{
-        at_least_one, job_count, load, read_prompt, stage, CliError, Context, ModelArg, JOBS_HELP,
+        at_least_one, job_count, load, stage, CliError, Context, ModelArg, PromptArg, JOBS_HELP,
     };
     pub(super) use clap::Args;
     pub(super) use pudding_cli::backend::{self, Backend};
@@ -65,33 +65,55 @@ fn job_count(text: &str) -> Result<usize, String> {
 /// bounds what is used, this bounds what is read).
 const MAX_PROMPT_FILE_BYTES: u64 = 16 << 20;
 
-/// The prompt of `--prompt TEXT` or `--prompt-file PATH` (`-`: standard input), which clap
-/// makes exactly one of; a file must be UTF-8 and at most [`MAX_PROMPT_FILE_BYTES`].
-fn read_prompt(prompt: Option<String>, file: Option<PathBuf>) -> Result<String, CliError> {
-    use std::io::Read;
-    let Some(path) = file else {
-        return prompt.ok_or_else(|| CliError::Usage("give --prompt or --prompt-file".into()));
-    };
-    let mut bytes = Vec::new();
-    let limited = |r: &mut dyn Read, bytes: &mut Vec<u8>| {
-        r.take(MAX_PROMPT_FILE_BYTES + 1).read_to_end(bytes)
-    };
-    if path.as_os_str() == "-" {
-        limited(&mut std::io::stdin().lock(), &mut bytes)?;
-    } else {
-        let mut f = std::fs::File::open(&path)
-            .map_err(|e| CliError::Usage(format!("--prompt-file {}: {e}", path.display())))?;
-        limited(&mut f, &mut bytes)?;
+/// `--prompt TEXT` or `--prompt-file PATH`, which clap makes exactly one of; shared by
+/// the subcommands that take one prompt.
+#[derive(Args)]
+pub(super) struct PromptArg {
+    /// The prompt.
+    #[arg(
+        long,
+        required_unless_present = "prompt_file",
+        conflicts_with = "prompt_file"
+    )]
+    prompt: Option<String>,
+    /// Read the prompt from this file (`-`: standard input), for prompts longer than a
+    /// command-line argument may be; at most 16 MiB of UTF-8.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+}
+
+impl PromptArg {
+    /// The prompt given, or the file's text (`-`: standard input), which must be UTF-8
+    /// and at most [`MAX_PROMPT_FILE_BYTES`].
+    pub(super) fn read(self) -> Result<String, CliError> {
+        use std::io::Read;
+        let Some(path) = self.prompt_file else {
+            return self
+                .prompt
+                .ok_or_else(|| CliError::Usage("give --prompt or --prompt-file".into()));
+        };
+        let mut bytes = Vec::new();
+        let limited = |r: &mut dyn Read, bytes: &mut Vec<u8>| {
+            r.take(MAX_PROMPT_FILE_BYTES + 1).read_to_end(bytes)
+        };
+        if path.as_os_str() == "-" {
+            limited(&mut std::io::stdin().lock(), &mut bytes)?;
+        } else {
+            let mut f = std::fs::File::open(&path)
+                .map_err(|e| CliError::Usage(format!("--prompt-file {}: {e}", path.display())))?;
+            limited(&mut f, &mut bytes)?;
+        }
+        if bytes.len() as u64 > MAX_PROMPT_FILE_BYTES {
+            return Err(CliError::Usage(format!(
+                "--prompt-file {}: longer than {} MiB",
+                path.display(),
+                MAX_PROMPT_FILE_BYTES >> 20
+            )));
+        }
+        String::from_utf8(bytes).map_err(|e| {
+            CliError::Usage(format!("--prompt-file {}: not UTF-8 ({e})", path.display()))
+        })
     }
-    if bytes.len() as u64 > MAX_PROMPT_FILE_BYTES {
-        return Err(CliError::Usage(format!(
-            "--prompt-file {}: longer than {} MiB",
-            path.display(),
-            MAX_PROMPT_FILE_BYTES >> 20
-        )));
-    }
-    String::from_utf8(bytes)
-        .map_err(|e| CliError::Usage(format!("--prompt-file {}: not UTF-8 ({e})", path.display())))
 }
 
 /// Parses a count that must be at least 1.

@@ -17,17 +17,8 @@ pub(super) struct RouteArgs {
     /// number of blocks its candidates skip (3 or 6).
     #[arg(short, long, default_value_t = 3, conflicts_with = "pool")]
     k: usize,
-    /// The prompt.
-    #[arg(
-        long,
-        required_unless_present = "prompt_file",
-        conflicts_with = "prompt_file"
-    )]
-    prompt: Option<String>,
-    /// Read the prompt from this file (`-`: standard input), for prompts longer than a
-    /// command-line argument may be; at most 16 MiB of UTF-8.
-    #[arg(long)]
-    prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    prompt: PromptArg,
     /// Maximum new tokens.
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     max_tokens: usize,
@@ -42,10 +33,9 @@ pub(super) fn run(args: RouteArgs, ctx: &Context) -> Result<(), CliError> {
         router,
         k,
         prompt,
-        prompt_file,
         max_tokens,
     } = args;
-    let prompt = read_prompt(prompt, prompt_file)?;
+    let prompt = prompt.read()?;
     if pool.is_none() {
         pudding_router::default::check_embedded_k(k).map_err(stage)?;
     }

@@ -108,20 +108,11 @@ fn spend(budget: &mut usize, n: usize, column: &str) -> Result<()> {
 fn values(array: &dyn Array, column: &str, budget: &mut usize) -> Result<Vec<Value>> {
     let n = array.len();
     spend(budget, n, column)?;
-    let valid = |i: usize| array.is_valid(i);
     Ok(match array.data_type() {
         DataType::Null => vec![Value::Null; n],
         DataType::Boolean => {
             let a = array.as_boolean();
-            (0..n)
-                .map(|i| {
-                    if valid(i) {
-                        Value::Bool(a.value(i))
-                    } else {
-                        Value::Null
-                    }
-                })
-                .collect()
+            each(a, |i| Value::Bool(a.value(i)))
         }
         DataType::Int8 => integers::<Int8Type>(array),
         DataType::Int16 => integers::<Int16Type>(array),
@@ -150,7 +141,8 @@ fn values(array: &dyn Array, column: &str, budget: &mut usize) -> Result<Vec<Val
                 for (name, child) in children.iter_mut() {
                     object.insert(name.clone(), child.next().unwrap_or(Value::Null));
                 }
-                out.push(if valid(i) {
+                // Every child advances, a null row's too.
+                out.push(if array.is_valid(i) {
                     Value::Object(object)
                 } else {
                     Value::Null
@@ -162,20 +154,25 @@ fn values(array: &dyn Array, column: &str, budget: &mut usize) -> Result<Vec<Val
     })
 }
 
-fn integers<T: ArrowPrimitiveType>(array: &dyn Array) -> Vec<Value>
-where
-    T::Native: Into<Number>,
-{
-    let a = array.as_primitive::<T>();
-    (0..a.len())
+/// `value(i)` for each valid element of `array`, `Value::Null` for each null one.
+fn each(array: &dyn Array, value: impl Fn(usize) -> Value) -> Vec<Value> {
+    (0..array.len())
         .map(|i| {
-            if a.is_valid(i) {
-                Value::Number(a.value(i).into())
+            if array.is_valid(i) {
+                value(i)
             } else {
                 Value::Null
             }
         })
         .collect()
+}
+
+fn integers<T: ArrowPrimitiveType>(array: &dyn Array) -> Vec<Value>
+where
+    T::Native: Into<Number>,
+{
+    let a = array.as_primitive::<T>();
+    each(a, |i| Value::Number(a.value(i).into()))
 }
 
 fn floats<T: ArrowPrimitiveType>(array: &dyn Array) -> Vec<Value>
@@ -183,29 +180,15 @@ where
     T::Native: Into<f64>,
 {
     let a = array.as_primitive::<T>();
-    (0..a.len())
-        .map(|i| {
-            if a.is_valid(i) {
-                // NaN and infinities have no JSON number: null, as `datasets` gives None.
-                Number::from_f64(a.value(i).into()).map_or(Value::Null, Value::Number)
-            } else {
-                Value::Null
-            }
-        })
-        .collect()
+    // NaN and infinities have no JSON number: null, as `datasets` gives None.
+    each(a, |i| {
+        Number::from_f64(a.value(i).into()).map_or(Value::Null, Value::Number)
+    })
 }
 
 fn strings<O: OffsetSizeTrait>(array: &dyn Array) -> Vec<Value> {
     let a = array.as_string::<O>();
-    (0..a.len())
-        .map(|i| {
-            if a.is_valid(i) {
-                Value::String(a.value(i).to_string())
-            } else {
-                Value::Null
-            }
-        })
-        .collect()
+    each(a, |i| Value::String(a.value(i).to_string()))
 }
 
 /// Each list element's values: the child array is converted once, then cut by offsets.
