@@ -153,23 +153,32 @@ fn a_router_trained_on_prompt_and_first_choice_reads_it_and_refuses_bare_prompts
     assert!(telling > 0, "no item routes differently on the two texts");
 }
 
-/// Adds a small offset to the encoder's last parameter (a LayerNorm bias of its last
-/// layer), leaving the others as they are.
-struct NudgeLast(usize);
+/// Counts the float parameters of a module.
+struct CountParams(usize);
 
-impl pudding_models::bert::ParamMapper<B> for NudgeLast {
-    fn matrix(&mut self, _: usize, t: burn::tensor::Tensor<B, 2>) -> burn::tensor::Tensor<B, 2> {
-        t
+impl burn::module::ModuleVisitor<B> for CountParams {
+    fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<burn::tensor::Tensor<B, D>>) {
+        self.0 += 1;
     }
-    fn vector(
+}
+
+/// Adds a small offset to the float parameter at position `target` in visiting order,
+/// leaving the others as they are.
+struct NudgeParam {
+    target: usize,
+    seen: usize,
+}
+
+impl burn::module::ModuleMapper<B> for NudgeParam {
+    fn map_float<const D: usize>(
         &mut self,
-        index: usize,
-        t: burn::tensor::Tensor<B, 1>,
-    ) -> burn::tensor::Tensor<B, 1> {
-        if index == self.0 {
-            t.add_scalar(1e-3)
+        param: burn::module::Param<burn::tensor::Tensor<B, D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<B, D>> {
+        self.seen += 1;
+        if self.seen - 1 == self.target {
+            param.map(|t| t.add_scalar(1e-3))
         } else {
-            t
+            param
         }
     }
 }
@@ -209,8 +218,15 @@ fn router_identity_follows_the_weights_not_only_the_card() {
     // The router keeps the stock encoder's first three layers: nudge the third's last
     // LayerNorm bias (the last parameter of a 3-layer encoder).
     let three = encoder.clone().truncate_layers(3).unwrap();
-    let last_param = three.params().len() - 1;
-    let nudged = encoder.map_params(&mut NudgeLast(last_param));
+    let mut count = CountParams(0);
+    burn::module::Module::visit(&three, &mut count);
+    let nudged = burn::module::Module::map(
+        encoder,
+        &mut NudgeParam {
+            target: count.0 - 1,
+            seen: 0,
+        },
+    );
     let other_encoder = embedded_k3_router(K3_CARD, nudged).unwrap();
     assert_ne!(other_encoder.identity(), shipped.identity());
 }

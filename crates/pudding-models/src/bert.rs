@@ -8,6 +8,7 @@ use crate::lm::host_values;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{SafetensorsWeights, WeightSource};
 use crate::ModelError;
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
@@ -49,49 +50,59 @@ fn default_act() -> String {
     "gelu".into()
 }
 
-#[derive(Clone, Debug)]
+/// A dense layer `y = x W + b`.
+#[derive(Module, Debug)]
 struct Dense<B: Backend> {
     /// `[in, out]`.
-    weight: Tensor<B, 2>,
+    weight: Param<Tensor<B, 2>>,
     /// `[out]`.
-    bias: Tensor<B, 1>,
+    bias: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> Dense<B> {
+    /// `[in, out]` weight and `[out]` bias as parameters.
+    fn new(weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+        }
+    }
+
+    /// `x`: `[b, s, in]` -> `[b, s, out]`.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
-        let out = self.weight.dims()[1];
-        x.reshape([b * s, d])
-            .matmul(self.weight.clone())
-            .reshape([b, s, out])
-            + self.bias.clone().unsqueeze::<3>()
+        let weight = self.weight.val();
+        let out = weight.dims()[1];
+        x.reshape([b * s, d]).matmul(weight).reshape([b, s, out]) + self.bias.val().unsqueeze::<3>()
     }
 }
 
-#[derive(Clone, Debug)]
+/// Layer norm over the last axis with learned scale `gamma` and shift `beta` (`[d]`).
+#[derive(Module, Debug)]
 struct LayerNorm<B: Backend> {
-    gamma: Tensor<B, 1>,
-    beta: Tensor<B, 1>,
+    gamma: Param<Tensor<B, 1>>,
+    beta: Param<Tensor<B, 1>>,
     eps: f64,
 }
 
 impl<B: Backend> LayerNorm<B> {
+    /// `x`: `[b, s, d]` -> `[b, s, d]`.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let mean = x.clone().mean_dim(2);
         let centered = x - mean;
         let var = centered.clone().powi_scalar(2).mean_dim(2);
-        centered / var.add_scalar(self.eps).sqrt() * self.gamma.clone().unsqueeze::<3>()
-            + self.beta.clone().unsqueeze::<3>()
+        centered / var.add_scalar(self.eps).sqrt() * self.gamma.val().unsqueeze::<3>()
+            + self.beta.val().unsqueeze::<3>()
     }
 }
 
-#[derive(Clone, Debug)]
+/// One post-norm encoder layer.
+#[derive(Module, Debug)]
 struct Layer<B: Backend> {
-    query: Dense<B>,
-    key: Dense<B>,
-    value: Dense<B>,
-    /// Derived from query/key/value (weight `[d, 3d]`): one matmul instead of three,
-    /// wide enough for the CPU backend to use every core on short prompts.
+    /// The query, key and value projections as one (weight `[d, 3d]`, bias `[3d]`, in that
+    /// order along the outputs): one matmul instead of three, wide enough for the CPU
+    /// backend to use every core on short prompts. Trained as one parameter; written back
+    /// as HF's three (see [`BertEncoder::params`]).
     qkv: Dense<B>,
     attn_out: Dense<B>,
     attn_norm: LayerNorm<B>,
@@ -107,15 +118,6 @@ pub enum BertParam<B: Backend> {
     Matrix(Tensor<B, 2>),
     /// A vector (bias, LayerNorm weight or bias).
     Vector(Tensor<B, 1>),
-}
-
-/// Transforms parameters one by one (see [`BertEncoder::map_params`]); `index` is the
-/// parameter's position in [`BertEncoder::params`].
-pub trait ParamMapper<B: Backend> {
-    /// A matrix parameter; must return the same shape.
-    fn matrix(&mut self, index: usize, t: Tensor<B, 2>) -> Tensor<B, 2>;
-    /// A vector parameter; must return the same shape.
-    fn vector(&mut self, index: usize, t: Tensor<B, 1>) -> Tensor<B, 1>;
 }
 
 /// Exact (erf-form) GELU, `x * (1 + erf(x / sqrt 2)) / 2`, with erf from Abramowitz &
@@ -146,51 +148,34 @@ pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x * erf.add_scalar(1.0).mul_scalar(0.5)
 }
 
-/// Concatenates the query, key and value projections along their outputs.
-fn fuse_qkv<B: Backend>(query: &Dense<B>, key: &Dense<B>, value: &Dense<B>) -> Dense<B> {
+/// Concatenates the query, key and value projections (`[in, out]` weights, `[out]` biases)
+/// along their outputs.
+fn fuse_qkv<B: Backend>(parts: [(Tensor<B, 2>, Tensor<B, 1>); 3]) -> Dense<B> {
     // Concatenate the `[out, in]` storage (the transposes of the `[in, out]` views) so the
     // fused weight keeps the same memory layout as the separate ones.
-    let rows = |d: &Dense<B>| d.weight.clone().transpose();
-    Dense {
-        weight: Tensor::cat(vec![rows(query), rows(key), rows(value)], 0).transpose(),
-        bias: Tensor::cat(
-            vec![query.bias.clone(), key.bias.clone(), value.bias.clone()],
-            0,
-        ),
-    }
+    let [q, k, v] = parts;
+    Dense::new(
+        Tensor::cat(vec![q.0.transpose(), k.0.transpose(), v.0.transpose()], 0).transpose(),
+        Tensor::cat(vec![q.1, k.1, v.1], 0),
+    )
 }
 
-fn map_norm<B: Backend>(
-    n: LayerNorm<B>,
-    i: &mut usize,
-    m: &mut dyn ParamMapper<B>,
-) -> LayerNorm<B> {
-    let gamma = m.vector(*i, n.gamma);
-    let beta = m.vector(*i + 1, n.beta);
-    *i += 2;
-    LayerNorm {
-        gamma,
-        beta,
-        eps: n.eps,
-    }
-}
-
-fn map_dense<B: Backend>(d: Dense<B>, i: &mut usize, m: &mut dyn ParamMapper<B>) -> Dense<B> {
-    let weight = m.matrix(*i, d.weight);
-    let bias = m.vector(*i + 1, d.bias);
-    *i += 2;
-    Dense { weight, bias }
-}
-
-/// The BERT encoder with its tokenizer.
-#[derive(Clone, Debug)]
+/// The BERT encoder with its tokenizer: a Burn [`Module`], so optimisers, record
+/// loading and device moves work on it as on any Burn model (the router's full
+/// fine-tuning trains it with burn's AdamW).
+#[derive(Module, Debug)]
 pub struct BertEncoder<B: Backend> {
+    #[module(skip)]
     config: BertConfig,
-    word: Tensor<B, 2>,
-    position: Tensor<B, 2>,
-    token_type: Tensor<B, 2>,
+    /// Token embeddings `[vocab, d]`.
+    word: Param<Tensor<B, 2>>,
+    /// Position embeddings `[max_positions, d]`.
+    position: Param<Tensor<B, 2>>,
+    /// Token-type embeddings `[types, d]` (only type 0 is used).
+    token_type: Param<Tensor<B, 2>>,
     embed_norm: LayerNorm<B>,
     layers: Vec<Layer<B>>,
+    #[module(skip)]
     tokenizer: TextTokenizer,
 }
 
@@ -277,16 +262,20 @@ impl<B: Backend> BertEncoder<B> {
             ))
         };
         // HF Linear weights are [out, in]; stored transposed for x @ W.
+        let parts = |name: &str, out: usize, inp: usize| {
+            Ok::<_, ModelError>((
+                matrix(&format!("{name}.weight"), out, inp)?.transpose(),
+                vector(&format!("{name}.bias"), out)?,
+            ))
+        };
         let dense = |name: &str, out: usize, inp: usize| -> Result<Dense<B>, ModelError> {
-            Ok(Dense {
-                weight: matrix(&format!("{name}.weight"), out, inp)?.transpose(),
-                bias: vector(&format!("{name}.bias"), out)?,
-            })
+            let (weight, bias) = parts(name, out, inp)?;
+            Ok(Dense::new(weight, bias))
         };
         let norm = |name: &str| -> Result<LayerNorm<B>, ModelError> {
             Ok(LayerNorm {
-                gamma: vector(&format!("{name}.weight"), d)?,
-                beta: vector(&format!("{name}.bias"), d)?,
+                gamma: Param::from_tensor(vector(&format!("{name}.weight"), d)?),
+                beta: Param::from_tensor(vector(&format!("{name}.bias"), d)?),
                 eps: config.layer_norm_eps,
             })
         };
@@ -294,14 +283,12 @@ impl<B: Backend> BertEncoder<B> {
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let p = |s: &str| format!("encoder.layer.{i}.{s}");
-                let query = dense(&p("attention.self.query"), d, d)?;
-                let key = dense(&p("attention.self.key"), d, d)?;
-                let value = dense(&p("attention.self.value"), d, d)?;
                 Ok(Layer {
-                    qkv: fuse_qkv(&query, &key, &value),
-                    query,
-                    key,
-                    value,
+                    qkv: fuse_qkv([
+                        parts(&p("attention.self.query"), d, d)?,
+                        parts(&p("attention.self.key"), d, d)?,
+                        parts(&p("attention.self.value"), d, d)?,
+                    ]),
                     attn_out: dense(&p("attention.output.dense"), d, d)?,
                     attn_norm: norm(&p("attention.output.LayerNorm"))?,
                     intermediate: dense(&p("intermediate.dense"), ffn, d)?,
@@ -311,17 +298,21 @@ impl<B: Backend> BertEncoder<B> {
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(Self {
-            word: matrix("embeddings.word_embeddings.weight", config.vocab_size, d)?,
-            position: matrix(
+            word: Param::from_tensor(matrix(
+                "embeddings.word_embeddings.weight",
+                config.vocab_size,
+                d,
+            )?),
+            position: Param::from_tensor(matrix(
                 "embeddings.position_embeddings.weight",
                 config.max_position_embeddings,
                 d,
-            )?,
-            token_type: matrix(
+            )?),
+            token_type: Param::from_tensor(matrix(
                 "embeddings.token_type_embeddings.weight",
                 config.type_vocab_size,
                 d,
-            )?,
+            )?),
             embed_norm: norm("embeddings.LayerNorm")?,
             layers,
             tokenizer,
@@ -329,92 +320,58 @@ impl<B: Backend> BertEncoder<B> {
         })
     }
 
-    /// Every parameter as `(HF name without the "bert." prefix, tensor)` in a fixed
-    /// order. Dense weights are in this crate's `[in, out]` layout (the transpose of HF's).
-    /// The tensors are clones of the encoder's own (the same autodiff nodes).
+    /// Every parameter as `(HF name without the "bert." prefix, tensor)` in HF's order.
+    /// Dense weights are in this crate's `[in, out]` layout (the transpose of HF's); the
+    /// fused query/key/value projection is given as HF's three (`[d, d]` slices of it).
+    /// The tensors share the encoder's (the same autodiff nodes).
     pub fn params(&self) -> Vec<(String, BertParam<B>)> {
         let mut out = vec![
             (
                 "embeddings.word_embeddings.weight".to_string(),
-                BertParam::Matrix(self.word.clone()),
+                BertParam::Matrix(self.word.val()),
             ),
             (
                 "embeddings.position_embeddings.weight".to_string(),
-                BertParam::Matrix(self.position.clone()),
+                BertParam::Matrix(self.position.val()),
             ),
             (
                 "embeddings.token_type_embeddings.weight".to_string(),
-                BertParam::Matrix(self.token_type.clone()),
+                BertParam::Matrix(self.token_type.val()),
             ),
         ];
         let norm = |out: &mut Vec<(String, BertParam<B>)>, name: &str, n: &LayerNorm<B>| {
-            out.push((format!("{name}.weight"), BertParam::Vector(n.gamma.clone())));
-            out.push((format!("{name}.bias"), BertParam::Vector(n.beta.clone())));
+            out.push((format!("{name}.weight"), BertParam::Vector(n.gamma.val())));
+            out.push((format!("{name}.bias"), BertParam::Vector(n.beta.val())));
         };
-        let dense = |out: &mut Vec<(String, BertParam<B>)>, name: &str, l: &Dense<B>| {
-            out.push((
-                format!("{name}.weight"),
-                BertParam::Matrix(l.weight.clone()),
-            ));
-            out.push((format!("{name}.bias"), BertParam::Vector(l.bias.clone())));
+        let dense = |out: &mut Vec<(String, BertParam<B>)>,
+                     name: &str,
+                     weight: Tensor<B, 2>,
+                     bias: Tensor<B, 1>| {
+            out.push((format!("{name}.weight"), BertParam::Matrix(weight)));
+            out.push((format!("{name}.bias"), BertParam::Vector(bias)));
         };
         norm(&mut out, "embeddings.LayerNorm", &self.embed_norm);
+        let d = self.config.hidden_size;
         for (i, l) in self.layers.iter().enumerate() {
             let p = |s: &str| format!("encoder.layer.{i}.{s}");
-            dense(&mut out, &p("attention.self.query"), &l.query);
-            dense(&mut out, &p("attention.self.key"), &l.key);
-            dense(&mut out, &p("attention.self.value"), &l.value);
-            dense(&mut out, &p("attention.output.dense"), &l.attn_out);
+            for (part, name) in ["query", "key", "value"].into_iter().enumerate() {
+                dense(
+                    &mut out,
+                    &p(&format!("attention.self.{name}")),
+                    l.qkv.weight.val().narrow(1, part * d, d),
+                    l.qkv.bias.val().narrow(0, part * d, d),
+                );
+            }
+            let whole = |out: &mut Vec<_>, name: &str, layer: &Dense<B>| {
+                dense(out, &p(name), layer.weight.val(), layer.bias.val())
+            };
+            whole(&mut out, "attention.output.dense", &l.attn_out);
             norm(&mut out, &p("attention.output.LayerNorm"), &l.attn_norm);
-            dense(&mut out, &p("intermediate.dense"), &l.intermediate);
-            dense(&mut out, &p("output.dense"), &l.output);
+            whole(&mut out, "intermediate.dense", &l.intermediate);
+            whole(&mut out, "output.dense", &l.output);
             norm(&mut out, &p("output.LayerNorm"), &l.out_norm);
         }
         out
-    }
-
-    /// Replaces every parameter through `mapper`, visiting them in [`Self::params`] order
-    /// with their index there (e.g. to mark them as requiring gradients, or to apply an
-    /// optimiser step).
-    pub fn map_params(self, mapper: &mut dyn ParamMapper<B>) -> Self {
-        let mut i = 0usize;
-        let matrix = |t: Tensor<B, 2>, i: &mut usize, m: &mut dyn ParamMapper<B>| {
-            *i += 1;
-            m.matrix(*i - 1, t)
-        };
-        let word = matrix(self.word, &mut i, mapper);
-        let position = matrix(self.position, &mut i, mapper);
-        let token_type = matrix(self.token_type, &mut i, mapper);
-        let embed_norm = map_norm(self.embed_norm, &mut i, mapper);
-        let layers = self
-            .layers
-            .into_iter()
-            .map(|l| {
-                let query = map_dense(l.query, &mut i, mapper);
-                let key = map_dense(l.key, &mut i, mapper);
-                let value = map_dense(l.value, &mut i, mapper);
-                Layer {
-                    qkv: fuse_qkv(&query, &key, &value),
-                    query,
-                    key,
-                    value,
-                    attn_out: map_dense(l.attn_out, &mut i, mapper),
-                    attn_norm: map_norm(l.attn_norm, &mut i, mapper),
-                    intermediate: map_dense(l.intermediate, &mut i, mapper),
-                    output: map_dense(l.output, &mut i, mapper),
-                    out_norm: map_norm(l.out_norm, &mut i, mapper),
-                }
-            })
-            .collect();
-        Self {
-            config: self.config,
-            word,
-            position,
-            token_type,
-            embed_norm,
-            layers,
-            tokenizer: self.tokenizer,
-        }
     }
 
     /// Writes the encoder as a Hugging Face directory (`config.json`, `tokenizer.json`,
@@ -528,11 +485,11 @@ impl<B: Backend> BertEncoder<B> {
         let e = d / h;
         let words = self
             .word
-            .clone()
+            .val()
             .select(0, ids.reshape([b * s]))
             .reshape([b, s, d]);
-        let positions = self.position.clone().narrow(0, 0, s).unsqueeze::<3>();
-        let types = self.token_type.clone().narrow(0, 0, 1).unsqueeze::<3>();
+        let positions = self.position.val().narrow(0, 0, s).unsqueeze::<3>();
+        let types = self.token_type.val().narrow(0, 0, 1).unsqueeze::<3>();
         let mut x = self.embed_norm.forward(words + positions + types);
         // Additive key mask [b, 1, 1, s]: 0 for tokens, -1e9 for padding.
         let key_mask = mask.map(|m| (m - 1.0).mul_scalar(1e9).reshape([b, 1, 1, s]));
@@ -567,7 +524,7 @@ impl<B: Backend> BertEncoder<B> {
         if texts.is_empty() {
             return Err(ModelError::EmptyPrompt);
         }
-        let device = self.word.device();
+        let device = self.word.val().device();
         let ids: Vec<Vec<u32>> = texts
             .iter()
             .map(|t| self.tokenize(t, max_len))

@@ -4,19 +4,21 @@
 //! mini-batches, the seeded split of [`crate::fit`], per-epoch metrics, a checkpoint
 //! directory per epoch, early stopping; the best epoch is kept.
 //!
-//! The head is a burn module updated by burn's AdamW; the encoder's plain tensors are
-//! updated by [`EncoderAdamW`], the same rule written out (moments per parameter, bias
-//! correction, decoupled decay), with their gradients clipped by their global norm.
+//! The encoder and the head are one Burn module ([`EncoderAndHead`]) stepped by burn's
+//! AdamW. Gradients are clipped by their global norm over every parameter (the paper's
+//! "grad-norm clip 1.0", read as PyTorch's `clip_grad_norm_(model.parameters())`); burn's
+//! own `GradientClipping::Norm` clips each parameter on its own, so the clip is done here
+//! ([`clip_global_norm`]) before the step.
 
 use crate::config::{EpochMetrics, FinetuneConfig};
 use crate::fit::{linear_schedule, route_metrics, shuffle, split_rows};
 use crate::head::RouterHead;
 use crate::RouterError;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use pudding_models::bert::{BertEncoder, BertParam, ParamMapper};
+use pudding_models::bert::BertEncoder;
 use pudding_models::sampling::SplitMix64;
 use std::path::{Path, PathBuf};
 
@@ -34,94 +36,67 @@ pub struct FinetuneOutcome<B: Backend> {
     pub val_rows: Vec<usize>,
 }
 
-/// AdamW over the encoder's tensors (moments kept on the inner backend).
-pub struct EncoderAdamW<B: Backend> {
-    moments: Vec<Option<(Tensor<B, 1>, Tensor<B, 1>)>>,
-    step: i32,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    weight_decay: f64,
+/// The router being fine-tuned: the encoder and the head as one module, so one optimiser
+/// steps both.
+#[derive(Module, Debug)]
+pub struct EncoderAndHead<B: Backend> {
+    /// The prompt encoder (`[b, s]` ids -> `[b, d]` mean-pooled embeddings).
+    pub encoder: BertEncoder<B>,
+    /// The MLP head (`[b, d]` -> `[b, m]` predicted label vectors).
+    pub head: RouterHead<B>,
 }
 
-impl<B: Backend> EncoderAdamW<B> {
-    /// AdamW with burn's defaults (betas 0.9 / 0.999, eps 1e-5) and `weight_decay`.
-    pub fn new(n_params: usize, weight_decay: f64) -> Self {
-        Self {
-            moments: vec![None; n_params],
-            step: 0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-5,
-            weight_decay,
+/// Sums the squares of every gradient of a module's parameters (one `[1]` tensor each).
+struct SquaredNorms<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    sums: Vec<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorms<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.sums.push(g.powi_scalar(2).sum());
         }
     }
+}
 
-    /// The new value of parameter `index` (flattened) with gradient `grad` at rate `lr`.
-    fn update(
-        &mut self,
-        index: usize,
-        w: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        lr: f64,
-    ) -> Tensor<B, 1> {
-        let (m, v) = match self.moments[index].take() {
-            Some((m, v)) => (
-                m.mul_scalar(self.beta1) + grad.clone().mul_scalar(1.0 - self.beta1),
-                v.mul_scalar(self.beta2) + grad.powi_scalar(2).mul_scalar(1.0 - self.beta2),
-            ),
-            None => (
-                grad.clone().mul_scalar(1.0 - self.beta1),
-                grad.powi_scalar(2).mul_scalar(1.0 - self.beta2),
-            ),
-        };
-        let t = self.step.max(1);
-        let m_hat = m.clone().div_scalar(1.0 - self.beta1.powi(t));
-        let v_hat = v.clone().div_scalar(1.0 - self.beta2.powi(t));
-        self.moments[index] = Some((m, v));
-        let decayed = w.mul_scalar(1.0 - lr * self.weight_decay);
-        decayed - (m_hat / v_hat.sqrt().add_scalar(self.eps)).mul_scalar(lr)
+/// Multiplies every gradient of a module's parameters by `factor`.
+struct ScaleGrads<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
     }
 }
 
-/// One optimiser step over the encoder: gradients `grads[index]` (flattened, already
-/// clipped), applied through [`BertEncoder::map_params`].
-struct Step<'a, AB: AutodiffBackend> {
-    optim: &'a mut EncoderAdamW<AB::InnerBackend>,
-    grads: &'a [Option<Tensor<AB::InnerBackend, 1>>],
-    lr: f64,
-}
-
-impl<AB: AutodiffBackend> ParamMapper<AB> for Step<'_, AB> {
-    fn matrix(&mut self, index: usize, t: Tensor<AB, 2>) -> Tensor<AB, 2> {
-        let dims = t.dims();
-        let w = t.inner().reshape([dims[0] * dims[1]]);
-        let new = match &self.grads[index] {
-            Some(g) => self.optim.update(index, w, g.clone(), self.lr),
-            None => w,
-        };
-        Tensor::from_inner(new.reshape(dims)).require_grad()
+/// Scales `grads` (of `module`'s parameters) so their global L2 norm is at most
+/// `max_norm`; returns the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Result<f64, RouterError> {
+    let mut squares = SquaredNorms::<B> {
+        grads,
+        sums: Vec::new(),
+    };
+    module.visit(&mut squares);
+    if squares.sums.is_empty() {
+        return Ok(0.0);
     }
-    fn vector(&mut self, index: usize, t: Tensor<AB, 1>) -> Tensor<AB, 1> {
-        let w = t.inner();
-        let new = match &self.grads[index] {
-            Some(g) => self.optim.update(index, w, g.clone(), self.lr),
-            None => w,
-        };
-        Tensor::from_inner(new).require_grad()
+    let norm = scalar(Tensor::cat(squares.sums, 0).sum())?.sqrt();
+    if norm > max_norm {
+        module.visit(&mut ScaleGrads {
+            grads,
+            factor: max_norm / norm,
+        });
     }
-}
-
-/// Marks every parameter as requiring gradients.
-pub struct RequireGrad;
-
-impl<AB: AutodiffBackend> ParamMapper<AB> for RequireGrad {
-    fn matrix(&mut self, _: usize, t: Tensor<AB, 2>) -> Tensor<AB, 2> {
-        t.require_grad()
-    }
-    fn vector(&mut self, _: usize, t: Tensor<AB, 1>) -> Tensor<AB, 1> {
-        t.require_grad()
-    }
+    Ok(norm)
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f64, RouterError> {
@@ -166,16 +141,11 @@ pub fn finetune<AB: AutodiffBackend>(
     let mut rng = SplitMix64::new(config.seed ^ 0x5EED);
     let d = encoder.config().hidden_size;
     AB::seed(device, config.seed);
-    let mut head = RouterHead::<AB>::new(d, config.hidden, m, device);
-    let mut head_optim = AdamWConfig::new()
+    let head = RouterHead::<AB>::new(d, config.hidden, m, device);
+    let mut model = EncoderAndHead { encoder, head };
+    let mut optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(Some(
-            burn::optim::grad_clipping::GradientClippingConfig::Norm(config.grad_clip as f32),
-        ))
-        .init::<AB, RouterHead<AB>>();
-    let mut encoder = encoder.map_params(&mut RequireGrad);
-    let n_params = encoder.params().len();
-    let mut encoder_optim = EncoderAdamW::<AB::InnerBackend>::new(n_params, config.weight_decay);
+        .init::<AB, EncoderAndHead<AB>>();
 
     let batch = config.batch_size;
     let total_steps = (train_rows.len().div_ceil(batch) * config.epochs).max(1);
@@ -201,49 +171,21 @@ pub fn finetune<AB: AutodiffBackend>(
         let mut train_mse = 0.0;
         for chunk in train_rows.chunks(batch) {
             let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            let x = encoder.embed(&batch_texts, config.max_tokens)?;
-            let loss = (head.forward(x) - targets(chunk)).powi_scalar(2).mean();
+            let x = model.encoder.embed(&batch_texts, config.max_tokens)?;
+            let loss = (model.head.forward(x) - targets(chunk))
+                .powi_scalar(2)
+                .mean();
             train_mse += scalar(loss.clone().inner())? * chunk.len() as f64;
-            let grads = loss.backward();
-            // Encoder gradients, flattened, clipped by their global norm.
-            let mut encoder_grads: Vec<Option<Tensor<AB::InnerBackend, 1>>> = encoder
-                .params()
-                .into_iter()
-                .map(|(_, p)| match p {
-                    BertParam::Matrix(t) => t.grad(&grads).map(|g| {
-                        let n = g.shape().num_elements();
-                        g.reshape([n])
-                    }),
-                    BertParam::Vector(t) => t.grad(&grads),
-                })
-                .collect();
-            let mut squared = 0.0;
-            for g in encoder_grads.iter().flatten() {
-                squared += scalar(g.clone().powi_scalar(2).sum())?;
-            }
-            let norm = squared.sqrt();
-            if norm > config.grad_clip {
-                let factor = config.grad_clip / norm;
-                for g in encoder_grads.iter_mut() {
-                    *g = g.take().map(|g| g.mul_scalar(factor));
-                }
-            }
-            let lr = lr_at(step);
-            let head_grads = GradientsParams::from_grads(grads, &head);
-            head = head_optim.step(lr, head, head_grads);
-            encoder_optim.step += 1;
-            encoder = encoder.map_params(&mut Step::<AB> {
-                optim: &mut encoder_optim,
-                grads: &encoder_grads,
-                lr,
-            });
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            clip_global_norm(&model, &mut grads, config.grad_clip)?;
+            model = optim.step(lr_at(step), model, grads);
             step += 1;
         }
         let mut pred = Vec::with_capacity(val_y.len());
         for chunk in val_rows.chunks(batch) {
             let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            let x = encoder.embed(&batch_texts, config.max_tokens)?;
-            pred.extend(pudding_models::host_values(head.forward(x).inner())?);
+            let x = model.encoder.embed(&batch_texts, config.max_tokens)?;
+            pred.extend(pudding_models::host_values(model.head.forward(x).inner())?);
         }
         let (val_mse, val_top1, val_regret) = route_metrics(&pred, &val_y, m);
         if !val_mse.is_finite() {
@@ -261,8 +203,8 @@ pub fn finetune<AB: AutodiffBackend>(
         };
         on_epoch(&metrics);
         let dir = checkpoints.join(format!("epoch-{epoch:03}"));
-        encoder.save_dir(&dir.join("encoder"))?;
-        let valid = head.valid();
+        model.encoder.save_dir(&dir.join("encoder"))?;
+        let valid = model.head.valid();
         valid.save(&dir.join("head.safetensors"))?;
         pudding_core::io::write_json_atomic(&dir.join("metrics.json"), &metrics)?;
         history.push(metrics.clone());
@@ -288,26 +230,65 @@ pub fn finetune<AB: AutodiffBackend>(
 
 #[cfg(test)]
 mod tests {
-    use super::EncoderAdamW;
+    use super::clip_global_norm;
+    use crate::head::RouterHead;
+    use burn::backend::Autodiff;
+    use burn::optim::GradientsParams;
     use burn::prelude::*;
-    use pudding_models::{host_values, CpuBackend as B};
+    use pudding_models::{host_values, CpuBackend};
 
+    type B = Autodiff<CpuBackend>;
+
+    /// The global norm is the root of the sum of every gradient's squares (computed here on
+    /// the host from the gradients themselves), and clipping scales all of them by
+    /// `max / norm`, leaving their directions alone; under the limit nothing changes.
     #[test]
-    fn first_adamw_step_matches_the_closed_form() {
-        // With zero moments the bias-corrected first step is w(1 - lr wd) - lr g/(|g| + eps).
+    fn global_norm_clipping_scales_every_gradient_by_one_factor() {
         let device = Default::default();
-        let w = Tensor::<B, 1>::from_floats([1.0, -2.0, 0.5], &device);
-        let g = Tensor::<B, 1>::from_floats([0.1, -0.4, 0.0], &device);
-        let mut opt = EncoderAdamW::<B>::new(1, 0.01);
-        opt.step = 1;
-        let (lr, eps) = (0.1, 1e-5);
-        let got = host_values(opt.update(0, w, g, lr)).unwrap();
-        let want: Vec<f64> = [(1.0, 0.1), (-2.0, -0.4), (0.5, 0.0)]
-            .iter()
-            .map(|&(w, g): &(f64, f64)| w * (1.0 - lr * 0.01) - lr * g / (g.abs() + eps))
-            .collect();
-        for (a, b) in got.iter().zip(&want) {
-            assert!((f64::from(*a) - b).abs() < 1e-5, "{got:?} vs {want:?}");
+        let head = RouterHead::<B>::new(4, 3, 2, &device);
+        let x =
+            Tensor::<B, 2>::from_floats([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]], &device);
+        let loss = head.forward(x).powi_scalar(2).sum().mul_scalar(10.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &head);
+        let values = |g: &GradientsParams| -> Vec<f64> {
+            let mut out = Vec::new();
+            for linear in [&head.hidden, &head.out] {
+                let w = g.get::<CpuBackend, 2>(linear.weight.id).unwrap();
+                out.extend(host_values(w).unwrap().into_iter().map(f64::from));
+                let b = g
+                    .get::<CpuBackend, 1>(linear.bias.as_ref().unwrap().id)
+                    .unwrap();
+                out.extend(host_values(b).unwrap().into_iter().map(f64::from));
+            }
+            out
+        };
+        let before = values(&grads);
+        let want_norm = before.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!(want_norm > 1.0, "the test needs a norm over the limit");
+
+        let mut unclipped = GradientsParams::from_grads(
+            head.forward(Tensor::ones([1, 4], &device))
+                .sum()
+                .mul_scalar(1e-6)
+                .backward(),
+            &head,
+        );
+        let small = values(&unclipped);
+        let small_norm = clip_global_norm(&head, &mut unclipped, 1.0).unwrap();
+        assert!(small_norm < 1.0);
+        assert_eq!(values(&unclipped), small);
+
+        let mut clipped = grads;
+        let norm = clip_global_norm(&head, &mut clipped, 1.0).unwrap();
+        assert!(
+            (norm - want_norm).abs() < 1e-4 * want_norm,
+            "{norm} vs {want_norm}"
+        );
+        let after = values(&clipped);
+        let after_norm = after.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((after_norm - 1.0).abs() < 1e-4, "clipped norm {after_norm}");
+        for (a, b) in after.iter().zip(&before) {
+            assert!((a - b / want_norm).abs() < 1e-5, "{a} vs {}", b / want_norm);
         }
     }
 }
