@@ -188,16 +188,39 @@ impl EvalProgress {
     }
 }
 
+/// Which items an evaluation scores: the tasks (comma-separated lm-eval names or
+/// `paper`), the first `limit` items of each, and of those only `shard`'s share.
+#[derive(Clone, Copy, Debug)]
+pub struct ItemSelection<'a> {
+    /// Comma-separated task names, or `paper`.
+    pub tasks: &'a str,
+    /// Only the first N items of each task.
+    pub limit: Option<usize>,
+    /// Only this shard of them (`--shard I/N`).
+    pub shard: Option<pudding_core::Shard>,
+}
+
+impl<'a> ItemSelection<'a> {
+    /// All items (up to `limit`) of `tasks`, unsharded.
+    pub fn new(tasks: &'a str, limit: Option<usize>) -> Self {
+        Self {
+            tasks,
+            limit,
+            shard: None,
+        }
+    }
+}
+
 fn eval_config(
-    tasks: &str,
-    limit: Option<usize>,
+    items: ItemSelection<'_>,
     jobs: usize,
 ) -> Result<EvalConfig, Box<dyn std::error::Error>> {
     Ok(EvalConfig {
-        tasks: parse_tasks(tasks)?,
-        limit,
+        tasks: parse_tasks(items.tasks)?,
+        limit: items.limit,
         checkpoint_every: 50,
         jobs,
+        shard: items.shard,
     })
 }
 
@@ -206,11 +229,10 @@ fn eval_config(
 pub fn run_eval_command<B: Backend>(
     lm: &LlamaLm<B>,
     chooser: &mut dyn SetChooser,
-    tasks: &str,
-    limit: Option<usize>,
+    items: ItemSelection<'_>,
     out: &std::path::Path,
 ) -> Result<EvalReport, Box<dyn std::error::Error>> {
-    let config = eval_config(tasks, limit, 1)?;
+    let config = eval_config(items, 1)?;
     let mut bar = EvalProgress::new();
     let mut progress = |task, done, total| bar.update(task, done, total);
     let report = run_eval(lm, &config, chooser, out, &mut load_task, &mut progress)?;
@@ -224,15 +246,14 @@ pub fn run_eval_command<B: Backend>(
 pub fn run_static_eval_command<B: Backend>(
     lm: &LlamaLm<B>,
     set: OmissionSet,
-    tasks: &str,
-    limit: Option<usize>,
+    items: ItemSelection<'_>,
     jobs: usize,
     out: &std::path::Path,
 ) -> Result<EvalReport, Box<dyn std::error::Error>> {
     if jobs < 2 {
-        return run_eval_command(lm, &mut StaticChooser(set), tasks, limit, out);
+        return run_eval_command(lm, &mut StaticChooser(set), items, out);
     }
-    run_eval_sets_command(lm, &[set], tasks, limit, jobs, &[out.to_path_buf()])?
+    run_eval_sets_command(lm, &[set], items, jobs, &[out.to_path_buf()])?
         .pop()
         .ok_or_else(|| "the evaluation returned no report".into())
 }
@@ -243,12 +264,11 @@ pub fn run_static_eval_command<B: Backend>(
 pub fn run_eval_sets_command<B: Backend>(
     lm: &LlamaLm<B>,
     sets: &[OmissionSet],
-    tasks: &str,
-    limit: Option<usize>,
+    items: ItemSelection<'_>,
     jobs: usize,
     outs: &[std::path::PathBuf],
 ) -> Result<Vec<EvalReport>, Box<dyn std::error::Error>> {
-    let config = eval_config(tasks, limit, jobs)?;
+    let config = eval_config(items, jobs)?;
     let mut bar = EvalProgress::new();
     let mut progress = |task, done, total| bar.update(task, done, total);
     let reports = run_eval_sets(lm, &config, sets, outs, &mut load_task, &mut progress)?;

@@ -383,8 +383,13 @@ pub fn reproduce<B: Backend>(
             "evaluate {} omission sets in one pass on the {group} tasks",
             sets.len()
         ));
-        let reports =
-            run_eval_sets_command(lm, &sets, &task_list(tasks), limit, cfg.eval_jobs, &paths)?;
+        let reports = run_eval_sets_command(
+            lm,
+            &sets,
+            crate::commands::ItemSelection::new(&task_list(tasks), limit),
+            cfg.eval_jobs,
+            &paths,
+        )?;
         for (set, report) in sets.iter().zip(&reports) {
             results.insert((group, set_label(set)), outcomes(report));
         }

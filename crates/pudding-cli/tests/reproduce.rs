@@ -131,6 +131,7 @@ fn reproduce_runs_every_step_and_resumes() {
             limit: Some(3),
             checkpoint_every: 50,
             jobs: 1,
+            shard: None,
         },
         &mut pudding_eval::runner::OracleChooser {
             lm: &lm,

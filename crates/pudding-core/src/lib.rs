@@ -9,6 +9,7 @@
 //! - [`Router`] and [`RouteDecision`]: prompt -> candidate index, with per-candidate scores.
 //! - [`Pudding`]: route once per prompt, then generate with the chosen set.
 //! - [`io::write_atomic`]: every file pudding writes goes through a temp file and a rename.
+//! - [`Shard`]: one part of a job split over processes (Slurm arrays), by item position.
 //! - [`memory::run_with_budget`]: untrusted work (chat templates) under a memory budget.
 //!
 //! ```
@@ -40,6 +41,7 @@ pub mod omission;
 pub mod pipeline;
 pub mod pool;
 pub mod router;
+pub mod shard;
 
 pub use error::CoreError;
 pub use fingerprint::{FingerprintBuilder, ModelFingerprint};
@@ -49,3 +51,4 @@ pub use omission::OmissionSet;
 pub use pipeline::{PipelineError, Pudding};
 pub use pool::{Candidate, CandidatePool};
 pub use router::{RouteDecision, Router};
+pub use shard::{Shard, ShardError};

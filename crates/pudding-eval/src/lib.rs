@@ -29,6 +29,7 @@
 //!     limit: Some(100),
 //!     checkpoint_every: 50,
 //!     jobs: 1,
+//!     shard: None, // or Some("0/4".parse()?): this process's quarter of the items
 //! };
 //! let mut skip = StaticChooser(OmissionSet::parse("3,7,19", lm.n_blocks())?);
 //! let report = run_eval(
@@ -45,6 +46,7 @@
 //! ```
 
 pub mod bench;
+pub mod merge;
 pub mod parallel;
 pub mod perplexity;
 pub mod runner;

@@ -6,7 +6,7 @@ use crate::scorer::{score_requests, score_requests_sets, ScoreError};
 use crate::tasks::{
     aggregate, mean_stderr, DataError, ItemScore, Metric, Request, Split, TaskItem, TaskName,
 };
-use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, SkippableLm};
+use pudding_core::{io, CoreError, ModelFingerprint, OmissionSet, Shard, SkippableLm};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,9 @@ pub enum EvalError {
     /// The request is inconsistent (e.g. a different number of sets and results files).
     #[error("invalid evaluation request: {0}")]
     Invalid(String),
+    /// Shard results files cannot be joined (see [`crate::merge::merge_shards`]).
+    #[error("cannot merge the shard results: {0}")]
+    Merge(String),
     /// A results file to resume belongs to another model or omission set.
     #[error("cannot resume from {path}: {reason}; delete it or choose another --out")]
     ResumeMismatch {
@@ -118,7 +121,7 @@ impl TaskResult {
         }
     }
 
-    fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         let scores: Vec<ItemScore> = self.items.iter().map(ItemResult::score).collect();
         let stat = |metric| {
             let m = aggregate(&scores, metric);
@@ -143,6 +146,11 @@ pub struct EvalReport {
     pub method: String,
     /// Per-task results, by task name.
     pub tasks: BTreeMap<String, TaskResult>,
+    /// The shard of the items this file holds, for a sharded run (`pudding eval --shard`):
+    /// each task's `n_total` is then the shard's share of the items, and `pudding merge`
+    /// joins the shards into the file one process writes. Absent for a whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl EvalReport {
@@ -173,6 +181,9 @@ pub struct EvalConfig {
     /// sets on one CPU thread ([`crate::parallel`]); 1 scores one item at a time on the
     /// backend's threads.
     pub jobs: usize,
+    /// Score only this shard of each task's (limited) items, by position
+    /// ([`Shard::range`]); `None` scores them all.
+    pub shard: Option<Shard>,
 }
 
 /// The omission set chosen for one item.
@@ -345,6 +356,7 @@ fn open_report<L: SkippableLm>(
     lm: &L,
     out: &Path,
     method: String,
+    shard: Option<Shard>,
 ) -> Result<EvalReport, EvalError> {
     if !out.exists() {
         // An unwritable output fails now, not at the first checkpoint many items in.
@@ -353,6 +365,7 @@ fn open_report<L: SkippableLm>(
             model: lm.fingerprint().clone(),
             method,
             tasks: BTreeMap::new(),
+            shard,
         });
     }
     let previous: EvalReport = io::read_json(out)?;
@@ -370,6 +383,14 @@ fn open_report<L: SkippableLm>(
         return Err(mismatch(format!(
             "it holds results of method {:?}",
             previous.method
+        )));
+    }
+    if previous.shard != shard {
+        let name = |s: Option<Shard>| s.map_or("all items".to_string(), |s| format!("shard {s}"));
+        return Err(mismatch(format!(
+            "it holds {} of the items, this run scores {}",
+            name(previous.shard),
+            name(shard)
         )));
     }
     check_stored_items(&previous).map_err(mismatch)?;
@@ -463,7 +484,7 @@ fn check_stored_task(
     Ok(())
 }
 
-/// The items of `task` that `config` evaluates, and the doc ids of the task's whole
+/// The items of `task` that `config` evaluates (its shard of them, when sharded), and the doc ids of the task's whole
 /// evaluation split (what a resumed file's items must come from).
 fn task_items(
     config: &EvalConfig,
@@ -474,6 +495,9 @@ fn task_items(
     let split_ids = items.iter().map(|i| i.doc_id).collect();
     if let Some(limit) = config.limit {
         items = crate::tasks::limit_items(items, limit);
+    }
+    if let Some(shard) = config.shard {
+        items = shard.select(items);
     }
     Ok((items, split_ids))
 }
@@ -558,7 +582,7 @@ pub fn run_eval<L: SkippableLm>(
     load: &mut dyn FnMut(TaskName, Split) -> Result<Vec<TaskItem>, DataError>,
     progress: Progress<'_>,
 ) -> Result<EvalReport, EvalError> {
-    let mut report = open_report(lm, out, chooser.label())?;
+    let mut report = open_report(lm, out, chooser.label(), config.shard)?;
     let mut run_ids: BTreeMap<String, HashSet<usize>> = BTreeMap::new();
     for &task in &config.tasks {
         let (items, split_ids) = task_items(config, task, load)?;
@@ -629,7 +653,7 @@ pub fn run_eval_sets<L: SkippableLm + Sync>(
     let mut reports: Vec<EvalReport> = sets
         .iter()
         .zip(outs)
-        .map(|(set, out)| open_report(lm, out, StaticChooser(set.clone()).label()))
+        .map(|(set, out)| open_report(lm, out, StaticChooser(set.clone()).label(), config.shard))
         .collect::<Result<_, _>>()?;
     let write_all = |reports: &[EvalReport]| -> Result<(), EvalError> {
         for (report, out) in reports.iter().zip(outs) {

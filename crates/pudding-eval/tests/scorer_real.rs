@@ -237,6 +237,7 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         limit: Some(limit),
         checkpoint_every: 2,
         jobs,
+        shard: None,
     };
     let separate: Vec<std::path::PathBuf> = (0..2)
         .map(|i| dir.path().join(format!("separate-{i}.json")))
@@ -421,4 +422,99 @@ fn one_pass_evaluation_writes_and_resumes_per_set_files() {
         ),
         Err(EvalError::Invalid(_))
     ));
+}
+
+/// `report` as JSON with every recorded time zeroed: what must be equal between a sharded
+/// run merged and one process (the times are wall-clock measurements of different runs).
+fn without_times(report: &EvalReport) -> String {
+    let mut report = report.clone();
+    for task in report.tasks.values_mut() {
+        task.seconds = 0.0;
+    }
+    serde_json::to_string_pretty(&report).unwrap()
+}
+
+/// Three shards of a one-pass evaluation of two sets, merged, are the files one process
+/// writes (times aside); the shards are refused as a resume of the whole run, and a merge
+/// with a shard missing, repeated or unfinished is refused.
+#[test]
+fn sharded_evaluation_merges_into_the_single_process_files() {
+    use pudding_core::Shard;
+    use pudding_eval::merge::merge_shards;
+    let lm = model();
+    let dir = tempfile::tempdir().unwrap();
+    let sets: Vec<OmissionSet> = ["", "3,7,19"]
+        .iter()
+        .map(|s| OmissionSet::parse(s, 30).unwrap())
+        .collect();
+    let config = |shard| EvalConfig {
+        tasks: vec![TaskName::ArcEasy, TaskName::Piqa],
+        limit: Some(7),
+        checkpoint_every: 2,
+        jobs: 1,
+        shard,
+    };
+    let mut load = |t, s| load_task(t, s);
+    let mut quiet = |_, _, _| {};
+    let whole: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("whole-{i}.json")))
+        .collect();
+    run_eval_sets(lm, &config(None), &sets, &whole, &mut load, &mut quiet).unwrap();
+    let mut shards: Vec<Vec<EvalReport>> = vec![Vec::new(); 2];
+    for index in [2, 0, 1] {
+        let shard = Shard::new(index, 3).unwrap();
+        let outs: Vec<std::path::PathBuf> = (0..2)
+            .map(|i| dir.path().join(format!("shard{index}-{i}.json")))
+            .collect();
+        let reports = run_eval_sets(
+            lm,
+            &config(Some(shard)),
+            &sets,
+            &outs,
+            &mut load,
+            &mut quiet,
+        )
+        .unwrap();
+        for (i, out) in outs.iter().enumerate() {
+            let on_disk: EvalReport = pudding_core::io::read_json(out).unwrap();
+            assert_eq!(on_disk.shard, Some(shard));
+            // 7 items in 3 shards: 2, 2 and 3.
+            assert_eq!(on_disk.tasks["piqa"].n, shard.len_of(7));
+            assert_eq!(reports[i].tasks["piqa"].n, shard.len_of(7));
+            shards[i].push(on_disk);
+        }
+        // A shard's file is not a resume of the whole run, nor of another shard.
+        let err = run_eval_sets(lm, &config(None), &sets, &outs, &mut load, &mut quiet);
+        assert!(
+            matches!(err, Err(EvalError::ResumeMismatch { .. })),
+            "{err:?}"
+        );
+    }
+    for (i, path) in whole.iter().enumerate() {
+        let single: EvalReport = pudding_core::io::read_json(path).unwrap();
+        let merged = merge_shards(&shards[i]).unwrap();
+        assert_eq!(merged.shard, None);
+        assert_eq!(without_times(&merged), without_times(&single));
+        let summed: f64 = shards[i].iter().map(|s| s.tasks["piqa"].seconds).sum();
+        assert!((merged.tasks["piqa"].seconds - summed).abs() < 1e-9);
+    }
+    let merge_err = |parts: Vec<EvalReport>| match merge_shards(&parts) {
+        Err(EvalError::Merge(m)) => m,
+        other => panic!("expected a merge error, got {other:?}"),
+    };
+    let mut missing = shards[0].clone();
+    missing.remove(1);
+    assert!(merge_err(missing).contains("missing"));
+    let mut twice = shards[0].clone();
+    twice.push(twice[0].clone());
+    assert!(merge_err(twice).contains("twice"));
+    let mut unfinished = shards[0].clone();
+    unfinished[0].tasks.get_mut("piqa").unwrap().items.pop();
+    assert!(merge_err(unfinished).contains("not complete"));
+    let mut other_method = shards[0].clone();
+    other_method[1] = shards[1][1].clone();
+    assert!(merge_err(other_method).contains("method"));
+    let mut whole_file = shards[0].clone();
+    whole_file[0] = pudding_core::io::read_json(&whole[0]).unwrap();
+    assert!(merge_err(whole_file).contains("whole run"));
 }

@@ -1,6 +1,7 @@
 //! `pudding eval`.
 
 use super::prelude::*;
+use pudding_cli::commands::ItemSelection;
 
 /// The arguments of `pudding eval` (its help is the subcommand's doc).
 #[derive(Args)]
@@ -42,6 +43,13 @@ pub(super) struct EvalArgs {
     #[arg(long, default_value_t = 1, value_parser = job_count, help = JOBS_HELP,
           conflicts_with_all = ["router", "oracle"])]
     jobs: usize,
+    /// Score only shard I of N (0-based) of each task's items, by position (e.g. a Slurm
+    /// array task: `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`); every set
+    /// of an item stays in its shard. Writes `--out` tagged `shard-I-of-N`
+    /// (`dense.json` -> `dense.shard-0-of-4.json`, a directory `d` -> `d.shard-0-of-4`);
+    /// `pudding merge --out OUT` joins the shards into what one process writes.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<pudding_core::Shard>,
 }
 
 /// Runs `pudding eval`.
@@ -58,7 +66,17 @@ pub(super) fn run(args: EvalArgs, ctx: &Context) -> Result<(), CliError> {
         out,
         table,
         jobs,
+        shard,
     } = args;
+    let out = match shard {
+        Some(shard) => pudding_cli::sharding::shard_path(&out, shard),
+        None => out,
+    };
+    let items = ItemSelection {
+        tasks: &tasks,
+        limit,
+        shard,
+    };
     let lm = load(model, exact, decode)?;
     let err = CliError::Stage;
     let static_sets: Vec<OmissionSet> = match (&pool, &router, oracle) {
@@ -82,15 +100,9 @@ pub(super) fn run(args: EvalArgs, ctx: &Context) -> Result<(), CliError> {
             .iter()
             .map(|s| out.join(format!("{}.json", pudding_cli::reproduce::set_label(s))))
             .collect();
-        let reports = pudding_cli::commands::run_eval_sets_command(
-            &lm,
-            &static_sets,
-            &tasks,
-            limit,
-            jobs,
-            &paths,
-        )
-        .map_err(err)?;
+        let reports =
+            pudding_cli::commands::run_eval_sets_command(&lm, &static_sets, items, jobs, &paths)
+                .map_err(err)?;
         let md = pudding_eval::runner::markdown_table(&reports);
         println!("{md}");
         if let Some(path) = table {
@@ -108,7 +120,7 @@ pub(super) fn run(args: EvalArgs, ctx: &Context) -> Result<(), CliError> {
             )
             .map_err(err)?;
             let mut chooser = RoutedChooser(&r);
-            pudding_cli::commands::run_eval_command(&lm, &mut chooser, &tasks, limit, &out)
+            pudding_cli::commands::run_eval_command(&lm, &mut chooser, items, &out)
         }
         (Some(pool_path), None) => {
             let pool = pudding_core::CandidatePool::load(&pool_path)?;
@@ -118,14 +130,13 @@ pub(super) fn run(args: EvalArgs, ctx: &Context) -> Result<(), CliError> {
                     lm: &lm,
                     pool: &pool,
                 };
-                pudding_cli::commands::run_eval_command(&lm, &mut chooser, &tasks, limit, &out)
+                pudding_cli::commands::run_eval_command(&lm, &mut chooser, items, &out)
             } else {
                 // One candidate (several were evaluated above).
                 pudding_cli::commands::run_static_eval_command(
                     &lm,
                     pool.candidates[0].set.clone(),
-                    &tasks,
-                    limit,
+                    items,
                     jobs,
                     &out,
                 )
@@ -134,8 +145,7 @@ pub(super) fn run(args: EvalArgs, ctx: &Context) -> Result<(), CliError> {
         _ => pudding_cli::commands::run_static_eval_command(
             &lm,
             OmissionSet::parse(&skip, lm.n_blocks())?,
-            &tasks,
-            limit,
+            items,
             jobs,
             &out,
         ),

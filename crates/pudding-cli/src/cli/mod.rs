@@ -11,6 +11,7 @@ mod fetch;
 mod generate;
 mod labels;
 mod logprobs;
+mod merge;
 mod merge_pools;
 mod perplexity;
 mod reproduce;
@@ -268,6 +269,10 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Merge candidate pools of the same model (identical sets merged, provenance kept).
     MergePools(merge_pools::MergePoolsArgs),
+    /// Join the shard outputs of a sharded `eval` (`--shard I/N`) into the results one
+    /// process writes; refuses a missing, repeated or unfinished shard and shards of
+    /// another model, method, split or shard count.
+    Merge(merge::MergeArgs),
     /// Compute router training labels (resumable JSON lines) for a pool.
     Labels(labels::LabelsArgs),
     /// Train a router head (frozen all-MiniLM-L6-v2 encoder) on a labels file.
@@ -335,7 +340,10 @@ fn stage(e: impl Into<Box<dyn std::error::Error>>) -> CliError {
 /// Runs the command line.
 pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
     // Fetching and merging pools touch no tensor: they run where no GPU is (a login node).
-    if !matches!(cli.command, Command::Fetch(_) | Command::MergePools(_)) {
+    if !matches!(
+        cli.command,
+        Command::Fetch(_) | Command::MergePools(_) | Command::Merge(_)
+    ) {
         backend::start(cli.device)?;
         backend::set_float_dtype(cli.dtype.name())?;
     }
@@ -357,6 +365,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Baseline(args) => baseline::run(args, &ctx),
         Command::Reproduce(args) => reproduce::run(args, &ctx),
         Command::MergePools(args) => merge_pools::run(args, &ctx),
+        Command::Merge(args) => merge::run(args, &ctx),
         Command::Labels(args) => labels::run(args, &ctx),
         Command::TrainRouter(args) => train_router::run(args, &ctx),
         Command::Route(args) => route::run(args, &ctx),

@@ -1,0 +1,170 @@
+//! [`Shard`]: one part of a job split over several processes (a Slurm array task, a
+//! Kubernetes Indexed Job pod), chosen by position in the job's canonical item order.
+//!
+//! Shard `i` of `n` takes the contiguous positions `floor(i * len / n) .. floor((i + 1) *
+//! len / n)`: every position is in exactly one shard, shard sizes differ by at most one,
+//! and the split depends only on `len`, `i` and `n` (never on a hash, the thread count or
+//! how `n` factorises), so a rerun of one shard takes exactly the same items.
+
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+/// The most shards a job may be split into.
+pub const MAX_SHARDS: usize = 1 << 20;
+
+/// Why a shard specification was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// Not of the form `I/N` with two unsigned integers.
+    #[error("shard {0:?} is not of the form I/N (0-based index I of N shards, e.g. 0/4)")]
+    Malformed(String),
+    /// `N` is zero or above [`MAX_SHARDS`].
+    #[error("a job is split into 1 to {MAX_SHARDS} shards, not {0}")]
+    BadCount(usize),
+    /// `I` is not below `N`.
+    #[error("shard index {index} is out of range for {count} shards (indices 0..={max})", max = count - 1)]
+    IndexOutOfRange {
+        /// The index given.
+        index: usize,
+        /// The shard count given.
+        count: usize,
+    },
+}
+
+/// Shard `index` of `count` (0-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    /// This shard's index, below `count`.
+    pub index: usize,
+    /// How many shards the job is split into.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Shard `index` of `count`, checked.
+    pub fn new(index: usize, count: usize) -> Result<Self, ShardError> {
+        if count == 0 || count > MAX_SHARDS {
+            return Err(ShardError::BadCount(count));
+        }
+        if index >= count {
+            return Err(ShardError::IndexOutOfRange { index, count });
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The positions of a `len`-item job that this shard takes.
+    pub fn range(&self, len: usize) -> Range<usize> {
+        let bound = |i: usize| (i as u128 * len as u128 / self.count as u128) as usize;
+        bound(self.index)..bound(self.index + 1)
+    }
+
+    /// How many of a `len`-item job's items this shard takes.
+    pub fn len_of(&self, len: usize) -> usize {
+        self.range(len).len()
+    }
+
+    /// This shard's items of `items` (in their order).
+    pub fn select<T>(&self, items: Vec<T>) -> Vec<T> {
+        let range = self.range(items.len());
+        items
+            .into_iter()
+            .skip(range.start)
+            .take(range.len())
+            .collect()
+    }
+
+    /// The file-name tag of this shard, `shard-I-of-N` (e.g. `shard-0-of-4`).
+    pub fn tag(&self) -> String {
+        format!("shard-{}-of-{}", self.index, self.count)
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = ShardError;
+
+    /// Parses `I/N`, e.g. `0/4` (surrounding spaces allowed).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || ShardError::Malformed(s.to_string());
+        let (index, count) = s.trim().split_once('/').ok_or_else(malformed)?;
+        let parse = |v: &str| {
+            let v = v.trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(malformed());
+            }
+            v.parse::<usize>().map_err(|_| malformed())
+        };
+        Self::new(parse(index)?, parse(count)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every position in exactly one shard, in order, sizes within one of each other, for
+    /// many lengths and counts (including more shards than items).
+    #[test]
+    fn shards_partition_every_length() {
+        for len in 0..60 {
+            for count in 1..=13 {
+                let mut next = 0;
+                let mut sizes = Vec::new();
+                for index in 0..count {
+                    let r = Shard::new(index, count).unwrap().range(len);
+                    assert_eq!(r.start, next, "len {len}, shard {index}/{count}");
+                    next = r.end;
+                    sizes.push(r.len());
+                }
+                assert_eq!(next, len);
+                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(max - min <= 1, "len {len}, {count} shards: sizes {sizes:?}");
+            }
+        }
+    }
+
+    /// The split is a function of (len, index, count) only: splitting a 6-way shard's
+    /// items does not depend on 6 = 2 x 3, and the same call gives the same items.
+    #[test]
+    fn the_split_depends_only_on_the_position_and_the_count() {
+        let items: Vec<usize> = (0..1000).collect();
+        let six: Vec<Vec<usize>> = (0..6)
+            .map(|i| Shard::new(i, 6).unwrap().select(items.clone()))
+            .collect();
+        assert_eq!(six.concat(), items);
+        for (i, part) in six.iter().enumerate() {
+            assert_eq!(&Shard::new(i, 6).unwrap().select(items.clone()), part);
+            assert_eq!(part.len(), Shard::new(i, 6).unwrap().len_of(1000));
+        }
+        // A huge job does not overflow the bound arithmetic.
+        let r = Shard::new(3, 4).unwrap().range(usize::MAX);
+        assert_eq!(r.end, usize::MAX);
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
+        assert_eq!(" 0 / 1 ".parse::<Shard>(), Ok(Shard { index: 0, count: 1 }));
+        assert_eq!(Shard::new(1, 3).unwrap().to_string(), "1/3");
+        assert_eq!(Shard::new(1, 3).unwrap().tag(), "shard-1-of-3");
+        for bad in ["", "3", "1/", "/4", "-1/4", "1/4/2", "a/4", "1.0/4", "+1/4"] {
+            assert_eq!(
+                bad.parse::<Shard>(),
+                Err(ShardError::Malformed(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!("0/0".parse::<Shard>(), Err(ShardError::BadCount(0)));
+        assert_eq!(
+            "4/4".parse::<Shard>(),
+            Err(ShardError::IndexOutOfRange { index: 4, count: 4 })
+        );
+        assert!("0/99999999".parse::<Shard>().is_err());
+    }
+}
