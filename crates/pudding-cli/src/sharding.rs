@@ -46,7 +46,7 @@ pub enum ShardMergeError {
         context: String,
         /// Why.
         #[source]
-        source: EvalError,
+        source: Box<EvalError>,
     },
 }
 
@@ -203,7 +203,7 @@ fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<(), ShardMergeError> {
         .collect::<Result<_, _>>()?;
     let merged = merge_shards(&reports).map_err(|source| ShardMergeError::Eval {
         context: format!("merging into {}", out.display()),
-        source,
+        source: Box::new(source),
     })?;
     io::write_json_atomic(out, &merged)?;
     Ok(())
