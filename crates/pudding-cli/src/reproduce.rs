@@ -332,9 +332,9 @@ pub fn reproduce<B: Backend>(
                 lm,
                 &pool_path,
                 &task_list(&cfg.calib_tasks),
-                cfg.label_rows,
-                cfg.calib,
+                (cfg.label_rows, cfg.calib),
                 "prompt",
+                None,
                 &labels,
             )?;
             step(&format!("router training, k = {k}"));

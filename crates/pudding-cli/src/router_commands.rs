@@ -10,7 +10,7 @@ use pudding_models::assets::ensure_minilm;
 use pudding_models::bert::BertEncoder;
 use pudding_models::LlamaLm;
 use pudding_router::config::TrainConfig;
-use pudding_router::labels::{generate_labels, read_labels, Labels, RouterInput};
+use pudding_router::labels::{generate_labels_shard, read_labels, Labels, RouterInput};
 use pudding_router::router::{PuddingRouter, RouterCard};
 use pudding_router::train::train_head;
 use pudding_router::RouterError;
@@ -28,16 +28,22 @@ pub fn load_encoder<B: BackendTrait>(device: &B::Device) -> Result<BertEncoder<B
     Ok(BertEncoder::load(&ensure_minilm()?, device)?)
 }
 
-/// `pudding labels`.
+/// `pudding labels`: labels `rows` train rows of each task after the first `offset`
+/// (`(rows, offset)`), or only `shard`'s share of them (into `out` tagged with the shard,
+/// see [`crate::sharding::shard_path`]).
 pub fn labels_command<B: BackendTrait>(
     lm: &LlamaLm<B>,
     pool: &Path,
     tasks: &str,
-    rows: usize,
-    offset: usize,
+    (rows, offset): (usize, usize),
     input: &str,
+    shard: Option<pudding_core::Shard>,
     out: &Path,
 ) -> Result<(), Box<dyn Error>> {
+    let out = &match shard {
+        Some(shard) => crate::sharding::shard_path(out, shard),
+        None => out.to_path_buf(),
+    };
     let pool = CandidatePool::load(pool)?;
     let input: RouterInput = serde_json::from_value(serde_json::Value::String(input.to_string()))
         .map_err(|_| {
@@ -64,7 +70,7 @@ pub fn labels_command<B: BackendTrait>(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let labels = generate_labels(lm, &pool, &items, input, out, &mut |done, _| {
+    let labels = generate_labels_shard(lm, &pool, &items, shard, input, out, &mut |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
@@ -79,6 +85,14 @@ fn load_pool_and_labels(
 ) -> Result<(CandidatePool, Labels), Box<dyn Error>> {
     let pool = CandidatePool::load(pool)?;
     let labels = read_labels(labels)?;
+    if let Some(info) = labels.header.shard {
+        return Err(format!(
+            "the labels file holds only shard {} of the rows; join the shards with \
+             `pudding merge` first",
+            info.shard
+        )
+        .into());
+    }
     if labels.header.pool_id != pool.id() {
         return Err("the labels file was made for another pool".into());
     }

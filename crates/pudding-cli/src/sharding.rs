@@ -39,6 +39,15 @@ pub enum ShardMergeError {
     /// Reading or writing failed.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The labels shards cannot be joined.
+    #[error("{context}: {source}")]
+    Labels {
+        /// Which output was being merged.
+        context: String,
+        /// Why.
+        #[source]
+        source: Box<pudding_router::RouterError>,
+    },
     /// The shards' contents cannot be joined.
     #[error("{context}: {source}")]
     Eval {
@@ -50,8 +59,9 @@ pub enum ShardMergeError {
     },
 }
 
-/// The output of `shard` for a job writing `out`: the tag goes before the extension of a
-/// file name (`dense.json` -> `dense.shard-0-of-4.json`) and after a name without one
+/// The output of `shard` for a job writing `out`: the tag goes before the `.json` or
+/// `.jsonl` extension of a file name (`dense.json` -> `dense.shard-0-of-4.json`) and after
+/// any other name
 /// (a results directory `pool` -> `pool.shard-0-of-4`).
 pub fn shard_path(out: &Path, shard: Shard) -> PathBuf {
     let name = out.file_name().map_or_else(
@@ -60,7 +70,7 @@ pub fn shard_path(out: &Path, shard: Shard) -> PathBuf {
     );
     let name = name.to_string_lossy();
     let tagged = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() && ext == "json" => {
+        Some((stem, ext)) if !stem.is_empty() && (ext == "json" || ext == "jsonl") => {
             format!("{stem}.{}.{ext}", shard.tag())
         }
         _ => format!("{name}.{}", shard.tag()),
@@ -122,10 +132,29 @@ pub fn find_shards(out: &Path) -> Result<Vec<PathBuf>, ShardMergeError> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
-/// Joins the shard outputs `inputs` of one `pudding eval` into `out`, written atomically:
-/// results files into one file, results directories (several sets) file by file into a
-/// directory. Returns the files written.
-pub fn merge_eval_outputs(out: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ShardMergeError> {
+/// Joins the shard outputs `inputs` of one `pudding eval` or `pudding labels` into `out`,
+/// written atomically: labels files (`.jsonl`) into one labels file, results files into
+/// one file, results directories (several sets) file by file into a directory. Returns
+/// the files written.
+pub fn merge_outputs(out: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ShardMergeError> {
+    let is_labels = |p: &Path| p.extension().is_some_and(|e| e == "jsonl");
+    if inputs.first().is_some_and(|p| is_labels(p)) {
+        if let Some(other) = inputs.iter().find(|p| !is_labels(p)) {
+            return Err(ShardMergeError::MixedKinds(other.clone()));
+        }
+        pudding_router::labels::merge_labels_shards(inputs, out).map_err(|source| {
+            ShardMergeError::Labels {
+                context: format!("merging into {}", out.display()),
+                source: Box::new(source),
+            }
+        })?;
+        return Ok(vec![out.to_path_buf()]);
+    }
+    merge_eval_outputs(out, inputs)
+}
+
+/// The results-file part of [`merge_outputs`].
+fn merge_eval_outputs(out: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ShardMergeError> {
     let Some(first) = inputs.first() else {
         return Err(ShardMergeError::NoShards {
             out: out.to_path_buf(),
@@ -226,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             shard_path(Path::new("labels.jsonl"), s),
-            Path::new("labels.jsonl.shard-1-of-4")
+            Path::new("labels.shard-1-of-4.jsonl")
         );
     }
 

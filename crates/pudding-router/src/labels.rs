@@ -38,6 +38,20 @@ pub struct LabelsHeader {
     pub n_candidates: usize,
     /// Router input mode.
     pub input: RouterInput,
+    /// For one shard of a sharded run (`pudding labels --shard I/N`): which shard, of a
+    /// job over how many rows. `pudding merge` joins the shards into the file one process
+    /// writes (which has no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<LabelsShard>,
+}
+
+/// The shard a labels file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelsShard {
+    /// Which shard (`I/N`).
+    pub shard: pudding_core::Shard,
+    /// Rows of the whole job (all shards together).
+    pub job_rows: usize,
 }
 
 /// One training row.
@@ -149,11 +163,34 @@ pub fn generate_labels<L: SkippableLm>(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Labels, RouterError> {
+    generate_labels_shard(lm, pool, items, None, input, out, progress)
+}
+
+/// [`generate_labels`] for `shard` of `items` (by position, [`pudding_core::Shard`]):
+/// `out` holds that shard's rows, its header records the shard, and
+/// [`merge_labels_shards`] joins the shards into the file one process writes.
+pub fn generate_labels_shard<L: SkippableLm>(
+    lm: &L,
+    pool: &CandidatePool,
+    items: &[TaskItem],
+    shard: Option<pudding_core::Shard>,
+    input: RouterInput,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Labels, RouterError> {
     pool.check_model(lm.fingerprint())?;
     let header = LabelsHeader {
         pool_id: pool.id(),
         n_candidates: pool.len(),
         input,
+        shard: shard.map(|shard| LabelsShard {
+            shard,
+            job_rows: items.len(),
+        }),
+    };
+    let items = match shard {
+        Some(shard) => &items[shard.range(items.len())],
+        None => items,
     };
     let mut done: HashSet<(String, usize)> = HashSet::new();
     if out.exists() {
@@ -213,6 +250,120 @@ pub fn generate_labels<L: SkippableLm>(
         progress(count, total);
     }
     read_labels(out)
+}
+
+/// Joins the labels files of every shard of one `pudding labels` run (any order) into
+/// `out`, written atomically: the header without its shard, then each shard's rows in
+/// shard order, their lines as the shards wrote them, which is the file one process
+/// writes. Refuses shards of another pool, input or shard count, a missing or repeated
+/// shard, an unfinished shard and a row in two shards. Returns the rows written.
+pub fn merge_labels_shards(
+    shards: &[std::path::PathBuf],
+    out: &Path,
+) -> Result<usize, RouterError> {
+    let bad = |m: String| {
+        Err(RouterError::Mismatch(format!(
+            "cannot merge the labels shards: {m}"
+        )))
+    };
+    let mut parts = Vec::with_capacity(shards.len());
+    for path in shards {
+        let labels = read_labels(path)?;
+        let Some(info) = labels.header.shard else {
+            return bad(format!("{} holds a whole run, not a shard", path.display()));
+        };
+        parts.push((info, path, labels));
+    }
+    let Some((first, _, first_labels)) = parts.first() else {
+        return bad("no shard files given".into());
+    };
+    let (first, whole) = (
+        *first,
+        LabelsHeader {
+            shard: None,
+            ..first_labels.header.clone()
+        },
+    );
+    for (info, path, labels) in &parts {
+        if (LabelsHeader {
+            shard: None,
+            ..labels.header.clone()
+        }) != whole
+        {
+            return bad(format!(
+                "{} was made for another pool or input mode",
+                path.display()
+            ));
+        }
+        if info.shard.count != first.shard.count || info.job_rows != first.job_rows {
+            return bad(format!(
+                "{} is shard {} of a {}-row job, another is shard {} of a {}-row job",
+                path.display(),
+                info.shard,
+                info.job_rows,
+                first.shard,
+                first.job_rows
+            ));
+        }
+    }
+    parts.sort_by_key(|(info, _, _)| info.shard.index);
+    let count = first.shard.count;
+    for (want, (info, path, _)) in parts.iter().enumerate() {
+        if info.shard.index != want {
+            let what = if info.shard.index < want {
+                "given twice"
+            } else {
+                "missing"
+            };
+            let index = if info.shard.index < want {
+                info.shard.index
+            } else {
+                want
+            };
+            return bad(format!(
+                "shard {index}/{count} is {what} (at {})",
+                path.display()
+            ));
+        }
+    }
+    if parts.len() != count {
+        return bad(format!("shard {}/{count} is missing", parts.len()));
+    }
+    let mut seen = HashSet::new();
+    let mut text =
+        serde_json::to_string(&whole).map_err(|e| RouterError::Invalid(e.to_string()))?;
+    text.push('\n');
+    let mut rows = 0;
+    for (info, path, labels) in &parts {
+        let want = info.shard.len_of(info.job_rows);
+        if labels.rows.len() != want {
+            return bad(format!(
+                "{} holds {} of its {want} rows: that shard did not finish; rerun it",
+                path.display(),
+                labels.rows.len()
+            ));
+        }
+        for row in &labels.rows {
+            if !seen.insert((row.task.clone(), row.doc_id)) {
+                return bad(format!(
+                    "{} document {} is in two shards",
+                    row.task, row.doc_id
+                ));
+            }
+        }
+        // The rows' lines as written (read_labels accepted every one of them).
+        let body = std::fs::read_to_string(path).map_err(|source| pudding_core::CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for line in body.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        rows += labels.rows.len();
+    }
+    pudding_core::io::write_atomic(out, text.as_bytes())?;
+    Ok(rows)
 }
 
 /// An interrupted append can leave a last line without its newline, or (after a crash

@@ -28,6 +28,12 @@ pub(super) struct LabelsArgs {
     /// Output labels file (appended to and resumed).
     #[arg(long)]
     out: PathBuf,
+    /// Label only shard I of N (0-based) of the rows, by position over all tasks' rows
+    /// (e.g. `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`). Writes `--out`
+    /// tagged `shard-I-of-N` (`labels.jsonl` -> `labels.shard-0-of-4.jsonl`);
+    /// `pudding merge --out OUT` joins the shards into what one process writes.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<pudding_core::Shard>,
 }
 
 /// `--input`.
@@ -61,15 +67,16 @@ pub(super) fn run(args: LabelsArgs, ctx: &Context) -> Result<(), CliError> {
         offset,
         input,
         out,
+        shard,
     } = args;
     let lm = load(model, exact, decode)?;
     pudding_cli::router_commands::labels_command(
         &lm,
         &pool,
         &tasks,
-        rows,
-        offset,
+        (rows, offset),
         input.name(),
+        shard,
         &out,
     )
     .map_err(stage)?;

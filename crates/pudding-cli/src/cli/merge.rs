@@ -20,9 +20,9 @@ pub(super) fn run(args: MergeArgs, _ctx: &Context) -> Result<(), CliError> {
     } else {
         shards
     };
-    let written = pudding_cli::sharding::merge_eval_outputs(&out, &shards).map_err(stage)?;
+    let written = pudding_cli::sharding::merge_outputs(&out, &shards).map_err(stage)?;
     println!(
-        "{} shard outputs -> {} ({} results file{})",
+        "{} shard outputs -> {} ({} file{})",
         shards.len(),
         out.display(),
         written.len(),

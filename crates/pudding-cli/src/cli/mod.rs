@@ -269,9 +269,9 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Merge candidate pools of the same model (identical sets merged, provenance kept).
     MergePools(merge_pools::MergePoolsArgs),
-    /// Join the shard outputs of a sharded `eval` (`--shard I/N`) into the results one
-    /// process writes; refuses a missing, repeated or unfinished shard and shards of
-    /// another model, method, split or shard count.
+    /// Join the shard outputs of a sharded `eval` or `labels` (`--shard I/N`) into the
+    /// file(s) one process writes; refuses a missing, repeated or unfinished shard and
+    /// shards of another model, method, pool, split or shard count.
     Merge(merge::MergeArgs),
     /// Compute router training labels (resumable JSON lines) for a pool.
     Labels(labels::LabelsArgs),

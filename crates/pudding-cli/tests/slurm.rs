@@ -1,0 +1,235 @@
+//! Sharded jobs on a real one-node Slurm cluster (Debian's slurmctld and slurmd, installed
+//! by `scripts/slurm/local-cluster.sh install` when missing, started in a temporary
+//! directory and stopped by PID at the end, also when the test fails): the real `pudding`
+//! binary runs as 4-task arrays through `scripts/slurm/submit.sh` on real SmolLM2 and real
+//! task data, and the merged outputs are compared byte for byte with one process's.
+
+use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm")
+}
+
+/// A running one-node cluster; stopped when dropped (after a panic too).
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let install = Command::new(scripts().join("local-cluster.sh"))
+            .arg("install")
+            .status()
+            .expect("run local-cluster.sh");
+        assert!(install.success(), "Slurm is not installed and could not be");
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Self { dir };
+        let start = Command::new(scripts().join("local-cluster.sh"))
+            .arg("start")
+            .arg(cluster.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            start.status.success(),
+            "the cluster did not start: {}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        cluster
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    /// A command with this cluster's configuration and the binary under test.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>, workdir: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("SLURM_CONF", self.conf())
+            .env("PUDDING_BIN", env!("CARGO_BIN_EXE_pudding"))
+            .current_dir(workdir);
+        cmd
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts().join("local-cluster.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn pudding(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_pudding"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pudding {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A results file's text with every recorded time set to 0 (the only bytes that differ
+/// between two runs of the same evaluation).
+fn without_times(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let key = "\"seconds\": ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(key) {
+        out.push_str(&rest[..at + key.len()]);
+        out.push('0');
+        rest = rest[at + key.len()..].trim_start_matches(|c: char| {
+            c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')
+        });
+    }
+    out.push_str(rest);
+    out
+}
+
+fn json_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn sharded_eval_and_labels_on_a_slurm_array_merge_into_one_process_output() {
+    let model = ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap();
+    let model = model.to_str().unwrap();
+    let pool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pudding-router/default/pool-k3.json");
+    let pool = pool.to_str().unwrap();
+    let cluster = Cluster::start();
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name).to_str().unwrap().to_string();
+    let eval_args = [
+        "eval",
+        "--model",
+        model,
+        "--skip",
+        ";3,7,19",
+        "--tasks",
+        "arc_easy,piqa",
+        "--limit",
+        "6",
+    ];
+    let labels_args = [
+        "labels",
+        "--model",
+        model,
+        "--pool",
+        pool,
+        "--tasks",
+        "arc_easy,piqa",
+        "--rows",
+        "3",
+    ];
+    let submit = |out: &str, args: &[&str]| {
+        cluster
+            .command(scripts().join("submit.sh"), work.path())
+            .args(["--shards", "4", "--out", out, "--wait", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // Two omission sets in one pass (a results directory) and a labels file, each as a
+    // 4-task array with its merge job chained after it.
+    for (out, args) in [
+        (w("eval"), &eval_args[..]),
+        (w("labels.jsonl"), &labels_args[..]),
+    ] {
+        let run = submit(&out, args);
+        assert!(
+            run.status.success(),
+            "submit.sh failed: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    for i in 0..4 {
+        assert!(work.path().join(format!("eval.shard-{i}-of-4")).is_dir());
+        assert!(work
+            .path()
+            .join(format!("labels.shard-{i}-of-4.jsonl"))
+            .is_file());
+    }
+    // The same jobs in one process.
+    pudding(&[&eval_args[..], &["--out", &w("single")]].concat());
+    pudding(&[&labels_args[..], &["--out", &w("single.jsonl")]].concat());
+    let names = json_names(&work.path().join("single"));
+    assert_eq!(names, ["dense.json", "skip-3_7_19.json"]);
+    assert_eq!(json_names(&work.path().join("eval")), names);
+    for name in &names {
+        assert_eq!(
+            without_times(&work.path().join("eval").join(name)),
+            without_times(&work.path().join("single").join(name)),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(w("labels.jsonl")).unwrap(),
+        std::fs::read(w("single.jsonl")).unwrap()
+    );
+
+    // A requeued task (shard 1 alone, as `--array=1` with the job's shard count) resumes
+    // its complete output: nothing is scored again, the file is unchanged, and the merge
+    // gives the same result.
+    let shard1 = work.path().join("eval.shard-1-of-4").join("dense.json");
+    let before = std::fs::read(&shard1).unwrap();
+    let rerun = cluster
+        .command("sbatch", work.path())
+        .env("PUDDING_SHARDS", "4")
+        .args(["--wait", "--array=1"])
+        .arg(scripts().join("shard.sbatch"))
+        .args(eval_args)
+        .args(["--out", &w("eval")])
+        .output()
+        .unwrap();
+    assert!(rerun.status.success(), "{rerun:?}");
+    assert_eq!(std::fs::read(&shard1).unwrap(), before);
+    pudding(&["merge", "--out", &w("eval")]);
+    for name in &names {
+        assert_eq!(
+            without_times(&work.path().join("eval").join(name)),
+            without_times(&work.path().join("single").join(name))
+        );
+    }
+
+    // A failing task (its output is a corrupt file) fails the array: the merge job is
+    // cancelled, submit.sh exits non-zero, and a merge by hand names the bad shard.
+    std::fs::write(w("bad.shard-2-of-4.json"), "not a results file").unwrap();
+    let failed = submit(
+        &w("bad.json"),
+        &[
+            "eval", "--model", model, "--tasks", "arc_easy", "--limit", "4",
+        ],
+    );
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("a shard of array"), "{stderr}");
+    assert!(!work.path().join("bad.json").exists());
+    let log = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_2.out"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .find(|t| t.contains("bad.shard-2-of-4.json"));
+    assert!(log.is_some(), "no task log names the corrupt shard file");
+    let merge = Command::new(env!("CARGO_BIN_EXE_pudding"))
+        .args(["merge", "--out", &w("bad.json")])
+        .output()
+        .unwrap();
+    assert!(!merge.status.success());
+    assert!(String::from_utf8_lossy(&merge.stderr).contains("bad.shard-2-of-4.json"));
+}
