@@ -5,9 +5,10 @@ use crate::calibration::{samples_from_items, samples_from_texts};
 use crate::greedy::{greedy_search, PrefixCacheEvaluator, SearchError};
 use crate::{GreedyConfig, GreedyResult, LossKind};
 use burn::prelude::*;
-use pudding_core::{Candidate, CandidatePool, SkippableLm};
+use pudding_core::{Candidate, CandidatePool, Shard, SkippableLm};
 use pudding_eval::tasks::{load_task, DataError, Split, TaskName};
 use pudding_models::LlamaLm;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
 
@@ -26,10 +27,101 @@ pub fn build_pool<B: Backend>(
     checkpoint_dir: Option<&Path>,
     progress: PoolProgress<'_>,
 ) -> Result<CandidatePool, SearchError> {
+    let job = SearchJob::new(tasks, losses, config.k, calib);
+    Ok(run_searches(lm, &job, None, config, checkpoint_dir, progress)?.pool)
+}
+
+/// The searches of a pool build, in their canonical order: every loss of the first task,
+/// then of the next (`tl` and `tld` of ARC-Challenge, then of ARC-Easy, ...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchJob {
+    /// Calibration tasks (lm-eval names), in order.
+    pub tasks: Vec<String>,
+    /// Losses, in order.
+    pub losses: Vec<String>,
+    /// Blocks each search omits.
+    pub k: usize,
+    /// Calibration rows per task.
+    pub calib: usize,
+}
+
+impl SearchJob {
+    /// The job of `tasks` x `losses` at `k` on `calib` rows.
+    pub fn new(tasks: &[TaskName], losses: &[LossKind], k: usize, calib: usize) -> Self {
+        Self {
+            tasks: tasks.iter().map(|t| t.name().to_string()).collect(),
+            losses: losses.iter().map(|l| l.name().to_string()).collect(),
+            k,
+            calib,
+        }
+    }
+
+    /// How many searches the job runs.
+    pub fn searches(&self) -> usize {
+        self.tasks.len() * self.losses.len()
+    }
+}
+
+/// One shard's part of a pool build (`pudding candidates --shard I/N`): the pool of its
+/// searches, which [`merge_pool_shards`] joins with the other shards' into the pool one
+/// process builds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolShard {
+    /// Which shard.
+    pub shard: Shard,
+    /// The whole job (all shards).
+    pub job: SearchJob,
+    /// How many of the job's searches this shard ran (positions [`Shard::range`] of
+    /// [`SearchJob::searches`]).
+    pub searches: usize,
+    /// The candidates of those searches.
+    pub pool: CandidatePool,
+}
+
+/// Runs the searches of `job` (only `shard`'s share of them, by position in the job's
+/// order, when given) and collects them into a pool, as [`build_pool`] does. A shard
+/// must get at least one search: a job of S searches splits into at most S shards.
+pub fn run_searches<B: Backend>(
+    lm: &LlamaLm<B>,
+    job: &SearchJob,
+    shard: Option<Shard>,
+    config: &GreedyConfig,
+    checkpoint_dir: Option<&Path>,
+    progress: PoolProgress<'_>,
+) -> Result<PoolShard, SearchError> {
+    let tasks: Vec<TaskName> = job
+        .tasks
+        .iter()
+        .map(|t| t.parse::<TaskName>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| SearchError::Invalid(e.to_string()))?;
+    let losses: Vec<LossKind> = job
+        .losses
+        .iter()
+        .map(|l| l.parse::<LossKind>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| SearchError::Invalid(e.to_string()))?;
+    if config.k != job.k {
+        return Err(SearchError::Invalid(format!(
+            "the search config omits {} blocks, the job {}",
+            config.k, job.k
+        )));
+    }
+    let calib = job.calib;
+    let whole = Shard { index: 0, count: 1 };
+    let shard_or_whole = shard.unwrap_or(whole);
+    let range = shard_or_whole.range(job.searches());
+    if range.is_empty() {
+        return Err(SearchError::Invalid(format!(
+            "shard {shard_or_whole} of a job of {} searches gets none: split it into at most {} shards",
+            job.searches(),
+            job.searches()
+        )));
+    }
     // Every task's rows are loaded and checked before any search runs, so a task with too
     // few rows fails at once rather than after the searches of the tasks before it.
     let mut task_items = Vec::with_capacity(tasks.len());
-    for &task in tasks {
+    for &task in &tasks {
         // Only a task without a train split falls back to validation; a data error in the
         // train split is reported, never hidden behind the evaluation split.
         let items = match load_task(task, Split::Train) {
@@ -41,9 +133,16 @@ pub fn build_pool<B: Backend>(
         task_items.push((task, items));
     }
     let mut candidates: Vec<Candidate> = Vec::new();
-    for (task, items) in task_items {
+    for (t, (task, items)) in task_items.into_iter().enumerate() {
+        let positions = t * losses.len()..(t + 1) * losses.len();
+        if positions.end <= range.start || positions.start >= range.end {
+            continue;
+        }
         let samples = samples_from_items(lm, &items, calib)?;
-        for &loss in losses {
+        for (l, &loss) in losses.iter().enumerate() {
+            if !range.contains(&(t * losses.len() + l)) {
+                continue;
+            }
             let label = format!("{}-{}-k{}", task.name(), loss.name(), config.k);
             let run_label = format!("{label}-calib{calib}-{}", lm.fingerprint().short());
             let ckpt = checkpoint_dir.map(|d| d.join(format!("{label}.json")));
@@ -64,7 +163,65 @@ pub fn build_pool<B: Backend>(
             add_candidate(&mut candidates, result, source);
         }
     }
-    Ok(CandidatePool::new(lm.fingerprint().clone(), candidates)?)
+    Ok(PoolShard {
+        shard: shard_or_whole,
+        job: job.clone(),
+        searches: range.len(),
+        pool: CandidatePool::new(lm.fingerprint().clone(), candidates)?,
+    })
+}
+
+/// Joins the [`PoolShard`]s of one job (any order) into the pool one process builds:
+/// [`merge_pools`] over the shards' pools in shard order, which keeps the candidates in
+/// order of first appearance and each set's sources in search order. Refuses shards of
+/// another model, job or shard count, a missing or repeated shard and a shard that ran
+/// another number of searches than its share.
+pub fn merge_pool_shards(shards: &[PoolShard]) -> Result<CandidatePool, SearchError> {
+    let bad = |m: String| {
+        Err(SearchError::Invalid(format!(
+            "cannot merge the pool shards: {m}"
+        )))
+    };
+    let Some(first) = shards.first() else {
+        return bad("no shards given".into());
+    };
+    let mut parts: Vec<&PoolShard> = shards.iter().collect();
+    parts.sort_by_key(|p| p.shard.index);
+    let count = first.shard.count;
+    for p in &parts {
+        if p.job != first.job {
+            return bad(format!("shard {} is of another search job", p.shard));
+        }
+        if p.shard.count != count {
+            return bad(format!(
+                "shards of a {count}-way and a {}-way split are mixed",
+                p.shard.count
+            ));
+        }
+        p.pool.check_model(&first.pool.fingerprint)?;
+        let want = p.shard.len_of(p.job.searches());
+        if p.searches != want {
+            return bad(format!(
+                "shard {} ran {} searches, its share is {want}",
+                p.shard, p.searches
+            ));
+        }
+    }
+    for (want, p) in parts.iter().enumerate() {
+        if p.shard.index != want {
+            let (what, index) = if p.shard.index < want {
+                ("given twice", p.shard.index)
+            } else {
+                ("missing", want)
+            };
+            return bad(format!("shard {index}/{count} is {what}"));
+        }
+    }
+    if parts.len() != count {
+        return bad(format!("shard {}/{count} is missing", parts.len()));
+    }
+    let pools: Vec<CandidatePool> = parts.iter().map(|p| p.pool.clone()).collect();
+    merge_pools(&pools)
 }
 
 /// SLEB: the greedy search with the perplexity loss on plain text (`texts`, each cut to

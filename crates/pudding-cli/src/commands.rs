@@ -6,7 +6,9 @@ use pudding_candidates::baselines::{
 };
 use pudding_candidates::calibration::samples_from_texts;
 use pudding_candidates::greedy::PrefixCacheEvaluator;
-use pudding_candidates::pool::{build_pool, calibration_texts, provenance, sleb};
+use pudding_candidates::pool::{
+    build_pool, calibration_texts, provenance, run_searches, sleb, PoolShard, SearchJob,
+};
 use pudding_candidates::report::{pool_markdown, pool_svg};
 use pudding_candidates::{GreedyConfig, LossKind};
 use pudding_core::{Candidate, CandidatePool};
@@ -320,9 +322,7 @@ pub fn candidates_command<B: Backend>(
         },
     )?;
     bar.finish_and_clear();
-    pool.save(out)?;
-    pudding_core::io::write_atomic(&out.with_extension("md"), pool_markdown(&pool).as_bytes())?;
-    pudding_core::io::write_atomic(&out.with_extension("svg"), pool_svg(&pool)?.as_bytes())?;
+    save_pool_with_report(&pool, out)?;
     println!(
         "{} candidates from {} searches in {:.0} s -> {}",
         pool.len(),
@@ -334,6 +334,60 @@ pub fn candidates_command<B: Backend>(
         println!("  {i}: skip {}", c.set);
     }
     Ok(pool)
+}
+
+/// Writes `pool` to `out` with its Markdown report and SVG plot beside it (`out` with the
+/// extensions `md` and `svg`), each atomically.
+pub fn save_pool_with_report(
+    pool: &CandidatePool,
+    out: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    pool.save(out)?;
+    pudding_core::io::write_atomic(&out.with_extension("md"), pool_markdown(pool).as_bytes())?;
+    pudding_core::io::write_atomic(&out.with_extension("svg"), pool_svg(pool)?.as_bytes())?;
+    Ok(())
+}
+
+/// `pudding candidates --shard I/N`: runs `shard`'s share of `job`'s searches (by position
+/// in the job's order) and writes them to `out` tagged with the shard
+/// ([`crate::sharding::shard_path`]) for `pudding merge`.
+pub fn candidates_shard_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    job: &SearchJob,
+    shard: pudding_core::Shard,
+    out: &std::path::Path,
+    checkpoints: Option<&std::path::Path>,
+) -> Result<PoolShard, Box<dyn std::error::Error>> {
+    let config = GreedyConfig {
+        k: job.k,
+        ..Default::default()
+    };
+    let bar = phase_bar();
+    let start = std::time::Instant::now();
+    let part = run_searches(
+        lm,
+        job,
+        Some(shard),
+        &config,
+        checkpoints,
+        &mut |label, p, n| {
+            bar.set_prefix(label.to_string());
+            bar.set_length(n as u64);
+            bar.set_position(p as u64 - 1);
+        },
+    )?;
+    bar.finish_and_clear();
+    let path = crate::sharding::shard_path(out, shard);
+    pudding_core::io::write_json_atomic(&path, &part)?;
+    println!(
+        "shard {shard}: {} candidates from {} of {} searches in {:.0} s -> {}",
+        part.pool.len(),
+        part.searches,
+        job.searches(),
+        start.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(part)
 }
 
 /// Tokens kept of each calibration passage for the perplexity-based baselines.

@@ -6,6 +6,7 @@
 //! directory `eval/pool` -> `eval/pool.shard-0-of-4/`. The shards of one job are found
 //! again from `OUT` alone, so a Slurm array's merge step needs only the job's `--out`.
 
+use pudding_candidates::pool::{merge_pool_shards, PoolShard};
 use pudding_core::{io, CoreError, Shard};
 use pudding_eval::merge::merge_shards;
 use pudding_eval::runner::{EvalError, EvalReport};
@@ -39,6 +40,14 @@ pub enum ShardMergeError {
     /// Reading or writing failed.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The candidate-pool shards cannot be joined or the pool not written.
+    #[error("{context}: {reason}")]
+    Pool {
+        /// Which output was being merged.
+        context: String,
+        /// Why.
+        reason: String,
+    },
     /// The labels shards cannot be joined.
     #[error("{context}: {source}")]
     Labels {
@@ -224,8 +233,31 @@ fn json_files(dir: &Path) -> Result<Vec<String>, CoreError> {
     Ok(names)
 }
 
-/// Merges shard results files into `out`.
+/// Whether a shard file holds a candidate-pool shard (`pudding candidates --shard`) rather
+/// than evaluation results.
+fn is_pool_shard(path: &Path) -> Result<bool, ShardMergeError> {
+    let value: serde_json::Value = io::read_json(path)?;
+    Ok(value.get("job").is_some() && value.get("pool").is_some())
+}
+
+/// Merges shard results files (or candidate-pool shards, with the pool's report and plot)
+/// into `out`.
 fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<(), ShardMergeError> {
+    if is_pool_shard(&inputs[0])? {
+        let shards: Vec<PoolShard> = inputs
+            .iter()
+            .map(|p| io::read_json(p))
+            .collect::<Result<_, _>>()?;
+        let pool = merge_pool_shards(&shards).map_err(|e| ShardMergeError::Pool {
+            context: format!("merging into {}", out.display()),
+            reason: e.to_string(),
+        })?;
+        crate::commands::save_pool_with_report(&pool, out).map_err(|e| ShardMergeError::Pool {
+            context: format!("writing {}", out.display()),
+            reason: e.to_string(),
+        })?;
+        return Ok(());
+    }
     let reports: Vec<EvalReport> = inputs
         .iter()
         .map(|p| io::read_json(p))

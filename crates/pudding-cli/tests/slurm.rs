@@ -1,8 +1,9 @@
 //! Sharded jobs on a real one-node Slurm cluster (Debian's slurmctld and slurmd, installed
 //! by `scripts/slurm/local-cluster.sh install` when missing, started in a temporary
 //! directory and stopped by PID at the end, also when the test fails): the real `pudding`
-//! binary runs as 4-task arrays through `scripts/slurm/submit.sh` on real SmolLM2 and real
-//! task data, and the merged outputs are compared byte for byte with one process's.
+//! binary runs as arrays (eval, labels, candidates) through `scripts/slurm/submit.sh` on
+//! real SmolLM2 and real task data, and the merged outputs are compared byte for byte with
+//! one process's.
 
 use pudding_models::assets::{ensure_asset, SMOLLM2_135M_INSTRUCT};
 use std::path::{Path, PathBuf};
@@ -104,7 +105,7 @@ fn json_names(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn sharded_eval_and_labels_on_a_slurm_array_merge_into_one_process_output() {
+fn sharded_eval_labels_and_candidates_on_a_slurm_array_merge_into_one_process_output() {
     let model = ensure_asset(&SMOLLM2_135M_INSTRUCT).unwrap();
     let model = model.to_str().unwrap();
     let pool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pudding-router/default/pool-k3.json");
@@ -134,22 +135,38 @@ fn sharded_eval_and_labels_on_a_slurm_array_merge_into_one_process_output() {
         "--rows",
         "3",
     ];
-    let submit = |out: &str, args: &[&str]| {
+    let candidates_args = [
+        "candidates",
+        "--model",
+        model,
+        "--tasks",
+        "arc_easy,piqa",
+        "--losses",
+        "tl,tld",
+        "-k",
+        "1",
+        "--calib",
+        "2",
+    ];
+    let submit_n = |shards: &str, out: &str, args: &[&str]| {
         cluster
             .command(scripts().join("submit.sh"), work.path())
-            .args(["--shards", "4", "--out", out, "--wait", "--"])
+            .args(["--shards", shards, "--out", out, "--wait", "--"])
             .args(args)
             .output()
             .unwrap()
     };
+    let submit = |out: &str, args: &[&str]| submit_n("4", out, args);
 
-    // Two omission sets in one pass (a results directory) and a labels file, each as a
-    // 4-task array with its merge job chained after it.
-    for (out, args) in [
-        (w("eval"), &eval_args[..]),
-        (w("labels.jsonl"), &labels_args[..]),
+    // Two omission sets in one pass (a results directory), a labels file, and a pool's
+    // four (task, loss) searches in three shards, each as an array with its merge job
+    // chained after it.
+    for (shards, out, args) in [
+        ("4", w("eval"), &eval_args[..]),
+        ("4", w("labels.jsonl"), &labels_args[..]),
+        ("3", w("pool.json"), &candidates_args[..]),
     ] {
-        let run = submit(&out, args);
+        let run = submit_n(shards, &out, args);
         assert!(
             run.status.success(),
             "submit.sh failed: {}{}",
@@ -181,6 +198,22 @@ fn sharded_eval_and_labels_on_a_slurm_array_merge_into_one_process_output() {
         std::fs::read(w("labels.jsonl")).unwrap(),
         std::fs::read(w("single.jsonl")).unwrap()
     );
+    pudding(&[&candidates_args[..], &["--out", &w("single-pool.json")]].concat());
+    for ext in ["json", "md", "svg"] {
+        assert_eq!(
+            std::fs::read(w(&format!("pool.{ext}"))).unwrap(),
+            std::fs::read(w(&format!("single-pool.{ext}"))).unwrap(),
+            "pool.{ext}"
+        );
+    }
+    // Four searches cannot be split five ways: shard 0/5 would run none.
+    let too_many = Command::new(env!("CARGO_BIN_EXE_pudding"))
+        .args(candidates_args)
+        .args(["--out", &w("p5.json"), "--shard", "0/5"])
+        .output()
+        .unwrap();
+    assert!(!too_many.status.success());
+    assert!(String::from_utf8_lossy(&too_many.stderr).contains("at most 4 shards"));
 
     // A requeued task (shard 1 alone, as `--array=1` with the job's shard count) resumes
     // its complete output: nothing is scored again, the file is unchanged, and the merge

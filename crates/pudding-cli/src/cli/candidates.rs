@@ -28,6 +28,12 @@ pub(super) struct CandidatesArgs {
     /// Directory for per-search checkpoints (resume after an interruption).
     #[arg(long)]
     checkpoints: Option<PathBuf>,
+    /// Run only shard I of N (0-based) of the (task, loss) searches, by position (tasks in
+    /// order, each with every loss; N at most the number of searches). Writes `--out`
+    /// tagged `shard-I-of-N` (`pool.json` -> `pool.shard-0-of-4.json`); `pudding merge
+    /// --out OUT` joins the shards into the pool, report and plot one process writes.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<pudding_core::Shard>,
 }
 
 /// Runs `pudding candidates`.
@@ -41,8 +47,27 @@ pub(super) fn run(args: CandidatesArgs, ctx: &Context) -> Result<(), CliError> {
         calib,
         out,
         checkpoints,
+        shard,
     } = args;
     let lm = load(model, exact, decode)?;
+    if let Some(shard) = shard {
+        let tasks = pudding_cli::commands::parse_tasks(&tasks).map_err(CliError::Usage)?;
+        let losses = losses
+            .split(',')
+            .map(|l| l.parse::<pudding_candidates::LossKind>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(stage)?;
+        let job = pudding_candidates::pool::SearchJob::new(&tasks, &losses, k, calib);
+        pudding_cli::commands::candidates_shard_command(
+            &lm,
+            &job,
+            shard,
+            &out,
+            checkpoints.as_deref(),
+        )
+        .map_err(stage)?;
+        return Ok(());
+    }
     pudding_cli::commands::candidates_command(
         &lm,
         &tasks,
