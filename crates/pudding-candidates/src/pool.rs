@@ -185,18 +185,15 @@ pub fn merge_pool_shards(shards: &[PoolShard]) -> Result<CandidatePool, SearchEr
     let Some(first) = shards.first() else {
         return bad("no shards given".into());
     };
+    let indices: Vec<Shard> = shards.iter().map(|p| p.shard).collect();
+    if let Err(e) = Shard::check_complete(&indices) {
+        return bad(e.to_string());
+    }
     let mut parts: Vec<&PoolShard> = shards.iter().collect();
     parts.sort_by_key(|p| p.shard.index);
-    let count = first.shard.count;
     for p in &parts {
         if p.job != first.job {
             return bad(format!("shard {} is of another search job", p.shard));
-        }
-        if p.shard.count != count {
-            return bad(format!(
-                "shards of a {count}-way and a {}-way split are mixed",
-                p.shard.count
-            ));
         }
         p.pool.check_model(&first.pool.fingerprint)?;
         let want = p.shard.len_of(p.job.searches());
@@ -206,19 +203,6 @@ pub fn merge_pool_shards(shards: &[PoolShard]) -> Result<CandidatePool, SearchEr
                 p.shard, p.searches
             ));
         }
-    }
-    for (want, p) in parts.iter().enumerate() {
-        if p.shard.index != want {
-            let (what, index) = if p.shard.index < want {
-                ("given twice", p.shard.index)
-            } else {
-                ("missing", want)
-            };
-            return bad(format!("shard {index}/{count} is {what}"));
-        }
-    }
-    if parts.len() != count {
-        return bad(format!("shard {}/{count} is missing", parts.len()));
     }
     let pools: Vec<CandidatePool> = parts.iter().map(|p| p.pool.clone()).collect();
     merge_pools(&pools)

@@ -7,7 +7,7 @@ use pudding_candidates::baselines::{
 use pudding_candidates::calibration::samples_from_texts;
 use pudding_candidates::greedy::PrefixCacheEvaluator;
 use pudding_candidates::pool::{
-    build_pool, calibration_texts, provenance, run_searches, sleb, PoolShard, SearchJob,
+    calibration_texts, provenance, run_searches, sleb, PoolShard, SearchJob,
 };
 use pudding_candidates::report::{pool_markdown, pool_svg};
 use pudding_candidates::{GreedyConfig, LossKind};
@@ -287,53 +287,72 @@ fn phase_bar() -> indicatif::ProgressBar {
     bar
 }
 
-/// `pudding candidates`: builds and writes a PuDDing candidate pool.
-pub fn candidates_command<B: Backend>(
-    lm: &LlamaLm<B>,
+/// The search job of `pudding candidates`: every loss of `losses` (comma-separated, `tl`,
+/// `tld`) on each task of `tasks` (comma-separated lm-eval names), at `k` on `calib` rows.
+pub fn search_job(
     tasks: &str,
     losses: &str,
     k: usize,
     calib: usize,
-    out: &std::path::Path,
-    checkpoints: Option<&std::path::Path>,
-) -> Result<CandidatePool, Box<dyn std::error::Error>> {
+) -> Result<SearchJob, Box<dyn std::error::Error>> {
     let tasks = parse_tasks(tasks)?;
     let losses = losses
         .split(',')
         .map(|l| l.parse::<LossKind>())
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(SearchJob::new(&tasks, &losses, k, calib))
+}
+
+/// `pudding candidates`: runs `job`'s greedy searches, or only `shard`'s share of them (by
+/// position in the job's order), with a progress bar. The whole job writes its pool to
+/// `out` with the report and plot ([`save_pool_with_report`]); a shard writes its part to
+/// `out` tagged with the shard ([`crate::sharding::shard_path`]) for `pudding merge`.
+pub fn candidates_command<B: Backend>(
+    lm: &LlamaLm<B>,
+    job: &SearchJob,
+    shard: Option<pudding_core::Shard>,
+    out: &std::path::Path,
+    checkpoints: Option<&std::path::Path>,
+) -> Result<PoolShard, Box<dyn std::error::Error>> {
     let config = GreedyConfig {
-        k,
+        k: job.k,
         ..Default::default()
     };
     let bar = phase_bar();
     let start = std::time::Instant::now();
-    let pool = build_pool(
-        lm,
-        &tasks,
-        &losses,
-        &config,
-        calib,
-        checkpoints,
-        &mut |label, p, n| {
-            bar.set_prefix(label.to_string());
-            bar.set_length(n as u64);
-            bar.set_position(p as u64 - 1);
-        },
-    )?;
+    let part = run_searches(lm, job, shard, &config, checkpoints, &mut |label, p, n| {
+        bar.set_prefix(label.to_string());
+        bar.set_length(n as u64);
+        bar.set_position(p as u64 - 1);
+    })?;
     bar.finish_and_clear();
-    save_pool_with_report(&pool, out)?;
-    println!(
-        "{} candidates from {} searches in {:.0} s -> {}",
-        pool.len(),
-        tasks.len() * losses.len(),
-        start.elapsed().as_secs_f64(),
-        out.display()
-    );
-    for (i, c) in pool.candidates.iter().enumerate() {
-        println!("  {i}: skip {}", c.set);
+    let secs = start.elapsed().as_secs_f64();
+    match shard {
+        Some(shard) => {
+            let path = crate::sharding::shard_path(out, shard);
+            pudding_core::io::write_json_atomic(&path, &part)?;
+            println!(
+                "shard {shard}: {} candidates from {} of {} searches in {secs:.0} s -> {}",
+                part.pool.len(),
+                part.searches,
+                job.searches(),
+                path.display()
+            );
+        }
+        None => {
+            save_pool_with_report(&part.pool, out)?;
+            println!(
+                "{} candidates from {} searches in {secs:.0} s -> {}",
+                part.pool.len(),
+                job.searches(),
+                out.display()
+            );
+            for (i, c) in part.pool.candidates.iter().enumerate() {
+                println!("  {i}: skip {}", c.set);
+            }
+        }
     }
-    Ok(pool)
+    Ok(part)
 }
 
 /// Writes `pool` to `out` with its Markdown report and SVG plot beside it (`out` with the
@@ -346,48 +365,6 @@ pub fn save_pool_with_report(
     pudding_core::io::write_atomic(&out.with_extension("md"), pool_markdown(pool).as_bytes())?;
     pudding_core::io::write_atomic(&out.with_extension("svg"), pool_svg(pool)?.as_bytes())?;
     Ok(())
-}
-
-/// `pudding candidates --shard I/N`: runs `shard`'s share of `job`'s searches (by position
-/// in the job's order) and writes them to `out` tagged with the shard
-/// ([`crate::sharding::shard_path`]) for `pudding merge`.
-pub fn candidates_shard_command<B: Backend>(
-    lm: &LlamaLm<B>,
-    job: &SearchJob,
-    shard: pudding_core::Shard,
-    out: &std::path::Path,
-    checkpoints: Option<&std::path::Path>,
-) -> Result<PoolShard, Box<dyn std::error::Error>> {
-    let config = GreedyConfig {
-        k: job.k,
-        ..Default::default()
-    };
-    let bar = phase_bar();
-    let start = std::time::Instant::now();
-    let part = run_searches(
-        lm,
-        job,
-        Some(shard),
-        &config,
-        checkpoints,
-        &mut |label, p, n| {
-            bar.set_prefix(label.to_string());
-            bar.set_length(n as u64);
-            bar.set_position(p as u64 - 1);
-        },
-    )?;
-    bar.finish_and_clear();
-    let path = crate::sharding::shard_path(out, shard);
-    pudding_core::io::write_json_atomic(&path, &part)?;
-    println!(
-        "shard {shard}: {} candidates from {} of {} searches in {:.0} s -> {}",
-        part.pool.len(),
-        part.searches,
-        job.searches(),
-        start.elapsed().as_secs_f64(),
-        path.display()
-    );
-    Ok(part)
 }
 
 /// Tokens kept of each calibration passage for the perplexity-based baselines.

@@ -10,7 +10,7 @@
 //! at a fraction of the cost. Every step is skipped when its output exists and every
 //! evaluation resumes from its partial file.
 
-use crate::commands::{baseline_command, candidates_command, run_eval_sets_command};
+use crate::commands::{baseline_command, candidates_command, run_eval_sets_command, search_job};
 use crate::router_commands::{labels_command, load_router, train_router_command};
 use burn::prelude::Backend;
 use pudding_core::{CandidatePool, OmissionSet, SkippableLm};
@@ -302,15 +302,8 @@ pub fn reproduce<B: Backend>(
         let pool_path = out.join(format!("pool-k{k}.json"));
         if !pool_path.exists() {
             step(&format!("candidate pool, k = {k}"));
-            candidates_command(
-                lm,
-                &task_list(&cfg.calib_tasks),
-                &cfg.losses,
-                k,
-                cfg.calib,
-                &pool_path,
-                Some(&out.join("checkpoints")),
-            )?;
+            let job = search_job(&task_list(&cfg.calib_tasks), &cfg.losses, k, cfg.calib)?;
+            candidates_command(lm, &job, None, &pool_path, Some(&out.join("checkpoints")))?;
         }
         let pool = CandidatePool::load(&pool_path)?;
         pool.check_model(lm.fingerprint())?;

@@ -121,14 +121,8 @@ pub fn find_shards(out: &Path) -> Result<Vec<PathBuf>, ShardMergeError> {
         else {
             continue;
         };
-        let parsed = tag
-            .strip_prefix("shard-")
-            .and_then(|t| t.split_once("-of-"))
-            .and_then(|(i, n)| Shard::new(i.parse().ok()?, n.parse().ok()?).ok());
-        if let Some(shard) = parsed {
-            if shard.tag() == tag {
-                found.push((shard, entry.path()));
-            }
+        if let Some(shard) = Shard::from_tag(tag) {
+            found.push((shard, entry.path()));
         }
     }
     if found.is_empty() {

@@ -30,6 +30,28 @@ pub enum ShardError {
         /// The shard count given.
         count: usize,
     },
+    /// Outputs of splits into different numbers of shards were put together.
+    #[error("shards of a {0}-way and a {1}-way split are mixed")]
+    MixedCounts(usize, usize),
+    /// The same shard was given twice.
+    #[error("shard {0} is given twice")]
+    Repeated(Shard),
+    /// Shards of the split were not given.
+    #[error(
+        "shard{} {} {} missing (a {count}-way split needs all {count})",
+        if missing.len() == 1 { "" } else { "s" },
+        missing.iter().map(|i| format!("{i}/{count}")).collect::<Vec<_>>().join(", "),
+        if missing.len() == 1 { "is" } else { "are" }
+    )]
+    Missing {
+        /// The indices not given.
+        missing: Vec<usize>,
+        /// The split's shard count.
+        count: usize,
+    },
+    /// No shard was given at all.
+    #[error("no shard outputs given")]
+    NoShards,
 }
 
 /// Shard `index` of `count` (0-based).
@@ -77,6 +99,37 @@ impl Shard {
     /// The file-name tag of this shard, `shard-I-of-N` (e.g. `shard-0-of-4`).
     pub fn tag(&self) -> String {
         format!("shard-{}-of-{}", self.index, self.count)
+    }
+
+    /// The shard whose [`Self::tag`] is exactly `tag` (`None` for any other text, e.g.
+    /// `shard-01-of-4` or `shard-4-of-4`).
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        let (index, count) = tag.strip_prefix("shard-")?.split_once("-of-")?;
+        let shard = Self::new(index.parse().ok()?, count.parse().ok()?).ok()?;
+        (shard.tag() == tag).then_some(shard)
+    }
+
+    /// Checks that `shards` (in any order) are every shard of one split exactly once: one
+    /// count, no index twice, none missing. What every merge of shard outputs checks first.
+    pub fn check_complete(shards: &[Shard]) -> Result<(), ShardError> {
+        let Some(first) = shards.first() else {
+            return Err(ShardError::NoShards);
+        };
+        let count = first.count;
+        if let Some(other) = shards.iter().find(|s| s.count != count) {
+            return Err(ShardError::MixedCounts(count, other.count));
+        }
+        let mut seen = vec![false; count];
+        for s in shards {
+            if std::mem::replace(&mut seen[s.index], true) {
+                return Err(ShardError::Repeated(*s));
+            }
+        }
+        let missing: Vec<usize> = (0..count).filter(|&i| !seen[i]).collect();
+        if !missing.is_empty() {
+            return Err(ShardError::Missing { missing, count });
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +198,40 @@ mod tests {
         // A huge job does not overflow the bound arithmetic.
         let r = Shard::new(3, 4).unwrap().range(usize::MAX);
         assert_eq!(r.end, usize::MAX);
+    }
+
+    #[test]
+    fn a_complete_split_is_every_shard_once() {
+        let s = |i, n| Shard::new(i, n).unwrap();
+        assert_eq!(Shard::check_complete(&[s(2, 3), s(0, 3), s(1, 3)]), Ok(()));
+        assert_eq!(Shard::check_complete(&[]), Err(ShardError::NoShards));
+        assert_eq!(
+            Shard::check_complete(&[s(0, 2), s(1, 3)]),
+            Err(ShardError::MixedCounts(2, 3))
+        );
+        assert_eq!(
+            Shard::check_complete(&[s(0, 2), s(1, 2), s(0, 2)]),
+            Err(ShardError::Repeated(s(0, 2)))
+        );
+        let missing = Shard::check_complete(&[s(1, 4)]).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "shards 0/4, 2/4, 3/4 are missing (a 4-way split needs all 4)"
+        );
+        assert_eq!(
+            Shard::check_complete(&[s(0, 2)]).unwrap_err().to_string(),
+            "shard 1/2 is missing (a 2-way split needs all 2)"
+        );
+        assert_eq!(Shard::from_tag("shard-1-of-4"), Some(s(1, 4)));
+        for bad in [
+            "shard-01-of-4",
+            "shard-4-of-4",
+            "shard-1-of-4x",
+            "x",
+            "shard--of-4",
+        ] {
+            assert_eq!(Shard::from_tag(bad), None, "{bad}");
+        }
     }
 
     #[test]

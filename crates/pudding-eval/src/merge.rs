@@ -38,29 +38,9 @@ pub fn merge_shards(shards: &[EvalReport]) -> Result<EvalReport, EvalError> {
         }
         parts.push((shard, report));
     }
-    let count = parts[0].0.count;
-    if let Some((s, _)) = parts.iter().find(|(s, _)| s.count != count) {
-        return bad(format!(
-            "shards of a {count}-way and a {}-way split are mixed",
-            s.count
-        ));
-    }
+    let indices: Vec<Shard> = parts.iter().map(|(s, _)| *s).collect();
+    Shard::check_complete(&indices).map_err(|e| EvalError::Merge(e.to_string()))?;
     parts.sort_by_key(|(s, _)| s.index);
-    if let Some(w) = parts.windows(2).find(|w| w[0].0 == w[1].0) {
-        return bad(format!("shard {} is given twice", w[0].0));
-    }
-    let present: BTreeSet<usize> = parts.iter().map(|(s, _)| s.index).collect();
-    let missing: Vec<String> = (0..count)
-        .filter(|i| !present.contains(i))
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    if !missing.is_empty() {
-        return bad(format!(
-            "shard{} {} missing (a {count}-way split needs all {count})",
-            if missing.len() == 1 { " is" } else { "s are" },
-            missing.join(", ")
-        ));
-    }
     let task_names: BTreeSet<&String> = parts[0].1.tasks.keys().collect();
     let mut tasks = BTreeMap::new();
     for name in task_names {
@@ -77,7 +57,8 @@ pub fn merge_shards(shards: &[EvalReport]) -> Result<EvalReport, EvalError> {
     for (s, r) in &parts {
         if let Some(extra) = r.tasks.keys().find(|k| !tasks.contains_key(*k)) {
             return bad(format!(
-                "shard {s} has task {extra}, shard 0/{count} has not"
+                "shard {s} has task {extra}, shard 0/{} has not",
+                s.count
             ));
         }
     }

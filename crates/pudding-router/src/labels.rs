@@ -306,29 +306,11 @@ pub fn merge_labels_shards(
             ));
         }
     }
+    let indices: Vec<pudding_core::Shard> = parts.iter().map(|(info, _, _)| info.shard).collect();
+    if let Err(e) = pudding_core::Shard::check_complete(&indices) {
+        return bad(e.to_string());
+    }
     parts.sort_by_key(|(info, _, _)| info.shard.index);
-    let count = first.shard.count;
-    for (want, (info, path, _)) in parts.iter().enumerate() {
-        if info.shard.index != want {
-            let what = if info.shard.index < want {
-                "given twice"
-            } else {
-                "missing"
-            };
-            let index = if info.shard.index < want {
-                info.shard.index
-            } else {
-                want
-            };
-            return bad(format!(
-                "shard {index}/{count} is {what} (at {})",
-                path.display()
-            ));
-        }
-    }
-    if parts.len() != count {
-        return bad(format!("shard {}/{count} is missing", parts.len()));
-    }
     let mut seen = HashSet::new();
     let mut text =
         serde_json::to_string(&whole).map_err(|e| RouterError::Invalid(e.to_string()))?;

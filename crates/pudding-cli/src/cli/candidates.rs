@@ -50,33 +50,8 @@ pub(super) fn run(args: CandidatesArgs, ctx: &Context) -> Result<(), CliError> {
         shard,
     } = args;
     let lm = load(model, exact, decode)?;
-    if let Some(shard) = shard {
-        let tasks = pudding_cli::commands::parse_tasks(&tasks).map_err(CliError::Usage)?;
-        let losses = losses
-            .split(',')
-            .map(|l| l.parse::<pudding_candidates::LossKind>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(stage)?;
-        let job = pudding_candidates::pool::SearchJob::new(&tasks, &losses, k, calib);
-        pudding_cli::commands::candidates_shard_command(
-            &lm,
-            &job,
-            shard,
-            &out,
-            checkpoints.as_deref(),
-        )
+    let job = pudding_cli::commands::search_job(&tasks, &losses, k, calib).map_err(stage)?;
+    pudding_cli::commands::candidates_command(&lm, &job, shard, &out, checkpoints.as_deref())
         .map_err(stage)?;
-        return Ok(());
-    }
-    pudding_cli::commands::candidates_command(
-        &lm,
-        &tasks,
-        &losses,
-        k,
-        calib,
-        &out,
-        checkpoints.as_deref(),
-    )
-    .map_err(stage)?;
     Ok(())
 }
