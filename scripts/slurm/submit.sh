@@ -38,19 +38,8 @@ merge_id="$(sbatch --parsable "${sbatch_opts[@]}" --dependency="afterok:${array_
 merge_id="${merge_id%%;*}"
 echo "array job ${array_id} (${shards} shards), merge job ${merge_id} -> ${out}"
 if [ "$wait" = 1 ]; then
-  # `sbatch --wait` on a job that already exists is not possible; poll its final state.
-  while :; do
-    state="$(sacct -n -X -j "$merge_id" -o State 2>/dev/null | head -1 | tr -d ' ' || true)"
-    if [ -z "$state" ]; then
-      state="$(scontrol show job "$merge_id" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' | head -1)"
-    fi
-    case "$state" in
-      COMPLETED) echo "merged -> ${out}"; exit 0 ;;
-      FAILED|CANCELLED*|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|DEADLINE)
-        echo "merge job ${merge_id} ended ${state}: a shard of array ${array_id} failed (see its pudding-${array_id}_*.out logs)" >&2
-        exit 1 ;;
-      "") echo "job ${merge_id} is no longer known to Slurm" >&2; exit 1 ;;
-    esac
-    sleep 2
-  done
+  # shellcheck source=wait.sh
+  . "$here/wait.sh"
+  wait_for_job "$merge_id" "a shard of array ${array_id} failed (see its pudding-${array_id}_*.out logs)"
+  echo "merged -> ${out}"
 fi

@@ -15,9 +15,10 @@ use crate::{CalibrationSample, GreedyConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
-use pudding_core::OmissionSet;
+use pudding_core::{Candidate, CandidatePool, ModelFingerprint, OmissionSet, Shard};
 use pudding_models::{LlamaLm, LlamaModel};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// A one-shot baseline's outcome: a score per block and the chosen set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,16 +83,30 @@ pub fn shortgpt_block_influence<B: Backend>(
     samples: &[CalibrationSample],
     config: &GreedyConfig,
 ) -> Result<BlockScores, SearchError> {
-    if samples.is_empty() {
-        return Err(SearchError::Invalid(
-            "ShortGPT's Block Influence needs at least one calibration sample".into(),
-        ));
-    }
+    let rows = block_influence_rows(lm, samples)?;
+    block_influence_from_rows(&rows, lm.model().config().n_blocks, config)
+}
+
+/// One calibration sample's share of ShortGPT's Block Influence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InfluenceRow {
+    /// Tokens of the sample (context + correct continuation).
+    pub tokens: usize,
+    /// Per block: the sum over the sample's tokens of `1 - cos(h_in, h_out)`.
+    pub sums: Vec<f64>,
+}
+
+/// Each sample's [`InfluenceRow`] on the dense model, in sample order: what
+/// [`shortgpt_block_influence`] averages, and what a shard of it (`pudding baseline
+/// --shard`) keeps so that the merged scores are the single run's to the last bit.
+pub fn block_influence_rows<B: Backend>(
+    lm: &LlamaLm<B>,
+    samples: &[CalibrationSample],
+) -> Result<Vec<InfluenceRow>, SearchError> {
     let model = lm.model();
     let n_blocks = model.config().n_blocks;
     let device = model.device();
-    let mut sums = vec![0.0f64; n_blocks];
-    let mut tokens_seen = 0usize;
+    let mut rows = Vec::with_capacity(samples.len());
     for (i, sample) in samples.iter().enumerate() {
         crate::greedy::check_sample(sample, i)?;
         let r = &sample.choices[sample.gold];
@@ -101,7 +116,8 @@ pub fn shortgpt_block_influence<B: Backend>(
         let n = ids.len();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
         let mut x = model.embed_tokens(tokens);
-        for (j, sum) in sums.iter_mut().enumerate() {
+        let mut sums = Vec::with_capacity(n_blocks);
+        for j in 0..n_blocks {
             let y = model.block_forward(j, x.clone(), 0)?;
             let dot = (x.clone() * y.clone()).sum_dim(2);
             let norms =
@@ -112,10 +128,39 @@ pub fn shortgpt_block_influence<B: Backend>(
                 .convert::<f64>()
                 .to_vec::<f64>()
                 .map_err(|e| SearchError::Invalid(format!("backend read-back failed: {e:?}")))?[0];
-            *sum += n as f64 - total; // sum over tokens of (1 - cos)
+            sums.push(n as f64 - total); // sum over tokens of (1 - cos)
             x = y;
         }
-        tokens_seen += n;
+        rows.push(InfluenceRow { tokens: n, sums });
+    }
+    Ok(rows)
+}
+
+/// ShortGPT's choice from the samples' [`InfluenceRow`]s (in sample order): per block, the
+/// rows' sums added in order over the total tokens.
+pub fn block_influence_from_rows(
+    rows: &[InfluenceRow],
+    n_blocks: usize,
+    config: &GreedyConfig,
+) -> Result<BlockScores, SearchError> {
+    if rows.is_empty() {
+        return Err(SearchError::Invalid(
+            "ShortGPT's Block Influence needs at least one calibration sample".into(),
+        ));
+    }
+    if let Some(row) = rows.iter().find(|r| r.sums.len() != n_blocks) {
+        return Err(SearchError::Invalid(format!(
+            "a Block Influence row has {} blocks, the model {n_blocks}",
+            row.sums.len()
+        )));
+    }
+    let mut sums = vec![0.0f64; n_blocks];
+    let mut tokens_seen = 0usize;
+    for row in rows {
+        for (sum, value) in sums.iter_mut().zip(&row.sums) {
+            *sum += value;
+        }
+        tokens_seen += row.tokens;
     }
     let keep = unprotected(n_blocks, config);
     let scores = (0..n_blocks)
@@ -131,10 +176,50 @@ pub fn shortened_llama_ppl(
     n_blocks: usize,
     config: &GreedyConfig,
 ) -> Result<BlockScores, SearchError> {
-    let blocks = unprotected(n_blocks, config);
+    let whole = Shard { index: 0, count: 1 };
+    let trials = removal_losses(evaluator, n_blocks, config, whole)?;
+    shortened_llama_ppl_from_losses(&trials, n_blocks, config)
+}
+
+/// `shard`'s share (by position) of the unprotected blocks, each with the loss of the
+/// model without it: what [`shortened_llama_ppl`] ranks. Each block's loss is computed
+/// alone, so the shards' losses are the single run's.
+pub fn removal_losses(
+    evaluator: &mut dyn TrialEvaluator,
+    n_blocks: usize,
+    config: &GreedyConfig,
+    shard: Shard,
+) -> Result<Vec<(usize, f64)>, SearchError> {
+    let blocks = shard.select(unprotected(n_blocks, config));
+    if blocks.is_empty() {
+        return Ok(Vec::new());
+    }
     let losses = evaluator.phase(&OmissionSet::dense(n_blocks)?, &blocks)?;
+    if losses.len() != blocks.len() {
+        return Err(SearchError::Invalid(format!(
+            "the evaluator returned {} losses for {} blocks",
+            losses.len(),
+            blocks.len()
+        )));
+    }
+    Ok(blocks.into_iter().zip(losses).collect())
+}
+
+/// The PPL criterion's choice from every unprotected block's removal loss, in block order.
+pub fn shortened_llama_ppl_from_losses(
+    trials: &[(usize, f64)],
+    n_blocks: usize,
+    config: &GreedyConfig,
+) -> Result<BlockScores, SearchError> {
+    let blocks = unprotected(n_blocks, config);
+    let tried: Vec<usize> = trials.iter().map(|t| t.0).collect();
+    if tried != blocks {
+        return Err(SearchError::Invalid(format!(
+            "the removal losses cover blocks {tried:?}, the criterion needs {blocks:?}"
+        )));
+    }
     let mut scores = vec![None; n_blocks];
-    for (b, l) in blocks.into_iter().zip(losses) {
+    for &(b, l) in trials {
         scores[b] = Some(l);
     }
     pick_lowest("shortened_llama_ppl", scores, config.k)
@@ -238,6 +323,120 @@ pub fn shortened_llama_taylor<A: AutodiffBackend>(
         scores[b] = Some(params.iter().map(|(_, s)| s).sum());
     }
     pick_lowest("shortened_llama_taylor", scores, config.k)
+}
+
+/// A one-shot baseline's choice as the one-candidate pool `pudding baseline` writes: the
+/// set, with the method, the calibration size and every block's score as provenance.
+pub fn baseline_pool(
+    fingerprint: &ModelFingerprint,
+    scores: BlockScores,
+    calib: usize,
+) -> Result<CandidatePool, SearchError> {
+    let provenance = json!({"method": scores.method, "calib": calib, "scores": scores.scores});
+    Ok(CandidatePool::new(
+        fingerprint.clone(),
+        vec![Candidate {
+            set: scores.set,
+            provenance,
+        }],
+    )?)
+}
+
+/// One shard of a one-shot baseline's calibration statistics (`pudding baseline --shard
+/// I/N`); [`merge_baseline_shards`] joins the N shards into the pool one process writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaselineShard {
+    /// Which shard.
+    pub shard: Shard,
+    /// The method, as `pudding baseline --method` names it (`shortgpt`, `shortened-ppl`).
+    pub method: String,
+    /// Blocks to omit.
+    pub k: usize,
+    /// Calibration passages of the whole run.
+    pub calib: usize,
+    /// The model the statistics are of.
+    pub fingerprint: ModelFingerprint,
+    /// This shard's statistics.
+    pub statistics: BaselineStatistics,
+}
+
+/// What a [`BaselineShard`] computed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineStatistics {
+    /// ShortGPT: one row per calibration passage of the shard's share (by position), in
+    /// order.
+    BlockInfluence(Vec<InfluenceRow>),
+    /// Shortened LLaMA (PPL): the shard's share (by position) of the unprotected blocks,
+    /// each with the loss of the model without it ([`removal_losses`]).
+    RemovalLosses(Vec<(usize, f64)>),
+}
+
+/// Joins the [`BaselineShard`]s of one run (any order) into the pool one process writes
+/// ([`baseline_pool`]): the rows or losses concatenated in shard order and ranked as
+/// [`shortgpt_block_influence`] or [`shortened_llama_ppl`] rank them. Refuses a missing or
+/// repeated shard, mixed shard counts, shards of another method, `k`, calibration or model,
+/// and a shard whose statistics are not its share.
+pub fn merge_baseline_shards(shards: &[BaselineShard]) -> Result<CandidatePool, SearchError> {
+    let bad = |m: String| SearchError::Invalid(format!("cannot merge the baseline shards: {m}"));
+    let Some(first) = shards.first() else {
+        return Err(bad("no shards given".into()));
+    };
+    let indices: Vec<Shard> = shards.iter().map(|p| p.shard).collect();
+    Shard::check_complete(&indices).map_err(|e| bad(e.to_string()))?;
+    let mut parts: Vec<&BaselineShard> = shards.iter().collect();
+    parts.sort_by_key(|p| p.shard.index);
+    for p in &parts {
+        if (&p.method, p.k, p.calib) != (&first.method, first.k, first.calib) {
+            return Err(bad(format!(
+                "shard {} is of another run ({} k = {} on {} passages, not {} k = {} on {})",
+                p.shard, p.method, p.k, p.calib, first.method, first.k, first.calib
+            )));
+        }
+        if p.fingerprint != first.fingerprint {
+            return Err(bad(format!(
+                "shard {} is of another model ({})",
+                p.shard,
+                p.fingerprint.short()
+            )));
+        }
+    }
+    let config = GreedyConfig {
+        k: first.k,
+        ..Default::default()
+    };
+    let n_blocks = first.fingerprint.n_blocks;
+    let scores = match &first.statistics {
+        BaselineStatistics::BlockInfluence(_) => {
+            let mut rows = Vec::with_capacity(first.calib);
+            for p in &parts {
+                let BaselineStatistics::BlockInfluence(part) = &p.statistics else {
+                    return Err(bad(format!("shard {} holds other statistics", p.shard)));
+                };
+                if part.len() != p.shard.len_of(p.calib) {
+                    return Err(bad(format!(
+                        "shard {} holds {} passages, its share is {}",
+                        p.shard,
+                        part.len(),
+                        p.shard.len_of(p.calib)
+                    )));
+                }
+                rows.extend(part.iter().cloned());
+            }
+            block_influence_from_rows(&rows, n_blocks, &config)?
+        }
+        BaselineStatistics::RemovalLosses(_) => {
+            let mut trials = Vec::new();
+            for p in &parts {
+                let BaselineStatistics::RemovalLosses(part) = &p.statistics else {
+                    return Err(bad(format!("shard {} holds other statistics", p.shard)));
+                };
+                trials.extend(part.iter().copied());
+            }
+            shortened_llama_ppl_from_losses(&trials, n_blocks, &config)?
+        }
+    };
+    baseline_pool(&first.fingerprint, scores, first.calib)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::losses::{sample_loss, total_loss, LossKind};
 use crate::CalibrationSample;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use pudding_core::{io, CoreError, OmissionSet, SkippableLm};
+use pudding_core::{io, CoreError, OmissionSet, Shard, SkippableLm};
 use pudding_eval::scorer::ScoreError;
 use pudding_models::llama::StepContext;
 use pudding_models::{LlamaLm, ModelError};
@@ -387,6 +387,37 @@ pub fn greedy_search(
     checkpoint: Option<&Path>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<GreedyResult, SearchError> {
+    let movable = movable_blocks(n_blocks, config)?;
+    let mut state = resume_or_start(evaluator, n_blocks, config, label, checkpoint, &movable)?;
+    let mut set = OmissionSet::new(state.steps.iter().map(|s| s.block), n_blocks)?;
+    while state.steps.len() < config.k {
+        let candidates = phase_candidates(&movable, &set);
+        progress(state.steps.len() + 1, config.k);
+        let losses = evaluator.phase(&set, &candidates)?;
+        if losses.len() != candidates.len() {
+            return Err(SearchError::Invalid(format!(
+                "the evaluator returned {} losses for {} candidate blocks",
+                losses.len(),
+                candidates.len()
+            )));
+        }
+        let step = choose_step(&set, candidates.into_iter().zip(losses).collect())?;
+        set = set.with(step.block)?;
+        state.steps.push(step);
+        if let Some(path) = checkpoint {
+            io::write_json_atomic(path, &state)?;
+        }
+    }
+    Ok(GreedyResult {
+        order: state.steps.iter().map(|s| s.block).collect(),
+        set,
+        dense_loss: state.dense_loss,
+        steps: state.steps,
+    })
+}
+
+/// The blocks a search may remove; errors when `k` blocks cannot be.
+fn movable_blocks(n_blocks: usize, config: &GreedyConfig) -> Result<Vec<usize>, SearchError> {
     let movable: Vec<usize> =
         (config.protect_first..n_blocks.saturating_sub(config.protect_last)).collect();
     if config.k == 0 {
@@ -401,7 +432,20 @@ pub fn greedy_search(
             movable.len()
         )));
     }
-    let mut state = match checkpoint.filter(|p| p.exists()) {
+    Ok(movable)
+}
+
+/// The search's state from its checkpoint when there is one (refused when it belongs to
+/// another search or is corrupt), else a fresh start with the dense loss.
+fn resume_or_start(
+    evaluator: &mut dyn TrialEvaluator,
+    n_blocks: usize,
+    config: &GreedyConfig,
+    label: &str,
+    checkpoint: Option<&Path>,
+    movable: &[usize],
+) -> Result<Checkpoint, SearchError> {
+    match checkpoint.filter(|p| p.exists()) {
         Some(path) => {
             let saved: Checkpoint = io::read_json(path)?;
             if saved.config != *config || saved.label != label {
@@ -411,53 +455,217 @@ pub fn greedy_search(
                     saved.label
                 )));
             }
-            check_checkpoint(&saved, &movable, path)?;
-            saved
+            check_checkpoint(&saved, movable, path)?;
+            Ok(saved)
         }
-        None => Checkpoint {
+        None => Ok(Checkpoint {
             config: config.clone(),
             label: label.to_string(),
             dense_loss: finite_loss(evaluator.loss(&OmissionSet::dense(n_blocks)?)?, "dense")?,
             steps: Vec::new(),
-        },
-    };
-    let mut set = OmissionSet::new(state.steps.iter().map(|s| s.block), n_blocks)?;
-    while state.steps.len() < config.k {
-        let candidates: Vec<usize> = movable.iter().copied().filter(|b| !set.skips(*b)).collect();
-        progress(state.steps.len() + 1, config.k);
-        let losses = evaluator.phase(&set, &candidates)?;
-        if losses.len() != candidates.len() {
-            return Err(SearchError::Invalid(format!(
-                "the evaluator returned {} losses for {} candidate blocks",
-                losses.len(),
-                candidates.len()
-            )));
-        }
-        for (&block, &loss) in candidates.iter().zip(&losses) {
-            finite_loss(loss, &format!("block {block} omitted on top of [{set}]"))?;
-        }
-        let mut best = 0;
-        for i in 1..losses.len() {
-            if losses[i] < losses[best] {
-                best = i;
-            }
-        }
-        let block = candidates[best];
-        set = set.with(block)?;
-        state.steps.push(GreedyStep {
-            block,
-            loss: losses[best],
-            trials: candidates.iter().copied().zip(losses).collect(),
-        });
-        if let Some(path) = checkpoint {
-            io::write_json_atomic(path, &state)?;
-        }
+        }),
     }
-    Ok(GreedyResult {
-        order: state.steps.iter().map(|s| s.block).collect(),
-        set,
+}
+
+/// The trials of the next phase: every movable block still on, in block order.
+fn phase_candidates(movable: &[usize], set: &OmissionSet) -> Vec<usize> {
+    movable.iter().copied().filter(|b| !set.skips(*b)).collect()
+}
+
+/// The phase's outcome from its `(block, loss)` trials on top of `set`: the block with the
+/// lowest loss, ties to the first (lowest) block. Non-finite losses are refused.
+fn choose_step(set: &OmissionSet, trials: Vec<(usize, f64)>) -> Result<GreedyStep, SearchError> {
+    for &(block, loss) in &trials {
+        finite_loss(loss, &format!("block {block} omitted on top of [{set}]"))?;
+    }
+    let Some(&first) = trials.first() else {
+        return Err(SearchError::Invalid(
+            "a greedy phase has no blocks left to try".into(),
+        ));
+    };
+    let (block, loss) = trials
+        .iter()
+        .skip(1)
+        .fold(first, |best, &t| if t.1 < best.1 { t } else { best });
+    Ok(GreedyStep {
+        block,
+        loss,
+        trials,
+    })
+}
+
+/// One shard's share of the trials of a search's next phase (`--step-shard I/N`): the
+/// phase's candidate blocks split by position ([`Shard::range`]), each scored on top of
+/// the finished phases. [`merge_phase_shards`] joins the N shards into the next checkpoint,
+/// so a single search spreads over N workers, one round per phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseShard {
+    /// Which shard of the phase's trials.
+    pub shard: Shard,
+    /// The search's label (as in its checkpoint).
+    pub label: String,
+    /// The search's settings.
+    pub config: GreedyConfig,
+    /// Blocks of the model.
+    pub n_blocks: usize,
+    /// The dense model's loss.
+    pub dense_loss: f64,
+    /// The finished phases the trials build on.
+    pub steps: Vec<GreedyStep>,
+    /// This shard's trials: (block, loss with it omitted on top of `steps`).
+    pub trials: Vec<(usize, f64)>,
+}
+
+impl PhaseShard {
+    /// The phase (1-based) these trials belong to.
+    pub fn phase(&self) -> usize {
+        self.steps.len() + 1
+    }
+}
+
+/// Scores `shard`'s share of the next phase of the search that [`greedy_search`] would run
+/// with the same arguments, resuming from `checkpoint` (which it only reads). A shard may
+/// get no trials when the phase has fewer candidates than shards. Errors when the
+/// checkpoint already holds all `k` phases.
+pub fn greedy_phase_shard(
+    evaluator: &mut dyn TrialEvaluator,
+    n_blocks: usize,
+    config: &GreedyConfig,
+    label: &str,
+    checkpoint: Option<&Path>,
+    shard: Shard,
+) -> Result<PhaseShard, SearchError> {
+    let movable = movable_blocks(n_blocks, config)?;
+    let state = resume_or_start(evaluator, n_blocks, config, label, checkpoint, &movable)?;
+    if state.steps.len() >= config.k {
+        return Err(SearchError::Invalid(format!(
+            "the search {label} is complete: its checkpoint holds all {} phases; run it \
+             without a step shard to write its result",
+            config.k
+        )));
+    }
+    let set = OmissionSet::new(state.steps.iter().map(|s| s.block), n_blocks)?;
+    let blocks = shard.select(phase_candidates(&movable, &set));
+    let losses = if blocks.is_empty() {
+        Vec::new()
+    } else {
+        evaluator.phase(&set, &blocks)?
+    };
+    if losses.len() != blocks.len() {
+        return Err(SearchError::Invalid(format!(
+            "the evaluator returned {} losses for {} candidate blocks",
+            losses.len(),
+            blocks.len()
+        )));
+    }
+    Ok(PhaseShard {
+        shard,
+        label: label.to_string(),
+        config: config.clone(),
+        n_blocks,
         dense_loss: state.dense_loss,
         steps: state.steps,
+        trials: blocks.into_iter().zip(losses).collect(),
+    })
+}
+
+/// What [`merge_phase_shards`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseMerge {
+    /// The phase merged (1-based).
+    pub phase: usize,
+    /// Phases of the whole search.
+    pub phases: usize,
+    /// The phase's outcome.
+    pub step: GreedyStep,
+}
+
+/// Joins the [`PhaseShard`]s of one phase (any order) and writes `checkpoint` (atomically)
+/// exactly as [`greedy_search`] writes it after that phase, so the next round of shards, or
+/// an unsharded run, resumes from it. Refuses a missing or repeated shard, mixed shard
+/// counts, shards of another search or built on other phases, trials that do not cover the
+/// phase's candidates once each, and a `checkpoint` on which the shards do not build
+/// (merging the same shards again is a no-op).
+pub fn merge_phase_shards(
+    shards: &[PhaseShard],
+    checkpoint: &Path,
+) -> Result<PhaseMerge, SearchError> {
+    let bad = |m: String| SearchError::Invalid(format!("cannot merge the phase shards: {m}"));
+    let Some(first) = shards.first() else {
+        return Err(bad("no shards given".into()));
+    };
+    let indices: Vec<Shard> = shards.iter().map(|p| p.shard).collect();
+    Shard::check_complete(&indices).map_err(|e| bad(e.to_string()))?;
+    let mut parts: Vec<&PhaseShard> = shards.iter().collect();
+    parts.sort_by_key(|p| p.shard.index);
+    for p in &parts {
+        if p.label != first.label || p.config != first.config || p.n_blocks != first.n_blocks {
+            return Err(bad(format!(
+                "shard {} is of another search ({})",
+                p.shard, p.label
+            )));
+        }
+        // Bitwise: shards of one search compute the dense loss and the earlier phases the
+        // same way, so any difference means they did not start from the same checkpoint.
+        if p.dense_loss.to_bits() != first.dense_loss.to_bits() || p.steps != first.steps {
+            return Err(bad(format!(
+                "shard {} built on other phases than shard {} (phase {} vs {}): rerun it \
+                 from the current checkpoint",
+                p.shard,
+                first.shard,
+                p.phase(),
+                first.phase()
+            )));
+        }
+    }
+    let movable = movable_blocks(first.n_blocks, &first.config)?;
+    let state = Checkpoint {
+        config: first.config.clone(),
+        label: first.label.clone(),
+        dense_loss: first.dense_loss,
+        steps: first.steps.clone(),
+    };
+    check_checkpoint(&state, &movable, checkpoint)?;
+    if state.steps.len() >= state.config.k {
+        return Err(bad(format!(
+            "the shards build on all {} phases: there is no phase left to merge",
+            state.config.k
+        )));
+    }
+    let set = OmissionSet::new(state.steps.iter().map(|s| s.block), first.n_blocks)?;
+    let expected = phase_candidates(&movable, &set);
+    let trials: Vec<(usize, f64)> = parts.iter().flat_map(|p| p.trials.clone()).collect();
+    let blocks: Vec<usize> = trials.iter().map(|t| t.0).collect();
+    if blocks != expected {
+        return Err(bad(format!(
+            "the shards tried blocks {blocks:?}, phase {} tries {expected:?}",
+            first.phase()
+        )));
+    }
+    let step = choose_step(&set, trials)?;
+    let mut merged = state;
+    merged.steps.push(step.clone());
+    if checkpoint.exists() {
+        let saved: Checkpoint = io::read_json(checkpoint)?;
+        let builds_on = saved.label == merged.label
+            && saved.config == merged.config
+            && (saved.steps == first.steps || saved.steps == merged.steps);
+        if !builds_on {
+            return Err(bad(format!(
+                "the shards build on phase {} of {}, but {} holds {} phases of {}",
+                first.steps.len(),
+                first.label,
+                checkpoint.display(),
+                saved.steps.len(),
+                saved.label
+            )));
+        }
+    }
+    io::write_json_atomic(checkpoint, &merged)?;
+    Ok(PhaseMerge {
+        phase: merged.steps.len(),
+        phases: merged.config.k,
+        step,
     })
 }
 

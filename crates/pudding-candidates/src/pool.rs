@@ -2,15 +2,17 @@
 //! merged, written with the model fingerprint and each candidate's provenance.
 
 use crate::calibration::{samples_from_items, samples_from_texts};
-use crate::greedy::{greedy_search, PrefixCacheEvaluator, SearchError};
+use crate::greedy::{
+    greedy_phase_shard, greedy_search, PhaseShard, PrefixCacheEvaluator, SearchError,
+};
 use crate::{GreedyConfig, GreedyResult, LossKind};
 use burn::prelude::*;
 use pudding_core::{Candidate, CandidatePool, Shard, SkippableLm};
-use pudding_eval::tasks::{load_task, DataError, Split, TaskName};
+use pudding_eval::tasks::{load_task, DataError, Split, TaskItem, TaskName};
 use pudding_models::LlamaLm;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Progress callback: (run label, phase, phases).
 pub type PoolProgress<'a> = &'a mut dyn FnMut(&str, usize, usize);
@@ -122,15 +124,7 @@ pub fn run_searches<B: Backend>(
     // few rows fails at once rather than after the searches of the tasks before it.
     let mut task_items = Vec::with_capacity(tasks.len());
     for &task in &tasks {
-        // Only a task without a train split falls back to validation; a data error in the
-        // train split is reported, never hidden behind the evaluation split.
-        let items = match load_task(task, Split::Train) {
-            Err(DataError::SplitUnavailable { .. }) => load_task(task, Split::Validation),
-            other => other,
-        }
-        .map_err(|e| SearchError::Invalid(e.to_string()))?;
-        check_calibration_rows(task, items.len(), calib)?;
-        task_items.push((task, items));
+        task_items.push((task, calibration_items(task, calib)?));
     }
     let mut candidates: Vec<Candidate> = Vec::new();
     for (t, (task, items)) in task_items.into_iter().enumerate() {
@@ -143,8 +137,7 @@ pub fn run_searches<B: Backend>(
             if !range.contains(&(t * losses.len() + l)) {
                 continue;
             }
-            let label = format!("{}-{}-k{}", task.name(), loss.name(), config.k);
-            let run_label = format!("{label}-calib{calib}-{}", lm.fingerprint().short());
+            let (label, run_label) = search_labels(lm, task, loss, config.k, calib);
             let ckpt = checkpoint_dir.map(|d| d.join(format!("{label}.json")));
             let mut evaluator = PrefixCacheEvaluator {
                 lm,
@@ -169,6 +162,97 @@ pub fn run_searches<B: Backend>(
         searches: range.len(),
         pool: CandidatePool::new(lm.fingerprint().clone(), candidates)?,
     })
+}
+
+/// A search's name (`arc_easy-tl-k6`: its checkpoint is `<name>.json`) and the label its
+/// checkpoint records (the name with the calibration size and the model fingerprint).
+fn search_labels<B: Backend>(
+    lm: &LlamaLm<B>,
+    task: TaskName,
+    loss: LossKind,
+    k: usize,
+    calib: usize,
+) -> (String, String) {
+    let label = search_name(task, loss, k);
+    let run_label = format!("{label}-calib{calib}-{}", lm.fingerprint().short());
+    (label, run_label)
+}
+
+/// A search's name: `arc_easy-tl-k6`.
+fn search_name(task: TaskName, loss: LossKind, k: usize) -> String {
+    format!("{}-{}-k{k}", task.name(), loss.name())
+}
+
+/// The first `calib` train rows of `task`, checked to exist. Only a task without a train
+/// split falls back to validation; a data error in the train split is reported, never
+/// hidden behind the evaluation split.
+fn calibration_items(task: TaskName, calib: usize) -> Result<Vec<TaskItem>, SearchError> {
+    let items = match load_task(task, Split::Train) {
+        Err(DataError::SplitUnavailable { .. }) => load_task(task, Split::Validation),
+        other => other,
+    }
+    .map_err(|e| SearchError::Invalid(e.to_string()))?;
+    check_calibration_rows(task, items.len(), calib)?;
+    Ok(items)
+}
+
+/// The checkpoint of the one search of `job` in `checkpoint_dir`, where
+/// [`run_searches`] keeps it.
+pub fn search_checkpoint(job: &SearchJob, checkpoint_dir: &Path) -> Result<PathBuf, SearchError> {
+    let (task, loss) = single_search(job)?;
+    Ok(checkpoint_dir.join(format!("{}.json", search_name(task, loss, job.k))))
+}
+
+/// The (task, loss) of a job that runs exactly one search.
+fn single_search(job: &SearchJob) -> Result<(TaskName, LossKind), SearchError> {
+    let invalid = |e: String| SearchError::Invalid(e);
+    match (job.tasks.as_slice(), job.losses.as_slice()) {
+        ([task], [loss]) => Ok((
+            task.parse::<TaskName>()
+                .map_err(|e| invalid(e.to_string()))?,
+            loss.parse::<LossKind>()
+                .map_err(|e| invalid(e.to_string()))?,
+        )),
+        _ => Err(invalid(format!(
+            "a step shard spreads the trials of one search, but the job runs {} ({} tasks x {} \
+             losses): give one task and one loss, or split the searches with --shard",
+            job.searches(),
+            job.tasks.len(),
+            job.losses.len()
+        ))),
+    }
+}
+
+/// Scores `shard`'s share of the next phase's trials of the one search of `job`
+/// ([`greedy_phase_shard`]), resuming from its checkpoint in `checkpoint_dir`;
+/// [`crate::greedy::merge_phase_shards`] writes the next checkpoint from the N shards, and
+/// once it holds all `k` phases [`run_searches`] writes the pool without searching.
+pub fn search_phase_shard<B: Backend>(
+    lm: &LlamaLm<B>,
+    job: &SearchJob,
+    checkpoint_dir: &Path,
+    shard: Shard,
+) -> Result<PhaseShard, SearchError> {
+    let (task, loss) = single_search(job)?;
+    let samples = samples_from_items(lm, &calibration_items(task, job.calib)?, job.calib)?;
+    let (_, run_label) = search_labels(lm, task, loss, job.k, job.calib);
+    let config = GreedyConfig {
+        k: job.k,
+        ..Default::default()
+    };
+    let mut evaluator = PrefixCacheEvaluator {
+        lm,
+        samples: &samples,
+        kind: loss,
+    };
+    greedy_phase_shard(
+        &mut evaluator,
+        lm.n_blocks(),
+        &config,
+        &run_label,
+        Some(&search_checkpoint(job, checkpoint_dir)?),
+        shard,
+    )
 }
 
 /// Joins the [`PoolShard`]s of one job (any order) into the pool one process builds:
@@ -224,19 +308,45 @@ pub fn sleb<B: Backend>(
         samples: &samples,
         kind: LossKind::Perplexity,
     };
-    let label = format!(
-        "sleb-k{}-n{}-{}",
-        config.k,
-        texts.len(),
-        lm.fingerprint().short()
-    );
     greedy_search(
         &mut evaluator,
         lm.n_blocks(),
         config,
-        &label,
+        &sleb_label(lm, config, texts.len()),
         checkpoint,
         progress,
+    )
+}
+
+/// The label of a SLEB search's checkpoint.
+fn sleb_label<B: Backend>(lm: &LlamaLm<B>, config: &GreedyConfig, texts: usize) -> String {
+    format!("sleb-k{}-n{texts}-{}", config.k, lm.fingerprint().short())
+}
+
+/// `shard`'s share of the trials of the next phase of the [`sleb`] search with the same
+/// arguments ([`greedy_phase_shard`]), resuming from `checkpoint`, which only
+/// [`crate::greedy::merge_phase_shards`] writes.
+pub fn sleb_phase_shard<B: Backend>(
+    lm: &LlamaLm<B>,
+    texts: &[String],
+    max_tokens: usize,
+    config: &GreedyConfig,
+    checkpoint: &Path,
+    shard: Shard,
+) -> Result<PhaseShard, SearchError> {
+    let samples = samples_from_texts(lm, texts, max_tokens)?;
+    let mut evaluator = PrefixCacheEvaluator {
+        lm,
+        samples: &samples,
+        kind: LossKind::Perplexity,
+    };
+    greedy_phase_shard(
+        &mut evaluator,
+        lm.n_blocks(),
+        config,
+        &sleb_label(lm, config, texts.len()),
+        Some(checkpoint),
+        shard,
     )
 }
 

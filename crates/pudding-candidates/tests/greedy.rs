@@ -228,3 +228,118 @@ fn zero_blocks_non_finite_losses_and_corrupt_checkpoints_are_errors() {
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
 }
+
+#[test]
+fn phase_shards_merge_into_the_checkpoints_one_process_writes() {
+    use pudding_candidates::greedy::{greedy_phase_shard, merge_phase_shards};
+    use pudding_core::Shard;
+    let spec = TinyLlamaSpec {
+        n_blocks: 8,
+        ..Default::default()
+    };
+    let (_d, lm) = load_tiny_llama::<B>(&spec).unwrap();
+    let items = load_task(TaskName::Piqa, Split::Train).unwrap();
+    let samples = samples_from_items(&lm, &items, 3).unwrap();
+    let mut eval = PrefixCacheEvaluator {
+        lm: &lm,
+        samples: &samples,
+        kind: LossKind::Tld,
+    };
+    let config = GreedyConfig {
+        k: 3,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.json");
+    let state = |path: &std::path::Path| std::fs::read(path).unwrap();
+    let one = greedy_search(&mut eval, 8, &config, "tiny", Some(&whole), &mut |_, _| {}).unwrap();
+    let one_process = state(&whole);
+
+    // 7 shards: phase 1 tries 6 blocks, so one shard gets none; phase 3 tries 4.
+    for count in [4, 7] {
+        let sharded = dir.path().join(format!("sharded-{count}.json"));
+        for phase in 1..=3 {
+            let shards: Vec<_> = (0..count)
+                .rev() // finishing order does not matter
+                .map(|i| {
+                    let shard = Shard::new(i, count).unwrap();
+                    greedy_phase_shard(&mut eval, 8, &config, "tiny", Some(&sharded), shard)
+                        .unwrap()
+                })
+                .collect();
+            assert!(shards.iter().all(|s| s.phase() == phase));
+            let merged = merge_phase_shards(&shards, &sharded).unwrap();
+            assert_eq!((merged.phase, merged.phases), (phase, 3));
+            assert_eq!(merged.step.block, one.order[phase - 1]);
+            // Merging the same shards again changes nothing.
+            let bytes = state(&sharded);
+            merge_phase_shards(&shards, &sharded).unwrap();
+            assert_eq!(state(&sharded), bytes);
+            if phase == 2 {
+                // A shard of an earlier phase cannot join a later one, and a missing shard
+                // is named.
+                let stale = greedy_phase_shard(
+                    &mut eval,
+                    8,
+                    &config,
+                    "tiny",
+                    Some(&whole),
+                    Shard::new(0, count).unwrap(),
+                );
+                assert!(stale.is_err(), "the whole search is complete");
+                let err = merge_phase_shards(&shards[1..], &sharded)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("missing"), "{err}");
+            }
+        }
+        // Byte for byte what the single process wrote after its last phase.
+        assert_eq!(state(&sharded), one_process);
+        let mut phases = 0;
+        let resumed = greedy_search(
+            &mut eval,
+            8,
+            &config,
+            "tiny",
+            Some(&sharded),
+            &mut |_, _| phases += 1,
+        )
+        .unwrap();
+        assert_eq!((resumed, phases), (one.clone(), 0));
+        let err = greedy_phase_shard(
+            &mut eval,
+            8,
+            &config,
+            "tiny",
+            Some(&sharded),
+            Shard::new(0, count).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("complete"), "{err}");
+    }
+
+    // Shards of a phase merged onto a checkpoint they do not build on are refused.
+    let fresh = dir.path().join("fresh.json");
+    let shards: Vec<_> = (0..2)
+        .map(|i| {
+            greedy_phase_shard(
+                &mut eval,
+                8,
+                &config,
+                "tiny",
+                Some(&fresh),
+                Shard::new(i, 2).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let done = dir.path().join("sharded-4.json");
+    let err = merge_phase_shards(&shards, &done).unwrap_err().to_string();
+    assert!(err.contains("build on phase 0"), "{err}");
+    // Shards of another search are refused.
+    let mut other = shards.clone();
+    other[1].label = "other".into();
+    let err = merge_phase_shards(&other, &fresh).unwrap_err().to_string();
+    assert!(err.contains("another search"), "{err}");
+}

@@ -2,7 +2,7 @@
 
 use burn::prelude::Backend;
 use pudding_candidates::baselines::{
-    shortened_llama_ppl, shortened_llama_taylor, shortgpt_block_influence,
+    baseline_pool, shortened_llama_ppl, shortened_llama_taylor, shortgpt_block_influence,
 };
 use pudding_candidates::calibration::samples_from_texts;
 use pudding_candidates::greedy::PrefixCacheEvaluator;
@@ -384,12 +384,12 @@ pub fn baseline_command<B: Backend>(
     };
     let texts = calibration_texts(calib)?;
     let start = std::time::Instant::now();
-    let (set, provenance) = match method {
+    let pool = match method {
         "sleb" => {
             let bar = phase_bar();
             bar.set_prefix("sleb");
             // Resumable: each finished phase is kept next to the output.
-            let checkpoint = out.with_extension("sleb-checkpoint.json");
+            let checkpoint = crate::shard_commands::sleb_checkpoint(out);
             let r = sleb(
                 lm,
                 &texts,
@@ -402,14 +402,19 @@ pub fn baseline_command<B: Backend>(
                 },
             )?;
             bar.finish_and_clear();
-            let prov = provenance("sleb", None, LossKind::Perplexity, calib, &r);
-            (r.set, prov)
+            let provenance = provenance("sleb", None, LossKind::Perplexity, calib, &r);
+            CandidatePool::new(
+                lm.fingerprint().clone(),
+                vec![Candidate {
+                    set: r.set,
+                    provenance,
+                }],
+            )?
         }
         "shortgpt" => {
             let samples = samples_from_texts(lm, &texts, CALIBRATION_TEXT_TOKENS)?;
             let r = shortgpt_block_influence(lm, &samples, &config)?;
-            let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
-            (r.set, prov)
+            baseline_pool(lm.fingerprint(), r, calib)?
         }
         "shortened-ppl" => {
             let samples = samples_from_texts(lm, &texts, CALIBRATION_TEXT_TOKENS)?;
@@ -419,8 +424,7 @@ pub fn baseline_command<B: Backend>(
                 kind: LossKind::Perplexity,
             };
             let r = shortened_llama_ppl(&mut evaluator, lm.n_blocks(), &config)?;
-            let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
-            (r.set, prov)
+            baseline_pool(lm.fingerprint(), r, calib)?
         }
         "taylor" => {
             // Each text as the model reads it: the prefix token, then the passage.
@@ -437,8 +441,7 @@ pub fn baseline_command<B: Backend>(
                 .into_autodiff::<burn::backend::Autodiff<B>>()
                 .map_blocks(|b| b.map_params(&mut |t| t.require_grad(), &mut |t| t.require_grad()));
             let r = shortened_llama_taylor(&tracked, &texts, &config)?;
-            let prov = serde_json::json!({"method": r.method, "calib": calib, "scores": r.scores});
-            (r.set, prov)
+            baseline_pool(lm.fingerprint(), r, calib)?
         }
         other => {
             return Err(format!(
@@ -447,10 +450,6 @@ pub fn baseline_command<B: Backend>(
             .into())
         }
     };
-    let pool = CandidatePool::new(
-        lm.fingerprint().clone(),
-        vec![Candidate { set, provenance }],
-    )?;
     pool.save(out)?;
     println!(
         "{method}: skip {} ({:.0} s) -> {}",

@@ -8,6 +8,7 @@ pub mod export_command;
 pub mod reproduce;
 pub mod router_commands;
 pub mod shape_bench;
+pub mod shard_commands;
 pub mod sharding;
 
 /// Every binary built on this crate (the CLI, the examples, their tests) counts allocations,

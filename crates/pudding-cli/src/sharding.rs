@@ -6,6 +6,8 @@
 //! directory `eval/pool` -> `eval/pool.shard-0-of-4/`. The shards of one job are found
 //! again from `OUT` alone, so a Slurm array's merge step needs only the job's `--out`.
 
+use pudding_candidates::baselines::{merge_baseline_shards, BaselineShard};
+use pudding_candidates::greedy::{merge_phase_shards, PhaseShard};
 use pudding_candidates::pool::{merge_pool_shards, PoolShard};
 use pudding_core::{io, CoreError, Shard};
 use pudding_eval::merge::merge_shards;
@@ -227,30 +229,80 @@ fn json_files(dir: &Path) -> Result<Vec<String>, CoreError> {
     Ok(names)
 }
 
-/// Whether a shard file holds a candidate-pool shard (`pudding candidates --shard`) rather
-/// than evaluation results.
-fn is_pool_shard(path: &Path) -> Result<bool, ShardMergeError> {
-    let value: serde_json::Value = io::read_json(path)?;
-    Ok(value.get("job").is_some() && value.get("pool").is_some())
+/// What a shard file holds, told apart by its fields.
+enum ShardFileKind {
+    /// A candidate-pool shard (`pudding candidates --shard`).
+    Pool,
+    /// A share of one greedy phase's trials (`--step-shard`).
+    Phase,
+    /// A one-shot baseline's statistics (`pudding baseline --shard`).
+    Baseline,
+    /// Evaluation results (`pudding eval --shard`).
+    Eval,
 }
 
-/// Merges shard results files (or candidate-pool shards, with the pool's report and plot)
-/// into `out`.
+fn shard_file_kind(path: &Path) -> Result<ShardFileKind, ShardMergeError> {
+    let value: serde_json::Value = io::read_json(path)?;
+    let has = |key: &str| value.get(key).is_some();
+    Ok(if has("job") && has("pool") {
+        ShardFileKind::Pool
+    } else if has("trials") && has("steps") {
+        ShardFileKind::Phase
+    } else if has("statistics") {
+        ShardFileKind::Baseline
+    } else {
+        ShardFileKind::Eval
+    })
+}
+
+/// Merges shard results files (or candidate-pool shards, with the pool's report and plot;
+/// or a baseline's statistics into its pool; or one greedy phase's trials into the search's
+/// checkpoint) into `out`.
 fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<(), ShardMergeError> {
-    if is_pool_shard(&inputs[0])? {
-        let shards: Vec<PoolShard> = inputs
-            .iter()
-            .map(|p| io::read_json(p))
-            .collect::<Result<_, _>>()?;
-        let pool = merge_pool_shards(&shards).map_err(|e| ShardMergeError::Pool {
-            context: format!("merging into {}", out.display()),
+    let read_all = |inputs: &[PathBuf]| -> Result<Vec<serde_json::Value>, CoreError> {
+        inputs.iter().map(|p| io::read_json(p)).collect()
+    };
+    let pool_error = |what: &str| {
+        let context = format!("{what} {}", out.display());
+        move |e: Box<dyn std::error::Error>| ShardMergeError::Pool {
+            context: context.clone(),
             reason: e.to_string(),
-        })?;
-        crate::commands::save_pool_with_report(&pool, out).map_err(|e| ShardMergeError::Pool {
-            context: format!("writing {}", out.display()),
-            reason: e.to_string(),
-        })?;
-        return Ok(());
+        }
+    };
+    match shard_file_kind(&inputs[0])? {
+        ShardFileKind::Pool => {
+            let shards: Vec<PoolShard> = typed(read_all(inputs)?, inputs)?;
+            let pool =
+                merge_pool_shards(&shards).map_err(|e| pool_error("merging into")(e.into()))?;
+            crate::commands::save_pool_with_report(&pool, out).map_err(pool_error("writing"))?;
+            return Ok(());
+        }
+        ShardFileKind::Baseline => {
+            let shards: Vec<BaselineShard> = typed(read_all(inputs)?, inputs)?;
+            let pool =
+                merge_baseline_shards(&shards).map_err(|e| pool_error("merging into")(e.into()))?;
+            pool.save(out)?;
+            return Ok(());
+        }
+        ShardFileKind::Phase => {
+            let shards: Vec<PhaseShard> = typed(read_all(inputs)?, inputs)?;
+            let merged = merge_phase_shards(&shards, out).map_err(|e| ShardMergeError::Pool {
+                context: format!("merging a greedy phase into {}", out.display()),
+                reason: e.to_string(),
+            })?;
+            println!(
+                "phase {}/{}: block {} goes (loss {:.4})",
+                merged.phase, merged.phases, merged.step.block, merged.step.loss
+            );
+            if merged.phase == merged.phases {
+                println!(
+                    "the search is complete: run its command once more without \
+                     --step-shard to write its output from this checkpoint"
+                );
+            }
+            return Ok(());
+        }
+        ShardFileKind::Eval => {}
     }
     let reports: Vec<EvalReport> = inputs
         .iter()
@@ -262,6 +314,25 @@ fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<(), ShardMergeError> {
     })?;
     io::write_json_atomic(out, &merged)?;
     Ok(())
+}
+
+/// The shard files' JSON values as `T`, naming the file that is not one.
+fn typed<T: serde::de::DeserializeOwned>(
+    values: Vec<serde_json::Value>,
+    inputs: &[PathBuf],
+) -> Result<Vec<T>, ShardMergeError> {
+    values
+        .into_iter()
+        .zip(inputs)
+        .map(|(v, path)| {
+            serde_json::from_value(v).map_err(|e| {
+                ShardMergeError::Core(CoreError::Json {
+                    path: path.clone(),
+                    source: e,
+                })
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

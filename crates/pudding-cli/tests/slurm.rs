@@ -1,7 +1,8 @@
 //! Sharded jobs on a real one-node Slurm cluster (Debian's slurmctld and slurmd, installed
 //! by `scripts/slurm/local-cluster.sh install` when missing, started in a temporary
 //! directory and stopped by PID at the end, also when the test fails): the real `pudding`
-//! binary runs as arrays (eval, labels, candidates) through `scripts/slurm/submit.sh` on
+//! binary runs as arrays (eval, labels, candidates) through `scripts/slurm/submit.sh`, and
+//! one greedy search phase by phase through `scripts/slurm/search.sh`, on
 //! real SmolLM2 and real task data, and the merged outputs are compared byte for byte with
 //! one process's.
 
@@ -206,6 +207,60 @@ fn sharded_eval_labels_and_candidates_on_a_slurm_array_merge_into_one_process_ou
             "pool.{ext}"
         );
     }
+    // One search spread over three workers: per phase an array scores a third of the
+    // trials and a merge job adds the phase to the checkpoint; the last job writes the
+    // pool. Checkpoint and pool equal one process's, byte for byte.
+    let search_args = |checkpoints: &str, out: &str| {
+        [
+            "candidates",
+            "--model",
+            model,
+            "--tasks",
+            "arc_easy",
+            "--losses",
+            "tl",
+            "-k",
+            "2",
+            "--calib",
+            "2",
+            "--checkpoints",
+            checkpoints,
+            "--out",
+            out,
+        ]
+        .map(String::from)
+    };
+    let ckpt = w("ckpt");
+    let spread = cluster
+        .command(scripts().join("search.sh"), work.path())
+        .args(["--shards", "3", "--rounds", "2", "--wait", "--checkpoint"])
+        .arg(Path::new(&ckpt).join("arc_easy-tl-k2.json"))
+        .arg("--")
+        .args(search_args(&ckpt, &w("search.json")))
+        .output()
+        .unwrap();
+    assert!(
+        spread.status.success(),
+        "search.sh failed: {}{}",
+        String::from_utf8_lossy(&spread.stdout),
+        String::from_utf8_lossy(&spread.stderr)
+    );
+    let single_args = search_args(&w("ckpt-single"), &w("search-single.json"));
+    let single_args: Vec<&str> = single_args.iter().map(String::as_str).collect();
+    pudding(&single_args);
+    assert_eq!(
+        std::fs::read(Path::new(&ckpt).join("arc_easy-tl-k2.json")).unwrap(),
+        std::fs::read(work.path().join("ckpt-single/arc_easy-tl-k2.json")).unwrap(),
+        "checkpoint"
+    );
+    for ext in ["json", "md", "svg"] {
+        assert_eq!(
+            std::fs::read(w(&format!("search.{ext}"))).unwrap(),
+            std::fs::read(w(&format!("search-single.{ext}"))).unwrap(),
+            "search.{ext}"
+        );
+    }
+
     // Four searches cannot be split five ways: shard 0/5 would run none.
     let too_many = Command::new(env!("CARGO_BIN_EXE_pudding"))
         .args(candidates_args)

@@ -1,6 +1,7 @@
 //! `pudding baseline`.
 
 use super::prelude::*;
+use pudding_cli::shard_commands;
 
 /// The arguments of `pudding baseline` (its help is the subcommand's doc).
 #[derive(Args)]
@@ -19,6 +20,18 @@ pub(super) struct BaselineArgs {
     /// Output pool (JSON).
     #[arg(long)]
     out: PathBuf,
+    /// Compute only shard I of N (0-based) of the calibration statistics of shortgpt (the
+    /// passages, by position) or shortened-ppl (the unprotected blocks, by position), into
+    /// `--out` tagged `shard-I-of-N`; `pudding merge --out OUT` writes the pool one
+    /// process writes. (SLEB: use --step-shard; Taylor+ is not sharded.)
+    #[arg(long, value_name = "I/N", conflicts_with = "step_shard")]
+    shard: Option<pudding_core::Shard>,
+    /// SLEB only: score shard I of N (0-based) of the trials of the search's next phase,
+    /// resuming from its checkpoint (`--out` with the extension `sleb-checkpoint.json`),
+    /// into that checkpoint tagged `shard-I-of-N`. `pudding merge --out CHECKPOINT` adds
+    /// the phase to the checkpoint; after k rounds, run without the flag to write `--out`.
+    #[arg(long, value_name = "I/N")]
+    step_shard: Option<pudding_core::Shard>,
 }
 
 /// `--method`.
@@ -55,8 +68,29 @@ pub(super) fn run(args: BaselineArgs, ctx: &Context) -> Result<(), CliError> {
         k,
         calib,
         out,
+        shard,
+        step_shard,
     } = args;
+    if step_shard.is_some() && !matches!(method, BaselineMethod::Sleb) {
+        return Err(CliError::Usage(format!(
+            "--step-shard spreads the phases of a greedy search: only --method sleb has them \
+             (shard {} with --shard)",
+            method.name()
+        )));
+    }
     let lm = load(model, exact, decode)?;
-    pudding_cli::commands::baseline_command(&lm, method.name(), k, calib, &out).map_err(stage)?;
+    let method = method.name();
+    match (shard, step_shard) {
+        (Some(shard), _) => {
+            shard_commands::baseline_shard_command(&lm, method, k, calib, &out, shard).map(drop)
+        }
+        (None, Some(shard)) => {
+            shard_commands::sleb_step_shard_command(&lm, k, calib, &out, shard).map(drop)
+        }
+        (None, None) => {
+            pudding_cli::commands::baseline_command(&lm, method, k, calib, &out).map(drop)
+        }
+    }
+    .map_err(stage)?;
     Ok(())
 }

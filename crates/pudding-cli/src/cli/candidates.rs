@@ -32,8 +32,15 @@ pub(super) struct CandidatesArgs {
     /// order, each with every loss; N at most the number of searches). Writes `--out`
     /// tagged `shard-I-of-N` (`pool.json` -> `pool.shard-0-of-4.json`); `pudding merge
     /// --out OUT` joins the shards into the pool, report and plot one process writes.
-    #[arg(long, value_name = "I/N")]
+    #[arg(long, value_name = "I/N", conflicts_with = "step_shard")]
     shard: Option<pudding_core::Shard>,
+    /// For a job of one search (one task, one loss): score only shard I of N (0-based) of
+    /// the trials of the search's next greedy phase, resuming from its checkpoint in
+    /// `--checkpoints` (required), into that checkpoint tagged `shard-I-of-N`. `pudding
+    /// merge --out CHECKPOINT` adds the phase; after k rounds, run without the flag to
+    /// write `--out`.
+    #[arg(long, value_name = "I/N", requires = "checkpoints")]
+    step_shard: Option<pudding_core::Shard>,
 }
 
 /// Runs `pudding candidates`.
@@ -48,10 +55,31 @@ pub(super) fn run(args: CandidatesArgs, ctx: &Context) -> Result<(), CliError> {
         out,
         checkpoints,
         shard,
+        step_shard,
     } = args;
-    let lm = load(model, exact, decode)?;
     let job = pudding_cli::commands::search_job(&tasks, &losses, k, calib).map_err(stage)?;
-    pudding_cli::commands::candidates_command(&lm, &job, shard, &out, checkpoints.as_deref())
-        .map_err(stage)?;
+    if step_shard.is_some() && job.searches() != 1 {
+        return Err(CliError::Usage(format!(
+            "--step-shard spreads the trials of one search, but --tasks and --losses make {}: \
+             give one task and one loss, or split the searches with --shard",
+            job.searches()
+        )));
+    }
+    let lm = load(model, exact, decode)?;
+    match (step_shard, checkpoints.as_deref()) {
+        (Some(shard), Some(dir)) => {
+            pudding_cli::shard_commands::candidates_step_shard_command(&lm, &job, dir, shard)
+                .map(drop)
+        }
+        _ => pudding_cli::commands::candidates_command(
+            &lm,
+            &job,
+            shard,
+            &out,
+            checkpoints.as_deref(),
+        )
+        .map(drop),
+    }
+    .map_err(stage)?;
     Ok(())
 }
