@@ -258,3 +258,108 @@ fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>
     walk(dir, dir, &mut out);
     out
 }
+
+/// A results file's text with each recorded `"seconds"` value set to 0: wall-clock times
+/// are the only bytes in which two runs of the same evaluation differ.
+fn without_seconds(text: &str) -> String {
+    let key = "\"seconds\": ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(key) {
+        out.push_str(&rest[..at + key.len()]);
+        out.push('0');
+        rest = rest[at + key.len()..].trim_start_matches(|c: char| {
+            c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')
+        });
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn staged_and_sharded_reproduce_writes_what_one_process_writes() {
+    use pudding_cli::reproduce::{merge_stage, run_stage, Stage};
+    use pudding_core::Shard;
+    let spec = TinyLlamaSpec {
+        n_blocks: 6,
+        context: 512,
+        ..Default::default()
+    };
+    let (_model_dir, lm) = load_tiny_llama::<CpuBackend>(&spec).unwrap();
+    let cfg = |out: &std::path::Path| ReproduceConfig {
+        out: out.to_path_buf(),
+        ks: vec![1],
+        calib_tasks: vec![TaskName::ArcEasy, TaskName::Piqa],
+        losses: "tl,tld".into(),
+        calib: 2,
+        baseline_calib: 2,
+        baselines: vec!["shortgpt".into(), "shortened-ppl".into()],
+        label_rows: 4,
+        router_epochs: 2,
+        router_encoder_layers: Some(1),
+        eval_tasks: vec![TaskName::ArcEasy, TaskName::BoolQ],
+        unseen_tasks: vec![TaskName::SciQ],
+        eval_limit: Some(3),
+        unseen_limit: Some(2),
+        eval_jobs: 1,
+        bench_repeats: 0,
+        report_dir: None,
+    };
+    let one = tempfile::tempdir().unwrap();
+    let staged = tempfile::tempdir().unwrap();
+    reproduce(&lm, &cfg(one.path())).unwrap();
+
+    // As the cluster driver chains them: 3 shards each of pools (4 searches) and baselines
+    // (2 runs: one shard has none), a merge, labels and evaluation, a merge, the routers,
+    // then the whole command, which finds every output and writes the report.
+    let c = cfg(staged.path());
+    let three = |stage: Stage| {
+        for i in 0..3 {
+            run_stage(&lm, &c, stage, Some(Shard::new(i, 3).unwrap())).unwrap();
+        }
+    };
+    three(Stage::Pools);
+    three(Stage::Baselines);
+    merge_stage(&c).unwrap();
+    three(Stage::Labels);
+    three(Stage::Eval);
+    merge_stage(&c).unwrap();
+    assert!(run_stage(&lm, &c, Stage::Routers, Some(Shard::new(0, 2).unwrap())).is_err());
+    run_stage(&lm, &c, Stage::Routers, None).unwrap();
+    reproduce(&lm, &c).unwrap();
+
+    let files = |dir: &std::path::Path| {
+        let mut all = snapshot(dir);
+        for name in [
+            "E2E.md",
+            "e2e.json",
+            "accuracy-vs-k.svg",
+            "omission-heatmap-k1.svg",
+        ] {
+            all.insert(name.into(), std::fs::read(dir.join(name)).unwrap());
+        }
+        all.retain(|name, _| !name.contains(".shard-"));
+        all
+    };
+    let (a, b) = (files(one.path()), files(staged.path()));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.contains_key("eval/paper/dense.json") && a.contains_key("labels-k1.jsonl"));
+    for (name, bytes) in &a {
+        let (x, y) = (
+            String::from_utf8_lossy(bytes),
+            String::from_utf8_lossy(&b[name]),
+        );
+        if name.starts_with("eval/") {
+            assert_eq!(without_seconds(&x), without_seconds(&y), "{name}");
+        } else {
+            assert!(x == y, "{name} differs:\n{x}\n---\n{y}");
+        }
+    }
+
+    // Out of order, a stage names the one to run first.
+    let early = tempfile::tempdir().unwrap();
+    let err = run_stage(&lm, &cfg(early.path()), Stage::Labels, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("run the pools stage"), "{err}");
+}

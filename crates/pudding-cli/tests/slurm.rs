@@ -2,7 +2,8 @@
 //! by `scripts/slurm/local-cluster.sh install` when missing, started in a temporary
 //! directory and stopped by PID at the end, also when the test fails): the real `pudding`
 //! binary runs as arrays (eval, labels, candidates) through `scripts/slurm/submit.sh`, and
-//! one greedy search phase by phase through `scripts/slurm/search.sh`, on
+//! one greedy search phase by phase through `scripts/slurm/search.sh`, and `pudding
+//! reproduce` as chained arrays of its stages through `scripts/slurm/reproduce.sh`, on
 //! real SmolLM2 and real task data, and the merged outputs are compared byte for byte with
 //! one process's.
 
@@ -103,6 +104,31 @@ fn json_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Every file under `dir` but the shard outputs, by path relative to `dir`.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<String, PathBuf> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.contains(".shard-") {
+                continue;
+            }
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.insert(rel, path);
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -259,6 +285,77 @@ fn sharded_eval_labels_and_candidates_on_a_slurm_array_merge_into_one_process_ou
             std::fs::read(w(&format!("search-single.{ext}"))).unwrap(),
             "search.{ext}"
         );
+    }
+
+    // `pudding reproduce` as chained arrays of its stages (3 shards each) equals one
+    // process's run: every pool, baseline, label, router, evaluation and report file.
+    let reproduce_args = |out: &str| {
+        [
+            "reproduce",
+            "--model",
+            model,
+            "--out",
+            out,
+            "-k",
+            "1",
+            "--calib-tasks",
+            "arc_easy,piqa",
+            "--losses",
+            "tl",
+            "--calib",
+            "2",
+            "--baselines",
+            "shortgpt",
+            "--baseline-calib",
+            "2",
+            "--label-rows",
+            "3",
+            "--router-epochs",
+            "2",
+            "--encoder-layers",
+            "1",
+            "--tasks",
+            "arc_easy",
+            "--unseen",
+            "piqa",
+            "--limit",
+            "4",
+            "--unseen-limit",
+            "2",
+            "--bench-repeats",
+            "0",
+        ]
+        .map(String::from)
+    };
+    let staged = cluster
+        .command(scripts().join("reproduce.sh"), work.path())
+        .args(["--shards", "3", "--wait", "--"])
+        .args(&reproduce_args(&w("repro"))[1..])
+        .output()
+        .unwrap();
+    assert!(
+        staged.status.success(),
+        "reproduce.sh failed: {}{}",
+        String::from_utf8_lossy(&staged.stdout),
+        String::from_utf8_lossy(&staged.stderr)
+    );
+    let single_args = reproduce_args(&w("repro-single"));
+    pudding(&single_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (a, b) = (
+        files_under(&work.path().join("repro-single")),
+        files_under(&work.path().join("repro")),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.contains_key("E2E.md") && a.contains_key("router-k1/router.json"));
+    for (name, path) in &a {
+        if name.starts_with("eval/") {
+            assert_eq!(without_times(path), without_times(&b[name]), "{name}");
+        } else {
+            assert!(
+                std::fs::read(path).unwrap() == std::fs::read(&b[name]).unwrap(),
+                "{name} differs"
+            );
+        }
     }
 
     // Four searches cannot be split five ways: shard 0/5 would run none.

@@ -81,10 +81,17 @@ impl ItemResult {
 /// A mean with its standard error.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
-    /// Mean over items (0..1).
+    /// Mean over items (0..1); NaN with no items (a shard that got none of a task's items),
+    /// which JSON holds as `null`.
+    #[serde(deserialize_with = "nan_from_null")]
     pub mean: f64,
     /// lm-eval's standard error of the mean (None below two items).
     pub stderr: Option<f64>,
+}
+
+/// Reads a number written by serde_json, which writes NaN as `null`, back as NaN.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// Results of one task split.
@@ -781,4 +788,23 @@ pub fn markdown_table(reports: &[EvalReport]) -> String {
         out.push_str(&format!(" {:.2} |\n", r.average() * 100.0));
     }
     out
+}
+
+#[cfg(test)]
+mod stat_tests {
+    use super::Stat;
+
+    #[test]
+    fn the_mean_of_no_items_survives_a_json_round_trip() {
+        let empty = Stat {
+            mean: f64::NAN,
+            stderr: None,
+        };
+        let text = serde_json::to_string(&empty).unwrap();
+        assert_eq!(text, r#"{"mean":null,"stderr":null}"#);
+        let back: Stat = serde_json::from_str(&text).unwrap();
+        assert!(back.mean.is_nan() && back.stderr.is_none());
+        let full: Stat = serde_json::from_str(r#"{"mean":0.5,"stderr":0.1}"#).unwrap();
+        assert_eq!((full.mean, full.stderr), (0.5, Some(0.1)));
+    }
 }

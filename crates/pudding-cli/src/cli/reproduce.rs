@@ -62,6 +62,15 @@ pub(super) struct ReproduceArgs {
     /// a report on the full splits of some tasks beside the committed one.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Run only this stage (for a cluster: scripts/slurm/reproduce.sh chains them); without
+    /// it, every stage runs and the report is written.
+    #[arg(long, value_enum)]
+    stage: Option<pudding_cli::reproduce::Stage>,
+    /// With --stage pools, baselines, labels or eval: run only shard I of N (0-based) of
+    /// it (the searches, the baseline runs, the labelled rows, the evaluated items, each by
+    /// position); `--stage merge` then joins the shards.
+    #[arg(long, value_name = "I/N", requires = "stage")]
+    shard: Option<pudding_core::Shard>,
 }
 
 /// Runs `pudding reproduce`.
@@ -86,6 +95,8 @@ pub(super) fn run(args: ReproduceArgs, ctx: &Context) -> Result<(), CliError> {
         jobs,
         bench_repeats,
         report,
+        stage: stage_arg,
+        shard,
     } = args;
     let bad = CliError::Usage;
     let parse = |t: &str| {
@@ -100,7 +111,6 @@ pub(super) fn run(args: ReproduceArgs, ctx: &Context) -> Result<(), CliError> {
         .map(|v| at_least_one(v.trim()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("-k: {e}")))?;
-    let lm = load(model, exact, decode)?;
     let config = pudding_cli::reproduce::ReproduceConfig {
         out,
         ks,
@@ -124,6 +134,25 @@ pub(super) fn run(args: ReproduceArgs, ctx: &Context) -> Result<(), CliError> {
         bench_repeats,
         report_dir: report,
     };
-    pudding_cli::reproduce::reproduce(&lm, &config).map_err(stage)?;
+    use pudding_cli::reproduce::Stage;
+    if let (Some(which @ (Stage::Merge | Stage::Routers)), Some(_)) = (stage_arg, shard) {
+        return Err(bad(format!(
+            "the {which:?} stage is not sharded: run it without --shard"
+        )));
+    }
+    match stage_arg {
+        // The merge reads and writes files only: no model to load.
+        Some(Stage::Merge) => pudding_cli::reproduce::merge_stage(&config).map_err(stage)?,
+        Some(which) => {
+            let lm = load(model, exact, decode)?;
+            pudding_cli::reproduce::run_stage(&lm, &config, which, shard).map_err(stage)?
+        }
+        None => {
+            let lm = load(model, exact, decode)?;
+            pudding_cli::reproduce::reproduce(&lm, &config)
+                .map_err(stage)
+                .map(drop)?
+        }
+    }
     Ok(())
 }

@@ -10,8 +10,7 @@
 //! at a fraction of the cost. Every step is skipped when its output exists and every
 //! evaluation resumes from its partial file.
 
-use crate::commands::{baseline_command, candidates_command, run_eval_sets_command, search_job};
-use crate::router_commands::{labels_command, load_router, train_router_command};
+use crate::router_commands::load_router;
 use burn::prelude::Backend;
 use pudding_core::{CandidatePool, OmissionSet, SkippableLm};
 use pudding_eval::bench::{median, run_bench, BenchConfig, BenchReport};
@@ -20,6 +19,9 @@ use pudding_eval::scorer::tokenize_request;
 use pudding_eval::tasks::{limit_items, load_task, TaskItem, TaskName};
 use pudding_models::LlamaLm;
 use serde::{Deserialize, Serialize};
+mod stages;
+
+pub use stages::{merge_stage, run_stage, Stage};
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;
@@ -296,94 +298,15 @@ pub fn reproduce<B: Backend>(
     }
     let out = &cfg.out;
     std::fs::create_dir_all(out.join("eval"))?;
-    let mut pools = BTreeMap::new();
-    let mut baselines: BTreeMap<(usize, String), OmissionSet> = BTreeMap::new();
-    for &k in &cfg.ks {
-        let pool_path = out.join(format!("pool-k{k}.json"));
-        if !pool_path.exists() {
-            step(&format!("candidate pool, k = {k}"));
-            let job = search_job(&task_list(&cfg.calib_tasks), &cfg.losses, k, cfg.calib)?;
-            candidates_command(lm, &job, None, &pool_path, Some(&out.join("checkpoints")))?;
-        }
-        let pool = CandidatePool::load(&pool_path)?;
-        pool.check_model(lm.fingerprint())?;
-        for name in &cfg.baselines {
-            let path = out.join(format!("baseline-{name}-k{k}.json"));
-            if !path.exists() {
-                step(&format!("baseline {name}, k = {k}"));
-                baseline_command(lm, name, k, cfg.baseline_calib, &path)?;
-            }
-            let b = CandidatePool::load(&path)?;
-            b.check_model(lm.fingerprint())?;
-            baselines.insert((k, name.clone()), b.candidates[0].set.clone());
-        }
-        let labels = out.join(format!("labels-k{k}.jsonl"));
-        let router_dir = out.join(format!("router-k{k}"));
-        if !router_dir.join("router.json").exists() {
-            step(&format!("router labels, k = {k}"));
-            labels_command(
-                lm,
-                &pool_path,
-                &task_list(&cfg.calib_tasks),
-                (cfg.label_rows, cfg.calib),
-                "prompt",
-                None,
-                &labels,
-            )?;
-            step(&format!("router training, k = {k}"));
-            train_router_command(
-                &pool_path,
-                &labels,
-                &router_dir,
-                &pudding_router::config::TrainConfig {
-                    epochs: cfg.router_epochs,
-                    seed: 42,
-                    ..Default::default()
-                },
-                cfg.router_encoder_layers,
-            )?;
-        }
-        pools.insert(k, pool);
-    }
-
-    // Every distinct set, evaluated once on the paper tasks and once on the unseen ones.
-    let mut sets = vec![OmissionSet::dense(lm.n_blocks())?];
-    sets.extend(baselines.values().cloned());
-    for pool in pools.values() {
-        sets.extend(pool.candidates.iter().map(|c| c.set.clone()));
-    }
-    sets.sort_by_key(|s| (s.len(), s.blocks().to_vec()));
-    sets.dedup();
-    let groups = [
-        ("paper", &cfg.eval_tasks, cfg.eval_limit),
-        ("unseen", &cfg.unseen_tasks, cfg.unseen_limit),
-    ];
+    let pools: BTreeMap<usize, CandidatePool> = stages::pools(lm, cfg, None)?.into_iter().collect();
+    let baselines: BTreeMap<(usize, String), OmissionSet> =
+        stages::baselines(lm, cfg, None)?.into_iter().collect();
+    stages::run_stage(lm, cfg, Stage::Labels, None)?;
+    stages::run_stage(lm, cfg, Stage::Routers, None)?;
+    let groups = stages::groups(cfg);
     let mut results: BTreeMap<(&str, String), Outcomes> = BTreeMap::new();
-    for (group, tasks, limit) in groups {
-        if tasks.is_empty() {
-            continue;
-        }
-        std::fs::create_dir_all(out.join("eval").join(group))?;
-        let paths: Vec<PathBuf> = sets
-            .iter()
-            .map(|set| {
-                out.join("eval")
-                    .join(group)
-                    .join(format!("{}.json", set_label(set)))
-            })
-            .collect();
-        step(&format!(
-            "evaluate {} omission sets in one pass on the {group} tasks",
-            sets.len()
-        ));
-        let reports = run_eval_sets_command(
-            lm,
-            &sets,
-            crate::commands::ItemSelection::new(&task_list(tasks), limit),
-            cfg.eval_jobs,
-            &paths,
-        )?;
-        for (set, report) in sets.iter().zip(&reports) {
+    for (group, reports) in stages::evaluate(lm, cfg, None)? {
+        for (set, report) in &reports {
             results.insert((group, set_label(set)), outcomes(report));
         }
     }
