@@ -1,8 +1,9 @@
 #!/bin/bash
 # A throw-away one-node Slurm cluster on this machine, for tests and for trying the
-# scripts here without a real cluster (Debian's slurmctld, slurmd and slurm-client;
-# run as root; no systemd, cgroups or munge needed: auth/none, which authenticates
-# nobody, so never use it beyond a test machine).
+# scripts here without a real cluster (Debian's slurmctld, slurmd, slurm-client and
+# munge; run as root; no systemd or cgroups needed). Jobs authenticate with munge, as on
+# a real cluster, using the host's key (/etc/munge/munge.key, made by the package); a
+# munged already running is used and left running, one started here is stopped by stop.
 #
 #   scripts/slurm/local-cluster.sh install      # apt-get the packages if missing
 #   scripts/slurm/local-cluster.sh start DIR    # config, state and logs in DIR
@@ -12,21 +13,32 @@ set -euo pipefail
 cmd="${1:-}"
 case "$cmd" in
   install)
-    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null; then
+    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+      && command -v sbatch >/dev/null && [ -x /usr/sbin/munged ]; then
       exit 0
     fi
     if [ "$(id -u)" != 0 ]; then
-      echo "Slurm is not installed and installing it needs root: apt-get install slurmctld slurmd slurm-client" >&2
+      echo "Slurm is not installed and installing it needs root: apt-get install slurmctld slurmd slurm-client munge" >&2
       exit 1
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      slurmctld slurmd slurm-client >/dev/null
+      slurmctld slurmd slurm-client munge >/dev/null
     ;;
   start)
     dir="$(mkdir -p "${2:?usage: $0 start DIR}" && cd "$2" && pwd)"
     host="$(hostname -s)"
     mkdir -p "$dir/state" "$dir/spool"
+    # munge: the credential service every Slurm daemon and client authenticates with.
+    if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+      mkdir -p /run/munge && chown munge:munge /run/munge
+      runuser -u munge -- /usr/sbin/munged
+      cp /run/munge/munged.pid "$dir/munged.pid"
+      if ! munge -n </dev/null | unmunge >/dev/null; then
+        echo "munged started but does not authenticate; see /var/log/munge/munged.log" >&2
+        exit 1
+      fi
+    fi
     # The node line from slurmd -C (this host's real CPUs and memory: a larger
     # RealMemory would make the node invalid).
     node="$(slurmd -C | grep '^NodeName=' | sed 's/ UpTime=.*//')"
@@ -35,8 +47,8 @@ ClusterName=pudding-test
 SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
-AuthType=auth/none
-CredType=cred/none
+AuthType=auth/munge
+CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -75,7 +87,7 @@ CONF
     ;;
   stop)
     dir="${2:?usage: $0 stop DIR}"
-    for f in d.pid ctld.pid; do
+    for f in d.pid ctld.pid munged.pid; do
       if [ -f "$dir/$f" ]; then
         pid="$(cat "$dir/$f")"
         kill "$pid" 2>/dev/null || true

@@ -5,7 +5,8 @@ use super::prelude::*;
 /// The arguments of `pudding merge` (its help is the subcommand's doc).
 #[derive(Args)]
 pub(super) struct MergeArgs {
-    /// The output the job would have written unsharded (the `--out` its shards were given).
+    /// The output the job would have written unsharded (the `--out` its shards were given;
+    /// for step shards, the search's checkpoint).
     #[arg(long)]
     out: PathBuf,
     /// The shard outputs to join (default: every `OUT` tagged `shard-I-of-N` next to it).

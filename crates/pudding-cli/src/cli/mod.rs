@@ -269,9 +269,11 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Merge candidate pools of the same model (identical sets merged, provenance kept).
     MergePools(merge_pools::MergePoolsArgs),
-    /// Join the shard outputs of a sharded `eval` or `labels` (`--shard I/N`) into the
-    /// file(s) one process writes; refuses a missing, repeated or unfinished shard and
-    /// shards of another model, method, pool, split or shard count.
+    /// Join the shard outputs of a sharded `eval`, `labels`, `candidates` or `baseline`
+    /// (`--shard I/N`) into the file(s) one process writes, or the step shards of a greedy
+    /// phase (`--step-shard I/N`; OUT is the search's checkpoint) into the next
+    /// checkpoint; refuses a missing, repeated or unfinished shard and shards of another
+    /// model, method, pool, split, search, phase or shard count.
     Merge(merge::MergeArgs),
     /// Compute router training labels (resumable JSON lines) for a pool.
     Labels(labels::LabelsArgs),
