@@ -107,6 +107,70 @@ fn load_pool_and_labels(
     Ok((pool, labels))
 }
 
+/// Each labelled row's router input embedded by `encoder` (`[rows][d]`), 16 at a time.
+fn embed_rows<B: BackendTrait>(
+    encoder: &BertEncoder<B>,
+    rows: &[pudding_router::labels::LabelRow],
+) -> Result<Vec<Vec<f32>>, Box<dyn Error>> {
+    let d = encoder.config().hidden_size;
+    let mut inputs = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(16) {
+        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+        let e = pudding_models::host_values(encoder.embed(&texts, ROUTER_MAX_TOKENS)?)?;
+        inputs.extend(e.chunks(d).map(|c| c.to_vec()));
+    }
+    Ok(inputs)
+}
+
+/// `pudding learnability`: how much of the oracle's gain a router could get from the
+/// prompt at best, on a labels file's rows ([`pudding_router::learnability`]): the rows'
+/// inputs embedded by the stock encoder (its first `encoder_layers`), cross-validated.
+/// Prints a Markdown table; writes the scores and per-row picks to `out` when given.
+pub fn learnability_command(
+    labels: &Path,
+    encoder_layers: Option<usize>,
+    config: &pudding_router::learnability::LearnabilityConfig,
+    out: Option<&Path>,
+) -> Result<pudding_router::learnability::Learnability, Box<dyn Error>> {
+    config.check()?;
+    let labels = pudding_router::labels::read_labels(labels)?;
+    if labels.header.shard.is_some() {
+        return Err(
+            "this is one shard of a labels file: merge the shards first (pudding merge)".into(),
+        );
+    }
+    let device = backend::device();
+    let mut encoder = load_encoder::<Backend>(&device)?;
+    if let Some(n) = encoder_layers {
+        encoder = encoder.truncate_layers(n)?;
+    }
+    let embeddings = embed_rows(&encoder, &labels.rows)?;
+    let tasks: Vec<String> = labels.rows.iter().map(|r| r.task.clone()).collect();
+    let targets: Vec<Vec<f32>> = labels.rows.iter().map(|r| r.label.clone()).collect();
+    let report = pudding_router::learnability::learnability(&embeddings, &tasks, &targets, config)?;
+    println!(
+        "{} rows, {} candidates, {} folds (row i in fold i mod {}), {} neighbours, ridge {}",
+        report.rows, report.candidates, config.folds, config.folds, config.neighbours, config.ridge
+    );
+    println!("\n| predictor | mean label | top-1 agreement | regret | oracle gain recovered |");
+    println!("|---|---|---|---|---|");
+    for p in &report.predictors {
+        println!(
+            "| {} | {:.4} | {:.1} % | {:.4} | {} |",
+            p.predictor,
+            p.mean_label,
+            100.0 * p.top1_agreement,
+            p.regret,
+            p.recovered
+                .map_or_else(|| "n/a".to_string(), |r| format!("{:.1} %", 100.0 * r))
+        );
+    }
+    if let Some(out) = out {
+        pudding_core::io::write_json_atomic(out, &report)?;
+    }
+    Ok(report)
+}
+
 /// `pudding train-router`: embeds every labelled prompt with the frozen encoder, trains
 /// the head with `config`, writes the router directory.
 pub fn train_router_command(
@@ -123,13 +187,7 @@ pub fn train_router_command(
         encoder = encoder.truncate_layers(n)?;
     }
     let start = std::time::Instant::now();
-    let mut inputs = Vec::with_capacity(labels.rows.len());
-    for chunk in labels.rows.chunks(16) {
-        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-        let e = pudding_models::host_values(encoder.embed(&texts, ROUTER_MAX_TOKENS)?)?;
-        let d = encoder.config().hidden_size;
-        inputs.extend(e.chunks(d).map(|c| c.to_vec()));
-    }
+    let inputs = embed_rows(&encoder, &labels.rows)?;
     let embed_secs = start.elapsed().as_secs_f64();
     let targets: Vec<Vec<f32>> = labels.rows.iter().map(|r| r.label.clone()).collect();
     let start = std::time::Instant::now();

@@ -834,3 +834,61 @@ fn a_chat_template_that_doubles_a_string_stops_at_its_memory_budget() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn learnability_cross_validates_predictors_on_the_committed_labels() {
+    ensure_minilm().unwrap();
+    let labels =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/smollm2/labels-k3.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("learnability.json");
+    let text = stdout(&pudding(&[
+        "learnability",
+        "--labels",
+        labels.to_str().unwrap(),
+        "--encoder-layers",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(text.contains("| oracle | "), "{text}");
+    let report: pudding_router::learnability::Learnability =
+        pudding_core::io::read_json(&out).unwrap();
+    assert_eq!((report.rows, report.candidates), (1500, 4));
+    let names: Vec<&str> = report
+        .predictors
+        .iter()
+        .map(|p| p.predictor.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "best single candidate",
+            "per-task constant",
+            "k nearest neighbours",
+            "ridge probe",
+            "oracle"
+        ]
+    );
+    // No predictor beats the oracle, and each pick is a candidate of the pool.
+    let oracle = report.predictors[4].mean_label;
+    for p in &report.predictors {
+        assert!(
+            p.mean_label <= oracle + 1e-12 && p.regret >= -1e-12,
+            "{p:?}"
+        );
+        assert!((0.0..=1.0).contains(&p.top1_agreement));
+    }
+    assert!(report.picks.iter().flatten().all(|&c| c < 4));
+    assert_eq!(report.predictors[4].recovered, Some(1.0));
+    // A bad setting is refused with a message.
+    let bad = pudding(&[
+        "learnability",
+        "--labels",
+        labels.to_str().unwrap(),
+        "--folds",
+        "1",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("folds"));
+}

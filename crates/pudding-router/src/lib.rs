@@ -58,6 +58,7 @@ pub mod fit;
 pub mod head;
 pub mod labels;
 #[cfg(feature = "train")]
+pub mod learnability;
 pub mod learner;
 pub mod router;
 #[cfg(feature = "train")]

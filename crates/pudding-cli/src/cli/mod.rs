@@ -10,6 +10,7 @@ mod export;
 mod fetch;
 mod generate;
 mod labels;
+mod learnability;
 mod logprobs;
 mod merge;
 mod merge_pools;
@@ -279,6 +280,10 @@ enum Command {
     Labels(labels::LabelsArgs),
     /// Train a router head (frozen all-MiniLM-L6-v2 encoder) on a labels file.
     TrainRouter(train_router::TrainRouterArgs),
+    /// How much of the oracle's gain a router could get from the prompt at best, on a
+    /// labels file: cross-validated best single candidate, per-task constant, nearest
+    /// neighbours and ridge probe on the encoder's embeddings, against the oracle.
+    Learnability(learnability::LearnabilityArgs),
     /// Route a prompt with a trained router, then generate with the chosen blocks skipped.
     Route(route::RouteArgs),
     /// Write the model with some blocks removed, in the input's format (GGUF -> GGUF with
@@ -370,6 +375,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Merge(args) => merge::run(args, &ctx),
         Command::Labels(args) => labels::run(args, &ctx),
         Command::TrainRouter(args) => train_router::run(args, &ctx),
+        Command::Learnability(args) => learnability::run(args, &ctx),
         Command::Route(args) => route::run(args, &ctx),
         Command::Export(args) => export::run(args, &ctx),
         Command::Perplexity(args) => perplexity::run(args, &ctx),
