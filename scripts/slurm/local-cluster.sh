@@ -32,6 +32,12 @@ case "$cmd" in
     # munge: the credential service every Slurm daemon and client authenticates with.
     if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
       mkdir -p /run/munge && chown munge:munge /run/munge
+      if [ ! -s /etc/munge/munge.key ]; then
+        # The package makes the key on install; make one if it did not.
+        mkdir -p /etc/munge
+        dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+        chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
+      fi
       runuser -u munge -- /usr/sbin/munged
       cp /run/munge/munged.pid "$dir/munged.pid"
       if ! munge -n </dev/null | unmunge >/dev/null; then
