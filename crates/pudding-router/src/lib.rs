@@ -57,8 +57,8 @@ pub mod finetune;
 pub mod fit;
 pub mod head;
 pub mod labels;
-#[cfg(feature = "train")]
 pub mod learnability;
+#[cfg(feature = "train")]
 pub mod learner;
 pub mod router;
 #[cfg(feature = "train")]
