@@ -379,13 +379,8 @@ pub enum BaselineStatistics {
 /// and a shard whose statistics are not its share.
 pub fn merge_baseline_shards(shards: &[BaselineShard]) -> Result<CandidatePool, SearchError> {
     let bad = |m: String| SearchError::Invalid(format!("cannot merge the baseline shards: {m}"));
-    let Some(first) = shards.first() else {
-        return Err(bad("no shards given".into()));
-    };
-    let indices: Vec<Shard> = shards.iter().map(|p| p.shard).collect();
-    Shard::check_complete(&indices).map_err(|e| bad(e.to_string()))?;
-    let mut parts: Vec<&BaselineShard> = shards.iter().collect();
-    parts.sort_by_key(|p| p.shard.index);
+    let parts = Shard::in_order(shards, |p| p.shard).map_err(|e| bad(e.to_string()))?;
+    let first = parts[0];
     for p in &parts {
         if (&p.method, p.k, p.calib) != (&first.method, first.k, first.calib) {
             return Err(bad(format!(

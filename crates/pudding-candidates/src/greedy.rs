@@ -591,13 +591,8 @@ pub fn merge_phase_shards(
     checkpoint: &Path,
 ) -> Result<PhaseMerge, SearchError> {
     let bad = |m: String| SearchError::Invalid(format!("cannot merge the phase shards: {m}"));
-    let Some(first) = shards.first() else {
-        return Err(bad("no shards given".into()));
-    };
-    let indices: Vec<Shard> = shards.iter().map(|p| p.shard).collect();
-    Shard::check_complete(&indices).map_err(|e| bad(e.to_string()))?;
-    let mut parts: Vec<&PhaseShard> = shards.iter().collect();
-    parts.sort_by_key(|p| p.shard.index);
+    let parts = Shard::in_order(shards, |p| p.shard).map_err(|e| bad(e.to_string()))?;
+    let first = parts[0];
     for p in &parts {
         if p.label != first.label || p.config != first.config || p.n_blocks != first.n_blocks {
             return Err(bad(format!(

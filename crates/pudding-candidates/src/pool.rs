@@ -266,15 +266,11 @@ pub fn merge_pool_shards(shards: &[PoolShard]) -> Result<CandidatePool, SearchEr
             "cannot merge the pool shards: {m}"
         )))
     };
-    let Some(first) = shards.first() else {
-        return bad("no shards given".into());
+    let parts = match Shard::in_order(shards, |p| p.shard) {
+        Ok(parts) => parts,
+        Err(e) => return bad(e.to_string()),
     };
-    let indices: Vec<Shard> = shards.iter().map(|p| p.shard).collect();
-    if let Err(e) = Shard::check_complete(&indices) {
-        return bad(e.to_string());
-    }
-    let mut parts: Vec<&PoolShard> = shards.iter().collect();
-    parts.sort_by_key(|p| p.shard.index);
+    let first = parts[0];
     for p in &parts {
         if p.job != first.job {
             return bad(format!("shard {} is of another search job", p.shard));

@@ -241,10 +241,9 @@ enum ShardFileKind {
     Eval,
 }
 
-fn shard_file_kind(path: &Path) -> Result<ShardFileKind, ShardMergeError> {
-    let value: serde_json::Value = io::read_json(path)?;
+fn shard_file_kind(value: &serde_json::Value) -> ShardFileKind {
     let has = |key: &str| value.get(key).is_some();
-    Ok(if has("job") && has("pool") {
+    if has("job") && has("pool") {
         ShardFileKind::Pool
     } else if has("trials") && has("steps") {
         ShardFileKind::Phase
@@ -252,44 +251,42 @@ fn shard_file_kind(path: &Path) -> Result<ShardFileKind, ShardMergeError> {
         ShardFileKind::Baseline
     } else {
         ShardFileKind::Eval
-    })
+    }
+}
+
+/// Wraps a merge's error with what was being done to `out`.
+fn merge_error<E: std::fmt::Display>(what: &str, out: &Path) -> impl FnOnce(E) -> ShardMergeError {
+    let context = format!("{what} {}", out.display());
+    move |e| ShardMergeError::Pool {
+        context,
+        reason: e.to_string(),
+    }
 }
 
 /// Merges shard results files (or candidate-pool shards, with the pool's report and plot;
 /// or a baseline's statistics into its pool; or one greedy phase's trials into the search's
 /// checkpoint) into `out`.
 fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<(), ShardMergeError> {
-    let read_all = |inputs: &[PathBuf]| -> Result<Vec<serde_json::Value>, CoreError> {
-        inputs.iter().map(|p| io::read_json(p)).collect()
-    };
-    let pool_error = |what: &str| {
-        let context = format!("{what} {}", out.display());
-        move |e: Box<dyn std::error::Error>| ShardMergeError::Pool {
-            context: context.clone(),
-            reason: e.to_string(),
-        }
-    };
-    match shard_file_kind(&inputs[0])? {
+    let values: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|p| io::read_json(p))
+        .collect::<Result<_, _>>()?;
+    match shard_file_kind(&values[0]) {
         ShardFileKind::Pool => {
-            let shards: Vec<PoolShard> = typed(read_all(inputs)?, inputs)?;
-            let pool =
-                merge_pool_shards(&shards).map_err(|e| pool_error("merging into")(e.into()))?;
-            crate::commands::save_pool_with_report(&pool, out).map_err(pool_error("writing"))?;
-            return Ok(());
+            let shards: Vec<PoolShard> = typed(values, inputs)?;
+            let pool = merge_pool_shards(&shards).map_err(merge_error("merging into", out))?;
+            crate::commands::save_pool_with_report(&pool, out)
+                .map_err(merge_error("writing", out))?;
         }
         ShardFileKind::Baseline => {
-            let shards: Vec<BaselineShard> = typed(read_all(inputs)?, inputs)?;
-            let pool =
-                merge_baseline_shards(&shards).map_err(|e| pool_error("merging into")(e.into()))?;
+            let shards: Vec<BaselineShard> = typed(values, inputs)?;
+            let pool = merge_baseline_shards(&shards).map_err(merge_error("merging into", out))?;
             pool.save(out)?;
-            return Ok(());
         }
         ShardFileKind::Phase => {
-            let shards: Vec<PhaseShard> = typed(read_all(inputs)?, inputs)?;
-            let merged = merge_phase_shards(&shards, out).map_err(|e| ShardMergeError::Pool {
-                context: format!("merging a greedy phase into {}", out.display()),
-                reason: e.to_string(),
-            })?;
+            let shards: Vec<PhaseShard> = typed(values, inputs)?;
+            let merged = merge_phase_shards(&shards, out)
+                .map_err(merge_error("merging a greedy phase into", out))?;
             println!(
                 "phase {}/{}: block {} goes (loss {:.4})",
                 merged.phase, merged.phases, merged.step.block, merged.step.loss
@@ -300,19 +297,16 @@ fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<(), ShardMergeError> {
                      --step-shard to write its output from this checkpoint"
                 );
             }
-            return Ok(());
         }
-        ShardFileKind::Eval => {}
+        ShardFileKind::Eval => {
+            let reports: Vec<EvalReport> = typed(values, inputs)?;
+            let merged = merge_shards(&reports).map_err(|source| ShardMergeError::Eval {
+                context: format!("merging into {}", out.display()),
+                source: Box::new(source),
+            })?;
+            io::write_json_atomic(out, &merged)?;
+        }
     }
-    let reports: Vec<EvalReport> = inputs
-        .iter()
-        .map(|p| io::read_json(p))
-        .collect::<Result<_, _>>()?;
-    let merged = merge_shards(&reports).map_err(|source| ShardMergeError::Eval {
-        context: format!("merging into {}", out.display()),
-        source: Box::new(source),
-    })?;
-    io::write_json_atomic(out, &merged)?;
     Ok(())
 }
 

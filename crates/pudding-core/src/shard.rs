@@ -131,6 +131,16 @@ impl Shard {
         }
         Ok(())
     }
+
+    /// The shard outputs `items` (in any order) in shard order, after
+    /// [`Self::check_complete`] on their shards (`shard_of` reads an output's shard).
+    pub fn in_order<T>(items: &[T], shard_of: impl Fn(&T) -> Shard) -> Result<Vec<&T>, ShardError> {
+        let shards: Vec<Shard> = items.iter().map(&shard_of).collect();
+        Self::check_complete(&shards)?;
+        let mut ordered: Vec<&T> = items.iter().collect();
+        ordered.sort_by_key(|item| shard_of(item).index);
+        Ok(ordered)
+    }
 }
 
 impl fmt::Display for Shard {
