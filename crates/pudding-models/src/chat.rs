@@ -49,6 +49,42 @@ pub fn check_template(template: &str) -> Result<(), ModelError> {
         .map_err(template_error)
 }
 
+/// One message of a conversation: a role (`system`, `user`, `assistant`, ...) and its text.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: String,
+    /// What is said.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message of `role` saying `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Renders `template` for a conversation, ready for the assistant's answer
+/// (`add_generation_prompt`), under the limits of this module.
+pub fn render_conversation(
+    template: &str,
+    messages: &[ChatMessage],
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, ModelError> {
+    render_conversation_within(
+        template,
+        messages,
+        bos_token,
+        eos_token,
+        CHAT_TEMPLATE_MEMORY,
+    )
+}
+
 /// Renders `template` for one user message, ready for the assistant's answer.
 pub fn render_user_turn(
     template: &str,
@@ -68,11 +104,29 @@ pub fn render_user_turn_within(
     eos_token: &str,
     memory_budget: usize,
 ) -> Result<String, ModelError> {
+    render_conversation_within(
+        template,
+        &[ChatMessage::new("user", user)],
+        bos_token,
+        eos_token,
+        memory_budget,
+    )
+}
+
+/// [`render_conversation`] with a memory budget other than [`CHAT_TEMPLATE_MEMORY`].
+pub fn render_conversation_within(
+    template: &str,
+    messages: &[ChatMessage],
+    bos_token: &str,
+    eos_token: &str,
+    memory_budget: usize,
+) -> Result<String, ModelError> {
     use pudding_core::memory::{run_with_budget, BudgetError, MAX_STRANDED_BYTES};
-    let owned = [template, user, bos_token, eos_token].map(str::to_string);
+    let owned = [template, bos_token, eos_token].map(str::to_string);
+    let messages = messages.to_vec();
     let rendered = run_with_budget(memory_budget, move || {
-        let [template, user, bos_token, eos_token] = owned;
-        render_unbudgeted(&template, &user, &bos_token, &eos_token)
+        let [template, bos_token, eos_token] = owned;
+        render_unbudgeted(&template, &messages, &bos_token, &eos_token)
     });
     match rendered {
         Ok(result) => result,
@@ -88,10 +142,10 @@ pub fn render_user_turn_within(
     }
 }
 
-/// [`render_user_turn`] on the calling thread, with every limit but the memory budget.
+/// [`render_conversation`] on the calling thread, with every limit but the memory budget.
 fn render_unbudgeted(
     template: &str,
-    user: &str,
+    messages: &[ChatMessage],
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, ModelError> {
@@ -100,7 +154,10 @@ fn render_unbudgeted(
     let mut out = CappedOutput::default();
     let rendered = tmpl.render_captured_to(
         context! {
-            messages => vec![context! { role => "user", content => user }],
+            messages => messages
+                .iter()
+                .map(|m| context! { role => m.role, content => m.content })
+                .collect::<Vec<_>>(),
             add_generation_prompt => true,
             bos_token => bos_token,
             eos_token => eos_token,
@@ -158,6 +215,21 @@ mod tests {
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn renders_a_conversation_in_order() {
+        let messages = [
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi"),
+            ChatMessage::new("assistant", "Hello."),
+            ChatMessage::new("user", "Name a colour."),
+        ];
+        let out = render_conversation(SMOLLM2, &messages, "", "<|im_end|>").unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"
         );
     }
 

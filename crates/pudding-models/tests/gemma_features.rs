@@ -317,3 +317,90 @@ fn bad_gemma_settings_are_config_errors() {
         ));
     }
 }
+
+/// A continuous-batching decode step ([`LlamaModel::decode_rows`]): three sequences of
+/// different lengths (one past the window), each under its own omission set, step together
+/// for four tokens, and each row's logits equal that sequence decoded alone with its own
+/// cache.
+#[test]
+fn decode_rows_under_different_sets_equal_each_sequence_alone() {
+    let c = gemma_like();
+    let m = model(&c);
+    let prompts: [Vec<u32>; 3] = [ids(), vec![5, 9], vec![1, 2, 3, 4]];
+    let sets = [
+        OmissionSet::dense(4).unwrap(),
+        OmissionSet::parse("1", 4).unwrap(),
+        OmissionSet::parse("0,3", 4).unwrap(),
+    ];
+    let prefill = |i: usize| {
+        let mut cache = KvCache::<B>::new(sets[i].clone());
+        m.forward_last(tokens(&prompts[i]), &sets[i], Some(&mut cache))
+            .unwrap();
+        cache
+    };
+    let mut batched: Vec<KvCache<B>> = (0..3).map(prefill).collect();
+    let mut alone: Vec<KvCache<B>> = (0..3).map(prefill).collect();
+    for step in 0..4u32 {
+        let next: Vec<u32> = (0..3).map(|i| (step * 11 + i * 5 + 7) % 50).collect();
+        let mut refs: Vec<&mut KvCache<B>> = batched.iter_mut().collect();
+        let rows = values(m.decode_rows(&next, &mut refs).unwrap());
+        for i in 0..3 {
+            let single = values(
+                m.forward_last(tokens(&next[i..=i]), &sets[i], Some(&mut alone[i]))
+                    .unwrap(),
+            );
+            let row = &rows[i * 50..(i + 1) * 50];
+            assert!(
+                max_abs_diff(row, &single) < 1e-4,
+                "row {i} step {step}: {}",
+                max_abs_diff(row, &single)
+            );
+            assert_eq!(batched[i].len(), alone[i].len());
+        }
+    }
+}
+
+/// A decode step refuses a token count that is not the cache count, a padded cache, an
+/// out-of-vocabulary token and a cache at the end of the context, leaving the caches as
+/// they were.
+#[test]
+fn decode_rows_refuses_bad_rows() {
+    let c = gemma_like();
+    let m = model(&c);
+    let set = OmissionSet::dense(4).unwrap();
+    let mut cache = KvCache::<B>::new(set.clone());
+    m.forward_last(tokens(&ids()), &set, Some(&mut cache))
+        .unwrap();
+    let before = cache.len();
+    let mut refs = vec![&mut cache];
+    assert!(matches!(
+        m.decode_rows(&[1, 2], &mut refs),
+        Err(ModelError::Batch(_))
+    ));
+    assert!(matches!(
+        m.decode_rows(&[50], &mut refs),
+        Err(ModelError::TokenOutOfVocab { id: 50, .. })
+    ));
+    assert!(matches!(
+        m.decode_rows(&[], &mut []),
+        Err(ModelError::Batch(_))
+    ));
+    let mut padded = KvCache::<B>::with_left_padding(set.clone(), vec![2]);
+    m.forward_last(tokens(&ids()), &set, Some(&mut padded))
+        .unwrap();
+    assert!(matches!(
+        m.decode_rows(&[1], &mut [&mut padded]),
+        Err(ModelError::Cache(_))
+    ));
+    assert_eq!(cache.len(), before);
+    let mut short = c.clone();
+    short.max_seq_len = SEQ;
+    let full = model(&short);
+    let mut cache = KvCache::<B>::new(set.clone());
+    full.forward_last(tokens(&ids()), &set, Some(&mut cache))
+        .unwrap();
+    assert!(matches!(
+        full.decode_rows(&[1], &mut [&mut cache]),
+        Err(ModelError::PromptTooLong { len, max }) if len == SEQ + 1 && max == SEQ
+    ));
+}

@@ -18,6 +18,7 @@ mod perplexity;
 mod reproduce;
 mod resident;
 mod route;
+mod serve;
 mod train_router;
 
 /// What every subcommand module imports.
@@ -286,6 +287,10 @@ enum Command {
     Learnability(learnability::LearnabilityArgs),
     /// Route a prompt with a trained router, then generate with the chosen blocks skipped.
     Route(route::RouteArgs),
+    /// Serve the model over HTTP with the OpenAI API (chat and text completions,
+    /// streaming, /v1/models, /health, /metrics): every request routed to its blocks, and
+    /// requests under different omission sets decoded in one continuous batch.
+    Serve(serve::ServeArgs),
     /// Write the model with some blocks removed, in the input's format (GGUF -> GGUF with
     /// the tensors as stored; a Hugging Face directory -> a directory), for llama.cpp,
     /// transformers or vLLM to run. The blocks: --skip, or --pool with --candidate, or
@@ -377,6 +382,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::TrainRouter(args) => train_router::run(args, &ctx),
         Command::Learnability(args) => learnability::run(args, &ctx),
         Command::Route(args) => route::run(args, &ctx),
+        Command::Serve(args) => serve::run(args, &ctx),
         Command::Export(args) => export::run(args, &ctx),
         Command::Perplexity(args) => perplexity::run(args, &ctx),
         Command::Logprobs(args) => logprobs::run(args, &ctx),

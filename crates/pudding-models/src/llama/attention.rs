@@ -530,7 +530,53 @@ impl<B: Backend> Attention<B> {
         step: &StepContext<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let [b, s, _] = x.dims();
+        let [q, k, v] = Projection::forward_each([&self.q, &self.k, &self.v], x);
+        self.o.forward(self.attend_projected(q, k, v, step, cache))
+    }
+
+    /// One decode step of several sequences at once, each at its own position with its own
+    /// cache: `x` `[n, 1, d]` (already normalised), row `i` the new token of the sequence
+    /// whose step context is `steps[i]` (one new token after its cached slots) and whose
+    /// cache is `caches[i]` (this block's entry is appended). Returns `[n, 1, d]`. The
+    /// projections run once for all rows; only the attention itself runs row by row.
+    pub fn forward_rows(
+        &self,
+        x: Tensor<B, 3>,
+        steps: &[&StepContext<B>],
+        caches: &mut [&mut KvCache<B>],
+        block: usize,
+    ) -> Tensor<B, 3> {
+        let n = x.dims()[0];
+        debug_assert_eq!(steps.len(), n);
+        debug_assert_eq!(caches.len(), n);
+        let [q, k, v] = Projection::forward_each([&self.q, &self.k, &self.v], x);
+        let rows: Vec<Tensor<B, 3>> = (0..n)
+            .map(|i| {
+                let row = |t: &Tensor<B, 3>| t.clone().narrow(0, i, 1);
+                self.attend_projected(
+                    row(&q),
+                    row(&k),
+                    row(&v),
+                    steps[i],
+                    Some((&mut *caches[i], block)),
+                )
+            })
+            .collect();
+        self.o.forward(Tensor::cat(rows, 0))
+    }
+
+    /// Attention on projected queries, keys and values (`[b, s, h*e]`, `[b, s, g*e]`,
+    /// `[b, s, g*e]`): q/k norms, RoPE, the cache, softmax attention. Returns the heads'
+    /// outputs `[b, s, h*e]`, before the output projection.
+    fn attend_projected(
+        &self,
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        step: &StepContext<B>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = q.dims();
         let (h, g, e) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let r = h / g;
         let scores_limit = step.scores_limit;
@@ -545,7 +591,6 @@ impl<B: Backend> Attention<B> {
             Some(n) => n.forward(t),
             None => t,
         };
-        let [q, k, v] = Projection::forward_each([&self.q, &self.k, &self.v], x);
         let q = norm(heads(q, h), &self.q_norm);
         let k = norm(heads(k, g), &self.k_norm);
         let q = rotate_half(q, &q_cos, &q_sin).swap_dims(1, 2);
@@ -590,11 +635,10 @@ impl<B: Backend> Attention<B> {
                 .collect();
             Tensor::cat(chunks, 3).reshape([b, g, r * s, e])
         };
-        let out = out // [b, g, r*s, e]
+        out // [b, g, r*s, e]
             .reshape([b, h, s, e])
             .swap_dims(1, 2)
-            .reshape([b, s, h * e]);
-        self.o.forward(out)
+            .reshape([b, s, h * e])
     }
 
     /// Softmax attention of grouped queries `q` `[b, g, rows, e]` over keys and values

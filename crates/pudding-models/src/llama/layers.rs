@@ -157,13 +157,34 @@ impl<B: Backend> Block<B> {
         step: &StepContext<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
+        let a = self
+            .attn
+            .forward(self.attn_norm.forward(x.clone()), step, cache);
+        self.finish(x, a)
+    }
+
+    /// One decode step of several sequences, each with its own position and cache (see
+    /// [`Attention::forward_rows`]): `x` `[n, 1, d]` -> `[n, 1, d]`.
+    pub fn forward_rows(
+        &self,
+        x: Tensor<B, 3>,
+        steps: &[&StepContext<B>],
+        caches: &mut [&mut KvCache<B>],
+        block: usize,
+    ) -> Tensor<B, 3> {
+        let a = self
+            .attn
+            .forward_rows(self.attn_norm.forward(x.clone()), steps, caches, block);
+        self.finish(x, a)
+    }
+
+    /// The rest of the block after attention: `x` the block's input and `a` the attention
+    /// output (both `[b, s, d]`) -> the block's output.
+    fn finish(&self, x: Tensor<B, 3>, a: Tensor<B, 3>) -> Tensor<B, 3> {
         let post = |y: Tensor<B, 3>, norm: &Option<RmsNorm<B>>| match norm {
             Some(n) => n.forward(y),
             None => y,
         };
-        let a = self
-            .attn
-            .forward(self.attn_norm.forward(x.clone()), step, cache);
         let x = x + post(a, &self.post_attn_norm);
         let m = self.mlp.forward(self.mlp_norm.forward(x.clone()));
         x + post(m, &self.post_mlp_norm)

@@ -8,6 +8,7 @@ mod attention;
 mod build;
 mod layers;
 mod params;
+mod rows;
 
 pub use attention::{
     Attention, Rotary, StepContext, ATTENTION_SCORES_LIMIT, MASK_DENSE_LIMIT, MASK_REPEAT_LIMIT,

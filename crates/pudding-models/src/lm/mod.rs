@@ -230,18 +230,44 @@ impl<B: Backend> LlamaLm<B> {
     /// (`<|im_start|>user ... <|im_end|>` then the assistant header) when the vocabulary
     /// has those tokens, else the text unchanged.
     pub fn chat_prompt(&self, user: &str) -> Result<String, ModelError> {
+        self.conversation_prompt(&[crate::chat::ChatMessage::new("user", user)])
+    }
+
+    /// [`Self::chat_prompt`] for a whole conversation (e.g. a system message, earlier turns
+    /// and the last user message). Without a template and without ChatML tokens, the
+    /// messages' texts joined by blank lines.
+    pub fn conversation_prompt(
+        &self,
+        messages: &[crate::chat::ChatMessage],
+    ) -> Result<String, ModelError> {
         if let Some(template) = &self.chat_template {
             let token = |id: Option<u32>| {
                 id.and_then(|i| self.tokenizer.id_to_token(i))
                     .unwrap_or_default()
             };
             let eos = token(self.stop_tokens.first().copied());
-            return crate::chat::render_user_turn(template, user, &token(self.bos_token), &eos);
+            return crate::chat::render_conversation(
+                template,
+                messages,
+                &token(self.bos_token),
+                &eos,
+            );
         }
         Ok(if self.tokenizer.token_to_id("<|im_start|>").is_some() {
-            format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+            let mut text = String::new();
+            for m in messages {
+                text.push_str(&format!(
+                    "<|im_start|>{}\n{}<|im_end|>\n",
+                    m.role, m.content
+                ));
+            }
+            text + "<|im_start|>assistant\n"
         } else {
-            user.to_string()
+            messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n")
         })
     }
 
