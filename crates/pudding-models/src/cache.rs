@@ -169,6 +169,51 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
+    /// The first `len` positions of this cache as a new cache (e.g. a prompt prefix that a
+    /// later prompt shares: it continues from there instead of prefilling them again).
+    /// An error for a padded or batched cache, for `len` past the cache, and when a
+    /// sliding-window block has already dropped slots before `len` (its window is full).
+    pub fn truncated(&self, len: usize) -> Result<Self, ModelError> {
+        if !self.left_pad.is_empty() {
+            return Err(ModelError::Cache(
+                "a padded batch's cache cannot be truncated".into(),
+            ));
+        }
+        if len > self.len {
+            return Err(ModelError::Cache(format!(
+                "cannot keep {len} positions of a cache holding {}",
+                self.len
+            )));
+        }
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|entry| match entry {
+                None => Ok(None),
+                Some((k, v)) => {
+                    let [batch, _, slots, _] = k.dims();
+                    if batch != 1 || slots != self.len {
+                        return Err(ModelError::Cache(format!(
+                            "a block holds {slots} of {} slots for {batch} rows; only a full \
+                             single-sequence cache can be truncated",
+                            self.len
+                        )));
+                    }
+                    Ok(Some((
+                        k.clone().narrow(2, 0, len),
+                        v.clone().narrow(2, 0, len),
+                    )))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            blocks,
+            skip: self.skip.clone(),
+            len,
+            left_pad: Vec::new(),
+        })
+    }
+
     /// Number of blocks holding entries (= blocks kept by the omission set, once filled).
     pub fn filled_blocks(&self) -> usize {
         self.blocks.iter().filter(|b| b.is_some()).count()

@@ -404,3 +404,35 @@ fn decode_rows_refuses_bad_rows() {
         Err(ModelError::PromptTooLong { len, max }) if len == SEQ + 1 && max == SEQ
     ));
 }
+
+/// A cache truncated to a shared prefix continues another prompt exactly as prefilling
+/// that prompt whole (the server's prompt cache); a sliding-window cache whose window has
+/// dropped slots refuses to be truncated.
+#[test]
+fn a_truncated_cache_continues_a_prompt_sharing_its_prefix() {
+    let mut c = gemma_like();
+    c.features.sliding_window = None;
+    let m = model(&c);
+    let set = OmissionSet::parse("2", 4).unwrap();
+    let first: Vec<u32> = vec![3, 9, 27, 31, 44, 5, 6];
+    let second: Vec<u32> = vec![3, 9, 27, 31, 12, 13];
+    let mut cache = KvCache::<B>::new(set.clone());
+    m.forward_last(tokens(&first), &set, Some(&mut cache))
+        .unwrap();
+    let mut shared = cache.truncated(4).unwrap();
+    assert_eq!(shared.len(), 4);
+    let continued = values(
+        m.forward_last(tokens(&second[4..]), &set, Some(&mut shared))
+            .unwrap(),
+    );
+    let whole = values(m.forward_last(tokens(&second), &set, None).unwrap());
+    assert!(max_abs_diff(&continued, &whole) < 1e-4);
+    assert!(matches!(cache.truncated(8), Err(ModelError::Cache(_))));
+
+    let windowed = model(&gemma_like());
+    let mut cache = KvCache::<B>::new(set.clone());
+    windowed
+        .forward_last(tokens(&ids()), &set, Some(&mut cache))
+        .unwrap();
+    assert!(matches!(cache.truncated(2), Err(ModelError::Cache(_))));
+}

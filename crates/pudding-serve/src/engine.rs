@@ -94,6 +94,8 @@ pub struct Started {
     pub candidate: Option<usize>,
     /// The router's seconds, when the router chose.
     pub router_seconds: Option<f64>,
+    /// Prompt tokens taken from a cached prompt instead of prefilled.
+    pub cached_tokens: usize,
 }
 
 /// What the engine reports about one request, in order: `Started`, `Text`*, then
@@ -137,6 +139,13 @@ pub struct EngineConfig {
     pub policy: BatchPolicy,
     /// `max_tokens` of a request that sets none (capped by the context left).
     pub default_max_tokens: usize,
+    /// Prompt caches kept for reuse (0, the default: none): a new prompt under the same
+    /// omission set continues from the longest prefix it shares with one of them (the chat
+    /// template's system turn, earlier turns of a conversation) instead of prefilling it
+    /// again. Faster, but the rest of the prompt then runs as a separate, shorter forward,
+    /// whose float rounding differs from a whole prefill: greedy output can differ from
+    /// `pudding generate` where two tokens are nearly tied.
+    pub prompt_cache_entries: usize,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +154,7 @@ impl Default for EngineConfig {
             max_running: 16,
             policy: BatchPolicy::MixedSets,
             default_max_tokens: 256,
+            prompt_cache_entries: 0,
         }
     }
 }
@@ -209,6 +219,7 @@ where
             Engine {
                 lm: parts.lm,
                 router: parts.router,
+                prompts: PromptCache::new(config.prompt_cache_entries),
                 config,
                 metrics,
                 running: Vec::new(),
@@ -235,9 +246,65 @@ struct Sequence<B: Backend> {
     last_token: Option<Instant>,
 }
 
+/// Caches of recent prompts, most recently used last.
+struct PromptCache<B: Backend> {
+    entries: std::collections::VecDeque<(Vec<u32>, KvCache<B>)>,
+    capacity: usize,
+}
+
+impl<B: Backend> PromptCache<B> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: std::collections::VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// A cache for `ids` under `skip` holding the longest prefix of `ids` (at most all
+    /// but its last token) that a cached prompt under the same set shares, and that
+    /// prefix's length; an empty cache and 0 when none does.
+    fn lookup(&mut self, skip: &OmissionSet, ids: &[u32]) -> (KvCache<B>, usize) {
+        let shared = |cached: &[u32]| {
+            cached
+                .iter()
+                .zip(ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(ids.len() - 1)
+        };
+        let best = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, cache))| cache.skip() == skip)
+            .map(|(i, (cached, _))| (i, shared(cached)))
+            .max_by_key(|&(i, n)| (n, i));
+        if let Some((i, n)) = best.filter(|&(_, n)| n > 0) {
+            if let Ok(cache) = self.entries[i].1.truncated(n) {
+                let entry = self.entries.remove(i).expect("an index found above");
+                self.entries.push_back(entry);
+                return (cache, n);
+            }
+        }
+        (KvCache::new(skip.clone()), 0)
+    }
+
+    /// Keeps the cache of a prefilled prompt (the oldest entry makes room).
+    fn insert(&mut self, ids: Vec<u32>, cache: KvCache<B>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((ids, cache));
+    }
+}
+
 struct Engine<B: Backend> {
     lm: LlamaLm<B>,
     router: Option<RouteFn>,
+    prompts: PromptCache<B>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
     running: Vec<Sequence<B>>,
@@ -370,10 +437,11 @@ impl<B: Backend> Engine<B> {
         };
         let mut sampler = Sampler::new(&request.sampling)
             .map_err(|e| ApiError::invalid(Some("temperature"), e.to_string()))?;
-        let mut cache = KvCache::new(skip.clone());
+        let (mut cache, cached_tokens) = self.prompts.lookup(&skip, &ids);
         let logits = self
-            .first_logits(&ids, &skip, &mut cache)
+            .first_logits(&ids[cached_tokens..], &skip, &mut cache)
             .map_err(|e| ApiError::internal(format!("prefill failed: {e}")))?;
+        self.prompts.insert(ids.clone(), cache.clone());
         let first = sampler
             .sample(&logits)
             .map_err(|e| ApiError::internal(format!("sampling failed: {e}")))?;
@@ -384,6 +452,7 @@ impl<B: Backend> Engine<B> {
             skip,
             candidate,
             router_seconds,
+            cached_tokens,
         }));
         let mut sequence = Sequence {
             events: request.events,

@@ -285,11 +285,13 @@ impl Envelope {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
+fn usage(started: &Started, completion: usize) -> Value {
+    let prompt = started.prompt_tokens;
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": started.cached_tokens},
     })
 }
 
@@ -382,7 +384,7 @@ async fn whole(
         "created": envelope.created,
         "model": envelope.model,
         "choices": [choice],
-        "usage": usage(started.prompt_tokens, completion_tokens),
+        "usage": usage(&started, completion_tokens),
         "pudding": pudding_field(&started),
     }))
     .into_response()
@@ -432,8 +434,7 @@ fn stream(
                         return;
                     }
                     if include_usage {
-                        let chunk =
-                            envelope.usage_chunk(usage(started.prompt_tokens, completion_tokens));
+                        let chunk = envelope.usage_chunk(usage(&started, completion_tokens));
                         if out.send(data(chunk)).await.is_err() {
                             return;
                         }

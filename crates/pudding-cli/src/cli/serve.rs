@@ -50,6 +50,13 @@ pub(super) struct ServeArgs {
     /// max_tokens of a request that sets none (capped by the context left).
     #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     default_max_tokens: usize,
+    /// Recent prompt caches kept for reuse (default 0: none): a prompt under the same
+    /// omission set continues from the longest prefix it shares with one (the chat
+    /// template's system turn, a conversation's earlier turns). Faster, but not
+    /// bit-identical to a whole prefill (greedy output can differ from `pudding generate`
+    /// at near-ties), so it is off unless asked for.
+    #[arg(long, default_value_t = 0)]
+    prompt_cache: usize,
     /// How decode steps group sequences: `mixed` runs every sequence in one step whatever
     /// blocks it skips; `per-set` runs one step per omission set (to compare).
     #[arg(long, value_enum, default_value = "mixed")]
@@ -82,6 +89,7 @@ pub(super) fn run(args: ServeArgs, ctx: &Context) -> Result<(), CliError> {
         queue,
         max_body_bytes,
         default_max_tokens,
+        prompt_cache,
         batching,
     } = args;
     if pool.is_none() && !no_router {
@@ -130,6 +138,7 @@ pub(super) fn run(args: ServeArgs, ctx: &Context) -> Result<(), CliError> {
                 BatchingArg::PerSet => BatchPolicy::PerSet,
             },
             default_max_tokens,
+            prompt_cache_entries: prompt_cache,
         },
     };
     pudding_serve::run_server(build, config, |addr| {
