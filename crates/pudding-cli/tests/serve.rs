@@ -461,6 +461,7 @@ fn serves_the_openai_api_batching_sets_together() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(server.metric("pudding_running_sequences "), 0.0);
+    assert_eq!(server.metric("pudding_queue_depth "), 0.0);
     assert!(server.metric("pudding_requests_total{status=\"400\"} ") >= 7.0);
 }
 

@@ -313,12 +313,15 @@ async fn generate(
         events,
         arrived: Instant::now(),
     };
-    match state.queue.try_send(request) {
-        Ok(()) => state.metrics.queued(),
-        Err(TrySendError::Full(_)) => {
-            return ApiError::overloaded(state.queue_size).into_response()
+    // Counted before it is sent: the engine may take it (and count it out) at once.
+    state.metrics.queued();
+    if let Err(refused) = state.queue.try_send(request) {
+        state.metrics.dequeued();
+        return match refused {
+            TrySendError::Full(_) => ApiError::overloaded(state.queue_size),
+            TrySendError::Disconnected(_) => ApiError::unavailable(),
         }
-        Err(TrySendError::Disconnected(_)) => return ApiError::unavailable().into_response(),
+        .into_response();
     }
     let started = match receiver.recv().await {
         Some(Event::Started(s)) => s,
