@@ -143,7 +143,7 @@ pub(crate) struct Cli {
     /// (memory-mapped, ~1x the file) and multiplies them with the quantised CPU kernels
     /// (activations quantised per block of 32, as llama.cpp does); `dequantized` expands
     /// them to f32 (~7x the file) for exact scoring. Default: `quantized` for generate,
-    /// bench and resident on the CPU backend (speed and memory); `dequantized` for eval,
+    /// bench, route, serve and resident on the CPU backend (speed and memory); `dequantized` for eval,
     /// logprobs, perplexity, candidates, baseline, labels and reproduce (their scores match the
     /// f32 references and the committed results) and on GPU backends.
     #[arg(long, global = true, value_enum)]
