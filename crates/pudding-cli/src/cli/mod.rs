@@ -24,7 +24,8 @@ mod train_router;
 /// What every subcommand module imports.
 mod prelude {
     pub(super) use super::{
-        at_least_one, job_count, load, stage, CliError, Context, ModelArg, PromptArg, JOBS_HELP,
+        at_least_one, job_count, load, stage, CliError, Context, ModelArg, PromptArg, RouterChoice,
+        JOBS_HELP,
     };
     pub(super) use clap::Args;
     pub(super) use pudding_cli::backend::{self, Backend};
@@ -231,6 +232,21 @@ pub(super) struct ModelArg {
     /// A .gguf file, a Hugging Face directory or a known asset name (`pudding fetch --list`); default: the fetched SmolLM2.
     #[arg(long)]
     pub(super) model: Option<PathBuf>,
+}
+
+/// `--pool`/`--router` or `-k`: the router of `route` and `serve`.
+#[derive(Args)]
+pub(super) struct RouterChoice {
+    /// The candidate pool (with --router; default: the embedded SmolLM2 pool for --k).
+    #[arg(long, requires = "router")]
+    pub(super) pool: Option<PathBuf>,
+    /// The router directory (with --pool).
+    #[arg(long, requires = "pool")]
+    pub(super) router: Option<PathBuf>,
+    /// Without --pool/--router: which embedded SmolLM2-135M-Instruct router, by the
+    /// number of blocks its candidates skip (3 or 6).
+    #[arg(short, long, default_value_t = 3, conflicts_with = "pool")]
+    pub(super) k: usize,
 }
 
 /// The global options as every subcommand reads them.

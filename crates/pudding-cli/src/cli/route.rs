@@ -7,16 +7,8 @@ use super::prelude::*;
 pub(super) struct RouteArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// The candidate pool (with --router; default: the embedded SmolLM2 pool for --k).
-    #[arg(long, requires = "router")]
-    pool: Option<PathBuf>,
-    /// The router directory (with --pool).
-    #[arg(long, requires = "pool")]
-    router: Option<PathBuf>,
-    /// Without --pool/--router: which embedded SmolLM2-135M-Instruct router, by the
-    /// number of blocks its candidates skip (3 or 6).
-    #[arg(short, long, default_value_t = 3, conflicts_with = "pool")]
-    k: usize,
+    #[command(flatten)]
+    choice: RouterChoice,
     #[command(flatten)]
     prompt: PromptArg,
     /// Maximum new tokens.
@@ -29,9 +21,7 @@ pub(super) fn run(args: RouteArgs, ctx: &Context) -> Result<(), CliError> {
     let Context { fast, decode, .. } = *ctx;
     let RouteArgs {
         model: ModelArg { model },
-        pool,
-        router,
-        k,
+        choice: RouterChoice { pool, router, k },
         prompt,
         max_tokens,
     } = args;

@@ -10,16 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 pub(super) struct ServeArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// The candidate pool (with --router; default: the embedded SmolLM2 pool for --k).
-    #[arg(long, requires = "router")]
-    pool: Option<PathBuf>,
-    /// The router directory (with --pool).
-    #[arg(long, requires = "pool")]
-    router: Option<PathBuf>,
-    /// Without --pool/--router: which embedded SmolLM2-135M-Instruct router, by the
-    /// number of blocks its candidates skip (3 or 6).
-    #[arg(short, long, default_value_t = 3, conflicts_with = "pool")]
-    k: usize,
+    #[command(flatten)]
+    choice: RouterChoice,
     /// Serve without a router: `"skip": "auto"` runs dense (for models without an
     /// embedded router; requests may still pin their blocks).
     #[arg(long, conflicts_with_all = ["pool", "router"])]
@@ -77,9 +69,7 @@ pub(super) fn run(args: ServeArgs, ctx: &Context) -> Result<(), CliError> {
     let Context { fast, decode, .. } = *ctx;
     let ServeArgs {
         model: ModelArg { model },
-        pool,
-        router,
-        k,
+        choice: RouterChoice { pool, router, k },
         no_router,
         host,
         port,

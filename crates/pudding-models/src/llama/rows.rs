@@ -95,11 +95,11 @@ impl<B: Backend> LlamaModel<B> {
             let block = self.block(index)?;
             let input = Tensor::cat(running.iter().map(|&i| rows[i].clone()).collect(), 0);
             let row_steps: Vec<&StepContext<B>> = running.iter().map(|&i| &steps[i]).collect();
+            // The same rows as `running`, in the same order.
             let mut row_caches: Vec<&mut KvCache<B>> = caches
                 .iter_mut()
-                .enumerate()
-                .filter(|(i, cache)| !cache.skip().skips(index) && running.contains(i))
-                .map(|(_, cache)| &mut **cache)
+                .filter(|cache| !cache.skip().skips(index))
+                .map(|cache| &mut **cache)
                 .collect();
             let output = block.forward_rows(input, &row_steps, &mut row_caches, index);
             for (j, &i) in running.iter().enumerate() {
